@@ -1,0 +1,283 @@
+"""The one DDIM sampler every method uses; which steps carry gradient is a parameter (``GradMode``).
+
+A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance and DDIM's eta, decodes x_0 with the VAE
+and returns images in [0, 1] plus what the policy-gradient and regression methods need: every latent, the
+timesteps and the log-probability of each transition under the sampling policy.
+
+Gradient modes (``GradMode.mode``):
+
+- ``none``      no graph anywhere (evaluation, DDPO/RWR sampling).
+- ``full``      every UNet call and the decode carry gradient (AlignProp "full backprop").
+- ``last-k``    only the last K steps carry gradient; earlier steps run without a graph (DRaFT-K; K=1 is
+                AlignProp's / DRaFT's K=1).
+- ``random-k``  K drawn uniformly from ``k_range`` once per rollout, then as ``last-k`` (the AlignProp paper's
+                randomized truncation). Every allowed range gives at least one gradient step.
+- ``alignprop-code``  the official AlignProp code (and trl's AlignPropTrainer): at *each* step i a threshold r_i is
+                drawn from ``code_range`` and the UNet output is detached when i < r_i, while the latent path keeps
+                its graph, so gradient still flows through the DDIM update of later detached steps. The UNet of a
+                detached step runs without a graph here (its output is a constant either way: same gradient, less
+                memory). With a range wider than the step count this mode can give no gradient at all, as the
+                original does; ``Rollout.grad_steps`` says how many steps carried gradient.
+
+UNet calls and the decode under gradient use activation checkpointing unless ``GradMode.checkpoint`` is False.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+GRAD_MODES = ("none", "full", "last-k", "random-k", "alignprop-code")
+
+
+@dataclass
+class SamplerConfig:
+    """DDIM sampling settings shared by training rollouts and evaluation."""
+
+    steps: int = 50
+    """Number of DDIM denoising steps T (AlignProp and DDPO papers: 50)."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance weight w; w <= 1 disables guidance (AlignProp code 7.5, DDPO 5.0)."""
+    eta: float = 0.0
+    """DDIM eta in [0, 1]: 0 is deterministic (AlignProp code), 1 is DDPM-like (DDPO); log-probs need eta > 0."""
+    negative_prompt: str = ""
+    """Unconditional prompt for guidance (both papers: empty string)."""
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"sampler steps must be an integer >= 1, got {self.steps!r}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"sampler eta must lie in [0, 1], got {self.eta}")
+        if self.guidance_scale < 0:
+            raise ValueError(f"sampler guidance_scale must be >= 0, got {self.guidance_scale}")
+
+
+@dataclass(frozen=True)
+class GradMode:
+    """Which denoising steps carry gradient, and whether those steps use activation checkpointing."""
+
+    mode: str = "none"
+    """One of none, full, last-k, random-k, alignprop-code (see the module docstring)."""
+    k: int = 1
+    """last-k: number of final steps that carry gradient (1 <= k <= T)."""
+    k_range: tuple[int, int] = (1, 50)
+    """random-k: K is drawn uniformly from [lo, hi] per rollout (1 <= lo <= hi <= T)."""
+    code_range: tuple[int, int] = (0, 50)
+    """alignprop-code: per-step threshold range [lo, hi] (official code and trl: (0, 50)); needs lo <= T - 1."""
+    checkpoint: bool = True
+    """Recompute activations of gradient-carrying UNet calls and the decode in the backward pass."""
+
+    def validate(self, steps: int) -> None:
+        """Raise ``ValueError`` naming the setting when this mode cannot work with ``steps`` sampling steps."""
+        if self.mode not in GRAD_MODES:
+            raise ValueError(f"grad mode {self.mode!r} unknown; valid: {', '.join(GRAD_MODES)}")
+        if self.mode == "last-k" and not 1 <= self.k <= steps:
+            raise ValueError(f"last-k needs 1 <= k <= steps, got k={self.k} with steps={steps}")
+        if self.mode == "random-k":
+            lo, hi = self.k_range
+            if not 1 <= lo <= hi <= steps:
+                raise ValueError(
+                    f"random-k needs 1 <= k_range[0] <= k_range[1] <= steps, got k_range={self.k_range} with "
+                    f"steps={steps}; a range beyond the step count would silently train nothing"
+                )
+        if self.mode == "alignprop-code":
+            lo, hi = self.code_range
+            if not 0 <= lo <= hi:
+                raise ValueError(f"alignprop-code needs 0 <= code_range[0] <= code_range[1], got {self.code_range}")
+            if lo > steps - 1:
+                raise ValueError(
+                    f"alignprop-code range {self.code_range} starts beyond the last step index {steps - 1}: no step "
+                    "would ever carry gradient (trl's AlignProp trains nothing silently here)"
+                )
+
+    def draw(self, steps: int, generator: torch.Generator | None) -> list[bool]:
+        """Which of the ``steps`` steps (in sampling order) carry gradient for one rollout."""
+        self.validate(steps)
+        if self.mode == "none":
+            return [False] * steps
+        if self.mode == "full":
+            return [True] * steps
+        if self.mode in ("last-k", "random-k"):
+            k = self.k
+            if self.mode == "random-k":
+                lo, hi = self.k_range
+                k = int(torch.randint(lo, hi + 1, (1,), generator=generator))
+            return [i >= steps - k for i in range(steps)]
+        lo, hi = self.code_range
+        thresholds = torch.randint(lo, hi + 1, (steps,), generator=generator)
+        return [i >= int(r) for i, r in enumerate(thresholds)]
+
+
+@dataclass
+class Rollout:
+    """What one call of ``Sampler.sample`` returns."""
+
+    images: torch.Tensor
+    """Decoded images [B, 3, H, W] in [0, 1]; they carry a graph when any step carried gradient."""
+    latents: torch.Tensor
+    """Detached latents [B, T+1, C, h, w]: x_T (the initial noise) first, x_0 last."""
+    timesteps: torch.Tensor
+    """Training-schedule timestep of each step [T], in sampling order."""
+    log_probs: torch.Tensor | None
+    """Detached log-probability of each transition [B, T] (mean over latent dimensions); None when eta = 0."""
+    prompt_embeds: torch.Tensor
+    """Detached text-encoder states of the prompts [B, L, D]."""
+    grad_steps: list[bool]
+    """Which steps carried gradient in this rollout."""
+
+
+def ddim_coefficients(scheduler, t: int) -> tuple[float, float]:
+    """(alpha_bar_t, alpha_bar_prev) of the DDIM step leaving timestep ``t``, as diffusers' DDIMScheduler."""
+    prev_t = t - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    alpha_t = float(scheduler.alphas_cumprod[t])
+    alpha_prev = float(scheduler.alphas_cumprod[prev_t]) if prev_t >= 0 else float(scheduler.final_alpha_cumprod)
+    return alpha_t, alpha_prev
+
+
+def ddim_step(scheduler, model_output, t: int, x, eta: float):
+    """Mean and standard deviation of the DDIM transition p(x_{t-1} | x_t) given the guided model output."""
+    alpha_t, alpha_prev = ddim_coefficients(scheduler, t)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        eps = model_output
+        x0 = (x - math.sqrt(1 - alpha_t) * eps) / math.sqrt(alpha_t)
+    elif kind == "v_prediction":
+        x0 = math.sqrt(alpha_t) * x - math.sqrt(1 - alpha_t) * model_output
+        eps = math.sqrt(alpha_t) * model_output + math.sqrt(1 - alpha_t) * x
+    else:
+        raise ValueError(f"prediction_type {kind!r} is not supported; use an epsilon or v_prediction model")
+    if scheduler.config.clip_sample:
+        r = scheduler.config.clip_sample_range
+        x0 = x0.clamp(-r, r)
+        eps = (x - math.sqrt(alpha_t) * x0) / math.sqrt(1 - alpha_t)
+    variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
+    std = eta * math.sqrt(max(variance, 0.0))
+    mean = math.sqrt(alpha_prev) * x0 + math.sqrt(max(1 - alpha_prev - std**2, 0.0)) * eps
+    return mean, std
+
+
+def gaussian_log_prob(x, mean, std: float) -> torch.Tensor:
+    """log N(x; mean, std^2), averaged over all but the batch dimension (trl's and ddpo-pytorch's convention)."""
+    lp = -((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)
+    return lp.mean(dim=tuple(range(1, lp.ndim)))
+
+
+class Sampler:
+    """DDIM sampling with classifier-free guidance on a diffusers Stable Diffusion pipeline."""
+
+    def __init__(self, pipe, config: SamplerConfig):
+        self.pipe = pipe
+        self.config = config
+        self.unet, self.vae = pipe.unet, pipe.vae
+        self.scheduler = pipe.scheduler
+        self._negative: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        size = self.unet.config.sample_size
+        return (self.unet.config.in_channels, size, size)
+
+    def initial_noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        """x_T ~ N(0, I) for ``n`` samples, drawn on the CPU so a seed gives the same noise on every device."""
+        noise = torch.randn((n, *self.latent_shape), generator=generator)
+        return noise.to(self.device, self.unet.dtype) * self.scheduler.init_noise_sigma
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Text-encoder hidden states [B, 77, D] (the text encoder is frozen: no graph)."""
+        tok = self.pipe.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return self.pipe.text_encoder(tok.input_ids.to(self.device))[0]
+
+    def negative_embeds(self, n: int) -> torch.Tensor:
+        if self._negative is None:
+            self._negative = self.encode([self.config.negative_prompt])
+        return self._negative.expand(n, -1, -1)
+
+    @property
+    def guided(self) -> bool:
+        return self.config.guidance_scale > 1.0
+
+    def model_output(self, x, t, embeds, *, use_checkpoint: bool = False):
+        """Guided UNet prediction at timestep ``t`` for latents ``x`` and prompt states ``embeds``."""
+        if self.guided:
+            x_in = torch.cat([x, x])
+            emb = torch.cat([self.negative_embeds(len(x)), embeds])
+        else:
+            x_in, emb = x, embeds
+        x_in = self.scheduler.scale_model_input(x_in, t)
+        if use_checkpoint:
+            out = checkpoint(self._unet, x_in, t, emb, use_reentrant=False)
+        else:
+            out = self._unet(x_in, t, emb)
+        if self.guided:
+            uncond, cond = out.chunk(2)
+            out = uncond + self.config.guidance_scale * (cond - uncond)
+        return out
+
+    def _unet(self, x, t, emb):
+        return self.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+
+    def _decode(self, latents):
+        image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        return (image / 2 + 0.5).clamp(0, 1)
+
+    def decode(self, latents, *, use_checkpoint: bool = False):
+        """Images in [0, 1] from final latents."""
+        if use_checkpoint:
+            return checkpoint(self._decode, latents, use_reentrant=False)
+        return self._decode(latents)
+
+    def set_steps(self) -> torch.Tensor:
+        self.scheduler.set_timesteps(self.config.steps, device=self.device)
+        return self.scheduler.timesteps
+
+    def sample(
+        self,
+        prompts: list[str],
+        *,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        grad: GradMode = GradMode(),
+    ) -> Rollout:
+        """One batch of rollouts, one per prompt; ``latents`` fixes x_T, ``generator`` seeds everything random."""
+        cfg, steps = self.config, self.config.steps
+        carries = grad.draw(steps, generator)
+        embeds = self.encode(prompts)
+        x = self.initial_noise(len(prompts), generator) if latents is None else latents.to(self.device)
+        timesteps = self.set_steps()
+        trace, log_probs = [x.detach()], []
+        any_grad = any(carries)
+        with torch.set_grad_enabled(any_grad and torch.is_grad_enabled()):
+            for i, t in enumerate(timesteps):
+                with torch.set_grad_enabled(carries[i] and torch.is_grad_enabled()):
+                    out = self.model_output(x, t, embeds, use_checkpoint=carries[i] and grad.checkpoint)
+                mean, std = ddim_step(self.scheduler, out, int(t), x, cfg.eta)
+                if std > 0:
+                    noise = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
+                    x = mean + std * noise
+                    log_probs.append(gaussian_log_prob(x.detach(), mean.detach(), std))
+                else:
+                    x = mean
+                trace.append(x.detach())
+            images = self.decode(x, use_checkpoint=any_grad and grad.checkpoint)
+        return Rollout(
+            images=images,
+            latents=torch.stack(trace, dim=1),
+            timesteps=timesteps.detach().clone(),
+            log_probs=torch.stack(log_probs, dim=1) if log_probs else None,
+            prompt_embeds=embeds,
+            grad_steps=carries,
+        )

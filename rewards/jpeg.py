@@ -1,0 +1,51 @@
+"""JPEG (in)compressibility as the DDPO paper defines it: size of the image saved as JPEG at quality 95, in kB.
+
+``jpeg-compressibility`` is the negated size (smaller files score higher), ``jpeg-incompressibility`` the size.
+The true score goes through PIL and has no gradient; no surrogate is offered here, so gradient methods refuse
+these rewards and the runner records them as skipped.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+
+from rewards.base import Reward
+
+QUALITY = 95
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [0, 1] -> [B, H, W, 3] uint8, rounding as ddpo-pytorch does."""
+    return (images.detach().float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def jpeg_kb(images: torch.Tensor, quality: int = QUALITY) -> torch.Tensor:
+    """Size in kB (1000 bytes) of each image saved by PIL as JPEG at ``quality``."""
+    sizes = []
+    for array in to_uint8(images):
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        sizes.append(buffer.tell() / 1000)
+    return torch.tensor(sizes, dtype=torch.float32)
+
+
+class JpegIncompressibility(Reward):
+    """JPEG size in kB at quality 95: higher is a larger, more detailed file."""
+
+    name = "jpeg-incompressibility"
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return jpeg_kb(images).to(images.device)
+
+
+class JpegCompressibility(Reward):
+    """Negated JPEG size in kB at quality 95: higher is a smaller, simpler file."""
+
+    name = "jpeg-compressibility"
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return -jpeg_kb(images).to(images.device)
