@@ -16,8 +16,8 @@ Gradient modes (``GradMode.mode``):
                 drawn from ``code_range`` and the UNet output is detached when i < r_i, while the latent path keeps
                 its graph, so gradient still flows through the DDIM update of later detached steps. The UNet of a
                 detached step runs without a graph here (its output is a constant either way: same gradient, less
-                memory). With a range wider than the step count this mode can give no gradient at all, as the
-                original does; ``Rollout.grad_steps`` says how many steps carried gradient.
+                memory). Even within an allowed range a rollout can, by chance, carry no gradient at all, as in
+                the original; ``Rollout.grad_steps`` says which steps carried gradient.
 
 UNet calls and the decode under gradient use activation checkpointing unless ``GradMode.checkpoint`` is False.
 """
@@ -66,7 +66,7 @@ class GradMode:
     k_range: tuple[int, int] = (1, 50)
     """random-k: K is drawn uniformly from [lo, hi] per rollout (1 <= lo <= hi <= T)."""
     code_range: tuple[int, int] = (0, 50)
-    """alignprop-code: per-step threshold range [lo, hi] (official code and trl: (0, 50)); needs lo <= T - 1."""
+    """alignprop-code: per-step threshold range [lo, hi] (official code and trl: (0, 50) for T = 50); hi <= T."""
     checkpoint: bool = True
     """Recompute activations of gradient-carrying UNet calls and the decode in the backward pass."""
 
@@ -85,12 +85,11 @@ class GradMode:
                 )
         if self.mode == "alignprop-code":
             lo, hi = self.code_range
-            if not 0 <= lo <= hi:
-                raise ValueError(f"alignprop-code needs 0 <= code_range[0] <= code_range[1], got {self.code_range}")
-            if lo > steps - 1:
+            if not 0 <= lo <= hi <= steps:
                 raise ValueError(
-                    f"alignprop-code range {self.code_range} starts beyond the last step index {steps - 1}: no step "
-                    "would ever carry gradient (trl's AlignProp trains nothing silently here)"
+                    f"alignprop-code needs 0 <= code_range[0] <= code_range[1] <= steps, got code_range="
+                    f"{self.code_range} with steps={steps}; a range beyond the step count detaches (nearly) every "
+                    "step (trl's AlignProp then trains nothing, silently)"
                 )
 
     def draw(self, steps: int, generator: torch.Generator | None) -> list[bool]:
@@ -254,9 +253,13 @@ class Sampler:
     ) -> Rollout:
         """One batch of rollouts, one per prompt; ``latents`` fixes x_T, ``generator`` seeds everything random."""
         cfg, steps = self.config, self.config.steps
-        carries = grad.draw(steps, generator)
+        grad.validate(steps)
         embeds = self.encode(prompts)
+        # All randomness is drawn up front in a fixed order (x_T, step noises, then the truncation), so a seed gives
+        # the same images whatever the gradient mode.
         x = self.initial_noise(len(prompts), generator) if latents is None else latents.to(self.device)
+        step_noise = [torch.randn(x.shape, generator=generator) for _ in range(steps)] if cfg.eta > 0 else None
+        carries = grad.draw(steps, generator)
         timesteps = self.set_steps()
         trace, log_probs = [x.detach()], []
         any_grad = any(carries)
@@ -266,8 +269,7 @@ class Sampler:
                     out = self.model_output(x, t, embeds, use_checkpoint=carries[i] and grad.checkpoint)
                 mean, std = ddim_step(self.scheduler, out, int(t), x, cfg.eta)
                 if std > 0:
-                    noise = torch.randn(mean.shape, generator=generator).to(mean.device, mean.dtype)
-                    x = mean + std * noise
+                    x = mean + std * step_noise[i].to(mean.device, mean.dtype)
                     log_probs.append(gaussian_log_prob(x.detach(), mean.detach(), std))
                 else:
                     x = mean

@@ -1,0 +1,16 @@
+"""Methods by name. Each entry is ``"module:Class"``, imported only when chosen (trl loads only for its methods)."""
+
+from bench.registry import Registry
+
+METHODS = Registry(
+    "method",
+    {
+        "alignprop": "methods.alignprop:AlignProp",
+        "alignprop-full": "methods.alignprop:AlignPropFull",
+        "alignprop-k1": "methods.alignprop:AlignPropK1",
+        "rwr": "methods.rwr:RWR",
+        "rwr-sparse": "methods.rwr:RWRSparse",
+        "ddpo": "methods.ddpo:DDPO",
+        "alignprop-trl": "methods.alignprop_trl:AlignPropTrl",
+    },
+)

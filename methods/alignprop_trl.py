@@ -1,0 +1,152 @@
+"""trl 0.23.1's ``AlignPropTrainer`` at the harness's settings: the reference our ``alignprop`` is measured against.
+
+trl keeps the official AlignProp code's truncation semantics (a threshold drawn per denoising step, UNet output
+detached below it) and its loss ``10 - mean(reward)`` (same gradient as ``-mean(reward)``). One harness step is one
+trl epoch = ``grad_accum`` rollout batches of ``batch_size`` and one optimizer update.
+
+trl silently trains nothing when the random range starts beyond the last step index (every UNet output is
+detached); this wrapper refuses a range wider than the step count before trl is built. Inside an allowed range a
+rollout can still, by chance, detach every step (likely only for few steps); trl's backward would then fail, so
+such a rollout gets a zero-gradient loss and is counted in the ``no_grad_batches`` metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.sampler import GradMode
+from bench.trl_adapter import capture_logs, quiet_trl, silence_progress, trl_pipeline
+from methods.base import Method, MethodConfig
+
+
+@dataclass
+class AlignPropTrlConfig(MethodConfig):
+    """Settings passed to trl's AlignPropConfig (trl names in brackets); defaults as our ``alignprop``."""
+
+    lr: float = 1e-3
+    """AdamW learning rate [train_learning_rate]."""
+    weight_decay: float = 0.1
+    """AdamW weight decay [train_adam_weight_decay]."""
+    max_grad_norm: float = 5.0
+    """Gradient clipping [train_max_grad_norm]."""
+    random_truncation: bool = True
+    """Per-step random truncation [truncated_backprop_rand]; False uses the fixed ``truncation_step``."""
+    code_min: int = 0
+    """Low end of the per-step threshold range [truncated_rand_backprop_minmax[0]]."""
+    code_max: int = 0
+    """High end of the per-step threshold range [truncated_rand_backprop_minmax[1]]; 0 means the step count."""
+    truncation_step: int = 49
+    """Fixed truncation: steps with index below this are detached [truncated_backprop_timestep]."""
+    checkpointing: bool = True
+    """Activation checkpointing of UNet calls [gradient_checkpoint argument of trl's sampler]."""
+
+    def code_range(self) -> tuple[int, int]:
+        return (self.code_min, self.code_max or self.steps)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.random_truncation:
+            GradMode(mode="alignprop-code", code_range=self.code_range()).validate(self.steps)
+        elif not 0 <= self.truncation_step <= self.steps - 1:
+            raise ValueError(
+                f"truncation_step={self.truncation_step} must lie in [0, steps-1={self.steps - 1}]: beyond it trl "
+                "detaches every step and silently trains nothing"
+            )
+
+
+class AlignPropTrl(Method):
+    """trl's AlignPropTrainer, one epoch per harness step."""
+
+    name = "alignprop-trl"
+    Config = AlignPropTrlConfig
+    needs_reward_gradient = True
+
+    def setup(self) -> None:
+        from trl import AlignPropConfig, AlignPropTrainer
+
+        cfg = self.config
+        trl_config = AlignPropConfig(
+            seed=self.seed,
+            log_with=None,
+            mixed_precision="no",
+            save_freq=10**9,  # never let trl write checkpoints: the harness owns files
+            sample_num_steps=cfg.steps,
+            sample_eta=cfg.eta,
+            sample_guidance_scale=cfg.guidance_scale,
+            train_batch_size=cfg.batch_size,
+            train_gradient_accumulation_steps=cfg.grad_accum,
+            train_learning_rate=cfg.lr,
+            train_adam_weight_decay=cfg.weight_decay,
+            train_max_grad_norm=cfg.max_grad_norm or float("inf"),
+            truncated_backprop_rand=cfg.random_truncation,
+            truncated_backprop_timestep=cfg.truncation_step,
+            truncated_rand_backprop_minmax=cfg.code_range(),
+            allow_tf32=False,
+        )
+        settings = cfg.lora_settings()
+        settings.init_seed = self.seed
+        self.trl_pipe = trl_pipeline(self.pipe, settings)
+        with quiet_trl():
+            self.trainer = AlignPropTrainer(trl_config, self._reward_fn, self._prompt_fn, self.trl_pipe)
+        silence_progress(self.trainer)
+        self.trainer.sd_pipeline.sd_pipeline.unet.train()
+        self._patch_checkpointing(cfg.checkpointing)
+        self.optimizer = self.trainer.optimizer
+        self.records = capture_logs(self.trainer)
+        self.epoch = 0
+        self.queries = 0
+
+    def _patch_checkpointing(self, enabled: bool) -> None:
+        """trl's trainer never passes ``gradient_checkpoint``; forward our setting to its sampler."""
+        rgb_with_grad = self.trl_pipe.rgb_with_grad
+
+        def with_setting(*args, **kwargs):
+            kwargs.setdefault("gradient_checkpoint", enabled)
+            return rgb_with_grad(*args, **kwargs)
+
+        self.trl_pipe.rgb_with_grad = with_setting
+
+    def _prompt_fn(self):
+        return self.prompts.sample(1, self.generator)[0], {}
+
+    def _reward_fn(self, images, prompts, metadata):
+        self.queries += len(images)
+        if not self.reward.differentiable:
+            self.true_scores.append(self.reward(images.detach().float(), list(prompts)).float())
+        objective = self.reward.objective(images, list(prompts))
+        if not objective.requires_grad:
+            # trl detached every UNet call of this rollout (per-step random truncation): its backward would fail.
+            # Count it and hand trl a zero-gradient loss, which is what that rollout teaches.
+            self.no_grad_batches += 1
+            objective = objective + 0.0 * sum(p.sum() for p in self.pipe.unet.parameters() if p.requires_grad)
+        return objective, {}
+
+    def step(self) -> dict[str, float]:
+        self.records.clear()
+        self.queries, self.true_scores, self.no_grad_batches = 0, [], 0
+        self.trainer.step(self.epoch, self.epoch)
+        self.epoch += 1
+        log = self.records[-1]
+        sign = 1.0 if self.reward.higher_is_better else -1.0
+        metrics = {
+            "reward_mean": sign * log["reward_mean"],
+            "reward_std": log["reward_std"],
+            "loss": log["loss"],
+            "samples": float(self.queries),
+            "no_grad_batches": float(self.no_grad_batches),
+        }
+        if not self.reward.differentiable:
+            true = torch.cat(self.true_scores)
+            metrics.update(reward_mean=float(true.mean()), reward_std=float(true.std(unbiased=False)))
+        return metrics
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["epoch"] = self.epoch
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.epoch = state["epoch"]

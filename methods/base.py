@@ -1,0 +1,133 @@
+"""What every method shares: its config fields, LoRA set-up, optimizer, seeding, and the ``step()`` contract.
+
+A method is built from (pipeline, reward, prompts, config, seed). ``step()`` performs exactly one optimizer update
+and returns a dict of floats; it never prints or writes files. ``samples`` in that dict is the number of reward
+queries the step made for training (what ``--max-samples`` counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from bench.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
+from bench.prompts import PromptSet
+from bench.sampler import Sampler, SamplerConfig
+
+
+@dataclass
+class MethodConfig:
+    """Settings shared by every method (sampling, batch, optimizer, LoRA)."""
+
+    steps: int = 50
+    """DDIM sampling steps T per rollout."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance weight while sampling."""
+    eta: float = 0.0
+    """DDIM eta while sampling (0 deterministic, 1 DDPM-like)."""
+    batch_size: int = 2
+    """Images per rollout batch."""
+    grad_accum: int = 1
+    """Rollout batches accumulated into one optimizer step (images per step = batch_size * grad_accum)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping threshold (0 disables clipping)."""
+    lora_rank: int = 4
+    """LoRA rank on the UNet attention projections."""
+    lora_alpha: float = 4.0
+    """LoRA alpha (update scaled by alpha / rank)."""
+    lora_targets: str = "to_q,to_k,to_v,to_out.0"
+    """Comma-separated UNet module names that get LoRA adapters."""
+
+    def __post_init__(self):
+        SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta)
+        for name in ("batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            raise ValueError("max_grad_norm and weight_decay must be >= 0")
+        self.lora_settings()
+
+    def lora_settings(self) -> LoraSettings:
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, target_modules=self.lora_targets)
+
+    def sampler_config(self) -> SamplerConfig:
+        return SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+class Method:
+    """Base class. Subclasses set ``name``, ``Config`` and ``needs_reward_gradient`` and implement ``step``."""
+
+    name = "method"
+    Config = MethodConfig
+    needs_reward_gradient = False
+    """True for methods that backpropagate through the reward (refused for non-differentiable rewards)."""
+
+    def __init__(self, pipe, reward, prompts: PromptSet, config: MethodConfig, seed: int):
+        if self.needs_reward_gradient:
+            reward.check_trainable()
+        self.pipe, self.reward, self.prompts, self.config, self.seed = pipe, reward, prompts, config, seed
+        self.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.setup()
+
+    # -- set-up shared by the methods that use the harness's own sampler and optimizer ------------------------
+    def setup(self) -> None:
+        cfg = self.config
+        settings = cfg.lora_settings()
+        settings.init_seed = self.seed
+        self.params = add_lora(self.pipe.unet, settings)
+        self.sampler = Sampler(self.pipe, cfg.sampler_config())
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def clip_and_step(self) -> float:
+        """Clip gradients, take the optimizer step, zero gradients; return the pre-clip gradient norm."""
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    # -- the contract ---------------------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return lora_parameters(self.pipe.unet)
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        return adapter_state_dict(self.pipe.unet)
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: adapter, optimizer and random-number states."""
+        return {
+            "adapter": self.adapter_state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        from bench.lora import load_adapter_state_dict
+
+        load_adapter_state_dict(self.pipe.unet, state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+
+
+def batch_stats(values: torch.Tensor) -> dict[str, float]:
+    values = values.detach().float()
+    return {"reward_mean": float(values.mean()), "reward_std": float(values.std(unbiased=False))}
