@@ -99,7 +99,7 @@ class AlignProp(Method):
             loss = self.loss_fn(objective)
             if loss.requires_grad:  # alignprop-code may detach every step of a rollout: nothing to learn from it
                 (loss / cfg.grad_accum).backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             grad_steps.append(sum(rollout.grad_steps))
             if self.reward.differentiable:
                 true_scores.append(objective.detach() if self.reward.higher_is_better else -objective.detach())
