@@ -13,4 +13,5 @@ METHODS = Registry(
         "ddpo": "methods.ddpo:DDPO",
         "alignprop-trl": "methods.alignprop_trl:AlignPropTrl",
     },
+    plugins=True,  # --methods my_module:MyMethod or path/to/file.py:MyMethod (a methods.base.Method subclass)
 )

@@ -87,7 +87,7 @@ class RWR(Method):
             loss = self.denoising_loss(rollout.latents[:, -1], rollout.prompt_embeds, self.weights(signed).to(rewards))
             (loss / cfg.grad_accum).backward()
             all_rewards.append(rewards)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         grad_norm = self.clip_and_step()
         metrics = batch_stats(torch.cat(all_rewards))
         metrics.update(loss=sum(losses) / len(losses), grad_norm=grad_norm, samples=float(cfg.batch_size * cfg.grad_accum))

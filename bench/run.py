@@ -1,0 +1,332 @@
+"""``python -m bench.run``: compare reward fine-tuning methods under equal budgets, one subprocess per run.
+
+    python -m bench.run --methods alignprop,ddpo --reward aesthetic [--preset smoke|default|paper] ...
+    python -m bench.run --list
+
+Results go to ``--out`` (default ``results/<timestamp>_<methods>_<reward>/``): metrics.parquet / metrics.csv
+(long format), runs.csv (one row per run), manifest.json, summary.md, and one folder per run under runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.errors import UsageError
+from bench.presets import PRESET_NAMES, get_preset
+from bench.recorder import RUN_COLUMNS, write_json, write_tables
+from bench.spec import RunSpec, method_config, parse_list, parse_seeds, parse_sets, run_id
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", help="comma-separated method names (see --list), e.g. alignprop,ddpo")
+    p.add_argument("--reward", help="reward name, weighted combination (0.5*a+0.5*b) or plug-in (module:Name)")
+    p.add_argument("--model", help="model: registry name, diffusers directory or hub id (default: the preset's)")
+    p.add_argument("--prompts", help="training prompt set name or text file, one prompt per line")
+    p.add_argument("--eval-prompts", help="held-out evaluation prompt set name or text file")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; one run per (method, seed) (default 0)")
+    p.add_argument("--max-steps", type=float, help="optimizer-step budget per run")
+    p.add_argument("--max-seconds", type=float, help="training wall-clock budget per run, evaluation excluded")
+    p.add_argument("--max-samples", type=float, help="budget of reward queries made for training, per run")
+    p.add_argument("--max-memory-gb", type=float,
+                   help="memory cap: CUDA per-process fraction on GPU; on CPU the peak is recorded and an overrun marked")
+    p.add_argument("--eval-every", type=int, help="evaluate every N optimizer steps (0: only first and last)")
+    p.add_argument("--eval-n", type=int, help="number of evaluation images (fixed prompts and noise)")
+    p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps for --resume (0: never)")
+    p.add_argument("--preset", default="default", help=f"one of {', '.join(PRESET_NAMES)} (default: default)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="override a method config field (KEY=VALUE applies to every chosen method); repeatable")
+    p.add_argument("--reward-weights", help="path to the reward model's weights file (else HF cache / hub)")
+    p.add_argument("--strict-weights", action="store_true",
+                   help="never fall back to a random-weight stand-in reward, even in smoke/default presets")
+    p.add_argument("--out", help="results folder (default results/<timestamp>_<methods>_<reward>/)")
+    p.add_argument("--resume", action="store_true", help="continue unfinished runs in --out, skip finished ones")
+    p.add_argument("--dry-run", action="store_true", help="print the runs that would be made and exit")
+    p.add_argument("--list", action="store_true", help="list models, rewards, methods, prompt sets and presets")
+    return p
+
+
+def positive(value, flag: str, integer: bool = False):
+    if value is None:
+        return None
+    if value <= 0 or (integer and value != int(value)):
+        kind = "a positive integer" if integer else "positive"
+        raise UsageError(f"{flag} must be {kind}, got {value:g}")
+    return int(value) if integer else float(value)
+
+
+def check_reward(spec: str) -> None:
+    import rewards
+
+    checker = getattr(rewards, "check_reward_spec", None)
+    if checker is not None:
+        checker(spec)
+    else:
+        rewards.REWARDS.target(spec)
+
+
+def check_model_available(spec: str) -> None:
+    """Registry names, directories and cached hub ids pass; a hub id missing offline fails before any run."""
+    from bench.models import HUB_ALIASES, check_model
+
+    check_model(spec)
+    source = HUB_ALIASES.get(spec, spec)
+    if "/" in source and not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(source, "model_index.json"), str):
+            raise UsageError(
+                f"model weights for {source!r} are not in the Hugging Face cache and HF_HUB_OFFLINE=1; download them "
+                f"first (huggingface-cli download {source}) or pass a local diffusers directory"
+            )
+
+
+def plan(args) -> tuple[list[RunSpec], dict]:
+    """Validate every choice and resolve the runs; raises UsageError before anything is written."""
+    from bench.evaluate import EvalConfig
+    from bench.prompts import load_prompts
+    from methods import METHODS
+
+    if not args.methods or not args.reward:
+        raise UsageError("--methods and --reward are required (see --list for the valid names)")
+    preset = get_preset(args.preset)
+    methods = parse_list(args.methods, "methods")
+    method_classes = {m: METHODS.get(m) for m in methods}
+    check_reward(args.reward)
+    seeds = parse_seeds(args.seeds)
+    model = args.model or preset.model
+    check_model_available(model)
+    prompts = args.prompts or preset.prompts
+    eval_prompts_name = args.eval_prompts or preset.eval_prompts
+    load_prompts(prompts)
+    eval_set = load_prompts(eval_prompts_name)
+    budget = dict(
+        max_steps=positive(args.max_steps, "--max-steps", integer=True) or preset.max_steps,
+        max_seconds=positive(args.max_seconds, "--max-seconds") or preset.max_seconds,
+        max_samples=positive(args.max_samples, "--max-samples", integer=True),
+        max_memory_gb=positive(args.max_memory_gb, "--max-memory-gb"),
+    )
+    if args.max_steps is None and (args.max_seconds or args.max_samples):
+        budget["max_steps"] = None  # an explicit time or sample budget replaces the preset's step budget
+    if not any(budget[k] for k in ("max_steps", "max_seconds", "max_samples")):
+        raise UsageError("no budget: give --max-steps, --max-seconds or --max-samples")
+    for flag in ("eval_every", "eval_n", "checkpoint_every"):
+        value = getattr(args, flag)
+        if value is not None and (value < 0 or (flag == "eval_n" and value < 1)):
+            raise UsageError(f"--{flag.replace('_', '-')} must be {'>= 1' if flag == 'eval_n' else '>= 0'}")
+    eval_every = preset.eval_every if args.eval_every is None else args.eval_every
+    checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+    n_eval = args.eval_n or preset.eval_n
+    per_method, global_sets = parse_sets(args.sets, methods)
+    configs = {m: method_config(cls, m, preset.method_overrides(m), per_method[m], global_sets)
+               for m, cls in method_classes.items()}
+    for key in global_sets:
+        if not any(key in vars(c) for c in configs.values()):
+            raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
+    first = next(iter(configs.values()))
+    eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", first.steps),
+                          guidance_scale=first.guidance_scale if len(configs) == 1 else 7.5, eta=0.0)
+    if "steps" in global_sets:
+        eval_cfg.steps = int(global_sets["steps"])
+    eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
+    runs = [
+        RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
+                method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
+                eval=eval_block, budget=budget, eval_every=eval_every, checkpoint_every=checkpoint_every,
+                allow_stand_in=preset.allow_stand_in and not args.strict_weights,
+                reward_weights=args.reward_weights, preset=args.preset)
+        for m in methods for seed in seeds
+    ]
+    return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
+                      budget=budget, eval=eval_block)
+
+
+def default_out(methods: str, reward: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{methods.replace(',', '+')}_{reward}")
+    return REPO / "results" / f"{stamp}_{safe}"
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "diffusers", "transformers", "trl", "peft", "accelerate", "pandas", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_description() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+def print_plan(runs: list[RunSpec], info: dict) -> None:
+    print(f"{len(runs)} run(s); preset {info['preset']}, model {info['model']}, prompts {info['prompts']}, "
+          f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}), budget {info['budget']}")
+    for spec in runs:
+        cfg = spec.method_config
+        print(f"  {spec.run_id}: steps={cfg['steps']} batch={cfg['batch_size']}x{cfg['grad_accum']} lr={cfg['lr']}")
+
+
+def execute(spec: RunSpec, out: Path) -> dict:
+    """Run one spec in a subprocess; a crash, hang or kill becomes an ``error`` result, never lost results."""
+    import json
+
+    run_dir = out / "runs" / spec.run_id
+    result_file = run_dir / "result.json"
+    timeout = None if spec.budget.get("max_seconds") is None else 10 * spec.budget["max_seconds"] + 900
+    cmd = [sys.executable, "-m", "bench.worker", str(run_dir)]
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        code = "timeout"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    from bench.worker import _rows_so_far
+
+    status = "oom" if code == -9 else "error"
+    message = f"worker timed out after {timeout:.0f}s" if code == "timeout" else f"worker exited with code {code}"
+    return dict(status=status, error=message, rows=_rows_so_far(run_dir))
+
+
+def run_row(spec: RunSpec, result: dict) -> dict:
+    steps = result.get("steps") or 0
+    wall = result.get("wall_s") or 0.0
+    cap = spec.budget.get("max_memory_gb")
+    peak = result.get("peak_mem_mb")
+    return dict(
+        run_id=spec.run_id, method=spec.method, reward=spec.reward, model=spec.model, seed=spec.seed,
+        status=result["status"], steps=steps, samples=result.get("samples") or 0, wall_s=round(wall, 4),
+        peak_mem_mb=None if peak is None else round(peak, 2), final_eval_reward=result.get("final_eval_reward"),
+        error=result.get("error", ""), stand_in=result.get("stand_in", ""),
+        sec_per_step=round(wall / steps, 4) if steps else None,
+        memory_overrun=bool(cap and peak and peak > cap * 1024), device=result.get("device", ""),
+    )
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    head = "| run | status | final eval reward | steps | train s | s/step | peak MB |\n|---|---|---|---|---|---|---|\n"
+    lines = []
+    for r in rows:
+        fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        lines.append(f"| {r['run_id']} | {r['status']} | {fmt(r['final_eval_reward'], '.4g')} | {r['steps']} | "
+                     f"{fmt(r['wall_s'], '.1f')} | {fmt(r['sec_per_step'], '.3f')} | {fmt(r['peak_mem_mb'], '.0f')} |")
+    stand_ins = sorted({r["stand_in"] for r in rows if r.get("stand_in")})
+    note = "".join(f"\nStand-in (random weights): {s}\n" for s in stand_ins)
+    return head + "\n".join(lines) + "\n" + note
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list:
+            print_listing()
+            return 0
+        runs, info = plan(args)
+        if args.dry_run:
+            print_plan(runs, info)
+            return 0
+        out = Path(args.out) if args.out else default_out(args.methods, args.reward)
+        prepare_out(out, runs, args.resume)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = datetime.now(timezone.utc).isoformat()
+    manifest = dict(command=[sys.executable, "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])],
+                    command_line=shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
+                    runs={s.run_id: vars(s) for s in runs}, versions=versions(), git_commit=git_commit(),
+                    device=device_description(), started=started, finished=None, **{"plan": info})
+    write_json(out / "manifest.json", manifest)
+    print_plan(runs, info)
+    rows, table = [], []
+    for spec in runs:
+        result = previous_result(out, spec) if args.resume else None
+        if result is None:
+            result = execute(spec, out)
+        rows.extend(result.get("rows", []))
+        table.append(run_row(spec, result))
+        write_tables(out, rows, table)
+    manifest.update(finished=datetime.now(timezone.utc).isoformat(),
+                    stand_ins=sorted({r["stand_in"] for r in table if r["stand_in"]}))
+    write_json(out / "manifest.json", manifest)
+    summary = summary_markdown(table)
+    (out / "summary.md").write_text(summary)
+    print("\n" + summary + f"\nresults: {out}")
+    return 0
+
+
+FINISHED = {"max_steps", "max_seconds", "max_samples", "diverged", "skipped"}
+
+
+def previous_result(out: Path, spec: RunSpec) -> dict | None:
+    """A finished run's result (skipped on --resume); None for runs still to do or to retry."""
+    import json
+
+    path = out / "runs" / spec.run_id / "result.json"
+    if path.is_file():
+        result = json.loads(path.read_text())
+        if result.get("status") in FINISHED:
+            return result
+        path.unlink()  # errors and OOMs are retried from their last checkpoint
+    return None
+
+
+def prepare_out(out: Path, runs: list[RunSpec], resume: bool) -> None:
+    if resume:
+        if not (out / "manifest.json").is_file():
+            raise UsageError(f"--resume: {str(out)!r} holds no results (manifest.json); drop --resume or fix --out")
+        for spec in runs:
+            stored = out / "runs" / spec.run_id / "config.json"
+            if stored.is_file() and RunSpec.from_file(stored).to_json() != spec.to_json():
+                raise UsageError(f"--resume: run {spec.run_id} was made with other settings; repeat the original flags")
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"{str(out)!r} already holds results; pass --resume to continue them or choose another --out")
+    for spec in runs:
+        run_dir = out / "runs" / spec.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / "config.json").is_file():
+            (run_dir / "config.json").write_text(spec.to_json())
+
+
+def print_listing() -> None:
+    from bench.models import model_names
+    from bench.prompts import prompt_set_names
+    from methods import METHODS
+    from rewards import REWARDS
+
+    print("models:      " + ", ".join(model_names()) + "  (or a diffusers directory / hub id)")
+    print("rewards:     " + ", ".join(REWARDS.names()) + "  (or a combination / plug-in)")
+    print("methods:     " + ", ".join(METHODS.names()))
+    print("prompt sets: " + ", ".join(prompt_set_names()) + "  (or a text file)")
+    print("presets:     " + ", ".join(PRESET_NAMES))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

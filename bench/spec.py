@@ -1,0 +1,120 @@
+"""Resolve command-line choices into run specifications, validating everything before any file is written."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from bench.errors import UsageError
+
+
+@dataclass
+class RunSpec:
+    """Everything a worker process needs to make one (method, reward, seed) run."""
+
+    run_id: str
+    method: str
+    reward: str
+    model: str
+    seed: int
+    method_config: dict
+    prompts: str
+    eval_prompts: str
+    eval: dict
+    budget: dict
+    """max_steps, max_seconds, max_samples, max_memory_gb."""
+    eval_every: int
+    checkpoint_every: int
+    allow_stand_in: bool
+    reward_weights: str | None
+    preset: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "RunSpec":
+        data = json.loads(Path(path).read_text())
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def run_id(method: str, reward: str, seed: int) -> str:
+    safe = lambda text: re.sub(r"[^A-Za-z0-9._-]", "_", text)  # noqa: E731
+    return f"{safe(method)}__{safe(reward)}__s{seed}"
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip() or any(not item for item in items):
+        raise UsageError(f"--{what} {text!r} is empty or malformed; give a comma-separated list such as a,b")
+    if len(set(items)) != len(items):
+        raise UsageError(f"--{what} {text!r} repeats an entry; list each once")
+    return items
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds = []
+    for item in parse_list(text, "seeds"):
+        try:
+            seeds.append(int(item))
+        except ValueError:
+            raise UsageError(f"--seeds: {item!r} is not an integer; give e.g. --seeds 0,1,2") from None
+    if any(s < 0 for s in seeds):
+        raise UsageError("--seeds must be non-negative integers")
+    return seeds
+
+
+def convert(value: str, current, key: str):
+    """Parse a --set value to the type of the config field's default."""
+    try:
+        if isinstance(current, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        return value
+    except ValueError:
+        raise UsageError(f"--set {key}={value}: expected a {type(current).__name__}") from None
+
+
+def parse_sets(items: list[str], methods: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Split ``--set`` items into per-method (``method.key=value``) and global (``key=value``) overrides."""
+    per_method: dict[str, dict[str, str]] = {m: {} for m in methods}
+    global_sets: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise UsageError(f"--set {item!r} is malformed; write method.key=value or key=value")
+        target, dot, field_name = key.rpartition(".")
+        if dot and target not in methods:
+            raise UsageError(f"--set {item!r} names method {target!r}, which is not in --methods {','.join(methods)}")
+        (per_method[target] if dot else global_sets)[field_name] = value
+    return per_method, global_sets
+
+
+def config_fields(method_cls) -> dict:
+    return {f.name: f.default for f in fields(method_cls.Config)}
+
+
+def method_config(method_cls, method: str, overrides: dict, sets: dict[str, str], global_sets: dict[str, str]):
+    """Build and validate a method's config: class defaults <- preset <- global --set <- method --set."""
+    defaults = config_fields(method_cls)
+    values = {k: v for k, v in overrides.items() if k in defaults}
+    for key, raw in global_sets.items():
+        if key in defaults:
+            values[key] = convert(raw, defaults[key], key)
+    for key, raw in sets.items():
+        if key not in defaults:
+            raise UsageError(f"--set {method}.{key}: unknown key for {method}; valid: {', '.join(sorted(defaults))}")
+        values[key] = convert(raw, defaults[key], f"{method}.{key}")
+    try:
+        return method_cls.Config(**values)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{method} config: {exc}") from None
