@@ -41,7 +41,13 @@ class RunSpec:
 
 
 def run_id(method: str, reward: str, seed: int) -> str:
-    safe = lambda text: re.sub(r"[^A-Za-z0-9._-]", "_", text)  # noqa: E731
+    """``method__reward__s<seed>``; a plug-in (``path/file.py:Name``) is named by ``Name``."""
+
+    def safe(text: str) -> str:
+        if ":" in text and "*" not in text and "+" not in text:
+            text = text.rpartition(":")[2]
+        return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
     return f"{safe(method)}__{safe(reward)}__s{seed}"
 
 
