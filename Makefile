@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make bench` (the main job on the embedded default) and `make test`.
+# TORCH= (empty) keeps a torch you already have, e.g. a CUDA build: make bench TORCH= VENV_FLAGS=--system-site-packages
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= results/make-bench-$(shell date +%Y%m%d-%H%M%S)
+BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward mean-brightness
+
+.PHONY: install test bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(if $(TORCH),$(BIN)/python -m pip install -q $(TORCH),)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS) --out $(OUT)
+	$(BIN)/python -m bench.report $(OUT)
+
+clean-venv:
+	rm -rf $(VENV)
