@@ -50,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-weights", help="path to the reward model's weights file (else HF cache / hub)")
     p.add_argument("--strict-weights", action="store_true",
                    help="never fall back to a random-weight stand-in reward, even in smoke/default presets")
+    p.add_argument("--processes", type=int, default=1,
+                   help="data-parallel processes per run (torch.distributed; gloo on CPU, nccl on GPUs)")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once with the local launcher")
+    p.add_argument("--launcher", default="local", choices=("local", "slurm"),
+                   help="local subprocesses, or one SLURM job per run through submitit")
+    p.add_argument("--slurm-partition", help="SLURM partition (slurm launcher)")
+    p.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per SLURM job (slurm launcher)")
+    p.add_argument("--slurm-time-min", type=int, default=240, help="SLURM time limit in minutes (slurm launcher)")
+    p.add_argument("--slurm-cluster", default=None, choices=("slurm", "local", "debug"),
+                   help=argparse.SUPPRESS)  # submitit's local/debug executors, for tests
     p.add_argument("--out", help="results folder (default results/<timestamp>_<methods>_<reward>/)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs in --out, skip finished ones")
     p.add_argument("--dry-run", action="store_true", help="print the runs that would be made and exit")
@@ -186,22 +196,38 @@ def device_description() -> str:
     return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
 
 
-def print_plan(runs: list[RunSpec], info: dict) -> None:
+def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
     print(f"{len(runs)} run(s); preset {info['preset']}, model {info['model']}, prompts {info['prompts']}, "
           f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}), budget {info['budget']}")
+    if args is not None:
+        where = (f"slurm (partition {args.slurm_partition or 'default'}, {args.slurm_gpus} GPU(s), "
+                 f"{args.slurm_time_min} min) one job per run" if args.launcher == "slurm"
+                 else f"local, {args.jobs} at once")
+        print(f"launcher: {where}; {args.processes} process(es) per run")
     for spec in runs:
         cfg = spec.method_config
         print(f"  {spec.run_id}: steps={cfg['steps']} batch={cfg['batch_size']}x{cfg['grad_accum']} lr={cfg['lr']}")
+        if args is not None:
+            run_dir = (out or Path("OUT")) / "runs" / spec.run_id
+            print("    $ " + shlex.join(worker_command(run_dir, args.processes)))
 
 
-def execute(spec: RunSpec, out: Path) -> dict:
+def worker_command(run_dir: Path, processes: int) -> list[str]:
+    """The command that makes one run: a worker process, or a torch.distributed group of them."""
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                "-m", "bench.worker", str(run_dir)]
+    return [sys.executable, "-m", "bench.worker", str(run_dir)]
+
+
+def execute(spec: RunSpec, out: Path, processes: int = 1) -> dict:
     """Run one spec in a subprocess; a crash, hang or kill becomes an ``error`` result, never lost results."""
     import json
 
-    run_dir = out / "runs" / spec.run_id
+    run_dir = Path(out) / "runs" / spec.run_id
     result_file = run_dir / "result.json"
     timeout = None if spec.budget.get("max_seconds") is None else 10 * spec.budget["max_seconds"] + 900
-    cmd = [sys.executable, "-m", "bench.worker", str(run_dir)]
+    cmd = worker_command(run_dir, processes)
     try:
         proc = subprocess.run(cmd, cwd=REPO, timeout=timeout)
         code = proc.returncode
@@ -250,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
             print_listing()
             return 0
         runs, info = plan(args)
+        for flag in ("processes", "jobs"):
+            positive(getattr(args, flag), f"--{flag}", integer=True)
         if args.dry_run:
-            print_plan(runs, info)
+            print_plan(runs, info, args, Path(args.out) if args.out else None)
             return 0
         out = Path(args.out) if args.out else default_out(args.methods, args.reward)
         prepare_out(out, runs, args.resume)
@@ -264,15 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                     runs={s.run_id: vars(s) for s in runs}, versions=versions(), git_commit=git_commit(),
                     device=device_description(), started=started, finished=None, **{"plan": info})
     write_json(out / "manifest.json", manifest)
-    print_plan(runs, info)
-    rows, table = [], []
-    for spec in runs:
-        result = previous_result(out, spec) if args.resume else None
-        if result is None:
-            result = execute(spec, out)
-        rows.extend(result.get("rows", []))
-        table.append(run_row(spec, result))
-        write_tables(out, rows, table)
+    print_plan(runs, info, args, out)
+    results = launch(runs, out, args)
+    rows = [row for spec in runs for row in results[spec.run_id].get("rows", [])]
+    table = [run_row(spec, results[spec.run_id]) for spec in runs]
+    write_tables(out, rows, table)
     manifest.update(finished=datetime.now(timezone.utc).isoformat(),
                     stand_ins=sorted({r["stand_in"] for r in table if r["stand_in"]}))
     write_json(out / "manifest.json", manifest)
@@ -280,6 +304,48 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.md").write_text(summary)
     print("\n" + summary + f"\nresults: {out}")
     return 0
+
+
+def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
+    """Results of every run by id: finished ones reused on --resume, the rest made by the chosen launcher."""
+    results = {}
+    todo = []
+    for spec in runs:
+        previous = previous_result(out, spec) if args.resume else None
+        if previous is None:
+            todo.append(spec)
+        else:
+            results[spec.run_id] = previous
+    if args.launcher == "slurm":
+        results.update(launch_slurm(todo, out, args))
+        return results
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for spec, result in zip(todo, pool.map(lambda s: execute(s, out, args.processes), todo)):
+            results[spec.run_id] = result
+    return results
+
+
+def launch_slurm(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
+    """One submitit job per run; each job runs the same worker subprocess as the local launcher."""
+    try:
+        import submitit
+    except ImportError:
+        raise UsageError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
+    executor = submitit.AutoExecutor(folder=str(out / "slurm" / "%j"), cluster=args.slurm_cluster)
+    executor.update_parameters(timeout_min=args.slurm_time_min, gpus_per_node=args.slurm_gpus,
+                               tasks_per_node=1, nodes=1, name="bench")
+    if args.slurm_partition:
+        executor.update_parameters(slurm_partition=args.slurm_partition)
+    jobs = [(spec, executor.submit(execute, spec, out, args.processes)) for spec in runs]
+    results = {}
+    for spec, job in jobs:
+        try:
+            results[spec.run_id] = job.result()
+        except Exception as exc:  # a job that failed on the cluster is recorded, the others are kept
+            results[spec.run_id] = dict(status="error", error=f"slurm job {job.job_id}: {exc}".splitlines()[0])
+    return results
 
 
 FINISHED = {"max_steps", "max_seconds", "max_samples", "diverged", "skipped"}

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.recorder import Recorder, atomic_write, is_finite, peak_memory_mb, write_json
+from bench import distributed
+from bench.recorder import STATUSES, Recorder, atomic_write, is_finite, peak_memory_mb, write_json
 from bench.spec import RunSpec
 
 CHECKPOINT = "checkpoint.pt"
@@ -87,7 +88,7 @@ class Run:
 
         spec = self.spec
         seed_everything(spec.seed)
-        device = pick_device(self.budget)
+        device = distributed.init() or pick_device(self.budget)
         model = load_model(spec.model, device=str(device))
         reward = build_reward(spec).to(device)
         stand_in = "; ".join(s for s in (model.stand_in, reward.stand_in) if s)
@@ -113,11 +114,18 @@ class Run:
             rec.step, rec.samples, rec.wall_s = saved["step"], saved["samples"], saved["wall_s"]
             random.setstate(saved["py_rng"])
             np.random.set_state(saved["np_rng"])
+            if not distributed.is_main():  # the checkpoint holds the main process's stream: re-derive this one
+                method.generator.manual_seed(spec.seed + 100_003 * distributed.rank() + 7_919 * rec.step)
 
-        def run_eval(first: bool = False) -> float:
+        def run_eval(first: bool = False) -> float | None:
+            """Main process only (the others wait): the true reward on the fixed prompts and noise."""
+            if not distributed.is_main():
+                distributed.barrier()
+                return None
             scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg)
             rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False))})
             save_grid(images, self.dir / ("eval_first.png" if first else "eval_last.png"))
+            distributed.barrier()
             return float(scores.mean())
 
         if rec.step == 0 and not ckpt.is_file():
@@ -125,12 +133,13 @@ class Run:
         status, error = None, ""
         progress = Progress(spec, self.budget)
         try:
-            while (status := self.stop_reason(rec)) is None:
+            while (status := distributed.agree(self.stop_reason(rec), STATUSES)) is None:
                 start = time.perf_counter()
                 metrics = method.step()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 rec.wall_s += time.perf_counter() - start
+                metrics = distributed.combine_metrics(metrics)
                 rec.step += 1
                 rec.samples += int(metrics.get("samples", 0))
                 rec.add("train", metrics)
@@ -142,7 +151,7 @@ class Run:
                     break
                 if spec.eval_every and rec.step % spec.eval_every == 0:
                     run_eval()
-                if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0:
+                if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0 and distributed.is_main():
                     self.checkpoint(method, rec)
         except torch.cuda.OutOfMemoryError as exc:
             status, error = "oom", str(exc).splitlines()[0]
@@ -157,9 +166,12 @@ class Run:
             final = rec.last("eval", "reward_mean")
         else:
             final = run_eval()
-        save_adapter(method.adapter_state_dict(), spec, self.dir / "adapter.safetensors")
+        spread = distributed.weight_spread(method.trainable_parameters())
+        if distributed.is_main():
+            save_adapter(method.adapter_state_dict(), spec, self.dir / "adapter.safetensors")
         return dict(base, status=status, error=error, rows=rec.rows, steps=rec.step, samples=rec.samples,
-                    wall_s=rec.wall_s, peak_mem_mb=rec.peak_mb, final_eval_reward=final)
+                    wall_s=rec.wall_s, peak_mem_mb=rec.peak_mb, final_eval_reward=final,
+                    processes=distributed.world_size(), rank_weight_spread=spread)
 
     def checkpoint(self, method, rec: Recorder) -> None:
         state = dict(method=method.state_dict(), rows=rec.rows, step=rec.step, samples=rec.samples,
@@ -222,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         result = dict(status="error", error=message, rows=_rows_so_far(run_dir))
     if result.get("final_eval_reward") is not None and not math.isfinite(result["final_eval_reward"]):
         result["final_eval_reward"] = None
-    write_json(run_dir / RESULT, result)
+    if distributed.is_main():
+        write_json(run_dir / RESULT, result)
     return 0
 
 

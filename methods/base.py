@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from bench import distributed
 from bench.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
 from bench.prompts import PromptSet
 from bench.sampler import Sampler, SamplerConfig
@@ -80,7 +81,8 @@ class Method:
         if self.needs_reward_gradient:
             reward.check_trainable()
         self.pipe, self.reward, self.prompts, self.config, self.seed = pipe, reward, prompts, config, seed
-        self.generator = torch.Generator().manual_seed(seed)
+        # Prompts and noise differ between data-parallel processes; the adapter initialisation (``seed``) does not.
+        self.generator = torch.Generator().manual_seed(seed + 100_003 * distributed.rank())
         torch.manual_seed(seed)
         self.setup()
 
@@ -94,7 +96,8 @@ class Method:
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def clip_and_step(self) -> float:
-        """Clip gradients, take the optimizer step, zero gradients; return the pre-clip gradient norm."""
+        """Average gradients over processes, clip, step, zero them; return the pre-clip gradient norm."""
+        distributed.average_gradients(self.params)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
