@@ -1,0 +1,291 @@
+"""``python -m bench.scaling --model tiny-random --steps 5,10,20,50``: memory and time of AlignProp's gradient modes.
+
+For each number of sampling steps T and each mode, one training step is measured: build the model, attach LoRA,
+sample a batch with the mode's ``GradMode``, score it with the toy reward (mean brightness), backpropagate.
+
+Modes: ``full`` (gradient through every step, activation checkpointing on), ``full-nockpt`` (checkpointing off),
+``last-k`` (K = 1: only the last step carries gradient) and ``random-k`` (K drawn from ``--k-range`` per rollout,
+clipped to T; the drawn K is reported).
+
+Memory, and how it is measured:
+
+- CUDA: ``torch.cuda.max_memory_allocated`` during the step minus the memory allocated before it (weights, LoRA,
+  text states): the step's own peak.
+- CPU: peak resident-set growth during the step. Each measurement runs in a fresh Python process (``--isolate``),
+  whose glibc mmap threshold is set to 128 KiB so freed tensors go back to the OS instead of a cache; the peak
+  (VmHWM) is reset through /proc/self/clear_refs just before the step and read after it, minus VmRSS before it.
+  Where clear_refs is unavailable the whole process peak (ru_maxrss) is reported instead (column memory_kind).
+
+Writes scaling.csv, scaling.md and scaling.png/pdf. Goal: K = 1 memory flat in T (<= 1.1x from 10 to 50 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import UsageError
+
+MODES = ("full", "full-nockpt", "last-k", "random-k")
+MODE_LABELS = {
+    "full": "full backprop, checkpointing",
+    "full-nockpt": "full backprop, no checkpointing",
+    "last-k": "last-k K=1",
+    "random-k": "random-k",
+}
+FLAT_GOAL = 1.1
+"""Largest allowed ratio of K = 1 memory at the largest T to memory at T = 10 (or the smallest T above it)."""
+
+
+def grad_mode(mode: str, steps: int, k_range: tuple[int, int]):
+    from bench.sampler import GradMode
+
+    if mode == "full":
+        return GradMode(mode="full", checkpoint=True)
+    if mode == "full-nockpt":
+        return GradMode(mode="full", checkpoint=False)
+    if mode == "last-k":
+        return GradMode(mode="last-k", k=1)
+    if mode == "random-k":
+        lo, hi = k_range
+        return GradMode(mode="random-k", k_range=(min(lo, steps), min(hi, steps)))
+    raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+
+
+def _status_kb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return _status_kb("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def _return_freed_memory_to_os() -> None:
+    """glibc: serve allocations >= 128 KiB by mmap, so a freed tensor leaves the RSS at once."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def measure(model: str, steps: int, mode: str, *, batch: int, device: str, k_range=(1, 10), guidance: float = 7.5,
+            seed: int = 0) -> dict:  # fmt: skip
+    """Seconds and peak memory of one training step (sample with the mode's gradient, reward, backward)."""
+    import torch
+
+    from bench.lora import LoraSettings, add_lora
+    from bench.models import load_model
+    from bench.sampler import GradMode, Sampler, SamplerConfig
+    from rewards.toy import MeanBrightness
+
+    loaded = load_model(model, seed=0, device=device)
+    params = add_lora(loaded.pipe.unet, LoraSettings())
+    reward = MeanBrightness()
+    prompts = ["a photo of a cat"] * batch
+    # Warm-up: one 1-step rollout with gradient, so one-time allocations are not charged to the measured step.
+    warm = Sampler(loaded.pipe, SamplerConfig(steps=1, guidance_scale=guidance))
+    warm_out = warm.sample(prompts, generator=torch.Generator().manual_seed(seed), grad=GradMode(mode="full"))
+    (-reward.objective(warm_out.images, prompts).mean()).backward()
+    for p in params:
+        p.grad = None
+    del warm_out
+    sampler = Sampler(loaded.pipe, SamplerConfig(steps=steps, guidance_scale=guidance))
+    grad = grad_mode(mode, steps, k_range)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        kind = "cuda max_memory_allocated - allocated before"
+    else:
+        before = (_status_kb("VmRSS") or 0.0) * 1024
+        reset = _reset_peak_rss()
+        kind = "cpu peak RSS growth (VmHWM reset)" if reset else "cpu process peak RSS (ru_maxrss)"
+    start = time.perf_counter()
+    rollout = sampler.sample(prompts, generator=torch.Generator().manual_seed(seed), grad=grad)
+    loss = -reward.objective(rollout.images, prompts).mean()
+    loss.backward()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() - before
+    elif reset:
+        peak = (_status_kb("VmHWM") or 0.0) * 1024 - before
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    grad_norm = float(sum(float(p.grad.norm()) ** 2 for p in params if p.grad is not None) ** 0.5)
+    return dict(
+        steps=steps, mode=mode, label=MODE_LABELS[mode], grad_steps=int(sum(rollout.grad_steps)), batch=batch,
+        seconds=seconds, peak_mem_mb=max(peak, 0.0) / 2**20, memory_kind=kind, device=device, grad_norm=grad_norm,
+        stand_in=loaded.stand_in or "",
+    )  # fmt: skip
+
+
+def _measure_isolated(args_dict: dict) -> dict:
+    """Run ``measure`` in a fresh Python process and return its result."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 * 1024))
+    cmd = [sys.executable, "-m", "bench.scaling", "--worker", json.dumps(args_dict)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return dict(steps=args_dict["steps"], mode=args_dict["mode"], label=MODE_LABELS[args_dict["mode"]],
+                    error=tail, seconds=float("nan"), peak_mem_mb=float("nan"))  # fmt: skip
+    return json.loads(lines[-1])
+
+
+def flatness(table: pd.DataFrame, mode: str = "last-k", low: int = 10) -> tuple[float, int, int] | None:
+    """(memory at the largest T / memory at T = ``low`` or the next larger T, that T, largest T) for ``mode``."""
+    rows = table[(table["mode"] == mode) & table["peak_mem_mb"].notna()].sort_values("steps")
+    if len(rows) < 2:
+        return None
+    base = rows[rows["steps"] >= low]
+    base = base.iloc[0] if len(base) >= 2 else rows.iloc[0]
+    top = rows.iloc[-1]
+    if base["peak_mem_mb"] <= 0:
+        return None
+    return float(top["peak_mem_mb"] / base["peak_mem_mb"]), int(base["steps"]), int(top["steps"])
+
+
+def write_outputs(table: pd.DataFrame, out: Path, *, model: str) -> Path:
+    from bench import plots
+    from bench.report import _stand_in_note, atomic_dir, markdown_table
+
+    stand = sorted({s for s in table.get("stand_in", pd.Series(dtype=str)).fillna("") if s})
+    note = _stand_in_note(stand, 90)
+    kind = "; ".join(sorted(set(table.get("memory_kind", pd.Series(dtype=str)).dropna())))
+    flat = flatness(table)
+    with atomic_dir(out) as tmp:
+        table.to_csv(tmp / "scaling.csv", index=False)
+        fig, axes = plots.plt.subplots(1, 2, figsize=(11, 4.5))
+        plots.plot_scaling(axes[0], table, value="peak_mem_mb", ylabel="peak memory of the step (MB)", title=kind)
+        plots.plot_scaling(axes[1], table, value="seconds", ylabel="seconds per step (sample + backward)")
+        fig.suptitle(f"Memory and time vs sampling steps on {model}" + note, fontsize=10)
+        fig.tight_layout()
+        plots.save_figure(fig, tmp / "scaling")
+        wide_mem = table.pivot_table(index="steps", columns="mode", values="peak_mem_mb")
+        wide_sec = table.pivot_table(index="steps", columns="mode", values="seconds")
+        shown = pd.DataFrame({"T": wide_mem.index})
+        for mode in [m for m in MODES if m in wide_mem.columns]:
+            shown[f"{mode} MB"] = wide_mem[mode].map(lambda v: f"{v:.1f}").to_numpy()
+            shown[f"{mode} s"] = wide_sec[mode].map(lambda v: f"{v:.2f}").to_numpy()
+        lines = [f"# Memory scaling on `{model}`", ""]
+        if stand:
+            lines += ["> **STAND-IN (random weights):** " + "; ".join(stand), ""]
+        lines += [f"Memory: {kind}. Modes: " + "; ".join(f"`{m}` = {MODE_LABELS[m]}" for m in MODES), ""]
+        lines += [markdown_table(shown), ""]
+        if "random-k" in set(table["mode"]):
+            drawn = table[table["mode"] == "random-k"].sort_values("steps")
+            lines.append("random-k gradient steps drawn: " + ", ".join(f"T={int(r.steps)}: K={r.grad_steps}" for r in drawn.itertuples()))
+            lines.append("")
+        if flat is not None:
+            ratio, lo, hi = flat
+            verdict = "meets" if ratio <= FLAT_GOAL else "MISSES"
+            lines.append(f"K=1 memory ratio T={hi} vs T={lo}: {ratio:.3f} ({verdict} the goal <= {FLAT_GOAL}).")
+        if "error" in table.columns and table["error"].notna().any():
+            lines += ["", "Failed measurements:"] + [f"- T={r.steps} {r.mode}: {r.error}" for r in table.itertuples() if isinstance(r.error, str)]
+        lines += ["", "![scaling.png](scaling.png)", ""]
+        (tmp / "scaling.md").write_text("\n".join(lines))
+    return out
+
+
+def parse_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not a comma-separated list of integers, e.g. 5,10,20,50") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"{flag} {text!r} must list integers >= 1, e.g. 5,10,20,50")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tiny-random", help="model: registry name, diffusers directory or hub id (default tiny-random)")
+    parser.add_argument("--steps", default="5,10,20,50", help="sampling step counts T, comma-separated (default 5,10,20,50)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"modes, comma-separated, from {', '.join(MODES)} (default all)")
+    parser.add_argument("--batch", type=int, default=1, help="images per rollout (default 1)")
+    parser.add_argument("--k-range", default="1,10", help="random-k: K drawn uniformly from LO,HI, clipped to T (default 1,10)")
+    parser.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance weight (default 7.5; <= 1 disables)")
+    parser.add_argument("--device", default=None, help="torch device (default cuda when available, else cpu)")
+    parser.add_argument("--isolate", choices=("auto", "yes", "no"), default="auto",
+                        help="measure each (T, mode) in a fresh process: auto = yes on CPU (RSS needs it), no on CUDA")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the rollout noise and of random-k's K (default 0)")
+    parser.add_argument("--out", default=None, help="output folder (default results/scaling/<model>); replaced whole")
+    parser.add_argument("--worker", default=None, help="internal: measure one JSON-encoded setting and print JSON")
+    args = parser.parse_args(argv)  # fmt: skip
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.worker:
+        _return_freed_memory_to_os()
+        spec = json.loads(args.worker)
+        spec["k_range"] = tuple(spec["k_range"])
+        print(json.dumps(measure(**spec)))
+        return 0
+    try:
+        steps = parse_ints(args.steps, "--steps")
+        k_range = tuple(parse_ints(args.k_range, "--k-range"))
+        if len(k_range) != 2 or k_range[0] > k_range[1]:
+            raise UsageError(f"--k-range {args.k_range!r} must be LO,HI with 1 <= LO <= HI")
+        modes = [m for m in args.modes.split(",") if m]
+        unknown = [m for m in modes if m not in MODES]
+        if unknown or not modes:
+            raise UsageError(f"unknown mode(s) {unknown or args.modes!r}; valid: {', '.join(MODES)}")
+        if args.batch < 1:
+            raise UsageError(f"--batch must be >= 1, got {args.batch}")
+        from bench.models import check_model
+
+        check_model(args.model)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {device} but CUDA is not available here; use --device cpu")
+        isolate = args.isolate == "yes" or (args.isolate == "auto" and not device.startswith("cuda"))
+        rows = []
+        for t in steps:
+            for mode in modes:
+                spec = dict(model=args.model, steps=t, mode=mode, batch=args.batch, device=device, k_range=k_range,
+                            guidance=args.guidance, seed=args.seed)  # fmt: skip
+                row = _measure_isolated(spec) if isolate else measure(**spec)
+                if not isolate:
+                    row["memory_kind"] += " (in-process: allocator reuse, lower bound)"
+                rows.append(row)
+                print(f"T={t:>3} {mode:<12} {row['seconds']:.2f} s  {row['peak_mem_mb']:.1f} MB", file=sys.stderr)
+        table = pd.DataFrame(rows)
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in args.model)
+        out = Path(args.out) if args.out else Path("results") / "scaling" / safe
+        write_outputs(table, out, model=args.model)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print((out / "scaling.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""bench.report on synthetic results folders: files exist, failed runs render, stand-ins are labelled."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bench import report
+
+STAND_IN = "random weights (tiny-random: SD architecture at toy width)"
+PROMPTS = ["cat", "dog", "horse", "llama"]
+
+
+def write_results(directory: Path, reward: str, *, methods=("alignprop", "ddpo"), seeds=(0, 1, 2), failed=True,
+                  stand_in=STAND_IN, formats=("csv", "parquet")) -> Path:  # fmt: skip
+    """A results folder as bench.run writes it (contract layout), with known reward curves.
+
+    Method i's eval reward at step s is 0.1 + 0.01 * (i + 1) * s + 0.001 * seed. With ``failed``, ddpo seed 2 runs
+    out of memory after step 5 (partial metrics, no final eval) and an ``rwr`` run errors before any metric.
+    """
+    directory.mkdir(parents=True)
+    runs, metrics = [], []
+    for i, method in enumerate(methods):
+        for seed in seeds:
+            run_id = f"{method}__{reward}__s{seed}"
+            oom = failed and method == "ddpo" and seed == 2
+            last = 5 if oom else 10
+            for step in range(0, last + 1, 5):
+                value = 0.1 + 0.01 * (i + 1) * step + 0.001 * seed
+                common = dict(run_id=run_id, method=method, reward=reward, model="tiny-random", seed=seed, step=step,
+                              samples=step * 8, wall_s=step * (1.0 + i), peak_mem_mb=100.0 * (i + 1), stand_in=stand_in)  # fmt: skip
+                metrics.append(dict(common, split="eval", metric="reward_mean", value=value))
+                metrics.append(dict(common, split="eval", metric="reward_std", value=0.01))
+                if step:
+                    metrics.append(dict(common, split="train", metric="reward_mean", value=value - 0.01))
+                    metrics.append(dict(common, split="train", metric="loss", value=-value))
+            final = 0.1 + 0.01 * (i + 1) * 10 + 0.001 * seed
+            runs.append(dict(run_id=run_id, method=method, reward=reward, model="tiny-random", seed=seed,
+                             status="oom" if oom else "max_steps", steps=last, samples=last * 8,
+                             wall_s=last * (1.0 + i), peak_mem_mb=100.0 * (i + 1),
+                             final_eval_reward=np.nan if oom else final, error="CUDA out of memory" if oom else "",
+                             stand_in=stand_in, sec_per_step=1.0 + i))  # fmt: skip
+            run_dir = directory / "runs" / run_id
+            run_dir.mkdir(parents=True)
+            config = {"method": method, "reward": reward, "model": "tiny-random", "seed": seed,
+                      "eval": {"prompts": PROMPTS, "n": 4, "seed": 1234, "steps": 2, "guidance_scale": 7.5,
+                               "eta": 0.0, "batch_size": 4}, "stand_in": stand_in}  # fmt: skip
+            (run_dir / "config.json").write_text(json.dumps(config))
+            for which, level in (("first", 60), ("last", 200)):
+                if oom and which == "last":
+                    continue
+                row = np.full((32, 32 * len(PROMPTS), 3), level, dtype=np.uint8)
+                row[:, ::32] = 0
+                Image.fromarray(row).save(run_dir / f"eval_{which}.png")
+    if failed:
+        runs.append(dict(run_id=f"rwr__{reward}__s0", method="rwr", reward=reward, model="tiny-random", seed=0,
+                         status="error", steps=0, samples=0, wall_s=np.nan, peak_mem_mb=np.nan,
+                         final_eval_reward=np.nan, error="ValueError: boom", stand_in=stand_in,
+                         sec_per_step=np.nan))  # fmt: skip
+    frame = pd.DataFrame(metrics)
+    if "csv" in formats:
+        frame.to_csv(directory / "metrics.csv", index=False)
+    if "parquet" in formats:
+        frame.to_parquet(directory / "metrics.parquet", index=False)
+    pd.DataFrame(runs).to_csv(directory / "runs.csv", index=False)
+    manifest = {"command": ["bench.run"], "runs": {}, "versions": {}, "git_commit": "0" * 40, "device": "cpu",
+                "started": "", "finished": "", "stand_ins": [stand_in] if stand_in else []}  # fmt: skip
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+@pytest.fixture
+def two_folders(tmp_path):
+    a = write_results(tmp_path / "brightness", "mean-brightness")
+    b = write_results(tmp_path / "jpeg", "jpeg-compressibility", formats=("csv",))
+    return a, b
+
+
+def test_report_files_exist_and_failed_runs_render(two_folders, tmp_path):
+    out = tmp_path / "rep"
+    report.build_report(list(two_folders), out, n_boot=200, formats=("png",))
+    names = {p.name for p in out.iterdir()}
+    for stem in ("reward_vs_step", "reward_vs_wall_s", "reward_vs_samples", "resources",
+                 "images_mean-brightness", "images_jpeg-compressibility"):  # fmt: skip
+        assert f"{stem}.png" in names, names
+        assert (out / f"{stem}.png").stat().st_size > 1000
+    text = (out / "report.md").read_text()
+    assert "STAND-IN" in text and STAND_IN in text
+    # The oom seed and the errored method are listed, not dropped.
+    assert "oom: 1" in text and "max_steps: 2" in text
+    assert "rwr__mean-brightness__s0" in text and "error: 1" in text
+    assert "— (error: 1)" in text
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["reward"]) == {"mean-brightness", "jpeg-compressibility"}
+    row = summary[(summary["reward"] == "mean-brightness") & (summary["label"] == "alignprop")].iloc[0]
+    assert row["final_mean"] == pytest.approx(0.2 + 0.001)  # mean over seeds 0, 1, 2
+    assert row["final_lo"] <= row["final_mean"] <= row["final_hi"]
+    assert row["runs"] == 3 and row["finished"] == 3
+
+
+def test_time_to_target_uses_best_improvement(two_folders, tmp_path):
+    results = report.load_results([two_folders[0]])
+    report.add_labels(results.runs, results.metrics)
+    summary = report.summarize(results, rng=np.random.default_rng(0), n_boot=100).set_index("label")
+    # ddpo (slope 0.02/step, 2 s/step) is best: final ~0.301 (seeds 0, 1), start ~0.101.
+    assert bool(summary.loc["ddpo", "best"]) and not bool(summary.loc["alignprop", "best"])
+    start = np.mean([0.1 + 0.001 * s for s in (0, 1, 2)] * 2 + [])
+    best = np.mean([0.3 + 0.001 * s for s in (0, 1)])
+    target = start + 0.9 * (best - start)
+    assert summary.loc["ddpo", "target"] == pytest.approx(target)
+    # alignprop reaches at most 0.2 + 0.002 < target: never.
+    assert np.isnan(summary.loc["alignprop", "time_to_target_s"])
+    # ddpo's mean curve (seeds 0 and 1 to step 10, seed 2 to 5) crosses the target before 20 s.
+    assert 15 < summary.loc["ddpo", "time_to_target_s"] <= 20
+
+
+def test_single_seed_and_no_stand_in(tmp_path):
+    folder = write_results(tmp_path / "one", "mean-brightness", seeds=(0,), failed=False, stand_in="")
+    out = tmp_path / "rep"
+    report.build_report([folder], out, n_boot=50, formats=("png",))
+    text = (out / "report.md").read_text()
+    assert "STAND-IN" not in text
+    assert (out / "reward_vs_step.png").is_file()
+
+
+def test_cli_errors_exit_2_and_leave_nothing(two_folders, tmp_path):
+    out = tmp_path / "rep"
+    missing = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "nope"), "--out", str(out)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+    assert not out.exists()
+    dup = subprocess.run([sys.executable, "-m", "bench.report", str(two_folders[0]), str(two_folders[0]),
+                          "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert dup.returncode == 2 and "appears in both" in dup.stderr
+    assert not out.exists() and not list(tmp_path.glob(".rep*"))
+
+
+def test_cli_writes_default_folder(two_folders):
+    done = subprocess.run([sys.executable, "-m", "bench.report", str(two_folders[1]), "--n-boot", "50",
+                           "--formats", "png,pdf"], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = two_folders[1] / "report"
+    assert (out / "report.md").is_file() and (out / "reward_vs_step.pdf").is_file()
+
+
+def test_scaling_cli_small(tmp_path, capsys):
+    """bench.scaling on tiny-random with T in {2, 4}, in-process: table, figure, gradient steps per mode."""
+    from bench import scaling
+
+    out = tmp_path / "scaling"
+    code = scaling.main(["--model", "tiny-random", "--steps", "2,4", "--modes", "full-nockpt,last-k,random-k",
+                         "--k-range", "2,3", "--isolate", "no", "--out", str(out), "--threads", "2"])  # fmt: skip
+    assert code == 0
+    table = pd.read_csv(out / "scaling.csv")
+    assert len(table) == 6 and (table["seconds"] > 0).all() and (table["peak_mem_mb"] >= 0).all()
+    steps = {(r.mode, r.steps): r.grad_steps for r in table.itertuples()}
+    assert steps[("full-nockpt", 4)] == 4 and steps[("last-k", 4)] == 1 and steps[("random-k", 2)] == 2
+    assert steps[("random-k", 4)] in (2, 3)
+    assert (table["grad_norm"] > 0).all()  # every mode trains the adapter
+    assert (out / "scaling.png").stat().st_size > 1000
+    text = (out / "scaling.md").read_text()
+    assert "STAND-IN" in text and "K=1 memory ratio" in text
+
+
+def test_scaling_flatness_and_bad_input(tmp_path, capsys):
+    from bench import scaling
+
+    table = pd.DataFrame({"mode": ["last-k"] * 4 + ["full"] * 2, "steps": [5, 10, 20, 50, 10, 50],
+                          "peak_mem_mb": [20.0, 24.0, 24.5, 25.0, 30.0, 90.0]})  # fmt: skip
+    ratio, lo, hi = scaling.flatness(table)
+    assert (lo, hi) == (10, 50) and ratio == pytest.approx(25 / 24)
+    assert scaling.flatness(table, "full")[0] == pytest.approx(3.0)
+    assert scaling.main(["--steps", "0,5", "--out", str(tmp_path / "s")]) == 2
+    assert scaling.main(["--modes", "full,bogus", "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.count("error:") == 2 and not (tmp_path / "s").exists()
