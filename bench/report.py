@@ -33,14 +33,8 @@ import pandas as pd
 
 from bench.errors import UsageError
 
-RUN_COLUMNS = [
-    "run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
-    "final_eval_reward", "error", "stand_in", "sec_per_step",
-]  # fmt: skip
-METRIC_COLUMNS = [
-    "run_id", "method", "reward", "model", "seed", "step", "samples", "wall_s", "split", "metric", "value",
-    "peak_mem_mb", "stand_in",
-]  # fmt: skip
+from bench.recorder import METRIC_COLUMNS, RUN_COLUMNS  # noqa: E402  (the schema lives in one place)
+
 FAILED = ("diverged", "oom", "error", "skipped")
 """Statuses of runs that did not finish their budget (their numbers, if any, are partial)."""
 CURVE_AXES = ("step", "wall_s", "samples")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.presets import PRESET_NAMES, get_preset
-from bench.recorder import RUN_COLUMNS, write_json, write_tables
+from bench.recorder import write_json, write_tables
 from bench.spec import RunSpec, method_config, parse_list, parse_seeds, parse_sets, run_id
 
 REPO = Path(__file__).resolve().parent.parent

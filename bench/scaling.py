@@ -206,6 +206,8 @@ def write_outputs(table: pd.DataFrame, out: Path, *, model: str) -> Path:
             ratio, lo, hi = flat
             verdict = "meets" if ratio <= FLAT_GOAL else "MISSES"
             lines.append(f"K=1 memory ratio T={hi} vs T={lo}: {ratio:.3f} ({verdict} the goal <= {FLAT_GOAL}).")
+        elif "last-k" in set(table["mode"]):
+            lines.append("K=1 memory ratio: not computable (fewer than two sizes, or 0 MB measured at the smaller T).")
         if "error" in table.columns and table["error"].notna().any():
             lines += ["", "Failed measurements:"] + [f"- T={r.steps} {r.mode}: {r.error}" for r in table.itertuples() if isinstance(r.error, str)]
         lines += ["", "![scaling.png](scaling.png)", ""]

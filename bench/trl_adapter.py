@@ -14,6 +14,7 @@ import logging
 import torch
 
 from bench.lora import LoraSettings, add_lora
+from methods.base import Method
 
 
 def trl_pipeline(pipe, lora: LoraSettings):
@@ -76,3 +77,57 @@ def _to_float(value):
         array = np.asarray(value, dtype=np.float64)
         return float(array.mean()) if array.size else float("nan")
     return value
+
+
+class TrlMethod(Method):
+    """Shared driver of trl's diffusion trainers: our pipeline and LoRA in, one trl epoch per harness step."""
+
+    def common_trl_config(self) -> dict:
+        """trl config fields both trainers share, from the harness config."""
+        cfg = self.config
+        return dict(
+            seed=self.seed,
+            log_with=None,
+            mixed_precision="no",
+            save_freq=10**9,  # never let trl write checkpoints: the harness owns files
+            sample_num_steps=cfg.steps,
+            sample_eta=cfg.eta,
+            sample_guidance_scale=cfg.guidance_scale,
+            train_learning_rate=cfg.lr,
+            train_adam_weight_decay=cfg.weight_decay,
+            train_max_grad_norm=cfg.max_grad_norm or float("inf"),
+            allow_tf32=False,
+        )
+
+    def build_trainer(self, trainer_cls, trl_config) -> None:
+        settings = self.config.lora_settings()
+        settings.init_seed = self.seed
+        self.trl_pipe = trl_pipeline(self.pipe, settings)
+        with quiet_trl():
+            self.trainer = trainer_cls(trl_config, self._reward_fn, self._prompt_fn, self.trl_pipe)
+        silence_progress(self.trainer)
+        self.optimizer = self.trainer.optimizer
+        self.records = capture_logs(self.trainer)
+        self.epoch = 0
+        self.queries = 0
+
+    def _prompt_fn(self):
+        return self.prompts.sample(1, self.generator)[0], {}
+
+    def _reward_fn(self, images, prompts, metadata):
+        raise NotImplementedError
+
+    def run_epoch(self) -> list[dict]:
+        """One ``trainer.step`` (one epoch, one optimizer update); returns what trl logged during it."""
+        self.records.clear()
+        self.queries = 0
+        self.trainer.step(self.epoch, self.epoch)
+        self.epoch += 1
+        return list(self.records)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.epoch = state["epoch"]

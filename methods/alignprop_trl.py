@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from bench.sampler import GradMode
-from bench.trl_adapter import capture_logs, quiet_trl, silence_progress, trl_pipeline
-from methods.base import Method, MethodConfig
+from bench.trl_adapter import TrlMethod
+from methods.base import MethodConfig
 
 
 @dataclass
@@ -56,7 +56,7 @@ class AlignPropTrlConfig(MethodConfig):
             )
 
 
-class AlignPropTrl(Method):
+class AlignPropTrl(TrlMethod):
     """trl's AlignPropTrainer, one epoch per harness step."""
 
     name = "alignprop-trl"
@@ -68,35 +68,16 @@ class AlignPropTrl(Method):
 
         cfg = self.config
         trl_config = AlignPropConfig(
-            seed=self.seed,
-            log_with=None,
-            mixed_precision="no",
-            save_freq=10**9,  # never let trl write checkpoints: the harness owns files
-            sample_num_steps=cfg.steps,
-            sample_eta=cfg.eta,
-            sample_guidance_scale=cfg.guidance_scale,
+            **self.common_trl_config(),
             train_batch_size=cfg.batch_size,
             train_gradient_accumulation_steps=cfg.grad_accum,
-            train_learning_rate=cfg.lr,
-            train_adam_weight_decay=cfg.weight_decay,
-            train_max_grad_norm=cfg.max_grad_norm or float("inf"),
             truncated_backprop_rand=cfg.random_truncation,
             truncated_backprop_timestep=cfg.truncation_step,
             truncated_rand_backprop_minmax=cfg.code_range(),
-            allow_tf32=False,
         )
-        settings = cfg.lora_settings()
-        settings.init_seed = self.seed
-        self.trl_pipe = trl_pipeline(self.pipe, settings)
-        with quiet_trl():
-            self.trainer = AlignPropTrainer(trl_config, self._reward_fn, self._prompt_fn, self.trl_pipe)
-        silence_progress(self.trainer)
-        self.trainer.sd_pipeline.sd_pipeline.unet.train()
+        self.build_trainer(AlignPropTrainer, trl_config)
+        self.pipe.unet.train()
         self._patch_checkpointing(cfg.checkpointing)
-        self.optimizer = self.trainer.optimizer
-        self.records = capture_logs(self.trainer)
-        self.epoch = 0
-        self.queries = 0
 
     def _patch_checkpointing(self, enabled: bool) -> None:
         """trl's trainer never passes ``gradient_checkpoint``; forward our setting to its sampler."""
@@ -107,9 +88,6 @@ class AlignPropTrl(Method):
             return rgb_with_grad(*args, **kwargs)
 
         self.trl_pipe.rgb_with_grad = with_setting
-
-    def _prompt_fn(self):
-        return self.prompts.sample(1, self.generator)[0], {}
 
     def _reward_fn(self, images, prompts, metadata):
         self.queries += len(images)
@@ -124,11 +102,8 @@ class AlignPropTrl(Method):
         return objective, {}
 
     def step(self) -> dict[str, float]:
-        self.records.clear()
-        self.queries, self.true_scores, self.no_grad_batches = 0, [], 0
-        self.trainer.step(self.epoch, self.epoch)
-        self.epoch += 1
-        log = self.records[-1]
+        self.true_scores, self.no_grad_batches = [], 0
+        log = self.run_epoch()[-1]
         sign = 1.0 if self.reward.higher_is_better else -1.0
         metrics = {
             "reward_mean": sign * log["reward_mean"],
@@ -141,12 +116,3 @@ class AlignPropTrl(Method):
             true = torch.cat(self.true_scores)
             metrics.update(reward_mean=float(true.mean()), reward_std=float(true.std(unbiased=False)))
         return metrics
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["epoch"] = self.epoch
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.epoch = state["epoch"]

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.trl_adapter import capture_logs, quiet_trl, silence_progress, trl_pipeline
-from methods.base import Method, MethodConfig
+from bench.trl_adapter import TrlMethod
+from methods.base import MethodConfig
 
 
 @dataclass
@@ -55,7 +55,7 @@ class DDPOConfig(MethodConfig):
             raise ValueError(f"timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
 
 
-class DDPO(Method):
+class DDPO(TrlMethod):
     """trl's DDPOTrainer, one epoch per harness step."""
 
     name = "ddpo"
@@ -67,42 +67,20 @@ class DDPO(Method):
 
         cfg = self.config
         trl_config = TrlConfig(
-            seed=self.seed,
-            log_with=None,
-            mixed_precision="no",
-            save_freq=10**9,  # never let trl write checkpoints: the harness owns files
-            sample_num_steps=cfg.steps,
-            sample_eta=cfg.eta,
-            sample_guidance_scale=cfg.guidance_scale,
+            **self.common_trl_config(),
             sample_batch_size=cfg.batch_size,
             sample_num_batches_per_epoch=1,
             train_batch_size=cfg.batch_size,
             train_gradient_accumulation_steps=1,
             train_num_inner_epochs=1,
-            train_learning_rate=cfg.lr,
-            train_adam_weight_decay=cfg.weight_decay,
-            train_max_grad_norm=cfg.max_grad_norm or float("inf"),
             train_clip_range=cfg.clip_range,
             train_adv_clip_max=cfg.adv_clip_max,
             train_timestep_fraction=cfg.timestep_fraction,
             per_prompt_stat_tracking=cfg.per_prompt_stat_tracking,
             per_prompt_stat_tracking_buffer_size=cfg.stat_buffer_size,
             per_prompt_stat_tracking_min_count=cfg.stat_min_count,
-            allow_tf32=False,
         )
-        settings = cfg.lora_settings()
-        settings.init_seed = self.seed
-        self.trl_pipe = trl_pipeline(self.pipe, settings)
-        with quiet_trl():
-            self.trainer = DDPOTrainer(trl_config, self._reward_fn, self._prompt_fn, self.trl_pipe)
-        silence_progress(self.trainer)
-        self.optimizer = self.trainer.optimizer
-        self.records = capture_logs(self.trainer)
-        self.epoch = 0
-        self.queries = 0
-
-    def _prompt_fn(self):
-        return self.prompts.sample(1, self.generator)[0], {}
+        self.build_trainer(DDPOTrainer, trl_config)
 
     def _reward_fn(self, images, prompts, metadata):
         with torch.no_grad():
@@ -111,12 +89,9 @@ class DDPO(Method):
         return (scores if self.reward.higher_is_better else -scores), {}
 
     def step(self) -> dict[str, float]:
-        self.records.clear()
-        self.queries = 0
-        self.trainer.step(self.epoch, self.epoch)
-        self.epoch += 1
-        sample_log = next(r for r in self.records if "reward_mean" in r)
-        train_logs = [r for r in self.records if "loss" in r]
+        records = self.run_epoch()
+        sample_log = next(r for r in records if "reward_mean" in r)
+        train_logs = [r for r in records if "loss" in r]
         sign = 1.0 if self.reward.higher_is_better else -1.0
         metrics = {
             "reward_mean": sign * sample_log["reward_mean"],
@@ -127,12 +102,3 @@ class DDPO(Method):
         for key in ("loss", "approx_kl", "clipfrac"):
             metrics[key] = sum(r[key] for r in train_logs) / max(len(train_logs), 1)
         return metrics
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["epoch"] = self.epoch
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.epoch = state["epoch"]
