@@ -35,8 +35,9 @@ import pandas as pd
 
 from bench.errors import UsageError
 
-MODES = ("full", "full-nockpt", "last-k", "random-k")
+MODES = ("none", "full", "full-nockpt", "last-k", "random-k")
 MODE_LABELS = {
+    "none": "sampling only, no graph (no backward)",
     "full": "full backprop, checkpointing",
     "full-nockpt": "full backprop, no checkpointing",
     "last-k": "last-k K=1",
@@ -49,6 +50,8 @@ FLAT_GOAL = 1.1
 def grad_mode(mode: str, steps: int, k_range: tuple[int, int]):
     from bench.sampler import GradMode
 
+    if mode == "none":
+        return GradMode(mode="none")
     if mode == "full":
         return GradMode(mode="full", checkpoint=True)
     if mode == "full-nockpt":
@@ -127,7 +130,8 @@ def measure(model: str, steps: int, mode: str, *, batch: int, device: str, k_ran
     start = time.perf_counter()
     rollout = sampler.sample(prompts, generator=torch.Generator().manual_seed(seed), grad=grad)
     loss = -reward.objective(rollout.images, prompts).mean()
-    loss.backward()
+    if loss.requires_grad:  # mode "none" has no graph
+        loss.backward()
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
