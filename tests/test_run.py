@@ -167,3 +167,18 @@ def test_list_names_everything():
     text = bench_run("--list").stdout
     for name in ("tiny-random", "mean-brightness", "alignprop-trl", "simple-animals", "smoke"):
         assert name in text
+
+
+def test_user_reward_plugin_from_a_temporary_file_runs_end_to_end(tmp_path):
+    plugin = tmp_path / "greenness.py"
+    plugin.write_text(
+        "from rewards.base import Reward\n"
+        "class Greenness(Reward):\n    name = 'greenness'\n    differentiable = True\n"
+        "    def score(self, images, prompts):\n        return images[:, 1].mean(dim=(1, 2))\n"
+    )
+    out = tmp_path / "r"
+    bench_run("--preset", "smoke", "--methods", "alignprop-k1,rwr", "--reward", f"{plugin}:Greenness", "--out", str(out))
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.status.tolist() == ["max_steps", "max_steps"]
+    assert runs.run_id.tolist() == ["alignprop-k1__Greenness__s0", "rwr__Greenness__s0"]
+    assert runs.final_eval_reward.notna().all()

@@ -1,0 +1,124 @@
+"""``compressibility`` / ``incompressibility`` with a differentiable surrogate of the JPEG size.
+
+The true score is DDPO's (``rewards.jpeg``: PIL JPEG at quality 95, kB). The surrogate is an analytic rate
+estimate of the same codec, so it needs no weights: RGB -> YCbCr (JPEG's matrix), chroma averaged 2x2 (PIL's
+default 4:2:0), 8x8 block DCT-II, division by the quality-95 quantisation tables (IJG scaling of the standard
+tables), and bits ~ sum log2(1 + |coefficient / step|) over all coefficients, in kB. It ranks images by JPEG size
+with Spearman rho >= 0.9 on held-out images (``python -m rewards.compress --check`` prints the figure).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from rewards.jpeg import JpegCompressibility, JpegIncompressibility, jpeg_kb
+
+LUMA = torch.tensor([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=torch.float32).view(8, 8)  # fmt: skip
+CHROMA = torch.tensor([
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32, dtype=torch.float32).view(8, 8)  # fmt: skip
+
+
+def quant_table(base: torch.Tensor, quality: int = 95) -> torch.Tensor:
+    """IJG quality scaling of a standard table (libjpeg's jpeg_quality_scaling)."""
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    return torch.clamp(torch.floor((base * scale + 50) / 100), min=1)
+
+
+def dct_matrix(n: int = 8) -> torch.Tensor:
+    k, i = torch.meshgrid(torch.arange(n, dtype=torch.float32), torch.arange(n, dtype=torch.float32), indexing="ij")
+    m = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2 / n)
+    m[0] /= math.sqrt(2)
+    return m
+
+
+def _blocks(channel: torch.Tensor) -> torch.Tensor:
+    """[B, H, W] -> [B, nblocks, 8, 8], edge-padded to multiples of 8 as JPEG does."""
+    h, w = channel.shape[-2:]
+    pad = (0, (-w) % 8, 0, (-h) % 8)
+    channel = F.pad(channel[:, None], pad, mode="replicate")[:, 0]
+    b, hh, ww = channel.shape
+    return channel.view(b, hh // 8, 8, ww // 8, 8).permute(0, 1, 3, 2, 4).reshape(b, -1, 8, 8)
+
+
+def jpeg_rate_kb(images: torch.Tensor, quality: int = 95) -> torch.Tensor:
+    """Differentiable estimate of the JPEG size in kB of images [B, 3, H, W] in [0, 1]."""
+    x = images.float() * 255
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128
+    cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128
+    chroma = [F.avg_pool2d(c[:, None], 2, ceil_mode=True)[:, 0] for c in (cb, cr)]
+    d = dct_matrix().to(x)
+    bits = 0
+    for channel, table in ((y, LUMA), (chroma[0], CHROMA), (chroma[1], CHROMA)):
+        coeffs = d @ (_blocks(channel) - 128) @ d.T
+        steps = quant_table(table, quality).to(x)
+        bits = bits + torch.log2(1 + (coeffs / steps).abs()).sum(dim=(1, 2, 3))
+    return bits / 8 / 1000
+
+
+class Compressibility(JpegCompressibility):
+    """Negated JPEG kB (true score), with ``-jpeg_rate_kb`` as the differentiable surrogate."""
+
+    name = "compressibility"
+
+    def surrogate(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return -jpeg_rate_kb(images)
+
+
+class Incompressibility(JpegIncompressibility):
+    """JPEG kB (true score), with ``jpeg_rate_kb`` as the differentiable surrogate."""
+
+    name = "incompressibility"
+
+    def surrogate(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return jpeg_rate_kb(images)
+
+
+def held_out_images(n: int = 96, seed: int = 1) -> torch.Tensor:
+    """Images of widely varying detail, none used to design the surrogate: smooth fields, noise, blocks, mixes."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        size = (64, 64)
+        coarse = torch.rand(1, 3, 2 + i % 7, 2 + i % 5, generator=g)
+        smooth = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
+        noise = torch.rand(1, 3, *size, generator=g)
+        amount = (i % 12) / 11 * torch.rand(1, generator=g).item()
+        blocks = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=size, mode="nearest")
+        mix = (1 - amount) * (smooth if i % 2 else blocks) + amount * noise
+        out.append(mix.clamp(0, 1))
+    return torch.cat(out)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ranks = lambda v: torch.argsort(torch.argsort(v)).float()  # noqa: E731  (no ties in continuous data)
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()))
+
+
+def check() -> dict[str, float]:
+    """Spearman rho between the surrogate and PIL's JPEG size: procedural images and tiny-random samples."""
+    images = held_out_images()
+    rho = {"procedural (96 images, 64x64)": spearman(jpeg_rate_kb(images), jpeg_kb(images))}
+    from bench.models import load_model
+    from bench.sampler import Sampler, SamplerConfig
+
+    pipe = load_model("tiny-random").pipe
+    samples = Sampler(pipe, SamplerConfig(steps=4, guidance_scale=3.0, eta=1.0)).sample(
+        ["cat"] * 32, generator=torch.Generator().manual_seed(3)).images
+    rho["tiny-random samples (32, 32x32)"] = spearman(jpeg_rate_kb(samples), jpeg_kb(samples))
+    return rho
+
+
+if __name__ == "__main__":
+    for name, value in check().items():
+        print(f"Spearman rho, surrogate vs JPEG kB, {name}: {value:.3f}")

@@ -1,0 +1,154 @@
+"""In-domain rewards of the shape world (``bench/shapeworld.py``), each a small CNN trained on ground truth.
+
+- ``count``: log-probability that the image shows the prompted number of objects (the AlignProp paper's
+  object-count objective, made differentiable by a classifier).
+- ``prompt-match``: log p(prompted colour) + log p(prompted shape).
+
+Both parse the prompt ("three red circles on a white background"); the weights (a few hundred kB, with their
+held-out accuracy in the metadata) ship in ``rewards/assets`` and are trained by ``python -m bench.train_shapeworld``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import shapeworld as world
+from bench.errors import UsageError
+from rewards.base import Reward
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+COLOR_NAMES, SHAPE_NAMES = list(world.COLORS), list(world.SHAPES)
+
+
+def _trunk() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(),
+    )  # fmt: skip
+
+
+class CountNet(nn.Module):
+    """Images [B, 3, 32, 32] in [0, 1] -> logits over 1-4 objects."""
+
+    heads = {"count": 4}
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = _trunk()
+        self.out = nn.ModuleDict({name: nn.Linear(128, n) for name, n in self.heads.items()})
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if images.shape[-1] != world.SIZE:
+            images = F.interpolate(images, size=(world.SIZE, world.SIZE), mode="bilinear", antialias=True)
+        h = self.trunk(images * 2 - 1)
+        return {name: head(h) for name, head in self.out.items()}
+
+    def loss(self, logits: dict, labels: dict) -> torch.Tensor:
+        return sum(F.cross_entropy(logits[k], labels[k]) for k in self.heads)
+
+    def accuracy(self, logits: dict, labels: dict) -> dict[str, float]:
+        return {k: float((logits[k].argmax(-1) == labels[k]).float().mean()) for k in self.heads}
+
+
+class AttributeNet(CountNet):
+    """Images -> logits over colours and shapes."""
+
+    heads = {"color": len(COLOR_NAMES), "shape": len(SHAPE_NAMES)}
+
+
+def labels(scenes: list[world.Scene]) -> dict[str, torch.Tensor]:
+    return {
+        "count": torch.tensor([s.count - 1 for s in scenes]),
+        "color": torch.tensor([COLOR_NAMES.index(s.color) for s in scenes]),
+        "shape": torch.tensor([SHAPE_NAMES.index(s.shape) for s in scenes]),
+    }
+
+
+def augment(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Noise, blur and brightness jitter, so classifiers trained on renders transfer to generated samples."""
+    n = len(images)
+    noise = torch.randn(images.shape, generator=gen) * torch.rand(n, 1, 1, 1, generator=gen) * 0.1
+    blurred = F.avg_pool2d(images, 3, stride=1, padding=1, count_include_pad=False)
+    blur = (torch.rand(n, 1, 1, 1, generator=gen) < 0.4).float()
+    shift = (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.1
+    return (images * (1 - blur) + blurred * blur + noise + shift).clamp(0, 1)
+
+
+def save_net(net: nn.Module, path: Path, accuracy: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path),
+              metadata={"heldout_accuracy": json.dumps(accuracy)})
+
+
+def load_net(cls, name: str) -> nn.Module:
+    from safetensors.torch import load_file
+
+    path = ASSETS / f"shapeworld_{name}.safetensors"
+    if not path.is_file():
+        raise UsageError(f"missing {path}; train it with: python -m bench.train_shapeworld --skip-model")
+    net = cls()
+    net.load_state_dict(load_file(str(path)))
+    return net.eval().requires_grad_(False)
+
+
+def parse_prompts(prompts: list[str], reward: str) -> list[world.Scene]:
+    scenes = [world.parse_caption(p) for p in prompts]
+    if any(s is None for s in scenes):
+        bad = next(p for p, s in zip(prompts, scenes) if s is None)
+        raise ValueError(f"reward {reward!r} needs shape-world prompts such as 'three red circles on a white "
+                         f"background' (--prompts shapes-train); got {bad!r}")
+    return scenes
+
+
+class ShapeCount(Reward):
+    """log p(prompted count | image) from the count classifier; differentiable."""
+
+    name = "count"
+    differentiable = True
+
+    def __init__(self):
+        self.net = load_net(CountNet, "count")
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        target = labels(parse_prompts(prompts, self.name))["count"].to(images.device)
+        logp = F.log_softmax(self.net(images.float())["count"], dim=-1)
+        return logp.gather(1, target[:, None])[:, 0]
+
+    def exact(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """1.0 where the classifier's most likely count is the prompted one."""
+        target = labels(parse_prompts(prompts, self.name))["count"].to(images.device)
+        return (self.net(images.float())["count"].argmax(-1) == target).float()
+
+
+class PromptMatch(Reward):
+    """log p(prompted colour | image) + log p(prompted shape | image); differentiable."""
+
+    name = "prompt-match"
+    differentiable = True
+
+    def __init__(self):
+        self.net = load_net(AttributeNet, "prompt_match")
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        y = labels(parse_prompts(prompts, self.name))
+        logits = self.net(images.float())
+        total = 0
+        for key in ("color", "shape"):
+            logp = F.log_softmax(logits[key], dim=-1)
+            total = total + logp.gather(1, y[key].to(images.device)[:, None])[:, 0]
+        return total
+
+    def hits(self, images: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """Per image: whether the classifier's colour / shape is the prompted one."""
+        y = labels(parse_prompts(prompts, self.name))
+        logits = self.net(images.float())
+        return {k: (logits[k].argmax(-1).cpu() == y[k]).float() for k in ("color", "shape")}

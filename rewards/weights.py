@@ -1,0 +1,57 @@
+"""Where reward-model weights come from: an explicit path, the Hugging Face cache, or the hub when online.
+
+When none is available the caller either fails with a one-line error naming the file and how to provide it, or,
+where the run allows it (``smoke`` and ``default`` presets, not ``--strict-weights``), builds a *stand-in*: the
+same architecture at reduced width with seeded random weights, labelled in every output.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from bench.errors import UsageError
+
+
+class WeightsMissing(Exception):
+    """The weights are not on disk, not in the cache, and the hub cannot be reached."""
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false")
+
+
+def hub_file(repo: str, filename: str, explicit: str | None = None) -> str:
+    """Local path of ``repo/filename``: ``explicit`` if given, else the HF cache, else a download when online."""
+    if explicit:
+        if not os.path.isfile(explicit):
+            raise UsageError(f"--reward-weights {explicit!r} does not exist; pass the path of the weights file")
+        return explicit
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo, filename, local_files_only=offline())
+    except Exception as exc:  # not cached offline, no network, no such repo: all mean "not available here"
+        raise WeightsMissing(f"{repo}/{filename}") from exc
+
+
+def pretrained(loader, model_id: str):
+    """``loader(model_id)`` from the cache (offline) or the hub; ``WeightsMissing`` when neither has it."""
+    try:
+        return loader(model_id, local_files_only=offline())
+    except Exception as exc:
+        raise WeightsMissing(model_id) from exc
+
+
+def resolve(build_real, build_stand_in, *, what: str, how: str, allow_stand_in: bool, strict: bool):
+    """``(build_real(), None)``; when weights are missing ``(build_stand_in(), label)`` if allowed, else UsageError."""
+    try:
+        return build_real(), None
+    except WeightsMissing as missing:
+        if allow_stand_in and not strict:
+            warnings.warn(
+                f"WEIGHTS MISSING for {what} ({missing}): using a RANDOM-WEIGHT STAND-IN; its scores mean nothing",
+                stacklevel=2,
+            )
+            return build_stand_in(), f"random-weight stand-in for {what}"
+        raise UsageError(f"weights for {what} not found ({missing}, offline={offline()}); {how}") from None
