@@ -10,7 +10,10 @@ from bench.errors import UsageError
 from bench.registry import Registry
 
 # Built-in models, constructed in-process (no download).
-BUILDERS = Registry("model", {"tiny-random": "bench.tiny:build_tiny_random"})
+BUILDERS = Registry("model", {
+    "tiny-random": "bench.tiny:build_tiny_random",
+    "tiny-shapes": "bench.shapeworld:load_tiny_shapes",  # trained on the shape world, weights ship in the repo
+})
 # Short names for hub checkpoints (need the weights in the Hugging Face cache, or a connection).
 HUB_ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 # Models whose weights are random: every output that uses them is labelled.

@@ -45,10 +45,10 @@ class Preset:
 
 
 def default_model() -> str:
-    """``tiny-shapes`` once its trained weights ship in the package, else ``tiny-random``."""
-    from bench.models import BUILDERS
+    """``tiny-shapes`` when its trained weights are present, else ``tiny-random``."""
+    from bench.shapeworld import ASSET
 
-    return "tiny-shapes" if "tiny-shapes" in BUILDERS else "tiny-random"
+    return "tiny-shapes" if (ASSET / "model_index.json").is_file() else "tiny-random"
 
 
 def _presets() -> dict[str, Preset]:

@@ -18,6 +18,8 @@ ASSETS = Path(__file__).parent / "assets"
 PROMPT_SETS: dict[str, tuple[str, str]] = {
     "simple-animals": ("simple_animals.txt", "{}"),
     "eval-animals": ("eval_simple_animals.txt", "{}"),
+    "shapes-train": ("shapes_train.txt", "{}"),  # shape world (bench/shapeworld.py): 90 training captions
+    "shapes-eval": ("shapes_eval.txt", "{}"),  # 30 captions whose count is held out for their colour and shape
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,3 +115,48 @@ def dataset(n: int, seed: int, scenes: list[Scene] | None = None) -> tuple[torch
     chosen = [sample_scene(rng, scenes) for _ in range(n)]
     images = np.stack([render(s, rng) for s in chosen])
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, chosen
+
+
+ASSET = Path(__file__).resolve().parent / "assets" / "tiny_shapes"
+
+
+def load_tiny_shapes(seed: int = 0):
+    """The shipped ``tiny-shapes`` pipeline (trained by ``python -m bench.train_shapeworld``); ``seed`` is unused."""
+    from diffusers import StableDiffusionPipeline
+
+    from bench.errors import UsageError
+
+    if not (ASSET / "model_index.json").is_file():
+        raise UsageError(f"tiny-shapes weights are missing at {ASSET}; train them: python -m bench.train_shapeworld")
+    pipe = StableDiffusionPipeline.from_pretrained(ASSET, safety_checker=None, requires_safety_checker=False)
+    pipe.tokenizer.model_max_length = 16
+    return pipe
+
+
+def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 5.0, prompts: str = "shapes-eval") -> dict:
+    """Accuracy of base-model samples on ``prompts`` by the reward classifiers: colour, shape, exact count."""
+    from bench.evaluate import EvalConfig, evaluate
+    from bench.models import load_model
+    from bench.prompts import load_prompts
+    from rewards.shapeworld import PromptMatch, ShapeCount
+
+    pipe = load_model("tiny-shapes").pipe
+    texts = [p for p in load_prompts(prompts).prompts for _ in range(n_per_prompt)]
+    cfg = EvalConfig(n=len(texts), batch_size=32, steps=steps, guidance_scale=guidance)
+    _, images = evaluate(pipe, ShapeCount(), texts, cfg)
+    return {"samples": len(texts), **PromptMatch().eval_metrics(images, texts), **ShapeCount().eval_metrics(images, texts)}
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.shapeworld", description="Quality of tiny-shapes samples")
+    parser.add_argument("--check", action="store_true", help="measure colour / shape / count accuracy")
+    parser.add_argument("--prompts", default="shapes-eval", help="prompt set (default: the held-out one)")
+    parser.add_argument("--n", type=int, default=4, help="samples per prompt")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--guidance", type=float, default=5.0, help="guidance scale")
+    args = parser.parse_args()
+    if args.check:
+        for key, value in check(args.n, args.steps, args.guidance, args.prompts).items():
+            print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")

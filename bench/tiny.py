@@ -57,13 +57,14 @@ def write_clip_tokenizer(directory: str | Path, words: list[str] = ()) -> Path:
     return directory
 
 
-def load_tokenizer(words: list[str] = ()):
-    """A ``CLIPTokenizer`` (max length 77, as Stable Diffusion) from files written to a temporary directory."""
+def load_tokenizer(words: list[str] = (), max_length: int = 77):
+    """A ``CLIPTokenizer`` (max length 77 as Stable Diffusion) from files written to a temporary directory."""
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         write_clip_tokenizer(tmp, words)
-        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
+        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
+                             model_max_length=max_length)
 
 
 def build_tiny_random(seed: int = 0, words: list[str] = ()):

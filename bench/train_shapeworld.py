@@ -59,8 +59,7 @@ def build_components(seed: int):
 
     from bench.tiny import load_tokenizer
 
-    tokenizer = load_tokenizer(world.WORDS)
-    tokenizer.model_max_length = 16
+    tokenizer = load_tokenizer(world.WORDS, max_length=16)
     torch.manual_seed(seed)
     vae = AutoencoderKL(
         block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,

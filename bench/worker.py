@@ -123,7 +123,9 @@ class Run:
                 distributed.barrier()
                 return None
             scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg)
-            rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False))})
+            extra = reward.eval_metrics(images.to(device), eval_prompts)
+            rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False)),
+                             **extra})
             save_grid(images, self.dir / ("eval_first.png" if first else "eval_last.png"))
             distributed.barrier()
             return float(scores.mean())

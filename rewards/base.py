@@ -60,6 +60,10 @@ class Reward:
         if not (self.differentiable or self.has_surrogate):
             self.surrogate(torch.zeros(0), [])
 
+    def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        """Extra evaluation numbers (e.g. an accuracy) recorded beside the reward; none by default."""
+        return {}
+
     def to(self, device) -> "Reward":
         """Move any weights to ``device``; rewards without weights return themselves."""
         for value in vars(self).values():

@@ -128,6 +128,10 @@ class ShapeCount(Reward):
         target = labels(parse_prompts(prompts, self.name))["count"].to(images.device)
         return (self.net(images.float())["count"].argmax(-1) == target).float()
 
+    @torch.no_grad()
+    def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        return {"exact_count": float(self.exact(images, prompts).mean())}
+
 
 class PromptMatch(Reward):
     """log p(prompted colour | image) + log p(prompted shape | image); differentiable."""
@@ -152,3 +156,7 @@ class PromptMatch(Reward):
         y = labels(parse_prompts(prompts, self.name))
         logits = self.net(images.float())
         return {k: (logits[k].argmax(-1).cpu() == y[k]).float() for k in ("color", "shape")}
+
+    @torch.no_grad()
+    def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        return {f"{k}_accuracy": float(v.mean()) for k, v in self.hits(images, prompts).items()}
