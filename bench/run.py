@@ -150,11 +150,16 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     if "steps" in global_sets:
         eval_cfg.steps = int(global_sets["steps"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
+    allow_stand_in = preset.allow_stand_in and not args.strict_weights
+    if not allow_stand_in:  # weights must exist: find out now, before any folder is made
+        import rewards
+
+        rewards.build_reward(args.reward, weights=args.reward_weights, allow_stand_in=False)
     runs = [
         RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
                 method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
                 eval=eval_block, budget=budget, eval_every=eval_every, checkpoint_every=checkpoint_every,
-                allow_stand_in=preset.allow_stand_in and not args.strict_weights,
+                allow_stand_in=allow_stand_in,
                 reward_weights=args.reward_weights, preset=args.preset)
         for m in methods for seed in seeds
     ]

@@ -142,6 +142,7 @@ def test_resume_skips_finished_runs(smoke):
         (["--methods", "alignprop", "--reward", "mean-brightness", "--set", "steps=4", "--set", "alignprop.k_max=9"],
          "k_range"),
         (["--methods", "rwr", "--reward", "mean-brightness", "--preset", "fast"], "unknown preset"),
+        (["--methods", "rwr", "--reward", "aesthetic", "--strict-weights"], "weights for aesthetic not found"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
@@ -182,3 +183,15 @@ def test_user_reward_plugin_from_a_temporary_file_runs_end_to_end(tmp_path):
     assert runs.status.tolist() == ["max_steps", "max_steps"]
     assert runs.run_id.tolist() == ["alignprop-k1__Greenness__s0", "rwr__Greenness__s0"]
     assert runs.final_eval_reward.notna().all()
+
+
+def test_stand_in_reward_is_named_in_every_output(tmp_path):
+    out = tmp_path / "r"
+    bench_run("--preset", "smoke", "--methods", "rwr", "--reward", "aesthetic", "--max-steps", "1", "--out", str(out))
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.status.tolist() == ["max_steps"]
+    assert "stand-in for aesthetic" in runs.stand_in[0] and "tiny-random" in runs.stand_in[0]
+    assert pd.read_parquet(out / "metrics.parquet").stand_in.str.contains("stand-in for aesthetic").all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any("aesthetic" in s for s in manifest["stand_ins"])
+    assert "stand-in for aesthetic" in (out / "summary.md").read_text()
