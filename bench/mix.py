@@ -173,14 +173,10 @@ def mixed_state(a: RunAdapter, b: RunAdapter | None, alpha: float) -> dict[str, 
 
 
 def make_reward(spec: str, weights=None):
-    """The run's reward, as the runner builds it: ``rewards.build_reward`` (stand-ins allowed, labelled) when
-    present, else ``rewards.make_reward``."""
-    import rewards
+    """The run's reward, as the runner builds it (a missing model falls back to a labelled stand-in)."""
+    from rewards import build_reward
 
-    build = getattr(rewards, "build_reward", None)
-    if build is not None:
-        return build(spec, weights=weights, allow_stand_in=True)
-    return rewards.make_reward(spec)
+    return build_reward(spec, weights=weights, allow_stand_in=True)
 
 
 class _BothRewards:
