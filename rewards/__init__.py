@@ -2,17 +2,20 @@
 
 ``build_reward(spec)`` accepts a registered name (``aesthetic``), a weighted combination
 (``0.7*aesthetic+0.3*clip-score``, see ``rewards.combine``) or a plug-in (``my.module:Name`` or
-``path/to/file.py:Name``, where ``Name`` is a ``rewards.base.Reward`` subclass or a factory returning one).
-Registered entries are ``"module:factory"`` strings, imported only when chosen.
+``path/to/file.py:Name``, where ``Name`` is a ``rewards.base.Reward`` subclass or a factory returning one; see
+``rewards.plugins``). Registered entries are ``"module:factory"`` strings, imported only when chosen, so a reward's
+heavy dependencies (transformers, open-clip) load only when it is used.
+
+Weights: rewards backed by a model take ``weights`` (the CLI's ``--reward-weights``), ``allow_stand_in`` and
+``strict`` (``rewards.weights``); ``weights`` given to a reward without a weights file is a usage error.
 """
 
 from __future__ import annotations
 
-import inspect
-
 from bench.errors import UsageError
-from bench.registry import Registry, load_target
+from bench.registry import Registry
 from rewards.base import Reward
+from rewards.plugins import call_accepting, check_plugin, is_combination, is_plugin, load_plugin
 
 REWARDS = Registry(
     "reward",
@@ -31,20 +34,18 @@ REWARDS = Registry(
     },
 )
 
+__all__ = ["REWARDS", "Reward", "build_reward", "check_reward_spec", "is_plugin", "make_reward", "reward_names"]
+
 
 def reward_names() -> list[str]:
+    """The registered reward names, sorted (combinations and plug-ins are accepted besides these)."""
     return REWARDS.names()
 
 
 def make_reward(name: str, **kwargs) -> Reward:
     """Build the reward registered as ``name``, passing only the keyword arguments its factory accepts."""
     factory = REWARDS.get(name)
-    accepted = inspect.signature(factory).parameters
-    return _checked(factory(**{k: v for k, v in kwargs.items() if k in accepted}), name)
-
-
-def is_plugin(spec: str) -> bool:
-    return ":" in spec and "+" not in spec
+    return _checked(call_accepting(factory, kwargs, name), name)
 
 
 def check_reward_spec(spec: str) -> None:
@@ -53,11 +54,11 @@ def check_reward_spec(spec: str) -> None:
 
     if not spec.strip():
         raise UsageError("--reward is empty; give a name such as mean-brightness (see --list)")
-    if is_plugin(spec):
-        load_target(spec)
-    elif "+" in spec or "*" in spec:
-        for _, name in parse_terms(spec):
-            check_reward_spec(name)
+    if is_combination(spec):
+        for _, term in parse_terms(spec):
+            check_reward_spec(term)
+    elif is_plugin(spec):
+        check_plugin(spec)
     else:
         REWARDS.target(spec)
 
@@ -69,16 +70,17 @@ def build_reward(spec: str, *, weights: str | None = None, allow_stand_in: bool 
 
     check_reward_spec(spec)
     options = dict(weights=weights, allow_stand_in=allow_stand_in, strict=strict)
-    if is_plugin(spec):
-        obj = load_target(spec)
-        reward = _checked(obj() if callable(obj) else obj, spec)
-    elif "+" in spec or "*" in spec:
+    if is_combination(spec):
         if weights:
             raise UsageError("--reward-weights names one file: use it with a single reward, not a combination")
-        reward = WeightedSum([(w, make_reward(name, **options)) for w, name in parse_terms(spec)], spec)
+        reward = WeightedSum([(w, _build_term(term, options)) for w, term in parse_terms(spec)], spec)
     else:
-        reward = make_reward(spec, **options)
+        reward = _build_term(spec, options)
     return reward.to(device)
+
+
+def _build_term(term: str, options: dict) -> Reward:
+    return load_plugin(term, **options) if is_plugin(term) else make_reward(term, **options)
 
 
 def _checked(reward, spec: str) -> Reward:

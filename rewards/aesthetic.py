@@ -44,9 +44,10 @@ class AestheticMLP(nn.Module):
 def _real(weights: str | None):
     from transformers import CLIPVisionModelWithProjection
 
+    mlp_path = hub_file(MLP_REPO, MLP_FILE, weights)  # first: a wrong --reward-weights path is a usage error
     vision = pretrained(CLIPVisionModelWithProjection.from_pretrained, CLIP_L14)
     mlp = AestheticMLP()
-    mlp.load_state_dict(torch.load(hub_file(MLP_REPO, MLP_FILE, weights), map_location="cpu", weights_only=True))
+    mlp.load_state_dict(torch.load(mlp_path, map_location="cpu", weights_only=True))
     return vision, mlp
 
 

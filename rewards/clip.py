@@ -4,19 +4,24 @@
 - ``pickscore``: ``yuvalkirstain/PickScore_v1`` (a CLIP ViT-H/14 fine-tuned on Pick-a-Pic) with the processor of
   ``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``: ``logit_scale.exp() * cos(text, image)``.
 
-Images go through ``rewards.preprocess.clip_preprocess`` (differentiable), text through the model's tokenizer.
+Images go through ``rewards.preprocess.clip_preprocess`` (differentiable), text through the model's tokenizer
+(no gradient: only the images are trained). ``weights`` (``--reward-weights``) is a local folder written by
+``CLIPModel.save_pretrained`` (a tokenizer saved beside it is used, else the default model's tokenizer); without
+it the model loads from the Hugging Face cache, or the hub when online.
 Missing weights: a one-line error, or (when the run allows) a random-weight stand-in: a CLIP of the same
 architecture at width 32 with seeded weights and a locally written tokenizer.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
 from rewards.base import Reward
 from rewards.preprocess import clip_preprocess
-from rewards.weights import pretrained, resolve
+from rewards.weights import local_dir, pretrained, resolve
 
 CLIP_L14 = "openai/clip-vit-large-patch14"
 PICKSCORE = "yuvalkirstain/PickScore_v1"
@@ -44,11 +49,14 @@ def small_clip(projection_dim: int = 64, seed: int = 0):
     return model.eval().requires_grad_(False), tokenizer
 
 
-def real_clip(model_id: str, tokenizer_id: str | None = None):
+def real_clip(model_id: str, tokenizer_id: str | None = None, weights: str | None = None, what: str = "clip"):
+    """(CLIPModel, tokenizer) from ``weights`` (a local folder) or ``model_id``; tokenizer from the folder if there."""
     from transformers import CLIPModel, CLIPTokenizer
 
-    model = pretrained(CLIPModel.from_pretrained, model_id)
-    tokenizer = pretrained(CLIPTokenizer.from_pretrained, tokenizer_id or model_id)
+    source = local_dir(weights, what) if weights else model_id
+    model = pretrained(CLIPModel.from_pretrained, source)
+    has_tokenizer = weights and os.path.isfile(os.path.join(weights, "vocab.json"))
+    tokenizer = pretrained(CLIPTokenizer.from_pretrained, weights if has_tokenizer else tokenizer_id or model_id)
     return model.eval().requires_grad_(False), tokenizer
 
 
@@ -75,8 +83,9 @@ class ClipScore(Reward):
     def __init__(self, model: str = CLIP_L14, weights: str | None = None, allow_stand_in: bool = False,
                  strict: bool = False):
         (self.model, self.tokenizer), self.stand_in = resolve(
-            lambda: real_clip(model), small_clip, what=f"clip-score ({model})",
-            how=f"download it (huggingface-cli download {model})", allow_stand_in=allow_stand_in, strict=strict)
+            lambda: real_clip(model, weights=weights, what="clip-score"), small_clip, what=f"clip-score ({model})",
+            how=f"download it (huggingface-cli download {model}) or pass --reward-weights FOLDER",
+            allow_stand_in=allow_stand_in, strict=strict)
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         image = normalized_image_features(self.model, images)
@@ -91,8 +100,10 @@ class PickScore(ClipScore):
 
     def __init__(self, weights: str | None = None, allow_stand_in: bool = False, strict: bool = False):
         (self.model, self.tokenizer), self.stand_in = resolve(
-            lambda: real_clip(PICKSCORE, PICKSCORE_PROCESSOR), small_clip, what=f"pickscore ({PICKSCORE})",
-            how=f"download it (huggingface-cli download {PICKSCORE} and {PICKSCORE_PROCESSOR})",
+            lambda: real_clip(PICKSCORE, PICKSCORE_PROCESSOR, weights, "pickscore"), small_clip,
+            what=f"pickscore ({PICKSCORE})",
+            how=f"download {PICKSCORE} and {PICKSCORE_PROCESSOR} (huggingface-cli download) or pass --reward-weights "
+                "FOLDER",
             allow_stand_in=allow_stand_in, strict=strict)
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:

@@ -1,12 +1,17 @@
 """Weighted combinations of rewards, as the AlignProp paper mixes objectives: ``0.7*aesthetic+0.3*clip-score``.
 
-Syntax: terms joined by ``+``, each ``[weight*]name`` (weight defaults to 1; negative weights subtract, e.g.
-``aesthetic+-0.5*compressibility``). The combined score is sum_i w_i * s_i where s_i is each part's score made
-higher-is-better; it is differentiable when every part is, and otherwise trains on a surrogate when every part has
-a gradient or a surrogate. Evaluation uses the parts' true scores.
+Syntax: terms joined by ``+``, each ``[weight*]name`` where ``name`` is a registered reward or a plug-in
+(``module:Name``) and ``weight`` a plain decimal number (default 1; negative weights subtract, e.g.
+``aesthetic+-0.5*compressibility``; spaces around ``+`` and ``*`` are ignored). The combined score is
+sum_i w_i * s_i where s_i is part i's score made higher-is-better; it is differentiable when every part is, and
+otherwise gradient methods train on sum_i w_i * objective_i, using each part's surrogate where it has one.
+Evaluation uses the parts' true scores. The parts keep their own scales (aesthetic about 5-6, clip-score about
+0.2-0.3), so choose weights with that in mind.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -22,9 +27,12 @@ def parse_terms(spec: str) -> list[tuple[float, str]]:
         if not name.strip():
             raise UsageError(f"reward combination {spec!r} has an empty term; write e.g. 0.7*aesthetic+0.3*clip-score")
         try:
-            terms.append((float(weight) if star else 1.0, name.strip()))
+            value = float(weight) if star else 1.0
         except ValueError:
             raise UsageError(f"reward combination {spec!r}: {weight!r} is not a number") from None
+        if not math.isfinite(value):
+            raise UsageError(f"reward combination {spec!r}: weight {weight!r} must be a finite number")
+        terms.append((value, name.strip()))
     return terms
 
 

@@ -35,11 +35,21 @@ def hub_file(repo: str, filename: str, explicit: str | None = None) -> str:
         raise WeightsMissing(f"{repo}/{filename}") from exc
 
 
+def local_dir(explicit: str, what: str) -> str:
+    """``explicit`` when it is a directory (a ``save_pretrained`` folder); otherwise a one-line UsageError."""
+    if not os.path.isdir(explicit):
+        raise UsageError(f"--reward-weights {explicit!r} for {what} is not a directory; pass a folder written by "
+                         "save_pretrained (config.json + weights)")
+    return explicit
+
+
 def pretrained(loader, model_id: str):
-    """``loader(model_id)`` from the cache (offline) or the hub; ``WeightsMissing`` when neither has it."""
+    """``loader(model_id)`` from a local folder, the cache (offline) or the hub; ``WeightsMissing`` if none has it."""
+    if os.path.isdir(model_id):
+        return loader(model_id)
     try:
         return loader(model_id, local_files_only=offline())
-    except Exception as exc:
+    except Exception as exc:  # not cached offline, no network, no such repo: all mean "not available here"
         raise WeightsMissing(model_id) from exc
 
 
