@@ -13,11 +13,15 @@ from bench.registry import Registry
 BUILDERS = Registry("model", {
     "tiny-random": "bench.tiny:build_tiny_random",
     "tiny-shapes": "bench.shapeworld:load_tiny_shapes",  # trained on the shape world, weights ship in the repo
+    "sd15-random": "bench.sd15:build_sd15_random",  # SD 1.5 architecture, random weights: GPU measurements
 })
 # Short names for hub checkpoints (need the weights in the Hugging Face cache, or a connection).
 HUB_ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
 # Models whose weights are random: every output that uses them is labelled.
-STAND_INS = {"tiny-random": "random weights (tiny-random: SD architecture at toy width)"}
+STAND_INS = {
+    "tiny-random": "random weights (tiny-random: SD architecture at toy width)",
+    "sd15-random": "random weights (sd15-random: SD 1.5 architecture at full size)",
+}
 STAND_IN_MARKER = "BENCH_STAND_IN.txt"
 
 

@@ -46,3 +46,25 @@ def test_submitit_launcher_collects_results_and_resumes(tmp_path):
     stamp = result.stat().st_mtime
     bench_run(*args, "--resume")
     assert result.stat().st_mtime == stamp  # finished runs are not made again
+
+
+def test_ladder_measures_methods_and_the_sampler_ratio(tmp_path):
+    from bench import ladder
+
+    out = tmp_path / "ladder"
+    assert ladder.main(["--model", "tiny-random", "--steps", "2", "--dtypes", "fp32", "--rows", "alignprop-k1,sampler",
+                        "--warmup", "0", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "ladder.csv").set_index("row")
+    assert (table.status == "ok").all()
+    assert table.loc["alignprop-k1", "seconds"] > 0 and table.loc["alignprop-k1", "peak_mem_mb"] > 0
+    assert table.loc["sampler", "ratio"] > 0
+    assert ladder.main(["--rows", "bogus", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_sd15_random_has_the_sd15_architecture():
+    from bench.sd15 import build_sd15_random
+
+    pipe = build_sd15_random()
+    assert pipe.unet.config.block_out_channels == (320, 640, 1280, 1280) or list(pipe.unet.config.block_out_channels) == [320, 640, 1280, 1280]
+    assert 850e6 < sum(p.numel() for p in pipe.unet.parameters()) < 870e6
+    assert pipe.vae.config.sample_size == 512 and pipe.text_encoder.config.num_hidden_layers == 12
