@@ -146,9 +146,12 @@ def plan(args) -> tuple[list[RunSpec], dict]:
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
     first = next(iter(configs.values()))
     eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", first.steps),
-                          guidance_scale=first.guidance_scale if len(configs) == 1 else 7.5, eta=0.0)
+                          guidance_scale=first.guidance_scale if len(configs) == 1
+                          else preset.method.get("guidance_scale", 7.5), eta=0.0)
     if "steps" in global_sets:
         eval_cfg.steps = int(global_sets["steps"])
+    if "guidance_scale" in global_sets:
+        eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
     allow_stand_in = preset.allow_stand_in and not args.strict_weights
     if not allow_stand_in:  # weights must exist: find out now, before any folder is made

@@ -133,7 +133,7 @@ def load_tiny_shapes(seed: int = 0):
     return pipe
 
 
-def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 5.0, prompts: str = "shapes-eval") -> dict:
+def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 2.0, prompts: str = "shapes-eval") -> dict:
     """Accuracy of base-model samples on ``prompts`` by the reward classifiers: colour, shape, exact count."""
     from bench.evaluate import EvalConfig, evaluate
     from bench.models import load_model
@@ -155,7 +155,7 @@ if __name__ == "__main__":
     parser.add_argument("--prompts", default="shapes-eval", help="prompt set (default: the held-out one)")
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    parser.add_argument("--guidance", type=float, default=5.0, help="guidance scale")
+    parser.add_argument("--guidance", type=float, default=2.0, help="guidance scale")
     args = parser.parse_args()
     if args.check:
         for key, value in check(args.n, args.steps, args.guidance, args.prompts).items():
