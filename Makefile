@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= results/make-bench-$(shell date +%Y%m%d-%H%M%S)
-BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward mean-brightness
+BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward count
 
 .PHONY: install test bench clean-venv
 
