@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,15 +25,20 @@ ROWS = {  # row -> (method, config overrides)
     "alignprop-full": ("alignprop-full", {}),
     "alignprop-k1": ("alignprop-k1", {}),
     "alignprop": ("alignprop", {}),  # randomized K ~ U[1, T]
+    "alignprop-trl": ("alignprop-trl", {}),  # trl's AlignPropTrainer at the same settings
     "ddpo": ("ddpo", {}),  # trl's DDPOTrainer
     "rwr": ("rwr", {}),
+    "rwr-sparse": ("rwr-sparse", {}),
 }
 
 
-def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: int) -> dict:
-    """One row in this process: seconds of one optimizer step and peak memory."""
+def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: int, repeats: int = 1) -> dict:
+    """One row in this process: median seconds of ``repeats`` optimizer steps, reward queries and peak memory."""
+    import statistics
+
     import torch
 
+    from bench.memory import PeakMemory, return_freed_memory_to_os
     from bench.models import load_model
     from bench.prompts import load_prompts
     from bench.recorder import peak_memory_mb
@@ -40,6 +46,7 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
     from methods import METHODS
     from rewards.toy import MeanBrightness
 
+    return_freed_memory_to_os()
     quiet_libraries()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(model, device=str(device))
@@ -50,22 +57,24 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
     cls = METHODS.get(name)
     method = cls(loaded.pipe, MeanBrightness(), load_prompts("simple-animals"),
                  cls.Config(steps=steps, batch_size=batch, **extra), seed=0)
+    seconds = []
     try:
         for _ in range(warmup):
             with autocast:
                 method.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        with autocast:
-            method.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        with PeakMemory(device) as step_peak:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                with autocast:
+                    metrics = method.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                seconds.append(time.perf_counter() - start)
     except torch.cuda.OutOfMemoryError:
         return dict(status="oom", seconds=None, peak_mem_mb=peak_memory_mb(device))
-    return dict(status="ok", seconds=seconds, peak_mem_mb=peak_memory_mb(device))
+    return dict(status="ok", seconds=statistics.median(seconds), samples=metrics["samples"],
+                step_mem_mb=step_peak.mb, peak_mem_mb=peak_memory_mb(device), repeats=repeats,
+                stand_in=loaded.stand_in or "")
 
 
 def _sampler_ratio(pipe, steps, batch, autocast, device) -> dict:
@@ -95,6 +104,41 @@ def _sampler_ratio(pipe, steps, batch, autocast, device) -> dict:
     return dict(status="ok", seconds=ours, diffusers_seconds=theirs, ratio=ours / theirs, peak_mem_mb=None)
 
 
+def trl_ratios(table) -> list[str]:
+    """Our AlignProp rows against trl's AlignPropTrainer measured in the same invocation (time and step memory)."""
+    lines = []
+    for dtype, part in table[table["status"] == "ok"].groupby("dtype", sort=False):
+        ref = part[part["row"] == "alignprop-trl"]
+        if ref.empty:
+            continue
+        ref = ref.iloc[0]
+        for mine in part[part["row"].str.startswith("alignprop") & (part["row"] != "alignprop-trl")].itertuples():
+            lines.append(f"- {dtype} `{mine.row}` / `alignprop-trl`: time {mine.seconds / ref.seconds:.2f}x, "
+                         f"step memory {mine.step_mem_mb / ref.step_mem_mb:.2f}x, "
+                         f"process peak {mine.peak_mem_mb / ref.peak_mem_mb:.2f}x")
+    return lines
+
+
+def ladder_markdown(table, args) -> str:
+    from bench.report import markdown_table
+
+    stand = sorted({s for s in table.get("stand_in", []) if isinstance(s, str) and s})
+    digits = {"seconds": 4, "diffusers_seconds": 4, "ratio": 3, "step_mem_mb": 1, "peak_mem_mb": 1}
+    shown = table.drop(columns=["stand_in", "repeats"], errors="ignore").round(digits).astype(object)
+    shown = shown.where(shown.notna(), "")
+    lines = [f"# Ladder: {args.model}, T={args.steps}, batch {args.batch}", ""]
+    if stand:
+        lines += ["> **STAND-IN (random weights):** " + "; ".join(stand), ""]
+    lines += [f"`seconds`: median of {args.repeats} optimizer step(s) after {args.warmup} warm-up step(s); `samples`: "
+              "reward queries per step; `step_mem_mb`: the timed steps' own peak (CUDA max allocated minus allocated "
+              "before; CPU peak RSS growth); `peak_mem_mb`: the process peak (CUDA max allocated incl. weights; CPU "
+              "peak RSS incl. libraries).", "", markdown_table(shown), ""]
+    ratios = trl_ratios(table)
+    if ratios:
+        lines += ["Ours against trl's AlignPropTrainer (same model, T, batch, reward; < 1: ours is cheaper):", *ratios]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.errors import UsageError
 
@@ -104,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast), comma-separated")
     p.add_argument("--rows", default=",".join([*ROWS, "sampler"]), help="rows to measure, comma-separated")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed one")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
+    p.add_argument("--repeats", type=int, default=1, help="timed steps per row; the median is reported")
     p.add_argument("--out", default="results/ladder", help="output folder (ladder.csv, ladder.md)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -115,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in args.rows.split(",") if r]
         dtypes = [d for d in args.dtypes.split(",") if d]
         bad = [r for r in rows if r not in ROWS and r != "sampler"] + [d for d in dtypes if d not in ("fp32", "bf16")]
-        if bad or not rows or not dtypes or args.steps < 1 or args.batch < 1:
-            raise UsageError(f"bad --rows/--dtypes/--steps/--batch ({bad or 'empty'}); rows: {', '.join(ROWS)}, sampler")
+        if bad or not rows or not dtypes or min(args.steps, args.batch, args.repeats) < 1 or args.warmup < 0:
+            raise UsageError(f"bad --rows/--dtypes/--steps/--batch/--repeats ({bad or 'empty or < 1'}); rows: "
+                             f"{', '.join(ROWS)}, sampler; dtypes: fp32, bf16")
         from bench.models import check_model
 
         check_model(args.model)
@@ -125,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import pandas as pd
 
+    from bench.memory import MMAP_THRESHOLD
+
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
     results = []
     for dtype in dtypes:
         for row in rows:
-            spec = dict(row=row, model=args.model, steps=args.steps, batch=args.batch, dtype=dtype, warmup=args.warmup)
+            spec = dict(row=row, model=args.model, steps=args.steps, batch=args.batch, dtype=dtype, warmup=args.warmup,
+                        repeats=args.repeats)
             done = subprocess.run([sys.executable, "-m", "bench.ladder", "--worker", json.dumps(spec)],
-                                  capture_output=True, text=True)
+                                  capture_output=True, text=True, env=env)
             lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
             if lines:
                 result = json.loads(lines[-1])
@@ -144,10 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ladder.csv", index=False)
-    from bench.report import markdown_table
 
-    head = f"# Ladder: {args.model}, T={args.steps}, batch {args.batch}\n\n"
-    (out / "ladder.md").write_text(head + markdown_table(table) + "\n")
+    (out / "ladder.md").write_text(ladder_markdown(table, args) + "\n")
     print((out / "ladder.md").read_text())
     return 0
 

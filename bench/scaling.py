@@ -22,10 +22,8 @@ Writes scaling.csv, scaling.md and scaling.png/pdf. Goal: K = 1 memory flat in T
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.memory import MMAP_THRESHOLD, PeakMemory, return_freed_memory_to_os
 
 MODES = ("none", "full", "full-nockpt", "last-k", "random-k")
 MODE_LABELS = {
@@ -64,36 +63,6 @@ def grad_mode(mode: str, steps: int, k_range: tuple[int, int]):
     raise UsageError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
 
 
-def _status_kb(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return _status_kb("VmHWM") is not None
-    except OSError:
-        return False
-
-
-def _return_freed_memory_to_os() -> None:
-    """glibc: serve allocations >= 128 KiB by mmap, so a freed tensor leaves the RSS at once."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def measure(model: str, steps: int, mode: str, *, batch: int, device: str, k_range=(1, 10), guidance: float = 7.5,
             seed: int = 0) -> dict:  # fmt: skip
     """Seconds and peak memory of one training step (sample with the mode's gradient, reward, backward)."""
@@ -117,41 +86,26 @@ def measure(model: str, steps: int, mode: str, *, batch: int, device: str, k_ran
     del warm_out
     sampler = Sampler(loaded.pipe, SamplerConfig(steps=steps, guidance_scale=guidance))
     grad = grad_mode(mode, steps, k_range)
-    cuda = device.startswith("cuda")
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        kind = "cuda max_memory_allocated - allocated before"
-    else:
-        before = (_status_kb("VmRSS") or 0.0) * 1024
-        reset = _reset_peak_rss()
-        kind = "cpu peak RSS growth (VmHWM reset)" if reset else "cpu process peak RSS (ru_maxrss)"
-    start = time.perf_counter()
-    rollout = sampler.sample(prompts, generator=torch.Generator().manual_seed(seed), grad=grad)
-    loss = -reward.objective(rollout.images, prompts).mean()
-    if loss.requires_grad:  # mode "none" has no graph
-        loss.backward()
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() - before
-    elif reset:
-        peak = (_status_kb("VmHWM") or 0.0) * 1024 - before
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with PeakMemory(device) as peak:
+        start = time.perf_counter()
+        rollout = sampler.sample(prompts, generator=torch.Generator().manual_seed(seed), grad=grad)
+        loss = -reward.objective(rollout.images, prompts).mean()
+        if loss.requires_grad:  # mode "none" has no graph
+            loss.backward()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
     grad_norm = float(sum(float(p.grad.norm()) ** 2 for p in params if p.grad is not None) ** 0.5)
     return dict(
         steps=steps, mode=mode, label=MODE_LABELS[mode], grad_steps=int(sum(rollout.grad_steps)), batch=batch,
-        seconds=seconds, peak_mem_mb=max(peak, 0.0) / 2**20, memory_kind=kind, device=device, grad_norm=grad_norm,
+        seconds=seconds, peak_mem_mb=peak.mb, memory_kind=peak.kind, device=device, grad_norm=grad_norm,
         stand_in=loaded.stand_in or "",
     )  # fmt: skip
 
 
 def _measure_isolated(args_dict: dict) -> dict:
     """Run ``measure`` in a fresh Python process and return its result."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(128 * 1024))
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
     cmd = [sys.executable, "-m", "bench.scaling", "--worker", json.dumps(args_dict)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
@@ -249,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     if args.worker:
-        _return_freed_memory_to_os()
+        return_freed_memory_to_os()
         spec = json.loads(args.worker)
         spec["k_range"] = tuple(spec["k_range"])
         print(json.dumps(measure(**spec)))
