@@ -106,3 +106,37 @@ def _use_ddim(pipe) -> None:
 
     if not isinstance(pipe.scheduler, DDIMScheduler):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.models [NAME] [--repeats 5]``: median seconds to build (load) a model on the CPU."""
+    import argparse
+    import statistics
+    import sys
+    import time
+
+    p = argparse.ArgumentParser(prog="python -m bench.models", description=main.__doc__.split(": ", 1)[1])
+    p.add_argument("model", nargs="?", default="tiny-random", help="model to build (default tiny-random)")
+    p.add_argument("--repeats", type=int, default=5, help="builds to time after the first (default 5)")
+    args = p.parse_args(argv)
+    try:
+        if args.repeats < 1:
+            raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
+        start = time.perf_counter()
+        load_model(args.model)  # the first build also imports diffusers and transformers
+        first = time.perf_counter() - start
+        seconds = []
+        for seed in range(args.repeats):
+            start = time.perf_counter()
+            load_model(args.model, seed=seed)
+            seconds.append(time.perf_counter() - start)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"{args.model}: built in {statistics.median(seconds):.3f} s (median of {args.repeats}, max "
+          f"{max(seconds):.3f} s); the first build, library imports included: {first:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -218,16 +218,8 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
         for label, g in rgroup.groupby("label", sort=True):
             point, lo, hi = stats.bootstrap_ci(g["final_eval_reward"].to_numpy(float), "mean", rng=rng, n_boot=n_boot)
             iqm_value = float(stats.iqm(g["final_eval_reward"].dropna().to_numpy(float))) if g["final_eval_reward"].notna().any() else float("nan")
-            time_to = float("nan")
             lc = rc[rc["label"] == label]
-            if not math.isnan(target) and len(lc):
-                per_run = [r.sort_values("wall_s") for _, r in lc.groupby("run_id")]
-                xs = [r["wall_s"].to_numpy(float) for r in per_run]
-                ys = [r["value"].to_numpy(float) for r in per_run]
-                grid = stats.common_grid(xs, 200)
-                if len(grid):
-                    mean_curve = stats.nanmean(stats.interpolate_curves(xs, ys, grid).T)
-                    time_to = stats.first_crossing(grid, mean_curve, target, higher_is_better=higher)
+            time_to = float("nan") if math.isnan(target) else time_to_reach(lc, target, higher)
             stand = sorted({s for s in g["stand_in"] if s})
             rows.append(
                 dict(
@@ -256,6 +248,60 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
                 )
             )
     return pd.DataFrame(rows)
+
+
+def time_to_reach(curve_rows: pd.DataFrame, target: float, higher: bool, x: str = "wall_s") -> float:
+    """First ``x`` at which the mean over seeds (interpolated onto a common grid) reaches ``target``; NaN if never."""
+    from bench import stats
+
+    if not len(curve_rows):
+        return float("nan")
+    per_run = [r.sort_values(x) for _, r in curve_rows.groupby("run_id")]
+    xs = [r[x].to_numpy(float) for r in per_run]
+    ys = [r["value"].to_numpy(float) for r in per_run]
+    grid = stats.common_grid(xs, 200)
+    if not len(grid):
+        return float("nan")
+    mean_curve = stats.nanmean(stats.interpolate_curves(xs, ys, grid).T)
+    return stats.first_crossing(grid, mean_curve, target, higher_is_better=higher)
+
+
+def speedups(results: Results, reference: str) -> pd.DataFrame:
+    """Per reward, training seconds and optimizer steps each method needs to reach the ``reference`` method's mean
+    final eval reward, and the speed-up (reference's own time / the method's time), as the AlignProp paper's
+    "reaches DDPO's reward N times faster"."""
+    runs, curves = results.runs, eval_curves(results)
+    rows = []
+    for reward, rgroup in runs.groupby("reward", sort=True):
+        ref = rgroup[rgroup["method"] == reference]["final_eval_reward"].dropna()
+        if ref.empty:
+            continue
+        target, higher = float(ref.mean()), reward_higher_is_better(reward)
+        rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval")]
+        ref_labels = set(rgroup[rgroup["method"] == reference]["label"])
+        ref_time = time_to_reach(rc[rc["label"].isin(ref_labels)], target, higher)
+        for label in sorted(rgroup["label"].unique()):
+            lc = rc[rc["label"] == label]
+            seconds = time_to_reach(lc, target, higher)
+            rows.append(dict(reward=reward, method=label, target=target, seconds=seconds,
+                             steps=time_to_reach(lc, target, higher, x="step"),
+                             speedup=ref_time / seconds if seconds > 0 else float("nan")))
+    return pd.DataFrame(rows)
+
+
+def speedup_markdown(table: pd.DataFrame, reference: str) -> list[str]:
+    if not len(table):
+        return []
+    shown = pd.DataFrame({
+        "reward": table["reward"], "method": table["method"], f"{reference} final reward": table["target"].map(_fmt),
+        "train s to reach it": table["seconds"].map(lambda v: "not reached" if math.isnan(v) else _fmt(v, 1)),
+        "steps to reach it": table["steps"].map(lambda v: "not reached" if math.isnan(v) else _fmt(v, 1)),
+        f"speed-up vs {reference} (time)": table["speedup"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}x"),
+    })  # fmt: skip
+    return [f"## Time to reach {reference}'s final reward", "",
+            f"Training seconds (and optimizer steps) until each method's mean evaluation curve first reaches the mean "
+            f"final eval reward of `{reference}`; speed-up = {reference}'s own time to it / the method's time (the "
+            "AlignProp paper reports about 25x for AlignProp vs DDPO on aesthetics).", "", markdown_table(shown), ""]
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -458,7 +504,8 @@ DEFINITIONS = """\
 """
 
 
-def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, formats=("png", "pdf")) -> Path:
+def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, formats=("png", "pdf"),
+                 reference: str = "ddpo") -> Path:
     """Write the report folder ``out`` (report.md, summary.csv, figures) from results folders; returns ``out``."""
     results = load_results(directories)
     add_labels(results.runs, results.metrics)
@@ -477,6 +524,7 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines += [f"> - {s}" for s in results.stand_ins]
             lines.append("")
         lines += ["## Summary", "", summary_markdown(summary) if len(summary) else "_no runs found_", ""]
+        lines += speedup_markdown(speedups(results, reference), reference)
         failed = results.runs[results.runs["status"].isin(FAILED + ("unknown",))]
         if len(failed):
             lines += ["### Runs that did not finish", ""]
@@ -505,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals (default 2000)")
     parser.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated (default png,pdf)")
+    parser.add_argument("--reference", default="ddpo",
+                        help="method whose final reward the speed-up table measures the others against (default ddpo)")
     args = parser.parse_args(argv)
     try:
         formats = tuple(f for f in args.formats.split(",") if f)
@@ -513,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.n_boot < 1:
             raise UsageError(f"--n-boot must be >= 1, got {args.n_boot}")
         out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
-        build_report(args.dirs, out, seed=args.seed, n_boot=args.n_boot, formats=formats)
+        build_report(args.dirs, out, seed=args.seed, n_boot=args.n_boot, formats=formats, reference=args.reference)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

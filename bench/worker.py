@@ -217,7 +217,13 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("diffusers", "transformers", "trl", "accelerate"):
+    # diffusers and transformers reset their library logger's level when first imported: set it through them.
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    for name in ("trl", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 

@@ -55,3 +55,13 @@ def test_bad_model_specs_give_one_line_errors(spec, match, monkeypatch):
 def test_directory_without_model_index_is_refused(tmp_path):
     with pytest.raises(UsageError, match="model_index.json"):
         load_model(str(tmp_path))
+
+
+def test_build_time_cli(capsys):
+    from bench.models import main
+
+    assert main(["tiny-random", "--repeats", "1"]) == 0
+    assert "tiny-random: built in" in capsys.readouterr().out
+    assert main(["tiny-random", "--repeats", "0"]) == 2
+    assert main(["no-such-model"]) == 2
+    assert "unknown model" in capsys.readouterr().err
