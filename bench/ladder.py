@@ -1,13 +1,17 @@
 """Memory and speed ladder of every method on one model: ``python -m bench.ladder``.
 
     python -m bench.ladder --model sd15-random --steps 50 --batch 1 --dtypes fp32,bf16   # the GPU table
-    python -m bench.ladder --model tiny-random --steps 4                                 # a CPU smoke check
+    python -m bench.ladder --model tiny-random --steps 20 --batch 4 --dtypes fp32 --rows all --repeats 10
 
-For each row (AlignProp full without / with checkpointing, K=1, randomized K, DDPO, RWR) and dtype (fp32, or bf16
-autocast), one fresh process builds the model, runs one warm-up and one timed optimizer step of the method with the
-toy reward, and reports seconds per step and peak memory (CUDA max allocated; on CPU the process's peak RSS). A row
-that runs out of memory is reported as ``oom``. The ``sampler`` rows time the shared sampler without gradient
-against diffusers' own ``StableDiffusionPipeline`` on the same latents (ratio < 1: ours is faster).
+For each row and dtype (fp32, or bf16 autocast), one fresh process builds the model, runs ``--warmup`` untimed and
+``--repeats`` timed optimizer steps of the method with the toy reward, and reports the median seconds per step,
+reward queries per step, the timed steps' own peak memory and the process peak (see ``bench.memory``). A row that
+runs out of memory is reported as ``oom``. Default rows: AlignProp full without / with checkpointing, K=1,
+randomized K, DDPO, RWR, and ``sampler``, which times the shared sampler without gradient against diffusers' own
+``StableDiffusionPipeline`` on the same latents (ratio < 1: ours is faster). ``--rows all`` adds trl's
+AlignPropTrainer at equal settings (per-step random thresholds, full, last step only), our sampler in the official
+code's truncation mode (``alignprop-code``) and ``rwr-sparse``; the report then states our time and memory
+relative to trl's for each matched pair.
 """
 
 from __future__ import annotations
@@ -20,16 +24,31 @@ import sys
 import time
 from pathlib import Path
 
+LAST = "last"
+"""Placeholder in a row's overrides for the index of the last sampling step (T - 1)."""
 ROWS = {  # row -> (method, config overrides)
     "alignprop-full-nockpt": ("alignprop-full", {"checkpointing": False}),
     "alignprop-full": ("alignprop-full", {}),
     "alignprop-k1": ("alignprop-k1", {}),
-    "alignprop": ("alignprop", {}),  # randomized K ~ U[1, T]
-    "alignprop-trl": ("alignprop-trl", {}),  # trl's AlignPropTrainer at the same settings
+    "alignprop": ("alignprop", {}),  # randomized K ~ U[1, T] per rollout (the paper)
+    "alignprop-code": ("alignprop", {"truncation": "alignprop-code"}),  # per-step thresholds (official code, trl)
+    # trl's AlignPropTrainer at the same settings: per-step random thresholds, full, and the last step only
+    "alignprop-trl": ("alignprop-trl", {}),
+    "alignprop-trl-full": ("alignprop-trl", {"random_truncation": False, "truncation_step": 0}),
+    "alignprop-trl-k1": ("alignprop-trl", {"random_truncation": False, "truncation_step": LAST}),
     "ddpo": ("ddpo", {}),  # trl's DDPOTrainer
     "rwr": ("rwr", {}),
     "rwr-sparse": ("rwr-sparse", {}),
 }
+TRL_PAIRS = {  # our row -> trl's row at equal settings
+    "alignprop-full": "alignprop-trl-full",
+    "alignprop-k1": "alignprop-trl-k1",
+    "alignprop-code": "alignprop-trl",
+    "alignprop": "alignprop-trl",  # randomized truncation, ours (K ~ U[1, T]) against trl's (per-step thresholds)
+    "alignprop-full-nockpt": "alignprop-trl-full",
+}
+DEFAULT_ROWS = ("alignprop-full-nockpt", "alignprop-full", "alignprop-k1", "alignprop", "ddpo", "rwr", "sampler")
+"""The GPU memory ladder's rows (issue: AlignProp full without / with checkpointing, K=1, randomized K, DDPO, RWR)."""
 
 
 def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: int, repeats: int = 1) -> dict:
@@ -54,6 +73,7 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
     if row == "sampler":
         return _sampler_ratio(loaded.pipe, steps, batch, autocast, device)
     name, extra = ROWS[row]
+    extra = {k: steps - 1 if v == LAST else v for k, v in extra.items()}
     cls = METHODS.get(name)
     method = cls(loaded.pipe, MeanBrightness(), load_prompts("simple-animals"),
                  cls.Config(steps=steps, batch_size=batch, **extra), seed=0)
@@ -105,17 +125,16 @@ def _sampler_ratio(pipe, steps, batch, autocast, device) -> dict:
 
 
 def trl_ratios(table) -> list[str]:
-    """Our AlignProp rows against trl's AlignPropTrainer measured in the same invocation (time and step memory)."""
+    """Our AlignProp rows against trl's AlignPropTrainer at equal settings, measured in the same invocation."""
     lines = []
     for dtype, part in table[table["status"] == "ok"].groupby("dtype", sort=False):
-        ref = part[part["row"] == "alignprop-trl"]
-        if ref.empty:
-            continue
-        ref = ref.iloc[0]
-        for mine in part[part["row"].str.startswith("alignprop") & (part["row"] != "alignprop-trl")].itertuples():
-            lines.append(f"- {dtype} `{mine.row}` / `alignprop-trl`: time {mine.seconds / ref.seconds:.2f}x, "
-                         f"step memory {mine.step_mem_mb / ref.step_mem_mb:.2f}x, "
-                         f"process peak {mine.peak_mem_mb / ref.peak_mem_mb:.2f}x")
+        rows = part.set_index("row")
+        for mine, theirs in TRL_PAIRS.items():
+            if mine in rows.index and theirs in rows.index:
+                a, b = rows.loc[mine], rows.loc[theirs]
+                lines.append(f"- {dtype} `{mine}` / `{theirs}`: time {a.seconds / b.seconds:.2f}x, "
+                             f"step memory {a.step_mem_mb / b.step_mem_mb:.2f}x, "
+                             f"process peak {a.peak_mem_mb / b.peak_mem_mb:.2f}x")
     return lines
 
 
@@ -147,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default 50)")
     p.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
     p.add_argument("--dtypes", default="fp32,bf16", help="fp32 and/or bf16 (autocast), comma-separated")
-    p.add_argument("--rows", default=",".join([*ROWS, "sampler"]), help="rows to measure, comma-separated")
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                   help=f"rows, comma-separated, from {', '.join(ROWS)}, sampler, or 'all' (default: the GPU ladder's)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     p.add_argument("--repeats", type=int, default=1, help="timed steps per row; the median is reported")
     p.add_argument("--out", default="results/ladder", help="output folder (ladder.csv, ladder.md)")
@@ -157,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(**json.loads(args.worker))))
         return 0
     try:
-        rows = [r for r in args.rows.split(",") if r]
+        rows = [*ROWS, "sampler"] if args.rows == "all" else [r for r in args.rows.split(",") if r]
         dtypes = [d for d in args.dtypes.split(",") if d]
         bad = [r for r in rows if r not in ROWS and r != "sampler"] + [d for d in dtypes if d not in ("fp32", "bf16")]
         if bad or not rows or not dtypes or min(args.steps, args.batch, args.repeats) < 1 or args.warmup < 0:
