@@ -222,6 +222,7 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components" bars; the worker draws its own
     transformers_logging.set_verbosity_error()
     for name in ("trl", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
