@@ -36,13 +36,22 @@ class LoadedModel:
     """Why this model is not a real pretrained model (random weights), or None."""
 
 
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub must not be contacted (HF_HUB_OFFLINE set to anything but 0/false/empty)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("0", "", "false", "no", "off")
+
+
 def model_names() -> list[str]:
     return BUILDERS.names() + sorted(HUB_ALIASES)
 
 
 def check_model(spec: str) -> None:
     """Fail fast (before any run starts) on a model name that can never load."""
-    if spec in BUILDERS or spec in HUB_ALIASES or Path(spec).is_dir():
+    if spec in BUILDERS or spec in HUB_ALIASES:
+        return
+    if Path(spec).is_dir():
+        if not (Path(spec) / "model_index.json").is_file():
+            raise UsageError(f"{spec!r} has no model_index.json; pass a diffusers pipeline directory (save_pretrained)")
         return
     if _looks_like_path(spec):
         raise UsageError(f"model directory {spec!r} does not exist; pass a diffusers pipeline directory")
@@ -93,8 +102,7 @@ def _from_pretrained(source: str):
     except (OSError, ValueError) as exc:
         if is_dir:
             raise UsageError(f"could not load diffusers pipeline from {source!r}: {exc}".splitlines()[0]) from None
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        how = "offline (HF_HUB_OFFLINE=1)" if offline else "from the cache or the hub"
+        how = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else "from the cache or the hub"
         raise UsageError(
             f"model weights for {source!r} are not available {how}; download them first "
             f"(huggingface-cli download {source}) or pass a local diffusers directory"

@@ -10,6 +10,7 @@ Results go to ``--out`` (default ``results/<timestamp>_<methods>_<reward>/``): m
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.presets import PRESET_NAMES, get_preset
-from bench.recorder import write_json, write_tables
+from bench.recorder import atomic_write, write_json, write_tables
 from bench.spec import RunSpec, method_config, parse_list, parse_seeds, parse_sets, run_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm-time-min", type=int, default=240, help="SLURM time limit in minutes (slurm launcher)")
     p.add_argument("--slurm-cluster", default=None, choices=("slurm", "local", "debug"),
                    help=argparse.SUPPRESS)  # submitit's local/debug executors, for tests
+    p.add_argument("--run-timeout", type=float,
+                   help="seconds after which a run's worker is stopped and recorded as error (default: 10 x "
+                        "--max-seconds + 900 when there is a time budget, else none)")
     p.add_argument("--out", help="results folder (default results/<timestamp>_<methods>_<reward>/)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs in --out, skip finished ones")
     p.add_argument("--dry-run", action="store_true", help="print the runs that would be made and exit")
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def positive(value, flag: str, integer: bool = False):
     if value is None:
         return None
-    if value <= 0 or (integer and value != int(value)):
+    if not math.isfinite(value) or value <= 0 or (integer and value != int(value)):
         kind = "a positive integer" if integer else "positive"
         raise UsageError(f"{flag} must be {kind}, got {value:g}")
     return int(value) if integer else float(value)
@@ -88,11 +92,11 @@ def check_reward(spec: str) -> None:
 
 def check_model_available(spec: str) -> None:
     """Registry names, directories and cached hub ids pass; a hub id missing offline fails before any run."""
-    from bench.models import HUB_ALIASES, check_model
+    from bench.models import HUB_ALIASES, check_model, hub_offline
 
     check_model(spec)
     source = HUB_ALIASES.get(spec, spec)
-    if "/" in source and not Path(source).exists() and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+    if "/" in source and not Path(source).exists() and hub_offline():
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(source, "model_index.json"), str):
@@ -110,6 +114,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
 
     if not args.methods or not args.reward:
         raise UsageError("--methods and --reward are required (see --list for the valid names)")
+    for flag in ("processes", "jobs", "slurm_gpus", "slurm_time_min", "run_timeout"):
+        positive(getattr(args, flag), "--" + flag.replace("_", "-"), integer=flag != "run_timeout")
     preset = get_preset(args.preset)
     methods = parse_list(args.methods, "methods")
     method_classes = {m: METHODS.get(m) for m in methods}
@@ -119,8 +125,11 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     check_model_available(model)
     prompts = args.prompts or preset.prompts
     eval_prompts_name = args.eval_prompts or preset.eval_prompts
-    load_prompts(prompts)
+    train_set = load_prompts(prompts)
     eval_set = load_prompts(eval_prompts_name)
+    import rewards
+
+    rewards.check_reward_prompts(args.reward, train_set.prompts + eval_set.prompts)
     budget = dict(
         max_steps=positive(args.max_steps, "--max-steps", integer=True) or preset.max_steps,
         max_seconds=positive(args.max_seconds, "--max-seconds") or preset.max_seconds,
@@ -144,19 +153,25 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
-    first = next(iter(configs.values()))
-    eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", first.steps),
-                          guidance_scale=first.guidance_scale if len(configs) == 1
-                          else preset.method.get("guidance_scale", 7.5), eta=0.0)
+    # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
+    # so evaluations agree across methods and across invocations (folders a report combines).
+    eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", 50),
+                          guidance_scale=preset.method.get("guidance_scale", 7.5), eta=0.0)
     if "steps" in global_sets:
         eval_cfg.steps = int(global_sets["steps"])
     if "guidance_scale" in global_sets:
         eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
+    import rewards
+
+    rewards.check_reward_weights(args.reward, args.reward_weights)
+    if args.processes > 1:
+        single = [m for m, cls in method_classes.items() if not cls.supports_processes]
+        if single:
+            raise UsageError(f"--processes {args.processes}: {', '.join(single)} run(s) trl's own trainer, which the "
+                             "harness does not synchronise across processes; use --processes 1 for them")
     allow_stand_in = preset.allow_stand_in and not args.strict_weights
     if not allow_stand_in:  # weights must exist: find out now, before any folder is made
-        import rewards
-
         rewards.build_reward(args.reward, weights=args.reward_weights, allow_stand_in=False)
     runs = [
         RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
@@ -166,6 +181,10 @@ def plan(args) -> tuple[list[RunSpec], dict]:
                 reward_weights=args.reward_weights, preset=args.preset)
         for m in methods for seed in seeds
     ]
+    ids = [spec.run_id for spec in runs]
+    if len(set(ids)) != len(ids):
+        clash = sorted({i for i in ids if ids.count(i) > 1})
+        raise UsageError(f"--methods give the same run id twice ({', '.join(clash)}); rename a plug-in class")
     return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
                       budget=budget, eval=eval_block)
 
@@ -228,16 +247,26 @@ def worker_command(run_dir: Path, processes: int) -> list[str]:
     return [sys.executable, "-m", "bench.worker", str(run_dir)]
 
 
-def execute(spec: RunSpec, out: Path, processes: int = 1) -> dict:
-    """Run one spec in a subprocess; a crash, hang or kill becomes an ``error`` result, never lost results."""
+def run_timeout(spec: RunSpec, explicit: float | None) -> float | None:
+    """Seconds a worker may take: ``--run-timeout``, else 10 x the time budget + 15 min, else no limit."""
+    if explicit:
+        return explicit
+    return None if spec.budget.get("max_seconds") is None else 10 * spec.budget["max_seconds"] + 900
+
+
+def execute(spec: RunSpec, out: Path, processes: int = 1, timeout: float | None = None, cwd: str | None = None) -> dict:
+    """Run one spec in a subprocess; a crash, hang or kill becomes an ``error`` result, never lost results.
+
+    The worker runs in the user's working directory (``cwd``), so relative paths given on the command line
+    (prompt files, model folders, weights, plug-in files) mean there what they meant here; the package is found
+    through PYTHONPATH."""
     import json
 
-    run_dir = Path(out) / "runs" / spec.run_id
+    run_dir = Path(out).resolve() / "runs" / spec.run_id
     result_file = run_dir / "result.json"
-    timeout = None if spec.budget.get("max_seconds") is None else 10 * spec.budget["max_seconds"] + 900
-    cmd = worker_command(run_dir, processes)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     try:
-        proc = subprocess.run(cmd, cwd=REPO, timeout=timeout)
+        proc = subprocess.run(worker_command(run_dir, processes), cwd=cwd or os.getcwd(), env=env, timeout=timeout)
         code = proc.returncode
     except subprocess.TimeoutExpired:
         code = "timeout"
@@ -245,8 +274,12 @@ def execute(spec: RunSpec, out: Path, processes: int = 1) -> dict:
         return json.loads(result_file.read_text())
     from bench.worker import _rows_so_far
 
-    status = "oom" if code == -9 else "error"
-    message = f"worker timed out after {timeout:.0f}s" if code == "timeout" else f"worker exited with code {code}"
+    if code == "timeout":
+        status, message = "error", f"worker timed out after {timeout:.0f} s (--run-timeout)"
+    elif code == -9:
+        status, message = "oom", "worker killed by SIGKILL (most likely out of memory)"
+    else:
+        status, message = "error", f"worker exited with code {code}"
     return dict(status=status, error=message, rows=_rows_so_far(run_dir))
 
 
@@ -284,21 +317,26 @@ def main(argv: list[str] | None = None) -> int:
             print_listing()
             return 0
         runs, info = plan(args)
-        for flag in ("processes", "jobs"):
-            positive(getattr(args, flag), f"--{flag}", integer=True)
         if args.dry_run:
             print_plan(runs, info, args, Path(args.out) if args.out else None)
             return 0
-        out = Path(args.out) if args.out else default_out(args.methods, args.reward)
-        prepare_out(out, runs, args.resume)
+        if args.launcher == "slurm":
+            check_submitit()
+        out = (Path(args.out) if args.out else default_out(args.methods, args.reward)).resolve()
+        previous = prepare_out(out, runs, args.resume)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    started = datetime.now(timezone.utc).isoformat()
-    manifest = dict(command=[sys.executable, "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])],
-                    command_line=shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]),
+    now = datetime.now(timezone.utc).isoformat()
+    command = argv if argv is not None else sys.argv[1:]
+    manifest = dict(command=[sys.executable, "-m", "bench.run", *command],
+                    command_line=shlex.join(["python", "-m", "bench.run", *command]),
                     runs={s.run_id: vars(s) for s in runs}, versions=versions(), git_commit=git_commit(),
-                    device=device_description(), started=started, finished=None, **{"plan": info})
+                    device=device_description(), started=now, finished=None, resumed=[], **{"plan": info})
+    if previous:  # --resume: keep when and how the results were started
+        manifest.update(started=previous.get("started", now), command=previous.get("command", manifest["command"]),
+                        command_line=previous.get("command_line", manifest["command_line"]),
+                        resumed=[*previous.get("resumed", []), dict(at=now, command=manifest["command"])])
     write_json(out / "manifest.json", manifest)
     print_plan(runs, info, args, out)
     results = launch(runs, out, args)
@@ -309,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                     stand_ins=sorted({r["stand_in"] for r in table if r["stand_in"]}))
     write_json(out / "manifest.json", manifest)
     summary = summary_markdown(table)
-    (out / "summary.md").write_text(summary)
+    atomic_write(out / "summary.md", lambda tmp: tmp.write_text(summary))
     print("\n" + summary + f"\nresults: {out}")
     return 0
 
@@ -329,24 +367,26 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
         return results
     from concurrent.futures import ThreadPoolExecutor
 
+    cwd = os.getcwd()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for spec, result in zip(todo, pool.map(lambda s: execute(s, out, args.processes), todo)):
+        made = pool.map(lambda s: execute(s, out, args.processes, run_timeout(s, args.run_timeout), cwd), todo)
+        for spec, result in zip(todo, made):
             results[spec.run_id] = result
     return results
 
 
 def launch_slurm(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     """One submitit job per run; each job runs the same worker subprocess as the local launcher."""
-    try:
-        import submitit
-    except ImportError:
-        raise UsageError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
+    import submitit
+
     executor = submitit.AutoExecutor(folder=str(out / "slurm" / "%j"), cluster=args.slurm_cluster)
     executor.update_parameters(timeout_min=args.slurm_time_min, gpus_per_node=args.slurm_gpus,
                                tasks_per_node=1, nodes=1, name="bench")
     if args.slurm_partition:
         executor.update_parameters(slurm_partition=args.slurm_partition)
-    jobs = [(spec, executor.submit(execute, spec, out, args.processes)) for spec in runs]
+    cwd = os.getcwd()
+    jobs = [(spec, executor.submit(execute, spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd))
+            for spec in runs]
     results = {}
     for spec, job in jobs:
         try:
@@ -354,6 +394,13 @@ def launch_slurm(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
         except Exception as exc:  # a job that failed on the cluster is recorded, the others are kept
             results[spec.run_id] = dict(status="error", error=f"slurm job {job.job_id}: {exc}".splitlines()[0])
     return results
+
+
+def check_submitit() -> None:
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise UsageError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
 
 
 FINISHED = {"max_steps", "max_seconds", "max_samples", "diverged", "skipped"}
@@ -372,10 +419,21 @@ def previous_result(out: Path, spec: RunSpec) -> dict | None:
     return None
 
 
-def prepare_out(out: Path, runs: list[RunSpec], resume: bool) -> None:
+def prepare_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
+    """Check and lay out the results folder; on --resume return the earlier manifest."""
+    import json
+
+    previous = None
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; pass a folder")
     if resume:
         if not (out / "manifest.json").is_file():
             raise UsageError(f"--resume: {str(out)!r} holds no results (manifest.json); drop --resume or fix --out")
+        previous = json.loads((out / "manifest.json").read_text())
+        before, now = sorted(previous.get("runs", {})), sorted(spec.run_id for spec in runs)
+        if before != now:
+            raise UsageError(f"--resume: {str(out)!r} holds runs {', '.join(before)}, the flags give "
+                             f"{', '.join(now)}; repeat the original --methods, --reward and --seeds")
         for spec in runs:
             stored = out / "runs" / spec.run_id / "config.json"
             if stored.is_file() and RunSpec.from_file(stored).to_json() != spec.to_json():
@@ -386,7 +444,8 @@ def prepare_out(out: Path, runs: list[RunSpec], resume: bool) -> None:
         run_dir = out / "runs" / spec.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / "config.json").is_file():
-            (run_dir / "config.json").write_text(spec.to_json())
+            atomic_write(run_dir / "config.json", lambda tmp, text=spec.to_json(): tmp.write_text(text))
+    return previous
 
 
 def print_listing() -> None:

@@ -32,9 +32,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(budget: dict) -> torch.device:
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
+def pick_device(budget: dict, device: torch.device | None = None) -> torch.device:
+    """``device`` (a data-parallel process's GPU) or the first GPU or the CPU; on CUDA apply the memory cap."""
+    if device is not None or torch.cuda.is_available():
+        device = device or torch.device("cuda")
         if budget.get("max_memory_gb"):
             total = torch.cuda.get_device_properties(device).total_memory / 2**30
             torch.cuda.set_per_process_memory_fraction(min(1.0, budget["max_memory_gb"] / total), device)
@@ -88,7 +89,7 @@ class Run:
 
         spec = self.spec
         seed_everything(spec.seed)
-        device = distributed.init() or pick_device(self.budget)
+        device = pick_device(self.budget, distributed.init())
         model = load_model(spec.model, device=str(device))
         reward = build_reward(spec).to(device)
         stand_in = "; ".join(s for s in (model.stand_in, reward.stand_in) if s)
@@ -133,7 +134,7 @@ class Run:
         if rec.step == 0 and not ckpt.is_file():
             run_eval(first=True)
         status, error = None, ""
-        progress = Progress(spec, self.budget)
+        progress = Progress(spec, self.budget, initial=rec.step)
         try:
             while (status := distributed.agree(self.stop_reason(rec), STATUSES)) is None:
                 start = time.perf_counter()
@@ -164,8 +165,8 @@ class Run:
             status, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         finally:
             progress.close()
-        if status in ("oom", "error") or _last_eval_step(rec) == rec.step:
-            final = rec.last("eval", "reward_mean")
+        if status in ("oom", "error", "diverged") or _last_eval_step(rec) == rec.step:
+            final = rec.last("eval", "reward_mean")  # a diverged adapter is not evaluated: its weights are not finite
         else:
             final = run_eval()
         spread = distributed.weight_spread(method.trainable_parameters())
@@ -196,11 +197,11 @@ def build_reward(spec: RunSpec):
 class Progress:
     """A per-run progress bar on stderr: step, last reward, elapsed, ETA (tqdm)."""
 
-    def __init__(self, spec: RunSpec, budget: dict):
+    def __init__(self, spec: RunSpec, budget: dict, initial: int = 0):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=budget.get("max_steps"), desc=spec.run_id, unit="step", file=sys.stderr,
-                        dynamic_ncols=True, leave=True, disable=None)
+        self.bar = tqdm(total=budget.get("max_steps"), initial=initial, desc=spec.run_id, unit="step",
+                        file=sys.stderr, dynamic_ncols=True, leave=True, disable=None)
 
     def update(self, rec: Recorder, metrics: dict) -> None:
         self.bar.set_postfix(reward=f"{metrics.get('reward_mean', float('nan')):.4g}", train_s=f"{rec.wall_s:.1f}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 from bench.errors import UsageError
 from bench.registry import Registry
 from rewards.base import Reward
-from rewards.plugins import call_accepting, check_plugin, is_combination, is_plugin, load_plugin
+from rewards.plugins import accepts, call_accepting, check_plugin, is_combination, is_plugin, load_plugin
 
 REWARDS = Registry(
     "reward",
@@ -34,7 +34,8 @@ REWARDS = Registry(
     },
 )
 
-__all__ = ["REWARDS", "Reward", "build_reward", "check_reward_spec", "is_plugin", "make_reward", "reward_names"]
+__all__ = ["REWARDS", "Reward", "build_reward", "check_reward_prompts", "check_reward_spec", "check_reward_weights",
+           "is_plugin", "make_reward", "reward_names"]
 
 
 def reward_names() -> list[str]:
@@ -61,6 +62,40 @@ def check_reward_spec(spec: str) -> None:
         check_plugin(spec)
     else:
         REWARDS.target(spec)
+
+
+def _factory(term: str):
+    from bench.registry import load_target
+
+    return load_target(term) if is_plugin(term) else REWARDS.get(term)
+
+
+def _terms(spec: str) -> list[str]:
+    from rewards.combine import parse_terms
+
+    return [term for _, term in parse_terms(spec)] if is_combination(spec) else [spec]
+
+
+def check_reward_weights(spec: str, weights: str | None) -> None:
+    """``--reward-weights`` must exist and go to a single reward that takes a weights file (builds nothing)."""
+    import os
+
+    if not weights:
+        return
+    if is_combination(spec):
+        raise UsageError("--reward-weights names one file: use it with a single reward, not a combination")
+    if not os.path.exists(weights):
+        raise UsageError(f"--reward-weights {weights!r} does not exist; pass the path of the weights file or folder")
+    if accepts(_factory(spec), "weights") is False:
+        raise UsageError(f"reward {spec!r} takes no weights file; drop --reward-weights")
+
+
+def check_reward_prompts(spec: str, prompts: list[str]) -> None:
+    """Refuse prompts a reward cannot score (e.g. the shape-world rewards need shape-world captions)."""
+    for term in _terms(spec):
+        factory = _factory(term)
+        if isinstance(factory, Reward) or (isinstance(factory, type) and issubclass(factory, Reward)):
+            factory.check_prompts(list(prompts))
 
 
 def build_reward(spec: str, *, weights: str | None = None, allow_stand_in: bool = False, strict: bool = False,

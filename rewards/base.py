@@ -60,6 +60,10 @@ class Reward:
         if not (self.differentiable or self.has_surrogate):
             self.surrogate(torch.zeros(0), [])
 
+    @classmethod
+    def check_prompts(cls, prompts: list[str]) -> None:
+        """Raise ``UsageError`` when this reward cannot score these prompts (checked before any run starts)."""
+
     def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
         """Extra evaluation numbers (e.g. an accuracy) recorded beside the reward; none by default."""
         return {}

@@ -30,6 +30,17 @@ def is_plugin(spec: str) -> bool:
     return ":" in spec and not is_combination(spec)
 
 
+def accepts(factory, name: str) -> bool | None:
+    """Whether ``factory`` takes the keyword ``name`` (None: its signature cannot be read)."""
+    if isinstance(factory, Reward):
+        return False
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return None
+    return name in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
 def call_accepting(factory, options: dict, spec: str):
     """``factory(**options)`` restricted to the keyword arguments its signature accepts."""
     try:
@@ -37,7 +48,7 @@ def call_accepting(factory, options: dict, spec: str):
     except (TypeError, ValueError):  # no introspectable signature: call it bare
         return factory()
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        if options.get("weights") and "weights" not in parameters:
+        if options.get("weights") and not accepts(factory, "weights"):
             raise UsageError(f"reward {spec!r} takes no weights file; drop --reward-weights")
         options = {k: v for k, v in options.items() if k in parameters}
     try:

@@ -109,7 +109,20 @@ def parse_prompts(prompts: list[str], reward: str) -> list[world.Scene]:
     return scenes
 
 
-class ShapeCount(Reward):
+class ShapeWorldReward(Reward):
+    """Shared by the shape-world rewards: they score captions of the shape world only."""
+
+    @classmethod
+    def check_prompts(cls, prompts: list[str]) -> None:
+        from bench.errors import UsageError
+
+        try:
+            parse_prompts(list(prompts), cls.name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+
+
+class ShapeCount(ShapeWorldReward):
     """log p(prompted count | image) from the count classifier; differentiable."""
 
     name = "count"
@@ -133,7 +146,7 @@ class ShapeCount(Reward):
         return {"exact_count": float(self.exact(images, prompts).mean())}
 
 
-class PromptMatch(Reward):
+class PromptMatch(ShapeWorldReward):
     """log p(prompted colour | image) + log p(prompted shape | image); differentiable."""
 
     name = "prompt-match"

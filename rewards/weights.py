@@ -18,7 +18,9 @@ class WeightsMissing(Exception):
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false")
+    from bench.models import hub_offline
+
+    return hub_offline()
 
 
 def hub_file(repo: str, filename: str, explicit: str | None = None) -> str:

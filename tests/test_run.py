@@ -143,6 +143,17 @@ def test_resume_skips_finished_runs(smoke):
          "k_range"),
         (["--methods", "rwr", "--reward", "mean-brightness", "--preset", "fast"], "unknown preset"),
         (["--methods", "rwr", "--reward", "aesthetic", "--strict-weights"], "weights for aesthetic.*not found"),
+        (["--methods", "rwr", "--reward", "mean-brightness", "--max-steps", "nan"], "--max-steps must be"),
+        (["--methods", "rwr", "--reward", "mean-brightness", "--max-seconds", "inf"], "--max-seconds must be"),
+        (["--methods", "rwr", "--reward", "aesthetic", "--reward-weights", "no/such.pth"], "does not exist"),
+        (["--methods", "rwr", "--reward", "mean-brightness", "--reward-weights", str(REPO / "README.md")],
+         "takes no weights file"),
+        (["--methods", "rwr", "--reward", "0.5*aesthetic+0.5*mean-brightness", "--reward-weights",
+          str(REPO / "README.md")], "not a combination"),
+        (["--methods", "rwr", "--reward", "count"], "shape-world prompts"),
+        (["--methods", "rwr", "--reward", "mean-brightness", "--model", str(REPO / "tests")], "model_index.json"),
+        (["--methods", "ddpo", "--reward", "mean-brightness", "--processes", "2"], "use --processes 1"),
+        (["--methods", "rwr", "--reward", "mean-brightness", "--jobs", "0"], "--jobs must be"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
@@ -154,6 +165,31 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and re.search(message, lines[0]), proc.stderr
     assert not out.exists()
+
+
+def test_out_that_is_a_file_and_resume_with_other_runs_are_refused(smoke, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    proc = bench_run("--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--out", str(a_file),
+                     check=False)
+    assert proc.returncode == 2 and "is a file" in proc.stderr and a_file.read_text() == "x"
+    before = sorted(p.name for p in (smoke / "runs").iterdir())
+    proc = bench_run("--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--seeds", "0",
+                     "--max-steps", "2", "--eval-every", "1", "--out", str(smoke), "--resume", check=False)
+    assert proc.returncode == 2 and "repeat the original" in proc.stderr
+    assert sorted(p.name for p in (smoke / "runs").iterdir()) == before
+
+
+def test_relative_paths_mean_the_working_directory(tmp_path):
+    # Run from a folder other than the repository: --out and --prompts are relative to it.
+    (tmp_path / "my_prompts.txt").write_text("a red fox\na blue heron\n")
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "rwr", "--reward",
+                           "mean-brightness", "--max-steps", "1", "--prompts", "my_prompts.txt", "--out", "rel"],
+                          cwd=tmp_path, env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "rel" / "runs.csv")
+    assert runs.status.tolist() == ["max_steps"], runs.error.tolist()
 
 
 def test_dry_run_prints_runs_and_writes_nothing(tmp_path):
