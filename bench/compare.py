@@ -57,11 +57,22 @@ class Tolerance:
                 raise UsageError(f"--{name.replace('_', '-')} is a ratio and must be >= 1, got {getattr(self, name)}")
 
 
+COMPLETED = ("max_steps", "max_seconds", "max_samples")
+"""Statuses of runs that finished their budget."""
+
+
+def _count(value) -> int:
+    """A run count from a table or baseline JSON (None / NaN: 0)."""
+    return int(value) if value is not None and pd.notna(value) else 0
+
+
 def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (method, reward, model): seeds with a final eval, its mean and std, mean s/step and peak memory."""
     rows = []
     for key, g in runs.groupby(KEY, sort=True):
-        finals = g["final_eval_reward"].dropna()
+        # Only runs that finished their budget count: a run that failed early keeps its step-0 evaluation, which
+        # equals the base model's and would hide the failure.
+        finals = g[g["status"].isin(COMPLETED)]["final_eval_reward"].dropna()
         rows.append(
             dict(
                 zip(KEY, key),
@@ -117,7 +128,7 @@ def reward_margin(base: pd.Series, new: pd.Series, tol: Tolerance) -> float:
     sn = sb if _nan(sn) else sn
     se = 0.0
     if not _nan(sb):
-        se = math.sqrt(sb**2 / max(int(base["n"]), 1) + sn**2 / max(int(new["n"]), 1))
+        se = math.sqrt(sb**2 / max(_count(base["n"]), 1) + sn**2 / max(_count(new["n"]), 1))
     return max(tol.reward_abs_tol, tol.reward_rel_tol * abs(float(base["reward_mean"])), tol.reward_sigmas * se)
 
 
@@ -149,7 +160,7 @@ def compare(new: pd.DataFrame, base: pd.DataFrame, tol: Tolerance) -> pd.DataFra
             row["regression"] = True
             rows.append(row)
             continue
-        base_done, new_done = int(b.get("n") or 0) > 0, int(n.get("n") or 0) > 0
+        base_done, new_done = _count(b.get("n")) > 0, _count(n.get("n")) > 0
         if base_done and not new_done:
             row["reward_check"] = f"REGRESSION (no finished run: {n.get('status') or 'none'})"
         elif not base_done:

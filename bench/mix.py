@@ -47,6 +47,8 @@ class RunAdapter:
     target_modules: tuple[str, ...]
     recorded_final: float | None = None
     """The run's final_eval_reward from runs.csv, when the results folder has one."""
+    path: Path | None = None
+    """The run folder (None for the base model)."""
 
     @property
     def scale(self) -> float:
@@ -97,7 +99,7 @@ def load_run(path: str | Path) -> RunAdapter:
     return RunAdapter(
         name=run_dir.name, model=str(model), reward=config.get("reward"), config=config, state=state,
         rank=int(lora["rank"]), alpha=float(lora.get("alpha", lora["rank"])), target_modules=targets,
-        recorded_final=recorded,
+        recorded_final=recorded, path=run_dir,
     )  # fmt: skip
 
 
@@ -172,11 +174,11 @@ def mixed_state(a: RunAdapter, b: RunAdapter | None, alpha: float) -> dict[str, 
     return state
 
 
-def make_reward(spec: str, weights=None):
-    """The run's reward, as the runner builds it (a missing model falls back to a labelled stand-in)."""
+def make_reward(spec: str, weights=None, allow_stand_in: bool = True):
+    """The run's reward, as the runner built it (a stand-in only where the run allowed one)."""
     from rewards import build_reward
 
-    return build_reward(spec, weights=weights, allow_stand_in=True)
+    return build_reward(spec, weights=weights, allow_stand_in=allow_stand_in)
 
 
 class _BothRewards:
@@ -220,10 +222,11 @@ def run_mix(run_a: str, run_b: str, alphas: list[float], *, device: str = "cpu",
     reward_specs = [a.reward] + ([b.reward] if b is not None and b.reward != a.reward else [])
     if any(not s for s in reward_specs):
         raise UsageError("run config.json has no 'reward'; mix evaluates each run's own reward")
-    weights = {a.reward: a.config.get("reward_weights")}
+    source = {a.reward: a.config}
     if b is not None:
-        weights.setdefault(b.reward, b.config.get("reward_weights"))
-    rewards = [make_reward(s, weights[s]) for s in reward_specs]
+        source.setdefault(b.reward, b.config)
+    rewards = [make_reward(s, source[s].get("reward_weights"), bool(source[s].get("allow_stand_in", True)))
+               for s in reward_specs]
     loaded = load_model(a.model, seed=int(a.config.get("model_seed", model_seed)), device=device)
     rank = a.rank + (b.rank if b is not None else 0)
     add_lora(loaded.pipe.unet, LoraSettings(rank=rank, alpha=float(rank), target_modules=a.target_modules))
@@ -252,7 +255,7 @@ def write_outputs(table: pd.DataFrame, strips: dict, facts: dict, out: Path, *, 
     a, b, specs = facts["a"], facts["b"], facts["rewards"]
     b_name = b.name if b is not None else "base model"
     note = _stand_in_note(facts["stand_ins"], 90)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "mix.md", [run.path for run in (a, b) if run is not None and run.path]) as tmp:
         table.to_csv(tmp / "mix.csv", index=False)
         fig = plots.plt.figure(figsize=(10, 8))
         grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])

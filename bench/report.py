@@ -33,7 +33,7 @@ import pandas as pd
 
 from bench.errors import UsageError
 
-from bench.recorder import METRIC_COLUMNS, RUN_COLUMNS  # noqa: E402  (the schema lives in one place)
+from bench.recorder import METRIC_COLUMNS, RUN_COLUMNS, current_umask  # noqa: E402  (the schema lives in one place)
 
 FAILED = ("diverged", "oom", "error", "skipped")
 """Statuses of runs that did not finish their budget (their numbers, if any, are partial)."""
@@ -205,7 +205,9 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
     rows = []
     for reward, rgroup in runs.groupby("reward", sort=True):
         higher = reward_higher_is_better(reward)
-        finals = {label: g["final_eval_reward"].dropna() for label, g in rgroup.groupby("label")}
+        # Final rewards of runs that finished their budget only: a failed run keeps a partial (often step-0) value.
+        done = rgroup[~rgroup["status"].isin(FAILED + ("unknown",))]
+        finals = {label: g["final_eval_reward"].dropna() for label, g in done.groupby("label")}
         means = {k: v.mean() for k, v in finals.items() if len(v)}
         best_label = (max if higher else min)(means, key=means.get) if means else None
         rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval")]
@@ -216,8 +218,9 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
             if (gain > 0) == higher and gain != 0:
                 target = start + FRACTION * gain
         for label, g in rgroup.groupby("label", sort=True):
-            point, lo, hi = stats.bootstrap_ci(g["final_eval_reward"].to_numpy(float), "mean", rng=rng, n_boot=n_boot)
-            iqm_value = float(stats.iqm(g["final_eval_reward"].dropna().to_numpy(float))) if g["final_eval_reward"].notna().any() else float("nan")
+            final = finals.get(label, pd.Series(dtype=float))
+            point, lo, hi = stats.bootstrap_ci(final.to_numpy(float), "mean", rng=rng, n_boot=n_boot)
+            iqm_value = float(stats.iqm(final.to_numpy(float))) if len(final) else float("nan")
             lc = rc[rc["label"] == label]
             time_to = float("nan") if math.isnan(target) else time_to_reach(lc, target, higher)
             stand = sorted({s for s in g["stand_in"] if s})
@@ -228,7 +231,7 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
                     method=g["method"].iloc[0],
                     model=", ".join(sorted(set(g["model"]))),
                     runs=len(g),
-                    finished=int(g["final_eval_reward"].notna().sum()),
+                    finished=len(final),
                     final_mean=point,
                     final_lo=lo,
                     final_hi=hi,
@@ -273,35 +276,45 @@ def speedups(results: Results, reference: str) -> pd.DataFrame:
     runs, curves = results.runs, eval_curves(results)
     rows = []
     for reward, rgroup in runs.groupby("reward", sort=True):
-        ref = rgroup[rgroup["method"] == reference]["final_eval_reward"].dropna()
+        done = rgroup[~rgroup["status"].isin(FAILED + ("unknown",))]
+        ref = done[done["method"] == reference]["final_eval_reward"].dropna()
         if ref.empty:
             continue
         target, higher = float(ref.mean()), reward_higher_is_better(reward)
         rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval")]
+        start = rc.sort_values("step").groupby("run_id")["value"].first().mean() if len(rc) else float("nan")
+        improved = (target > start) if higher else (target < start)
         ref_labels = set(rgroup[rgroup["method"] == reference]["label"])
         ref_time = time_to_reach(rc[rc["label"].isin(ref_labels)], target, higher)
         for label in sorted(rgroup["label"].unique()):
             lc = rc[rc["label"] == label]
-            seconds = time_to_reach(lc, target, higher)
-            rows.append(dict(reward=reward, method=label, target=target, seconds=seconds,
-                             steps=time_to_reach(lc, target, higher, x="step"),
-                             speedup=ref_time / seconds if seconds > 0 else float("nan")))
+            seconds = time_to_reach(lc, target, higher) if improved else float("nan")
+            rows.append(dict(reward=reward, method=label, start=start, target=target, improved=improved,
+                             seconds=seconds, steps=time_to_reach(lc, target, higher, x="step") if improved else float("nan"),
+                             speedup=ref_time / seconds if improved and seconds > 0 else float("nan")))
     return pd.DataFrame(rows)
 
 
 def speedup_markdown(table: pd.DataFrame, reference: str) -> list[str]:
     if not len(table):
         return []
+    head = [f"## Time to reach {reference}'s final reward", ""]
+    flat = table[~table["improved"].astype(bool)].drop_duplicates("reward")
+    notes = [f"- {r.reward}: `{reference}`'s final eval reward ({_fmt(r.target)}) is no improvement on the start "
+             f"({_fmt(r.start)}): there is no speed-up to measure." for r in flat.itertuples()]
+    table = table[table["improved"].astype(bool)]
+    if not len(table):
+        return head + notes + [""]
     shown = pd.DataFrame({
         "reward": table["reward"], "method": table["method"], f"{reference} final reward": table["target"].map(_fmt),
         "train s to reach it": table["seconds"].map(lambda v: "not reached" if math.isnan(v) else _fmt(v, 1)),
         "steps to reach it": table["steps"].map(lambda v: "not reached" if math.isnan(v) else _fmt(v, 1)),
         f"speed-up vs {reference} (time)": table["speedup"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}x"),
     })  # fmt: skip
-    return [f"## Time to reach {reference}'s final reward", "",
+    return head + [
             f"Training seconds (and optimizer steps) until each method's mean evaluation curve first reaches the mean "
             f"final eval reward of `{reference}`; speed-up = {reference}'s own time to it / the method's time (the "
-            "AlignProp paper reports about 25x for AlignProp vs DDPO on aesthetics).", "", markdown_table(shown), ""]
+            "AlignProp paper reports about 25x for AlignProp vs DDPO on aesthetics).", "", markdown_table(shown), *notes, ""]
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -455,12 +468,29 @@ def image_figures(results: Results, out: Path, *, max_prompts: int = 6, formats=
 # ----------------------------------------------------------------------------------------------- writing
 
 
+def check_replaceable(out: Path, marker: str, inputs=()) -> None:
+    """Refuse an ``out`` that would destroy something else when replaced: an input folder, a folder holding one, or
+    an existing non-empty folder (or file) that is not an earlier output (it lacks ``marker``)."""
+    out = Path(out).resolve()
+    for src in inputs:
+        src = Path(src).resolve()
+        if out == src or out in src.parents:
+            raise UsageError(f"--out {str(out)!r} is or holds the input {str(src)!r}; it would be replaced: choose "
+                             "another folder (the default is DIR/report)")
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / marker).is_file()):
+        raise UsageError(f"--out {str(out)!r} exists and is not an earlier output (no {marker}); it would be "
+                         "replaced whole: choose a new folder")
+
+
 @contextlib.contextmanager
-def atomic_dir(out: Path):
-    """Yield a temporary folder next to ``out``; on success it replaces ``out`` whole, on error it is removed."""
+def atomic_dir(out: Path, marker: str, inputs=()):
+    """Yield a temporary folder next to ``out``; on success it replaces ``out`` whole, on error it is removed.
+    ``out`` must be new, empty or an earlier output holding ``marker`` (see ``check_replaceable``)."""
+    check_replaceable(out, marker, inputs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: give the report the usual permissions
     try:
         yield tmp
     except BaseException:
@@ -483,6 +513,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -510,7 +541,7 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
     results = load_results(directories)
     add_labels(results.runs, results.metrics)
     summary = summarize(results, rng=np.random.default_rng(seed), n_boot=n_boot)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "report.md", directories) as tmp:
         curve_files = curve_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats)
         resource_files = resource_figure(summary, tmp, formats=formats)
         image_files = image_figures(results, tmp, formats=formats)

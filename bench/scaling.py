@@ -137,7 +137,7 @@ def write_outputs(table: pd.DataFrame, out: Path, *, model: str) -> Path:
     note = _stand_in_note(stand, 90)
     kind = "; ".join(sorted(set(table.get("memory_kind", pd.Series(dtype=str)).dropna())))
     flat = flatness(table)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "scaling.md") as tmp:
         table.to_csv(tmp / "scaling.csv", index=False)
         fig, axes = plots.plt.subplots(1, 2, figsize=(11, 4.5))
         plots.plot_scaling(axes[0], table, value="peak_mem_mb", ylabel="peak memory of the step (MB)", title=kind)

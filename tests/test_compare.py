@@ -104,6 +104,17 @@ def test_failed_and_missing_methods_fail(baseline, tmp_path):
     assert table["regression"].all()
 
 
+def test_run_that_failed_early_with_the_base_reward_is_a_regression(baseline, tmp_path):
+    # A run that errors at step 1 keeps its step-0 (base model) evaluation as final reward: it must not pass.
+    new = write_runs(tmp_path / "new", runs("alignprop", [0.50, 0.52, 0.48], status="error")
+                     + runs("ddpo", [0.30, 0.31, 0.29]))
+    table = compare.compare(compare.summarize_runs(compare.load_results([new]).runs),
+                            compare.load_summary(baseline), compare.Tolerance())  # fmt: skip
+    checks = dict(zip(table["method"], table["reward_check"]))
+    assert checks["alignprop"].startswith("REGRESSION (no finished run: error: 3")
+    assert not table.set_index("method").loc["ddpo", "regression"]
+
+
 def test_lower_is_better_direction(tmp_path, monkeypatch):
     monkeypatch.setattr(compare, "reward_higher_is_better", lambda name: False)
     base = compare.summarize_runs(compare.load_results([write_runs(tmp_path / "b", runs("rwr", [1.0, 1.0]))]).runs)

@@ -136,6 +136,10 @@ def test_speedup_against_a_reference_method(tmp_path):
     assert report.speedups(results, "rwr").empty  # no such method: no table
     text = "\n".join(report.speedup_markdown(against_ddpo.reset_index(), "ddpo"))
     assert "not reached" in text and "speed-up vs ddpo" in text
+    # A reference that got worse than the start gives no speed-up, not a meaningless "reached at 0 s".
+    worse = against_ddpo.reset_index().assign(improved=False)
+    text = "\n".join(report.speedup_markdown(worse, "ddpo"))
+    assert "no improvement on the start" in text and "speed-up vs ddpo" not in text
 
 
 def test_single_seed_and_no_stand_in(tmp_path):
@@ -158,6 +162,23 @@ def test_cli_errors_exit_2_and_leave_nothing(two_folders, tmp_path):
                           "--out", str(out)], capture_output=True, text=True)  # fmt: skip
     assert dup.returncode == 2 and "appears in both" in dup.stderr
     assert not out.exists() and not list(tmp_path.glob(".rep*"))
+
+
+def test_out_never_replaces_an_input_or_a_foreign_folder(two_folders, tmp_path):
+    src = two_folders[0]
+    for out in (src, src.parent):
+        with pytest.raises(report.UsageError, match="holds the input"):
+            report.build_report([src], out, n_boot=10, formats=("png",))
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(report.UsageError, match="not an earlier output"):
+        report.build_report([src], foreign, n_boot=10, formats=("png",))
+    assert (foreign / "notes.txt").read_text() == "keep me" and (src / "runs.csv").is_file()
+    again = tmp_path / "rep"
+    report.build_report([src], again, n_boot=10, formats=("png",))
+    report.build_report([src], again, n_boot=10, formats=("png",))  # an earlier report is replaced
+    assert (again / "report.md").is_file()
 
 
 def test_cli_writes_default_folder(two_folders):
