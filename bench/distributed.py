@@ -50,6 +50,15 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         p.grad /= world_size()
 
 
+def gather_cat(values: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All processes' ``values`` (equal lengths) concatenated in rank order, and where this process's part starts."""
+    if world_size() == 1:
+        return values, 0
+    parts = [torch.empty_like(values) for _ in range(world_size())]
+    dist.all_gather(parts, values.contiguous())
+    return torch.cat(parts), rank() * len(values)
+
+
 def combine_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """Means over processes (equal batches); ``samples`` summed; reward_std pooled exactly from means and stds."""
     if world_size() == 1:

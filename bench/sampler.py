@@ -148,10 +148,11 @@ def ddim_step(scheduler, model_output, t: int, x, eta: float):
         eps = math.sqrt(alpha_t) * model_output + math.sqrt(1 - alpha_t) * x
     else:
         raise ValueError(f"prediction_type {kind!r} is not supported; use an epsilon or v_prediction model")
-    if scheduler.config.clip_sample:
+    if getattr(scheduler.config, "thresholding", False):
+        raise ValueError("scheduler thresholding is not supported by the sampler; set thresholding=False")
+    if scheduler.config.clip_sample:  # as diffusers (use_clipped_model_output=False): eps keeps the model's value
         r = scheduler.config.clip_sample_range
         x0 = x0.clamp(-r, r)
-        eps = (x - math.sqrt(alpha_t) * x0) / math.sqrt(1 - alpha_t)
     variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
     std = eta * math.sqrt(max(variance, 0.0))
     mean = math.sqrt(alpha_prev) * x0 + math.sqrt(max(1 - alpha_prev - std**2, 0.0)) * eps

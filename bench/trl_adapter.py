@@ -80,7 +80,13 @@ def _to_float(value):
 
 
 class TrlMethod(Method):
-    """Shared driver of trl's diffusion trainers: our pipeline and LoRA in, one trl epoch per harness step."""
+    """Shared driver of trl's diffusion trainers: our pipeline and LoRA in, one trl epoch per harness step.
+
+    Single process only: trl wraps the UNet for data parallelism but runs its forward through the raw module, so
+    gradients would not be averaged across processes (the runner refuses ``--processes > 1`` for these methods).
+    """
+
+    supports_processes = False
 
     def common_trl_config(self) -> dict:
         """trl config fields both trainers share, from the harness config."""
@@ -100,6 +106,10 @@ class TrlMethod(Method):
         )
 
     def build_trainer(self, trainer_cls, trl_config) -> None:
+        from bench import distributed
+
+        if distributed.world_size() > 1:
+            raise RuntimeError(f"{self.name} runs trl's trainer, which is single-process here; use --processes 1")
         settings = self.config.lora_settings()
         settings.init_seed = self.seed
         self.trl_pipe = trl_pipeline(self.pipe, settings)

@@ -56,6 +56,8 @@ class AlignPropConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.truncation not in ("full", "last-k", "random-k", "alignprop-code"):
+            raise ValueError(f"truncation must be full, last-k, random-k or alignprop-code, got {self.truncation!r}")
         if self.loss not in ("neg", "target"):
             raise ValueError(f"loss must be 'neg' or 'target', got {self.loss!r}")
         if self.loss_scale <= 0:
@@ -97,8 +99,12 @@ class AlignProp(Method):
             rollout = self.sampler.sample(prompts, generator=self.generator, grad=self.grad)
             objective = self.reward.objective(rollout.images, prompts)
             loss = self.loss_fn(objective)
-            if loss.requires_grad:  # alignprop-code may detach every step of a rollout: nothing to learn from it
+            if loss.requires_grad:
                 (loss / cfg.grad_accum).backward()
+            elif any(rollout.grad_steps):
+                raise RuntimeError(f"reward {self.reward.name!r} returned scores without a graph although it is "
+                                   "marked differentiable: it detaches its input (no_grad, .numpy(), ...)")
+            # else: alignprop-code detached every step of this rollout by chance; there is nothing to learn from it
             losses.append(float(loss.detach()))
             grad_steps.append(sum(rollout.grad_steps))
             if self.reward.differentiable:

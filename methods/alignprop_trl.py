@@ -1,8 +1,11 @@
 """trl 0.23.1's ``AlignPropTrainer`` at the harness's settings: the reference our ``alignprop`` is measured against.
 
 trl keeps the official AlignProp code's truncation semantics (a threshold drawn per denoising step, UNet output
-detached below it) and its loss ``10 - mean(reward)`` (same gradient as ``-mean(reward)``). One harness step is one
-trl epoch = ``grad_accum`` rollout batches of ``batch_size`` and one optimizer update.
+detached below it) and its loss ``10 - mean(reward)`` (same gradient as ``-mean(reward)``). The reward handed to trl
+is multiplied by ``loss_scale`` (0.01, our ``alignprop``'s loss scale), so gradient clipping acts on gradients of the
+same size in both; the rewards trl logs are divided back. One harness step is one trl epoch = ``grad_accum`` rollout
+batches of ``batch_size`` and one optimizer update; with ``grad_accum > 1`` the ``reward_std`` metric is trl's mean
+of the per-batch standard deviations.
 
 trl silently trains nothing when the random range starts beyond the last step index (every UNet output is
 detached); this wrapper refuses a range wider than the step count before trl is built. Inside an allowed range a
@@ -41,12 +44,17 @@ class AlignPropTrlConfig(MethodConfig):
     """Fixed truncation: steps with index below this are detached [truncated_backprop_timestep]."""
     checkpointing: bool = True
     """Activation checkpointing of UNet calls [gradient_checkpoint argument of trl's sampler]."""
+    loss_scale: float = 0.01
+    """Multiplier of the reward handed to trl (trl's loss is 10 - mean(reward), unscaled); 0.01 matches our
+    ``alignprop``'s loss_scale, so gradient clipping at ``max_grad_norm`` bites at the same point."""
 
     def code_range(self) -> tuple[int, int]:
         return (self.code_min, self.code_max or self.steps)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.loss_scale <= 0:
+            raise ValueError(f"loss_scale must be > 0, got {self.loss_scale}")
         if self.random_truncation:
             GradMode(mode="alignprop-code", code_range=self.code_range()).validate(self.steps)
         elif not 0 <= self.truncation_step <= self.steps - 1:
@@ -93,7 +101,10 @@ class AlignPropTrl(TrlMethod):
         self.queries += len(images)
         if not self.reward.differentiable:
             self.true_scores.append(self.reward(images.detach().float(), list(prompts)).float())
-        objective = self.reward.objective(images, list(prompts))
+        objective = self.reward.objective(images, list(prompts)) * self.config.loss_scale
+        if images.requires_grad and not objective.requires_grad:
+            raise RuntimeError(f"reward {self.reward.name!r} returned scores without a graph although it is marked "
+                               "differentiable: it detaches its input (no_grad, .numpy(), ...)")
         if not objective.requires_grad:
             # trl detached every UNet call of this rollout (per-step random truncation): its backward would fail.
             # Count it and hand trl a zero-gradient loss, which is what that rollout teaches.
@@ -105,9 +116,10 @@ class AlignPropTrl(TrlMethod):
         self.true_scores, self.no_grad_batches = [], 0
         log = self.run_epoch()[-1]
         sign = 1.0 if self.reward.higher_is_better else -1.0
+        scale = self.config.loss_scale  # trl logs the scaled rewards it was given
         metrics = {
-            "reward_mean": sign * log["reward_mean"],
-            "reward_std": log["reward_std"],
+            "reward_mean": sign * log["reward_mean"] / scale,
+            "reward_std": log["reward_std"] / scale,
             "loss": log["loss"],
             "samples": float(self.queries),
             "no_grad_batches": float(self.no_grad_batches),

@@ -76,6 +76,8 @@ class Method:
     Config = MethodConfig
     needs_reward_gradient = False
     """True for methods that backpropagate through the reward (refused for non-differentiable rewards)."""
+    supports_processes = True
+    """Whether the method keeps its adapter synchronised across data-parallel processes (``--processes N``)."""
 
     def __init__(self, pipe, reward, prompts: PromptSet, config: MethodConfig, seed: int):
         if self.needs_reward_gradient:
@@ -120,6 +122,8 @@ class Method:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            # trl's samplers draw noise from the device's global generator
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -129,6 +133,8 @@ class Method:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def batch_stats(values: torch.Tensor) -> dict[str, float]:

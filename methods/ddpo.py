@@ -53,6 +53,9 @@ class DDPOConfig(MethodConfig):
             raise ValueError("ddpo: grad_accum must be 1 (one trl epoch = one optimizer step); raise batch_size")
         if not 0 < self.timestep_fraction <= 1:
             raise ValueError(f"timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
+        if int(self.steps * self.timestep_fraction) < 1:
+            raise ValueError(f"timestep_fraction={self.timestep_fraction} of steps={self.steps} trains on no timestep "
+                             "(trl would silently make no update); raise it")
 
 
 class DDPO(TrlMethod):
@@ -87,6 +90,16 @@ class DDPO(TrlMethod):
             scores = self.reward(images.float(), list(prompts)).float()
         self.queries += len(images)
         return (scores if self.reward.higher_is_better else -scores), {}
+
+    def state_dict(self) -> dict:
+        """Adds trl's per-prompt reward statistics (its advantage normalisation) to the resume state."""
+        tracker = getattr(self.trainer, "stat_tracker", None)
+        return {**super().state_dict(), "stat_tracker": None if tracker is None else dict(vars(tracker))}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if state.get("stat_tracker") is not None:
+            vars(self.trainer.stat_tracker).update(state["stat_tracker"])
 
     def step(self) -> dict[str, float]:
         records = self.run_epoch()

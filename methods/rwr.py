@@ -2,8 +2,9 @@
 
 Each step samples a batch without gradient, scores it with the true reward, and minimises the standard denoising
 (epsilon-prediction) loss on the model's own final latents, each sample weighted by its exponentiated reward
-normalised over the batch: w_i = B * softmax(r / temperature)_i (mean weight 1). ``rwr-sparse`` keeps only the
-top ``top_fraction`` of the batch (at least one sample) and trains on them unweighted.
+normalised over all N images of the optimizer step (every rollout batch of ``grad_accum`` and every data-parallel
+process): w_i = N * softmax(r / temperature)_i (mean weight 1). ``rwr-sparse`` keeps only the top ``top_fraction``
+of those N images (at least one) and trains on them unweighted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from bench import distributed
 from methods.base import Method, MethodConfig, batch_stats
 
 
@@ -75,21 +77,29 @@ class RWR(Method):
 
     def step(self) -> dict[str, float]:
         cfg = self.config
-        all_rewards, losses = [], []
+        # Sample and score every rollout batch of the step first: the weights are normalised over all images of
+        # the optimizer step (on every process), not per batch, so batch_size x grad_accum acts as one batch.
+        batches = []
+        self.pipe.unet.eval()
         for _ in range(cfg.grad_accum):
             prompts = self.prompts.sample(cfg.batch_size, self.generator)
-            self.pipe.unet.eval()
             with torch.no_grad():
                 rollout = self.sampler.sample(prompts, generator=self.generator)
                 rewards = self.reward(rollout.images, prompts).float()
-            signed = rewards if self.reward.higher_is_better else -rewards
-            self.pipe.unet.train()
-            loss = self.denoising_loss(rollout.latents[:, -1], rollout.prompt_embeds, self.weights(signed).to(rewards))
+            batches.append((rollout.latents[:, -1], rollout.prompt_embeds, rewards))
+        rewards = torch.cat([r for _, _, r in batches])
+        signed = rewards if self.reward.higher_is_better else -rewards
+        everywhere, offset = distributed.gather_cat(signed)
+        weights = self.weights(everywhere)[offset : offset + len(signed)].to(rewards)
+        self.pipe.unet.train()
+        losses = []
+        for j, (x0, embeds, _) in enumerate(batches):
+            w = weights[j * cfg.batch_size : (j + 1) * cfg.batch_size]
+            loss = self.denoising_loss(x0, embeds, w)
             (loss / cfg.grad_accum).backward()
-            all_rewards.append(rewards)
             losses.append(float(loss.detach()))
         grad_norm = self.clip_and_step()
-        metrics = batch_stats(torch.cat(all_rewards))
+        metrics = batch_stats(rewards)
         metrics.update(loss=sum(losses) / len(losses), grad_norm=grad_norm, samples=float(cfg.batch_size * cfg.grad_accum))
         return metrics
 

@@ -75,6 +75,25 @@ def test_rwr_raises_eval_reward(tiny):
     assert eval_brightness(tiny.pipe) - before > 2e-4
 
 
+def test_rwr_normalises_weights_over_the_whole_step(tiny, monkeypatch):
+    method = build("rwr-sparse", tiny, batch_size=2, grad_accum=3)
+    seen = []
+    original = method.weights
+    monkeypatch.setattr(method, "weights", lambda r: seen.append(len(r)) or original(r))
+    method.step()
+    assert seen == [6]  # one normalisation over 2 x 3 images, not three over 2
+
+
+def test_alignprop_refuses_a_differentiable_reward_that_detaches(tiny):
+    class Detaching(MeanBrightness):
+        def score(self, images, prompts):
+            return images.detach().mean(dim=(1, 2, 3))
+
+    method = build("alignprop-k1", tiny, reward=Detaching())
+    with pytest.raises(RuntimeError, match="detaches its input"):
+        method.step()
+
+
 def test_rwr_weights():
     from methods.rwr import RWR, RWRConfig, RWRSparseConfig
 

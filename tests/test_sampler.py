@@ -54,6 +54,18 @@ def test_eta_one_matches_diffusers_scheduler_step(tiny):
     assert torch.allclose(mean + std * noise, ref, atol=1e-5)
 
 
+def test_clip_sample_matches_diffusers_scheduler_step(tiny):
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(tiny.pipe.scheduler.config, clip_sample=True, clip_sample_range=1.0)
+    scheduler.set_timesteps(5)
+    x, eps = 3 * torch.randn(2, 4, 16, 16), torch.randn(2, 4, 16, 16)  # large latents: x0 gets clipped
+    t = int(scheduler.timesteps[2])
+    mean, std = ddim_step(scheduler, eps, t, x, eta=0.0)
+    assert std == 0.0
+    assert torch.allclose(mean, scheduler.step(eps, t, x, eta=0.0).prev_sample, atol=1e-5)
+
+
 def test_same_seed_same_images_and_log_probs(tiny):
     sampler = Sampler(tiny.pipe, SamplerConfig(steps=4, eta=1.0))
     a = sampler.sample(PROMPTS, generator=torch.Generator().manual_seed(3))
