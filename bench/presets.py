@@ -64,7 +64,7 @@ def _presets() -> dict[str, Preset]:
             model=default,
             prompts="shapes-train" if shapes else "simple-animals",
             eval_prompts="shapes-eval" if shapes else "eval-animals",
-            max_steps=40, max_seconds=300.0, eval_every=10, eval_n=24 if shapes else 8, checkpoint_every=10,
+            max_steps=40, max_seconds=300.0, eval_every=10, eval_n=60 if shapes else 8, checkpoint_every=10,
             allow_stand_in=True,
             # tiny-shapes draws the prompt near-perfectly at guidance 5 (exact count 0.975); at guidance 2 the base
             # model leaves room for reward fine-tuning (colour 0.83, shape 0.91, count 0.88; bench.shapeworld --check)
