@@ -307,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--strip-prompts", type=int, default=4, help="evaluation prompts shown in the image strip (default 4)")
     args = parser.parse_args(argv)  # fmt: skip
+    from bench.worker import quiet_libraries
+
+    quiet_libraries()
     try:
         alphas = parse_alphas(args.alphas)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
