@@ -187,7 +187,7 @@ def _fmt(value, digits: int = 3) -> str:
         return "—"
     if isinstance(value, (int, np.integer)):
         return str(value)
-    if abs(value) >= 1000 or (value != 0 and abs(value) < 10 ** (-digits)):
+    if value != 0 and abs(value) < 10 ** (-digits):
         return f"{value:.{digits}g}"
     return f"{value:.{digits}f}"
 

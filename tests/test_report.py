@@ -219,3 +219,10 @@ def test_scaling_flatness_and_bad_input(tmp_path, capsys):
     assert scaling.main(["--steps", "0,5", "--out", str(tmp_path / "s")]) == 2
     assert scaling.main(["--modes", "full,bogus", "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.count("error:") == 2 and not (tmp_path / "s").exists()
+
+
+def test_table_numbers_keep_their_digits():
+    assert report._fmt(1330.4, 1) == "1330.4"
+    assert report._fmt(0.91234) == "0.912"
+    assert report._fmt(0.00001234) == "1.23e-05"
+    assert report._fmt(float("nan")) == "—"
