@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -191,23 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import pandas as pd
 
-    from bench.memory import MMAP_THRESHOLD
+    from bench.memory import last_line, run_isolated
 
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
     results = []
     for dtype in dtypes:
         for row in rows:
             spec = dict(row=row, model=args.model, steps=args.steps, batch=args.batch, dtype=dtype, warmup=args.warmup,
                         repeats=args.repeats)
-            done = subprocess.run([sys.executable, "-m", "bench.ladder", "--worker", json.dumps(spec)],
-                                  capture_output=True, text=True, env=env)
-            lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-            if lines:
-                result = json.loads(lines[-1])
-            else:
+            result, done = run_isolated("bench.ladder", spec)
+            if result is None:
                 oom = "out of memory" in done.stderr.lower()
-                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                result = dict(status="oom" if oom else "error", error=tail[:200])
+                result = dict(status="oom" if oom else "error", error=last_line(done.stderr)[:200])
             results.append({"row": row, "dtype": dtype, **result})
             print(json.dumps(results[-1]), file=sys.stderr)
     table = pd.DataFrame(results)

@@ -10,7 +10,11 @@
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import resource
+import subprocess
+import sys
 
 import torch
 
@@ -24,6 +28,21 @@ def return_freed_memory_to_os() -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def run_isolated(module: str, spec: dict) -> tuple[dict | None, subprocess.CompletedProcess]:
+    """``python -m module --worker SPEC`` in a fresh process whose freed memory leaves the RSS at once; returns the
+    last JSON line it printed (None if none) and the finished process."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+    done = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(spec)], capture_output=True,
+                          text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    return (json.loads(lines[-1]) if lines else None), done
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a worker's stderr (its exception), or "no output"."""
+    return (text.strip().splitlines() or ["no output"])[-1]
 
 
 def _status_kb(field: str) -> float | None:

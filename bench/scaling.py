@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.memory import MMAP_THRESHOLD, PeakMemory, return_freed_memory_to_os
+from bench.memory import PeakMemory, last_line, return_freed_memory_to_os, run_isolated
 
 MODES = ("none", "full", "full-nockpt", "last-k", "random-k")
 MODE_LABELS = {
@@ -105,15 +103,11 @@ def measure(model: str, steps: int, mode: str, *, batch: int, device: str, k_ran
 
 def _measure_isolated(args_dict: dict) -> dict:
     """Run ``measure`` in a fresh Python process and return its result."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
-    cmd = [sys.executable, "-m", "bench.scaling", "--worker", json.dumps(args_dict)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    result, done = run_isolated("bench.scaling", args_dict)
+    if done.returncode != 0 or result is None:
         return dict(steps=args_dict["steps"], mode=args_dict["mode"], label=MODE_LABELS[args_dict["mode"]],
-                    error=tail, seconds=float("nan"), peak_mem_mb=float("nan"))  # fmt: skip
-    return json.loads(lines[-1])
+                    error=last_line(done.stderr), seconds=float("nan"), peak_mem_mb=float("nan"))  # fmt: skip
+    return result
 
 
 def flatness(table: pd.DataFrame, mode: str = "last-k", low: int = 10) -> tuple[float, int, int] | None:
