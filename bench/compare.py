@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.report import load_results, markdown_table, reward_higher_is_better, write_text_atomic
+from bench.recorder import COMPLETED, write_text
+from bench.report import load_results, markdown_table, reward_higher_is_better
 
 KEY = ["method", "reward", "model"]
 BASELINE_FORMAT = "bench-baseline/1"
@@ -55,10 +56,6 @@ class Tolerance:
         for name in ("time_tol", "mem_tol"):
             if not getattr(self, name) >= 1:
                 raise UsageError(f"--{name.replace('_', '-')} is a ratio and must be >= 1, got {getattr(self, name)}")
-
-
-COMPLETED = ("max_steps", "max_seconds", "max_samples")
-"""Statuses of runs that finished their budget."""
 
 
 def _count(value) -> int:
@@ -227,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"results folder {args.new!r} does not exist; pass a folder written by bench.run")
         new = summarize_runs(load_results([args.new]).runs)
         if args.write_baseline:
-            write_text_atomic(Path(args.write_baseline), baseline_json(new, str(args.new)))
+            write_text(Path(args.write_baseline), baseline_json(new, str(args.new)))
             print(f"wrote baseline {args.write_baseline} ({len(new)} entries)")
         if not args.baseline:
             return 0
@@ -237,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     print(render(table))
     if args.json:
-        write_text_atomic(Path(args.json), table.to_json(orient="records", indent=2) + "\n")
+        write_text(Path(args.json), table.to_json(orient="records", indent=2) + "\n")
     bad = table[table["regression"]]
     if len(bad):
         names = ", ".join("/".join(str(r[k]) for k in KEY) for _, r in bad.iterrows())

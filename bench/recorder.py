@@ -19,7 +19,9 @@ METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "sample
                   "value", "peak_mem_mb", "stand_in"]
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
                "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device"]
-STATUSES = ("max_steps", "max_seconds", "max_samples", "diverged", "oom", "error", "skipped")
+COMPLETED = ("max_steps", "max_seconds", "max_samples")
+"""Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
+STATUSES = (*COMPLETED, "diverged", "oom", "error", "skipped")
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -83,8 +85,13 @@ def current_umask() -> int:
     return mask
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see ``atomic_write``)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def write_json(path: Path, data) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def write_tables(out: Path, rows: list[dict], runs: list[dict]) -> None:

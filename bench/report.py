@@ -33,7 +33,7 @@ import pandas as pd
 
 from bench.errors import UsageError
 
-from bench.recorder import METRIC_COLUMNS, RUN_COLUMNS, current_umask  # noqa: E402  (the schema lives in one place)
+from bench.recorder import COMPLETED, METRIC_COLUMNS, RUN_COLUMNS, current_umask  # noqa: E402  (the schema lives in one place)
 
 FAILED = ("diverged", "oom", "error", "skipped")
 """Statuses of runs that did not finish their budget (their numbers, if any, are partial)."""
@@ -206,7 +206,7 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
     for reward, rgroup in runs.groupby("reward", sort=True):
         higher = reward_higher_is_better(reward)
         # Final rewards of runs that finished their budget only: a failed run keeps a partial (often step-0) value.
-        done = rgroup[~rgroup["status"].isin(FAILED + ("unknown",))]
+        done = rgroup[rgroup["status"].isin(COMPLETED)]
         finals = {label: g["final_eval_reward"].dropna() for label, g in done.groupby("label")}
         means = {k: v.mean() for k, v in finals.items() if len(v)}
         best_label = (max if higher else min)(means, key=means.get) if means else None
@@ -276,7 +276,7 @@ def speedups(results: Results, reference: str) -> pd.DataFrame:
     runs, curves = results.runs, eval_curves(results)
     rows = []
     for reward, rgroup in runs.groupby("reward", sort=True):
-        done = rgroup[~rgroup["status"].isin(FAILED + ("unknown",))]
+        done = rgroup[rgroup["status"].isin(COMPLETED)]
         ref = done[done["method"] == reference]["final_eval_reward"].dropna()
         if ref.empty:
             continue
@@ -503,22 +503,6 @@ def atomic_dir(out: Path, marker: str, inputs=()):
     os.replace(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 DEFINITIONS = """\

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench.errors import UsageError
 from bench.presets import PRESET_NAMES, get_preset
-from bench.recorder import atomic_write, write_json, write_tables
+from bench.recorder import COMPLETED, write_json, write_tables, write_text
 from bench.spec import RunSpec, method_config, parse_list, parse_seeds, parse_sets, run_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,16 +80,6 @@ def positive(value, flag: str, integer: bool = False):
     return int(value) if integer else float(value)
 
 
-def check_reward(spec: str) -> None:
-    import rewards
-
-    checker = getattr(rewards, "check_reward_spec", None)
-    if checker is not None:
-        checker(spec)
-    else:
-        rewards.REWARDS.target(spec)
-
-
 def check_model_available(spec: str) -> None:
     """Registry names, directories and cached hub ids pass; a hub id missing offline fails before any run."""
     from bench.models import HUB_ALIASES, check_model, hub_offline
@@ -109,6 +99,7 @@ def check_model_available(spec: str) -> None:
 def plan(args) -> tuple[list[RunSpec], dict]:
     """Validate every choice and resolve the runs; raises UsageError before anything is written."""
     from bench.evaluate import EvalConfig
+    import rewards
     from bench.prompts import load_prompts
     from methods import METHODS
 
@@ -119,7 +110,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     preset = get_preset(args.preset)
     methods = parse_list(args.methods, "methods")
     method_classes = {m: METHODS.get(m) for m in methods}
-    check_reward(args.reward)
+    rewards.check_reward_spec(args.reward)
     seeds = parse_seeds(args.seeds)
     model = args.model or preset.model
     check_model_available(model)
@@ -127,9 +118,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     eval_prompts_name = args.eval_prompts or preset.eval_prompts
     train_set = load_prompts(prompts)
     eval_set = load_prompts(eval_prompts_name)
-    import rewards
-
     rewards.check_reward_prompts(args.reward, train_set.prompts + eval_set.prompts)
+    rewards.check_reward_weights(args.reward, args.reward_weights)
     budget = dict(
         max_steps=positive(args.max_steps, "--max-steps", integer=True) or preset.max_steps,
         max_seconds=positive(args.max_seconds, "--max-seconds") or preset.max_seconds,
@@ -162,9 +152,6 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     if "guidance_scale" in global_sets:
         eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
-    import rewards
-
-    rewards.check_reward_weights(args.reward, args.reward_weights)
     if args.processes > 1:
         single = [m for m, cls in method_classes.items() if not cls.supports_processes]
         if single:
@@ -347,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                     stand_ins=sorted({r["stand_in"] for r in table if r["stand_in"]}))
     write_json(out / "manifest.json", manifest)
     summary = summary_markdown(table)
-    atomic_write(out / "summary.md", lambda tmp: tmp.write_text(summary))
+    write_text(out / "summary.md", summary)
     print("\n" + summary + f"\nresults: {out}")
     return 0
 
@@ -403,7 +390,8 @@ def check_submitit() -> None:
         raise UsageError("--launcher slurm needs submitit: pip install -e '.[slurm]'") from None
 
 
-FINISHED = {"max_steps", "max_seconds", "max_samples", "diverged", "skipped"}
+FINISHED = {*COMPLETED, "diverged", "skipped"}
+"""Statuses a --resume does not run again."""
 
 
 def previous_result(out: Path, spec: RunSpec) -> dict | None:
@@ -444,7 +432,7 @@ def prepare_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
         run_dir = out / "runs" / spec.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         if not (run_dir / "config.json").is_file():
-            atomic_write(run_dir / "config.json", lambda tmp, text=spec.to_json(): tmp.write_text(text))
+            write_text(run_dir / "config.json", spec.to_json())
     return previous
 
 

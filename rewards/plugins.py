@@ -48,7 +48,7 @@ def call_accepting(factory, options: dict, spec: str):
     except (TypeError, ValueError):  # no introspectable signature: call it bare
         return factory()
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        if options.get("weights") and not accepts(factory, "weights"):
+        if options.get("weights") and "weights" not in parameters:
             raise UsageError(f"reward {spec!r} takes no weights file; drop --reward-weights")
         options = {k: v for k, v in options.items() if k in parameters}
     try:

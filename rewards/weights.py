@@ -11,16 +11,11 @@ import os
 import warnings
 
 from bench.errors import UsageError
+from bench.models import hub_offline
 
 
 class WeightsMissing(Exception):
     """The weights are not on disk, not in the cache, and the hub cannot be reached."""
-
-
-def offline() -> bool:
-    from bench.models import hub_offline
-
-    return hub_offline()
 
 
 def hub_file(repo: str, filename: str, explicit: str | None = None) -> str:
@@ -32,7 +27,7 @@ def hub_file(repo: str, filename: str, explicit: str | None = None) -> str:
     from huggingface_hub import hf_hub_download
 
     try:
-        return hf_hub_download(repo, filename, local_files_only=offline())
+        return hf_hub_download(repo, filename, local_files_only=hub_offline())
     except Exception as exc:  # not cached offline, no network, no such repo: all mean "not available here"
         raise WeightsMissing(f"{repo}/{filename}") from exc
 
@@ -50,7 +45,7 @@ def pretrained(loader, model_id: str):
     if os.path.isdir(model_id):
         return loader(model_id)
     try:
-        return loader(model_id, local_files_only=offline())
+        return loader(model_id, local_files_only=hub_offline())
     except Exception as exc:  # not cached offline, no network, no such repo: all mean "not available here"
         raise WeightsMissing(model_id) from exc
 
@@ -66,4 +61,4 @@ def resolve(build_real, build_stand_in, *, what: str, how: str, allow_stand_in: 
                 stacklevel=2,
             )
             return build_stand_in(), f"random-weight stand-in for {what}"
-        raise UsageError(f"weights for {what} not found ({missing}, offline={offline()}); {how}") from None
+        raise UsageError(f"weights for {what} not found ({missing}, offline={hub_offline()}); {how}") from None
