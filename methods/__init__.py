@@ -1,6 +1,6 @@
 """Methods by name. Each entry is ``"module:Class"``, imported only when chosen (trl loads only for its methods)."""
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 METHODS = Registry(
     "method",

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.sampler import GradMode
+from bench.core.sampler import GRAD_MODES, GradMode
 from methods.base import Method, MethodConfig, batch_stats
+
+TRAINING_MODES = tuple(m for m in GRAD_MODES if m != "none")
+"""The sampler's gradient modes that train (``none`` carries no gradient)."""
 
 
 @dataclass
@@ -56,8 +59,8 @@ class AlignPropConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.truncation not in ("full", "last-k", "random-k", "alignprop-code"):
-            raise ValueError(f"truncation must be full, last-k, random-k or alignprop-code, got {self.truncation!r}")
+        if self.truncation not in TRAINING_MODES:
+            raise ValueError(f"truncation must be one of {', '.join(TRAINING_MODES)}, got {self.truncation!r}")
         if self.loss not in ("neg", "target"):
             raise ValueError(f"loss must be 'neg' or 'target', got {self.loss!r}")
         if self.loss_scale <= 0:
@@ -78,6 +81,9 @@ class AlignProp(Method):
     """Reward backpropagation through the sampling chain into LoRA weights."""
 
     name = "alignprop"
+    preset_overrides = {"paper": dict(batch_size=2, grad_accum=4)}
+    """Paper preset: 8 images per optimizer step as 2 per GPU x 4 accumulated (official code, config/align_prop.py,
+    aesthetic)."""
     Config = AlignPropConfig
     needs_reward_gradient = True
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.sampler import GradMode
-from bench.trl_adapter import TrlMethod
+from bench.core.sampler import GradMode
+from methods.trl_driver import TrlMethod
 from methods.base import MethodConfig
 
 
@@ -68,6 +68,8 @@ class AlignPropTrl(TrlMethod):
     """trl's AlignPropTrainer, one epoch per harness step."""
 
     name = "alignprop-trl"
+    preset_overrides = {"paper": dict(batch_size=2, grad_accum=4)}
+    """Paper preset: as ``alignprop`` (the reference runs at our settings)."""
     Config = AlignPropTrlConfig
     needs_reward_gradient = True
 

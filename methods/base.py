@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from bench import distributed
-from bench.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
-from bench.prompts import PromptSet
-from bench.sampler import Sampler, SamplerConfig
+from bench.core import distributed
+from bench.core.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
+from bench.core.prompts import PromptSet
+from bench.core.sampler import Sampler, SamplerConfig
 
 
 @dataclass
@@ -78,6 +78,9 @@ class Method:
     """True for methods that backpropagate through the reward (refused for non-differentiable rewards)."""
     supports_processes = True
     """Whether the method keeps its adapter synchronised across data-parallel processes (``--processes N``)."""
+    preset_overrides: dict[str, dict] = {}
+    """Config values this method takes in a preset, by preset name, applied after the preset's own settings
+    (e.g. ``{"paper": {"batch_size": 2, "grad_accum": 4}}``): a new method declares them here, nowhere else."""
 
     def __init__(self, pipe, reward, prompts: PromptSet, config: MethodConfig, seed: int):
         if self.needs_reward_gradient:
@@ -127,7 +130,7 @@ class Method:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        from bench.lora import load_adapter_state_dict
+        from bench.core.lora import load_adapter_state_dict
 
         load_adapter_state_dict(self.pipe.unet, state["adapter"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.trl_adapter import TrlMethod
+from methods.trl_driver import TrlMethod
 from methods.base import MethodConfig
 
 

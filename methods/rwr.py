@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench import distributed
+from bench.core import distributed
 from methods.base import Method, MethodConfig, batch_stats
 
 

@@ -12,8 +12,8 @@ Weights: rewards backed by a model take ``weights`` (the CLI's ``--reward-weight
 
 from __future__ import annotations
 
-from bench.errors import UsageError
-from bench.registry import Registry
+from bench.core.errors import UsageError
+from bench.core.registry import Registry
 from rewards.base import Reward
 from rewards.plugins import accepts, call_accepting, check_plugin, is_combination, is_plugin, load_plugin
 
@@ -65,7 +65,7 @@ def check_reward_spec(spec: str) -> None:
 
 
 def _factory(term: str):
-    from bench.registry import load_target
+    from bench.core.registry import load_target
 
     return load_target(term) if is_plugin(term) else REWARDS.get(term)
 

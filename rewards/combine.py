@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from bench.errors import UsageError
+from bench.core.errors import UsageError
 from rewards.base import Reward, RewardNotDifferentiable
 
 

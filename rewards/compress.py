@@ -137,8 +137,8 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def check(seed: int = 1) -> dict[str, float]:
     """Spearman rho between the surrogate and PIL's JPEG size on images not used to design the surrogate."""
-    from bench.models import load_model
-    from bench.sampler import Sampler, SamplerConfig
+    from bench.core.models import load_model
+    from bench.core.sampler import Sampler, SamplerConfig
 
     rho = {}
     for size in (64, 256, 512):

@@ -20,7 +20,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-from bench.errors import UsageError
+from bench.core.errors import UsageError
 from rewards.base import Reward
 from rewards.clip import normalized_image_features, normalized_text_features, small_clip
 from rewards.preprocess import clip_preprocess

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import inspect
 
-from bench.errors import UsageError
-from bench.registry import load_target
+from bench.core.errors import UsageError
+from bench.core.registry import load_target
 from rewards.base import Reward
 
 

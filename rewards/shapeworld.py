@@ -5,7 +5,7 @@
 - ``prompt-match``: log p(prompted colour) + log p(prompted shape).
 
 Both parse the prompt ("three red circles on a white background"); the weights (a few hundred kB, with their
-held-out accuracy in the metadata) ship in ``rewards/assets`` and are trained by ``python -m bench.train_shapeworld``.
+held-out accuracy in the metadata) ship in ``rewards/assets`` and are trained by ``python -m bench.shapeworld.train``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import shapeworld as world
-from bench.errors import UsageError
+from bench.core import shapes as world
+from bench.core.errors import UsageError
 from rewards.base import Reward
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -94,7 +94,7 @@ def load_net(cls, name: str) -> nn.Module:
 
     path = ASSETS / f"shapeworld_{name}.safetensors"
     if not path.is_file():
-        raise UsageError(f"missing {path}; train it with: python -m bench.train_shapeworld --skip-model")
+        raise UsageError(f"missing {path}; train it with: python -m bench.shapeworld.train --skip-model")
     net = cls()
     net.load_state_dict(load_file(str(path)))
     return net.eval().requires_grad_(False)
@@ -114,7 +114,7 @@ class ShapeWorldReward(Reward):
 
     @classmethod
     def check_prompts(cls, prompts: list[str]) -> None:
-        from bench.errors import UsageError
+        from bench.core.errors import UsageError
 
         try:
             parse_prompts(list(prompts), cls.name)

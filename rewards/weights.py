@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import warnings
 
-from bench.errors import UsageError
-from bench.models import hub_offline
+from bench.core.errors import UsageError
+from bench.core.models import hub_offline
 
 
 class WeightsMissing(Exception):

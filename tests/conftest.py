@@ -12,6 +12,6 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def tiny():
     """A fresh tiny-random pipeline (0.1 s to build; methods attach adapters, so tests never share one)."""
-    from bench.models import load_model
+    from bench.core.models import load_model
 
     return load_model("tiny-random")

@@ -1,0 +1,193 @@
+"""``python -m bench.compare NEW_DIR --baseline BASELINE``: regression gate for smoke benchmarks.
+
+Per (method, reward, model) it compares the new results folder against a baseline (a results folder or a JSON
+file written by ``--write-baseline``):
+
+- final eval reward: a regression when the new mean is worse than the baseline mean by more than
+  ``max(reward_abs_tol, reward_rel_tol * |baseline|, reward_sigmas * SE)``, SE = sqrt(s_b^2/n_b + s_n^2/n_n) the
+  standard error of the difference across seeds (a side with one seed borrows the other side's spread);
+  "worse" follows the reward's ``higher_is_better``;
+- seconds per step and peak memory: a regression when new / baseline exceeds ``time_tol`` / ``mem_tol``;
+- a (method, reward, model) in the baseline with no finished run in the new folder is a regression; one that is
+  new gets no verdict.
+
+Prints a markdown table; exit code 0 when nothing regressed, 1 on a regression, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.core.errors import UsageError
+from bench.analysis.results import load_results, reward_higher_is_better
+from bench.core.text import fmt, markdown_table
+from bench.harness.recorder import COMPLETED
+
+KEY = ["method", "reward", "model"]
+BASELINE_FORMAT = "bench-baseline/1"
+
+
+@dataclass
+class Tolerance:
+    """How far a new run may fall behind the baseline before the gate fails."""
+
+    reward_sigmas: float = 3.0
+    """Allowed reward drop in standard errors of the difference across seeds."""
+    reward_rel_tol: float = 0.05
+    """Allowed reward drop as a fraction of |baseline reward| (covers single-seed runs)."""
+    reward_abs_tol: float = 0.0
+    """Allowed reward drop in reward units, at least."""
+    time_tol: float = 2.0
+    """Largest allowed ratio new / baseline of seconds per step."""
+    mem_tol: float = 2.0
+    """Largest allowed ratio new / baseline of peak memory."""
+
+    def __post_init__(self):
+        for name in ("reward_sigmas", "reward_rel_tol", "reward_abs_tol"):
+            if getattr(self, name) < 0 or math.isnan(getattr(self, name)):
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("time_tol", "mem_tol"):
+            if not getattr(self, name) >= 1:
+                raise UsageError(f"--{name.replace('_', '-')} is a ratio and must be >= 1, got {getattr(self, name)}")
+
+
+def _count(value) -> int:
+    """A run count from a table or baseline JSON (None / NaN: 0)."""
+    return int(value) if value is not None and pd.notna(value) else 0
+
+
+def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, reward, model): seeds with a final eval, its mean and std, mean s/step and peak memory."""
+    rows = []
+    for key, g in runs.groupby(KEY, sort=True):
+        # Only runs that finished their budget count: a run that failed early keeps its step-0 evaluation, which
+        # equals the base model's and would hide the failure.
+        finals = g[g["status"].isin(COMPLETED)]["final_eval_reward"].dropna()
+        rows.append(
+            dict(
+                zip(KEY, key),
+                runs=len(g),
+                n=len(finals),
+                reward_mean=float(finals.mean()) if len(finals) else float("nan"),
+                reward_std=float(finals.std(ddof=1)) if len(finals) > 1 else float("nan"),
+                sec_per_step=float(g["sec_per_step"].mean()),
+                peak_mem_mb=float(g["peak_mem_mb"].mean()),
+                status=", ".join(f"{k}: {v}" for k, v in sorted(g["status"].value_counts().items())),
+                stand_in="; ".join(sorted({s for s in g["stand_in"] if s})),
+            )
+        )
+    return pd.DataFrame(rows, columns=KEY + ["runs", "n", "reward_mean", "reward_std", "sec_per_step",
+                                             "peak_mem_mb", "status", "stand_in"])  # fmt: skip
+
+
+def load_summary(source: str | Path) -> pd.DataFrame:
+    """A baseline or new summary from a results folder or a baseline JSON file."""
+    path = Path(source)
+    if path.is_dir():
+        return summarize_runs(load_results([path]).runs)
+    if not path.is_file():
+        raise UsageError(f"baseline {str(path)!r} does not exist; pass a results folder or a baseline JSON file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"baseline {str(path)!r} is not valid JSON ({exc.msg}); regenerate it with --write-baseline") from None
+    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT or not isinstance(data.get("entries"), list):
+        raise UsageError(f"{str(path)!r} is not a {BASELINE_FORMAT} file; write one with --write-baseline")
+    frame = pd.DataFrame(data["entries"])
+    missing = [c for c in KEY + ["n", "reward_mean"] if c not in frame.columns]
+    if missing:
+        raise UsageError(f"baseline {str(path)!r} entries lack {missing}; regenerate it with --write-baseline")
+    for col in ("reward_std", "sec_per_step", "peak_mem_mb"):
+        frame[col] = pd.to_numeric(frame.get(col, np.nan), errors="coerce")
+    return frame
+
+
+def baseline_json(summary: pd.DataFrame, source: str) -> str:
+    entries = json.loads(summary.to_json(orient="records"))
+    return json.dumps({"format": BASELINE_FORMAT, "source": source, "entries": entries}, indent=2) + "\n"
+
+
+def is_nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def reward_margin(base: pd.Series, new: pd.Series, tol: Tolerance) -> float:
+    """The allowed drop of the new mean below the baseline mean (see the module docstring)."""
+    sb, sn = base.get("reward_std"), new.get("reward_std")
+    sb = sn if is_nan(sb) else sb
+    sn = sb if is_nan(sn) else sn
+    se = 0.0
+    if not is_nan(sb):
+        se = math.sqrt(sb**2 / max(_count(base["n"]), 1) + sn**2 / max(_count(new["n"]), 1))
+    return max(tol.reward_abs_tol, tol.reward_rel_tol * abs(float(base["reward_mean"])), tol.reward_sigmas * se)
+
+
+def _ratio_check(new, base, limit: float) -> tuple[float, str]:
+    if is_nan(new) or is_nan(base) or base <= 0:
+        return float("nan"), "n/a"
+    ratio = float(new) / float(base)
+    return ratio, ("ok" if ratio <= limit else f"REGRESSION (>{limit:g}x)")
+
+
+def compare(new: pd.DataFrame, base: pd.DataFrame, tol: Tolerance) -> pd.DataFrame:
+    """One row per (method, reward, model) of either side, with per-check verdicts and ``regression``."""
+    merged = base.merge(new, on=KEY, how="outer", suffixes=("_base", "_new"), indicator=True)
+    rows = []
+    for _, m in merged.iterrows():
+        row = {k: m[k] for k in KEY}
+        b = pd.Series({k[:-5]: m[k] for k in m.index if k.endswith("_base")})
+        n = pd.Series({k[:-4]: m[k] for k in m.index if k.endswith("_new")})
+        row.update(base_reward=b.get("reward_mean"), new_reward=n.get("reward_mean"), margin=float("nan"),
+                   time_ratio=float("nan"), mem_ratio=float("nan"))  # fmt: skip
+        checks = []
+        if m["_merge"] == "right_only":
+            row.update(reward_check="new (no baseline)", time_check="n/a", mem_check="n/a")
+            row["regression"] = False
+            rows.append(row)
+            continue
+        if m["_merge"] == "left_only":
+            row.update(reward_check="REGRESSION (missing from new results)", time_check="n/a", mem_check="n/a")
+            row["regression"] = True
+            rows.append(row)
+            continue
+        base_done, new_done = _count(b.get("n")) > 0, _count(n.get("n")) > 0
+        if base_done and not new_done:
+            row["reward_check"] = f"REGRESSION (no finished run: {n.get('status') or 'none'})"
+        elif not base_done:
+            row["reward_check"] = "n/a (no baseline reward)"
+        else:
+            margin = reward_margin(b, n, tol)
+            higher = reward_higher_is_better(str(m["reward"]))
+            gain = (n["reward_mean"] - b["reward_mean"]) * (1 if higher else -1)
+            row["margin"] = margin
+            row["reward_check"] = "ok" if gain >= -margin else f"REGRESSION (worse by {abs(gain):.4g} > {margin:.4g})"
+        row["time_ratio"], row["time_check"] = _ratio_check(n.get("sec_per_step"), b.get("sec_per_step"), tol.time_tol)
+        row["mem_ratio"], row["mem_check"] = _ratio_check(n.get("peak_mem_mb"), b.get("peak_mem_mb"), tol.mem_tol)
+        checks = [row["reward_check"], row["time_check"], row["mem_check"]]
+        row["regression"] = any(c.startswith("REGRESSION") for c in checks)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render(table: pd.DataFrame) -> str:
+    """The comparison as a markdown table (one row per method, reward and model)."""
+    rows = []
+    for _, r in table.iterrows():
+        rows.append(
+            {
+                "method": r["method"],
+                "reward": r["reward"],
+                "model": r["model"],
+                "final eval reward base → new (margin)": f"{fmt(r['base_reward'], spec='.4g')} → {fmt(r['new_reward'], spec='.4g')} (±{fmt(r['margin'], spec='.4g')})",
+                "reward check": r["reward_check"],
+                "s/step new/base": f"{fmt(r['time_ratio'], spec='.2f', suffix='x')} {r['time_check']}",
+                "peak mem new/base": f"{fmt(r['mem_ratio'], spec='.2f', suffix='x')} {r['mem_check']}",
+            }
+        )
+    return markdown_table(pd.DataFrame(rows))

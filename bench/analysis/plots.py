@@ -1,0 +1,176 @@
+"""Plot functions for reports: each takes tidy data and a matplotlib ``ax`` and returns the figure; none runs anything.
+
+Matplotlib runs on the non-interactive Agg backend, so reports render on machines without a display.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.analysis import stats  # noqa: E402
+
+X_LABELS = {"step": "optimizer step", "wall_s": "training wall-clock seconds", "samples": "reward queries"}
+
+
+def stand_in_note(labels, width: int = 60) -> str:
+    """A figure-title line naming every stand-in (random-weight) model or reward among ``labels``; "" if none."""
+    labels = sorted({s for s in labels if s})
+    return ("\n" + textwrap.fill("STAND-IN: " + "; ".join(labels), width)) if labels else ""
+
+
+def color_map(labels) -> dict[str, tuple]:
+    """A stable colour per label (sorted order), shared by every figure of one report."""
+    cmap = plt.get_cmap("tab10")
+    return {label: cmap(i % 10) for i, label in enumerate(sorted(set(labels)))}
+
+
+def plot_reward_curves(
+    ax,
+    curves: pd.DataFrame,
+    *,
+    x: str = "step",
+    stat: str = "mean",
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    n_points: int = 100,
+    colors: dict | None = None,
+    title: str = "",
+    ylabel: str = "eval reward",
+):
+    """One line per ``label`` of ``stat`` across runs, with a 95 % bootstrap band where two or more runs have data.
+
+    ``curves``: columns ``label``, ``run_id``, ``x`` (the named column) and ``value``. Each run's curve is
+    interpolated onto a common grid (spanning all the label's runs) before the statistic and band are taken.
+    """
+    if colors is None:
+        colors = color_map(curves["label"])
+    for label, group in sorted(curves.groupby("label"), key=lambda kv: kv[0]):
+        runs = [g.sort_values(x) for _, g in group.groupby("run_id")]
+        xs = [r[x].to_numpy(float) for r in runs]
+        ys = [r["value"].to_numpy(float) for r in runs]
+        grid = stats.common_grid(xs, n_points)
+        if len(grid) == 0:
+            continue
+        band = stats.curve_band(stats.interpolate_curves(xs, ys, grid), stat, rng=rng, n_boot=n_boot)
+        color = colors.get(label)
+        name = f"{label} (n={len(runs)})"
+        if len(grid) == 1:
+            ax.plot(grid, band["value"], "o", color=color, label=name)
+        else:
+            ax.plot(grid, band["value"], color=color, label=name)
+        ok = ~np.isnan(band["lo"])
+        if ok.any():
+            ax.fill_between(grid, band["lo"], band["hi"], where=ok, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel(X_LABELS.get(x, x))
+    ax.set_ylabel(f"{ylabel} ({'IQM' if stat == 'iqm' else stat})")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return ax.figure
+
+
+def plot_bars(
+    ax,
+    table: pd.DataFrame,
+    *,
+    value: str,
+    error: str | None = None,
+    label: str = "label",
+    colors: dict | None = None,
+    title: str = "",
+    ylabel: str = "",
+):
+    """Bar per row of ``table`` (one per method), height ``value``, optional error bar column ``error``.
+
+    Rows whose value is missing (a run that failed before measuring) get an empty slot marked "n/a".
+    """
+    labels = table[label].astype(str).tolist()
+    heights = pd.to_numeric(table[value], errors="coerce").to_numpy(float)
+    errors = pd.to_numeric(table[error], errors="coerce").fillna(0).to_numpy(float) if error else None
+    colors = colors or color_map(labels)
+    pos = np.arange(len(labels))
+    drawn = np.nan_to_num(heights, nan=0.0)
+    ax.bar(pos, drawn, yerr=errors, color=[colors.get(l, "grey") for l in labels], capsize=3)
+    for p, h in zip(pos, heights):
+        if np.isnan(h):
+            ax.text(p, 0, "n/a", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    return ax.figure
+
+
+def plot_image_grid(ax, tiles: list[list[np.ndarray | None]], *, row_labels, col_labels, title: str = ""):
+    """A mosaic of images [H, W, 3] (rows x columns; ``None`` leaves a grey cell) with row and column labels."""
+    height = max((t.shape[0] for row in tiles for t in row if t is not None), default=8)
+    width = max((t.shape[1] for row in tiles for t in row if t is not None), default=8)
+    pad = max(1, height // 16)
+    n_rows, n_cols = len(tiles), max((len(r) for r in tiles), default=0)
+    canvas = np.full((n_rows * (height + pad), max(n_cols, 1) * (width + pad), 3), 0.85)
+    for i, row in enumerate(tiles):
+        for j, tile in enumerate(row):
+            if tile is None:
+                continue
+            tile = np.asarray(tile, dtype=float)
+            if tile.max() > 1.0:
+                tile = tile / 255.0
+            canvas[i * (height + pad) : i * (height + pad) + tile.shape[0], j * (width + pad) : j * (width + pad) + tile.shape[1]] = tile[..., :3]
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_xticks([j * (width + pad) + width / 2 for j in range(n_cols)])
+    ax.set_xticklabels(col_labels, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks([i * (height + pad) + height / 2 for i in range(n_rows)])
+    ax.set_yticklabels(row_labels, fontsize=7)
+    ax.tick_params(length=0)
+    ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def plot_tradeoff(ax, table: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, title: str = ""):
+    """The LoRA-interpolation trade-off: reward ``x`` against reward ``y``, one point per alpha, annotated."""
+    table = table.sort_values("alpha")
+    ax.plot(table[x], table[y], "o-", color="tab:blue")
+    for _, row in table.iterrows():
+        ax.annotate(f"α={row['alpha']:g}", (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    return ax.figure
+
+
+def plot_scaling(ax, table: pd.DataFrame, *, value: str, ylabel: str, title: str = "", log: bool = False):
+    """One line per ``mode`` of ``value`` against the number of sampling steps ``steps``."""
+    colors = color_map(table["mode"])
+    for mode, group in table.groupby("mode"):
+        group = group.sort_values("steps")
+        ax.plot(group["steps"], group[value], "o-", color=colors[mode], label=mode)
+    ax.set_xlabel("sampling steps T")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax.figure
+
+
+def save_figure(fig, path_stem, formats=("png", "pdf")) -> list[str]:
+    """Save ``fig`` as ``path_stem.png`` (and ``.pdf``) and close it; returns the file names written."""
+    names = []
+    for fmt in formats:
+        path = f"{path_stem}.{fmt}"
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        names.append(path)
+    plt.close(fig)
+    return names

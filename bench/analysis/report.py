@@ -1,0 +1,69 @@
+"""A report folder from results folders: report.md, summary.csv and figures (``python -m bench.report``).
+
+Reads results folders only (manifest.json, metrics.parquet/csv, runs.csv, runs/<run_id>/eval_*.png); it never
+re-runs anything. Several folders (e.g. one per reward) combine into one report. Figures:
+
+- ``reward_vs_step``, ``reward_vs_wall_s``, ``reward_vs_samples``: one panel per reward, one line per method; top
+  row mean, bottom row interquartile mean (IQM) across seeds, each with a seeded 95 % bootstrap band (seeds
+  interpolated onto a common grid first; a single seed draws a line without a band);
+- ``resources``: peak memory and seconds per optimizer step per method (bar charts, also in the table);
+- ``images_<reward>``: evaluation prompts x methods, first and last evaluation, from each method's first seed.
+
+Table columns are defined at the end of report.md. Failed runs appear with their status. Every stand-in
+(random-weight) model or reward is named in figure titles and the table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from bench.analysis.figures import curve_figures, image_figures, resource_figure
+from bench.analysis.results import add_labels, load_results
+from bench.analysis.summary import DEFINITIONS, FAILED, speedup_markdown, speedups, summarize, summary_markdown
+from bench.core.files import atomic_dir
+from bench.core.text import fmt, markdown_table
+
+
+def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, formats=("png", "pdf"),
+                 reference: str = "ddpo") -> Path:
+    """Write the report folder ``out`` (report.md, summary.csv, figures) from results folders; returns ``out``."""
+    results = load_results(directories)
+    add_labels(results.runs, results.metrics)
+    summary = summarize(results, rng=np.random.default_rng(seed), n_boot=n_boot)
+    with atomic_dir(out, "report.md", directories) as tmp:
+        curve_files = curve_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats)
+        resource_files = resource_figure(summary, tmp, formats=formats)
+        image_files = image_figures(results, tmp, formats=formats)
+        summary.to_csv(tmp / "summary.csv", index=False)
+        lines = ["# Reward fine-tuning benchmark report", ""]
+        lines.append(f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from: "
+                     + ", ".join(f"`{d}`" for d in directories))  # fmt: skip
+        lines.append("")
+        if results.stand_ins:
+            lines.append("> **STAND-INS (random weights; numbers say nothing about real models):**")
+            lines += [f"> - {s}" for s in results.stand_ins]
+            lines.append("")
+        lines += ["## Summary", "", summary_markdown(summary) if len(summary) else "_no runs found_", ""]
+        lines += speedup_markdown(speedups(results, reference), reference)
+        failed = results.runs[results.runs["status"].isin(FAILED + ("unknown",))]
+        if len(failed):
+            lines += ["### Runs that did not finish", ""]
+            cols = ["run_id", "status", "steps", "error"]
+            lines += [markdown_table(failed[cols].fillna("")), ""]
+        png = [f for f in curve_files if f.endswith(".png")]
+        if png:
+            lines += ["## Reward curves", ""] + [f"![{f}]({f})" for f in png] + [""]
+        lines += ["## Memory and speed", ""]
+        res = summary[["reward", "label", "peak_mem_mb", "sec_per_step", "status"]].rename(columns={"label": "method"})
+        res = res.assign(peak_mem_mb=res["peak_mem_mb"].map(lambda v: fmt(v, 1)), sec_per_step=res["sec_per_step"].map(fmt))
+        lines += [markdown_table(res) if len(res) else "_no runs_", ""]
+        lines += [f"![{f}]({f})" for f in resource_files if f.endswith(".png")] + [""]
+        img = [f for f in image_files if f.endswith(".png")]
+        if img:
+            lines += ["## Evaluation images (first vs last evaluation)", ""] + [f"![{f}]({f})" for f in img] + [""]
+        lines += ["## Definitions", "", DEFINITIONS]
+        (tmp / "report.md").write_text("\n".join(lines))
+    return out

@@ -1,0 +1,142 @@
+"""Loading results folders (what ``bench.run`` writes) into one tidy pair of tables: used by report, compare and
+interpolate alike."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.core.errors import UsageError
+from bench.harness.recorder import METRIC_COLUMNS, RUN_COLUMNS  # the schema lives in one place
+
+
+@dataclass
+class Results:
+    """One or more results folders, concatenated."""
+
+    runs: pd.DataFrame
+    """One row per run (runs.csv; runs seen only in metrics get status "unknown")."""
+    metrics: pd.DataFrame
+    """Long-format metrics (metrics.parquet or metrics.csv)."""
+    sources: dict[str, Path]
+    """run_id -> the results folder it came from."""
+    stand_ins: list[str] = field(default_factory=list)
+    """Every stand-in description found in manifests, runs and metrics."""
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.sources[run_id] / "runs" / run_id
+
+def _read_metrics(directory: Path) -> pd.DataFrame | None:
+    parquet, csv = directory / "metrics.parquet", directory / "metrics.csv"
+    if parquet.is_file():
+        try:
+            return pd.read_parquet(parquet)
+        except Exception:  # a truncated parquet (crashed run): fall back to the CSV
+            if not csv.is_file():
+                raise UsageError(f"{parquet} cannot be read and there is no metrics.csv; re-export the results")
+    if csv.is_file():
+        try:
+            return pd.read_csv(csv, keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+    return None
+
+def _read_runs(directory: Path) -> pd.DataFrame | None:
+    path = directory / "runs.csv"
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=RUN_COLUMNS)
+
+def _clean_stand_in(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+def load_results(directories: list[str | Path]) -> Results:
+    """Read and concatenate results folders; a run id present in two folders is an error (it would double count)."""
+    if not directories:
+        raise UsageError("no results folder given; pass one or more folders written by python -m bench.run")
+    runs_parts, metric_parts, sources, stand_ins = [], [], {}, []
+    for entry in directories:
+        directory = Path(entry)
+        if not directory.is_dir():
+            raise UsageError(f"results folder {str(directory)!r} does not exist; pass a folder written by bench.run")
+        metrics, runs = _read_metrics(directory), _read_runs(directory)
+        if metrics is None and runs is None:
+            raise UsageError(f"{str(directory)!r} is not a results folder (no runs.csv or metrics.csv/parquet)")
+        metrics = metrics if metrics is not None else pd.DataFrame(columns=METRIC_COLUMNS)
+        for col in METRIC_COLUMNS:
+            if col not in metrics.columns:
+                metrics[col] = np.nan if col not in ("stand_in",) else ""
+        runs = runs if runs is not None else pd.DataFrame(columns=RUN_COLUMNS)
+        known = set(runs["run_id"].astype(str)) if len(runs) else set()
+        extra = metrics[~metrics["run_id"].astype(str).isin(known)]
+        if len(extra):  # runs the runner never finished writing into runs.csv
+            first = extra.groupby("run_id", as_index=False).first()
+            rows = first[["run_id", "method", "reward", "model", "seed", "stand_in"]].copy()
+            rows["status"] = "unknown"
+            runs = pd.concat([runs, rows], ignore_index=True)
+        for col in RUN_COLUMNS:
+            if col not in runs.columns:
+                runs[col] = np.nan
+        for run_id in runs["run_id"].astype(str):
+            if run_id in sources:
+                raise UsageError(
+                    f"run {run_id!r} appears in both {str(sources[run_id])!r} and {str(directory)!r}; "
+                    "pass folders with distinct runs (e.g. one folder per reward)"
+                )
+            sources[run_id] = directory
+        manifest = directory / "manifest.json"
+        if manifest.is_file():
+            try:
+                stand_ins += [str(s) for s in json.loads(manifest.read_text()).get("stand_ins", []) or []]
+            except json.JSONDecodeError:
+                pass  # a crashed runner may leave a partial manifest; runs.csv still labels stand-ins
+        runs_parts.append(runs)
+        metric_parts.append(metrics)
+    runs = pd.concat(runs_parts, ignore_index=True)
+    metrics = pd.concat(metric_parts, ignore_index=True)
+    for frame in (runs, metrics):
+        frame["run_id"] = frame["run_id"].astype(str)
+        frame["stand_in"] = frame["stand_in"].map(_clean_stand_in)
+        for col in ("method", "reward", "model"):
+            frame[col] = frame[col].astype(str)
+    for col in ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed"):
+        runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    for col in ("step", "samples", "wall_s", "value", "peak_mem_mb", "seed"):
+        metrics[col] = pd.to_numeric(metrics[col], errors="coerce")
+    runs["status"] = runs["status"].fillna("unknown").astype(str)
+    stand_ins += [s for s in runs["stand_in"].tolist() + metrics["stand_in"].tolist() if s]
+    return Results(runs=runs, metrics=metrics, sources=sources, stand_ins=sorted(set(stand_ins)))
+
+def reward_higher_is_better(reward: str) -> bool:
+    """The reward's direction from the reward registry (class attribute); True when the name is unknown."""
+    try:
+        from rewards import REWARDS
+
+        return bool(getattr(REWARDS.get(reward), "higher_is_better", True))
+    except Exception:
+        return True
+
+def add_labels(runs: pd.DataFrame, metrics: pd.DataFrame) -> None:
+    """``label`` column: the method, plus the model when a report mixes several models."""
+    several = runs["model"].nunique() > 1
+    for frame in (runs, metrics):
+        frame["label"] = (frame["method"] + " [" + frame["model"] + "]") if several else frame["method"]
+
+def eval_curves(results: Results) -> pd.DataFrame:
+    """Evaluation reward_mean rows (training rows where a run has no evaluation), with a ``curve_split`` column."""
+    m = results.metrics
+    m = m[m["metric"] == "reward_mean"]
+    ev = m[m["split"] == "eval"].assign(curve_split="eval")
+    missing = set(m["run_id"]) - set(ev["run_id"])
+    tr = m[(m["split"] == "train") & m["run_id"].isin(missing)].assign(curve_split="train")
+    return pd.concat([ev, tr], ignore_index=True)

@@ -1,0 +1,182 @@
+"""Numbers of a report: final rewards with bootstrap intervals, time to a target reward, speed-ups, as tables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis import stats
+from bench.analysis.results import Results, eval_curves, reward_higher_is_better
+from bench.core.text import fmt, markdown_table
+from bench.harness.recorder import COMPLETED
+
+FAILED = ("diverged", "oom", "error", "skipped")
+"""Statuses of runs that did not finish their budget (their numbers, if any, are partial)."""
+
+FRACTION = 0.9
+"""Time-to-target: the fraction of the best method's improvement over the starting reward."""
+
+
+def status_counts(statuses: pd.Series) -> str:
+    counts = statuses.value_counts()
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000) -> pd.DataFrame:
+    """One row per (reward, method label): final eval reward with CI, time to target, memory, speed, statuses."""
+    runs, curves = results.runs, eval_curves(results)
+    rows = []
+    for reward, rgroup in runs.groupby("reward", sort=True):
+        higher = reward_higher_is_better(reward)
+        # Final rewards of runs that finished their budget only: a failed run keeps a partial (often step-0) value.
+        done = rgroup[rgroup["status"].isin(COMPLETED)]
+        finals = {label: g["final_eval_reward"].dropna() for label, g in done.groupby("label")}
+        means = {k: v.mean() for k, v in finals.items() if len(v)}
+        best_label = (max if higher else min)(means, key=means.get) if means else None
+        rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval")]
+        start = rc.sort_values("step").groupby("run_id")["value"].first().mean() if len(rc) else float("nan")
+        target = float("nan")
+        if best_label is not None and not math.isnan(start):
+            gain = means[best_label] - start
+            if (gain > 0) == higher and gain != 0:
+                target = start + FRACTION * gain
+        for label, g in rgroup.groupby("label", sort=True):
+            final = finals.get(label, pd.Series(dtype=float))
+            point, lo, hi = stats.bootstrap_ci(final.to_numpy(float), "mean", rng=rng, n_boot=n_boot)
+            iqm_value = float(stats.iqm(final.to_numpy(float))) if len(final) else float("nan")
+            lc = rc[rc["label"] == label]
+            time_to = float("nan") if math.isnan(target) else time_to_reach(lc, target, higher)
+            stand = sorted({s for s in g["stand_in"] if s})
+            rows.append(
+                dict(
+                    reward=reward,
+                    label=label,
+                    method=g["method"].iloc[0],
+                    model=", ".join(sorted(set(g["model"]))),
+                    runs=len(g),
+                    finished=len(final),
+                    final_mean=point,
+                    final_lo=lo,
+                    final_hi=hi,
+                    final_iqm=iqm_value,
+                    best=label == best_label,
+                    target=target,
+                    time_to_target_s=time_to,
+                    reached=not math.isnan(time_to),
+                    has_curve=bool(len(lc)),
+                    peak_mem_mb=g["peak_mem_mb"].mean(),
+                    peak_mem_std=g["peak_mem_mb"].std(),
+                    sec_per_step=g["sec_per_step"].mean(),
+                    sec_per_step_std=g["sec_per_step"].std(),
+                    status=status_counts(g["status"]),
+                    all_failed=bool(g["status"].isin(FAILED).all()),
+                    stand_in="; ".join(stand),
+                )
+            )
+    return pd.DataFrame(rows)
+
+def time_to_reach(curve_rows: pd.DataFrame, target: float, higher: bool, x: str = "wall_s") -> float:
+    """First ``x`` at which the mean over seeds (interpolated onto a common grid) reaches ``target``; NaN if never."""
+    if not len(curve_rows):
+        return float("nan")
+    per_run = [r.sort_values(x) for _, r in curve_rows.groupby("run_id")]
+    xs = [r[x].to_numpy(float) for r in per_run]
+    ys = [r["value"].to_numpy(float) for r in per_run]
+    grid = stats.common_grid(xs, 200)
+    if not len(grid):
+        return float("nan")
+    mean_curve = stats.nanmean(stats.interpolate_curves(xs, ys, grid).T)
+    return stats.first_crossing(grid, mean_curve, target, higher_is_better=higher)
+
+def speedups(results: Results, reference: str) -> pd.DataFrame:
+    """Per reward, training seconds and optimizer steps each method needs to reach the ``reference`` method's mean
+    final eval reward, and the speed-up (reference's own time / the method's time), as the AlignProp paper's
+    "reaches DDPO's reward N times faster"."""
+    runs, curves = results.runs, eval_curves(results)
+    rows = []
+    for reward, rgroup in runs.groupby("reward", sort=True):
+        done = rgroup[rgroup["status"].isin(COMPLETED)]
+        ref = done[done["method"] == reference]["final_eval_reward"].dropna()
+        if ref.empty:
+            continue
+        target, higher = float(ref.mean()), reward_higher_is_better(reward)
+        rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval")]
+        start = rc.sort_values("step").groupby("run_id")["value"].first().mean() if len(rc) else float("nan")
+        improved = (target > start) if higher else (target < start)
+        ref_labels = set(rgroup[rgroup["method"] == reference]["label"])
+        ref_time = time_to_reach(rc[rc["label"].isin(ref_labels)], target, higher)
+        for label in sorted(rgroup["label"].unique()):
+            lc = rc[rc["label"] == label]
+            seconds = time_to_reach(lc, target, higher) if improved else float("nan")
+            rows.append(dict(reward=reward, method=label, start=start, target=target, improved=improved,
+                             seconds=seconds, steps=time_to_reach(lc, target, higher, x="step") if improved else float("nan"),
+                             speedup=ref_time / seconds if improved and seconds > 0 else float("nan")))
+    return pd.DataFrame(rows)
+
+def speedup_markdown(table: pd.DataFrame, reference: str) -> list[str]:
+    if not len(table):
+        return []
+    head = [f"## Time to reach {reference}'s final reward", ""]
+    flat = table[~table["improved"].astype(bool)].drop_duplicates("reward")
+    notes = [f"- {r.reward}: `{reference}`'s final eval reward ({fmt(r.target)}) is no improvement on the start "
+             f"({fmt(r.start)}): there is no speed-up to measure." for r in flat.itertuples()]
+    table = table[table["improved"].astype(bool)]
+    if not len(table):
+        return head + notes + [""]
+    shown = pd.DataFrame({
+        "reward": table["reward"], "method": table["method"], f"{reference} final reward": table["target"].map(fmt),
+        "train s to reach it": table["seconds"].map(lambda v: "not reached" if math.isnan(v) else fmt(v, 1)),
+        "steps to reach it": table["steps"].map(lambda v: "not reached" if math.isnan(v) else fmt(v, 1)),
+        f"speed-up vs {reference} (time)": table["speedup"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}x"),
+    })  # fmt: skip
+    return head + [
+            f"Training seconds (and optimizer steps) until each method's mean evaluation curve first reaches the mean "
+            f"final eval reward of `{reference}`; speed-up = {reference}'s own time to it / the method's time (the "
+            "AlignProp paper reports about 25x for AlignProp vs DDPO on aesthetics).", "", markdown_table(shown), *notes, ""]
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    rows = []
+    for _, s in summary.iterrows():
+        if s["finished"]:
+            final = f"{fmt(s['final_mean'])} [{fmt(s['final_lo'])}, {fmt(s['final_hi'])}]"
+            if s["best"]:
+                final = f"**{final}**"
+        else:
+            final = f"— ({s['status']})"
+        if not s["has_curve"]:
+            time_to = "—"
+        elif math.isnan(s["target"]):
+            time_to = "n/a"
+        elif s["reached"]:
+            time_to = fmt(s["time_to_target_s"], 1)
+        else:
+            time_to = "not reached"
+        rows.append(
+            {
+                "reward": s["reward"],
+                "method": s["label"],
+                "runs (with final eval)": f"{s['runs']} ({s['finished']})",
+                "final eval reward, mean [95% CI]": final,
+                "IQM": fmt(s["final_iqm"]),
+                "time to 90% (s)": time_to,
+                "peak mem (MB)": fmt(s["peak_mem_mb"], 1),
+                "s/step": fmt(s["sec_per_step"]),
+                "status": s["status"],
+                "stand-in": f"**STAND-IN:** {s['stand_in']}" if s["stand_in"] else "",
+            }
+        )
+    return markdown_table(pd.DataFrame(rows))
+
+DEFINITIONS = """\
+- **final eval reward**: the run's last evaluation (fixed prompts, fixed noise, true reward), mean over seeds with a
+  seeded 95 % percentile-bootstrap interval over seeds; **IQM**: interquartile mean over seeds. Bold: best method.
+- **time to 90%**: training seconds until the method's mean evaluation curve (seeds interpolated onto a common
+  wall-clock grid) first reaches start + 0.9 × (best final − start), where start is the mean first evaluation of
+  all runs of that reward and best final the best method's mean final eval reward (a fraction of the best method's
+  *improvement*, so it is meaningful for negative rewards too). "n/a": no method improved on the start.
+- **peak mem**, **s/step**: means over the method's runs (runs.csv); s/step counts training only.
+- **status**: run counts per stop reason; diverged/oom/error/skipped runs are listed, not dropped.
+- Curves: top row mean, bottom row IQM; bands are seeded 95 % bootstrap intervals over seeds, drawn where at
+  least two seeds have data; a seed that stopped early is not extrapolated.
+"""

@@ -1,0 +1,61 @@
+"""Evaluation on fixed prompts and fixed initial noise, with the *true* reward; identical for every method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.core.sampler import Sampler, SamplerConfig
+
+
+@dataclass
+class EvalConfig:
+    """What evaluation samples: the same prompts, noise and sampler settings for every method and seed."""
+
+    n: int = 8
+    """Number of evaluation images (prompts cycle when fewer than n)."""
+    seed: int = 1234
+    """Seed of the fixed initial noise (and of the DDIM noise when eta > 0)."""
+    batch_size: int = 8
+    """Images per sampler call during evaluation (memory only; results do not depend on it)."""
+    steps: int = 50
+    """DDIM steps used for evaluation."""
+    guidance_scale: float = 7.5
+    """Guidance weight used for evaluation."""
+    eta: float = 0.0
+    """DDIM eta used for evaluation (0: deterministic given the noise)."""
+
+    def __post_init__(self):
+        if self.n < 1 or self.batch_size < 1:
+            raise ValueError(f"eval n and batch_size must be >= 1, got n={self.n}, batch_size={self.batch_size}")
+        SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta)  # validates
+
+
+def eval_sampler(pipe, config: EvalConfig) -> Sampler:
+    return Sampler(pipe, SamplerConfig(steps=config.steps, guidance_scale=config.guidance_scale, eta=config.eta))
+
+
+@torch.no_grad()
+def evaluate(pipe, reward, prompts: list[str], config: EvalConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """True reward [n] and images [n, 3, H, W] for ``prompts`` from the fixed evaluation noise.
+
+    Image i starts from noise drawn with seed ``seed + i`` alone, so with eta = 0 the results do not depend on the
+    batch size.
+    """
+    sampler = eval_sampler(pipe, config)
+    was_training = pipe.unet.training
+    pipe.unet.eval()
+    scores, images = [], []
+    try:
+        for start in range(0, len(prompts), config.batch_size):
+            chunk = list(prompts[start : start + config.batch_size])
+            noise = torch.cat(
+                [sampler.initial_noise(1, torch.Generator().manual_seed(config.seed + start + i)) for i in range(len(chunk))]
+            )
+            rollout = sampler.sample(chunk, latents=noise, generator=torch.Generator().manual_seed(config.seed + start))
+            scores.append(reward(rollout.images, chunk).float().cpu())
+            images.append(rollout.images.float().cpu())
+    finally:
+        pipe.unet.train(was_training)
+    return torch.cat(scores), torch.cat(images)

@@ -1,0 +1,116 @@
+"""Model registry: built-in tiny models by name, any diffusers Stable Diffusion directory, or a hub id."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.core.errors import UsageError
+from bench.core.registry import Registry
+
+# Built-in models, constructed in-process (no download).
+BUILDERS = Registry("model", {
+    "tiny-random": "bench.core.builders:build_tiny_random",
+    "tiny-shapes": "bench.core.builders:load_tiny_shapes",  # trained on the shape world, weights ship in the repo
+    "sd15-random": "bench.core.builders:build_sd15_random",  # SD 1.5 architecture, random weights: GPU measurements
+})
+# Short names for hub checkpoints (need the weights in the Hugging Face cache, or a connection).
+HUB_ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+# Models whose weights are random: every output that uses them is labelled.
+STAND_INS = {
+    "tiny-random": "random weights (tiny-random: SD architecture at toy width)",
+    "sd15-random": "random weights (sd15-random: SD 1.5 architecture at full size)",
+}
+STAND_IN_MARKER = "BENCH_STAND_IN.txt"
+
+
+@dataclass
+class LoadedModel:
+    """A diffusers pipeline with the facts the recorder needs about where it came from."""
+
+    pipe: object
+    name: str
+    """What the user asked for (registry name, directory or hub id)."""
+    stand_in: str | None
+    """Why this model is not a real pretrained model (random weights), or None."""
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub must not be contacted (HF_HUB_OFFLINE set to anything but 0/false/empty)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() not in ("0", "", "false", "no", "off")
+
+
+def model_names() -> list[str]:
+    return BUILDERS.names() + sorted(HUB_ALIASES)
+
+
+def check_model(spec: str) -> None:
+    """Fail fast (before any run starts) on a model name that can never load."""
+    if spec in BUILDERS or spec in HUB_ALIASES:
+        return
+    if Path(spec).is_dir():
+        if not (Path(spec) / "model_index.json").is_file():
+            raise UsageError(f"{spec!r} has no model_index.json; pass a diffusers pipeline directory (save_pretrained)")
+        return
+    if _looks_like_path(spec):
+        raise UsageError(f"model directory {spec!r} does not exist; pass a diffusers pipeline directory")
+    if "/" not in spec:
+        raise UsageError(f"unknown model {spec!r}; valid: {', '.join(model_names())}, a directory, or a hub id")
+
+
+def _looks_like_path(spec: str) -> bool:
+    """Hub ids are ``org/name``; anything rooted, relative-dotted or deeper is meant as a directory."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1
+
+
+def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
+    """Load ``spec`` (a registry name, a diffusers directory or a hub id) with a DDIM scheduler on ``device``."""
+    check_model(spec)
+    if spec in BUILDERS:
+        pipe, stand_in = BUILDERS.get(spec)(seed=seed), STAND_INS.get(spec)
+    else:
+        source = HUB_ALIASES.get(spec, spec)
+        pipe = _from_pretrained(source)
+        marker = Path(source) / STAND_IN_MARKER
+        stand_in = marker.read_text().strip() if marker.is_file() else None
+    _use_ddim(pipe)
+    pipe.to(device)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedModel(pipe=pipe, name=spec, stand_in=stand_in)
+
+
+def save_model(model: LoadedModel, directory: str | Path) -> Path:
+    """``save_pretrained`` plus a marker file that keeps a stand-in labelled when loaded back."""
+    directory = Path(directory)
+    model.pipe.save_pretrained(directory)
+    if model.stand_in:
+        (directory / STAND_IN_MARKER).write_text(model.stand_in + "\n")
+    return directory
+
+
+def _from_pretrained(source: str):
+    from diffusers import StableDiffusionPipeline
+
+    is_dir = Path(source).is_dir()
+    if is_dir and not (Path(source) / "model_index.json").is_file():
+        raise UsageError(f"{source!r} has no model_index.json; pass a diffusers pipeline directory (save_pretrained)")
+    try:
+        return StableDiffusionPipeline.from_pretrained(source, safety_checker=None, requires_safety_checker=False)
+    except (OSError, ValueError) as exc:
+        if is_dir:
+            raise UsageError(f"could not load diffusers pipeline from {source!r}: {exc}".splitlines()[0]) from None
+        how = "offline (HF_HUB_OFFLINE=1)" if hub_offline() else "from the cache or the hub"
+        raise UsageError(
+            f"model weights for {source!r} are not available {how}; download them first "
+            f"(huggingface-cli download {source}) or pass a local diffusers directory"
+        ) from None
+
+
+def _use_ddim(pipe) -> None:
+    from diffusers import DDIMScheduler
+
+    if not isinstance(pipe.scheduler, DDIMScheduler):
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)

@@ -1,0 +1,221 @@
+"""The training loop of one (method, reward, seed) run, in its own process (``python -m bench.worker RUN_DIR``).
+
+Reads ``RUN_DIR/config.json``, trains until the first budget is reached, evaluates on fixed prompts and noise with
+the true reward (outside the training clock), checkpoints for ``--resume``, and writes ``RUN_DIR/result.json``
+(status, counters and every recorded row), ``adapter.safetensors`` and the first/last evaluation grids.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.core import distributed
+from bench.core.files import atomic_write
+from bench.harness.recorder import STATUSES, Recorder, is_finite, peak_memory_mb
+from bench.harness.spec import Budget, RunSpec
+
+CHECKPOINT = "checkpoint.pt"
+RESULT = "result.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(budget: Budget, device: torch.device | None = None) -> torch.device:
+    """``device`` (a data-parallel process's GPU) or the first GPU or the CPU; on CUDA apply the memory cap."""
+    if device is not None or torch.cuda.is_available():
+        device = device or torch.device("cuda")
+        if budget.max_memory_gb:
+            total = torch.cuda.get_device_properties(device).total_memory / 2**30
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget.max_memory_gb / total), device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return device
+    return torch.device("cpu")
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    """One row of evaluation images (in evaluation-prompt order) as a PNG."""
+    from PIL import Image
+
+    row = torch.cat(list(images.clamp(0, 1)), dim=2)  # [3, H, n*W]
+    array = (row.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def save_adapter(state: dict, spec: RunSpec, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    lora = {k: spec.method_config[k] for k in ("lora_rank", "lora_alpha", "lora_targets") if k in spec.method_config}
+    metadata = {"model": spec.model, "lora": json.dumps(lora), "method": spec.method, "seed": str(spec.seed)}
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata))
+
+
+class Run:
+    """The training loop around a method: budgets, evaluation, checkpoints, result."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir
+        self.spec = RunSpec.from_file(run_dir / "config.json")
+        self.budget = self.spec.budget
+
+    def stop_reason(self, rec: Recorder) -> str | None:
+        """The first budget reached, checked in a fixed order before every step."""
+        b = self.budget
+        if b.max_steps is not None and rec.step >= b.max_steps:
+            return "max_steps"
+        if b.max_samples is not None and rec.samples >= b.max_samples:
+            return "max_samples"
+        if b.max_seconds is not None and rec.wall_s >= b.max_seconds:
+            return "max_seconds"
+        return None
+
+    def execute(self) -> dict:
+        from bench.core.evaluate import evaluate
+        from bench.core.models import load_model
+        from bench.core.prompts import load_prompts
+        from methods import METHODS
+        from rewards.base import RewardNotDifferentiable
+
+        spec = self.spec
+        seed_everything(spec.seed)
+        device = pick_device(self.budget, distributed.init())
+        model = load_model(spec.model, device=str(device))
+        reward = build_reward(spec).to(device)
+        stand_in = "; ".join(s for s in (model.stand_in, reward.stand_in) if s)
+        identity = dict(run_id=spec.run_id, method=spec.method, reward=spec.reward, model=spec.model,
+                        seed=spec.seed, stand_in=stand_in)
+        base = dict(identity, device=str(device), status=None, error="")
+        method_cls = METHODS.get(spec.method)
+        config = method_cls.Config(**spec.method_config)
+        try:
+            method = method_cls(model.pipe, reward, load_prompts(spec.prompts), config, spec.seed)
+        except RewardNotDifferentiable as exc:
+            return dict(base, status="skipped", error=str(exc), rows=[], steps=0, samples=0, wall_s=0.0,
+                        peak_mem_mb=peak_memory_mb(device))
+        eval_cfg = spec.eval.config
+        eval_prompts = spec.eval.prompts
+
+        rec = Recorder(identity, device)
+        ckpt = self.dir / CHECKPOINT
+        if ckpt.is_file():
+            saved = torch.load(ckpt, weights_only=False)
+            method.load_state_dict(saved["method"])
+            rec = Recorder(identity, device, rows=saved["rows"], peak_mb=saved["peak_mb"])
+            rec.step, rec.samples, rec.wall_s = saved["step"], saved["samples"], saved["wall_s"]
+            random.setstate(saved["py_rng"])
+            np.random.set_state(saved["np_rng"])
+            if not distributed.is_main():  # the checkpoint holds the main process's stream: re-derive this one
+                method.generator.manual_seed(spec.seed + 100_003 * distributed.rank() + 7_919 * rec.step)
+
+        def run_eval(first: bool = False) -> float | None:
+            """Main process only (the others wait): the true reward on the fixed prompts and noise."""
+            if not distributed.is_main():
+                distributed.barrier()
+                return None
+            scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg)
+            extra = reward.eval_metrics(images.to(device), eval_prompts)
+            rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False)),
+                             **extra})
+            save_grid(images, self.dir / ("eval_first.png" if first else "eval_last.png"))
+            distributed.barrier()
+            return float(scores.mean())
+
+        if rec.step == 0 and not ckpt.is_file():
+            run_eval(first=True)
+        status, error = None, ""
+        progress = Progress(spec, self.budget, initial=rec.step)
+        try:
+            while (status := distributed.agree(self.stop_reason(rec), STATUSES)) is None:
+                start = time.perf_counter()
+                metrics = method.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                rec.wall_s += time.perf_counter() - start
+                metrics = distributed.combine_metrics(metrics)
+                rec.step += 1
+                rec.samples += int(metrics.get("samples", 0))
+                rec.add("train", metrics)
+                progress.update(rec, metrics)
+                if not is_finite(metrics.get("reward_mean"), metrics.get("loss")) or not all(
+                    torch.isfinite(p).all() for p in method.trainable_parameters()
+                ):
+                    status, error = "diverged", "non-finite reward, loss or adapter weight"
+                    break
+                if spec.eval_every and rec.step % spec.eval_every == 0:
+                    run_eval()
+                if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0 and distributed.is_main():
+                    self.checkpoint(method, rec)
+        except torch.cuda.OutOfMemoryError as exc:
+            status, error = "oom", str(exc).splitlines()[0]
+        except MemoryError as exc:
+            status, error = "oom", f"MemoryError: {exc}"
+        except Exception as exc:  # keep the rows collected so far; the message goes to runs.csv
+            (self.dir / "error.log").write_text(traceback.format_exc())
+            status, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        finally:
+            progress.close()
+        if status in ("oom", "error", "diverged") or last_eval_step(rec) == rec.step:
+            final = rec.last("eval", "reward_mean")  # a diverged adapter is not evaluated: its weights are not finite
+        else:
+            final = run_eval()
+        spread = distributed.weight_spread(method.trainable_parameters())
+        if distributed.is_main():
+            save_adapter(method.adapter_state_dict(), spec, self.dir / "adapter.safetensors")
+        return dict(base, status=status, error=error, rows=rec.rows, steps=rec.step, samples=rec.samples,
+                    wall_s=rec.wall_s, peak_mem_mb=rec.peak_mb, final_eval_reward=final,
+                    processes=distributed.world_size(), rank_weight_spread=spread)
+
+    def checkpoint(self, method, rec: Recorder) -> None:
+        state = dict(method=method.state_dict(), rows=rec.rows, step=rec.step, samples=rec.samples,
+                     wall_s=rec.wall_s, peak_mb=rec.peak_mb, py_rng=random.getstate(), np_rng=np.random.get_state())
+        atomic_write(self.dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+
+
+def last_eval_step(rec: Recorder) -> int | None:
+    steps = [row["step"] for row in rec.rows if row["split"] == "eval"]
+    return max(steps) if steps else None
+
+
+def build_reward(spec: RunSpec):
+    """The run's reward (name, combination or plug-in), falling back to a stand-in only where the run allows it."""
+    from rewards import build_reward as build
+
+    return build(spec.reward, weights=spec.reward_weights, allow_stand_in=spec.allow_stand_in)
+
+
+class Progress:
+    """A per-run progress bar on stderr: step, last reward, elapsed, ETA (tqdm)."""
+
+    def __init__(self, spec: RunSpec, budget: Budget, initial: int = 0):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=budget.max_steps, initial=initial, desc=spec.run_id, unit="step",
+                        file=sys.stderr, dynamic_ncols=True, leave=True, disable=None)
+
+    def update(self, rec: Recorder, metrics: dict) -> None:
+        self.bar.set_postfix(reward=f"{metrics.get('reward_mean', float('nan')):.4g}", train_s=f"{rec.wall_s:.1f}")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def rows_so_far(run_dir: Path) -> list[dict]:
+    ckpt = run_dir / CHECKPOINT
+    if ckpt.is_file():
+        try:
+            return torch.load(ckpt, weights_only=False)["rows"]
+        except Exception:  # a damaged checkpoint must not hide the original error
+            return []
+    return []

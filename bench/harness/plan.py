@@ -1,0 +1,122 @@
+"""Planning a benchmark: validate every command-line choice and resolve the runs before anything is written."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+from bench.core.errors import UsageError
+from bench.harness.presets import get_preset
+from bench.harness.spec import Budget, EvalSettings, RunSpec, method_config, parse_list, parse_seeds, parse_sets, run_id
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def positive(value, flag: str, integer: bool = False):
+    if value is None:
+        return None
+    if not math.isfinite(value) or value <= 0 or (integer and value != int(value)):
+        kind = "a positive integer" if integer else "positive"
+        raise UsageError(f"{flag} must be {kind}, got {value:g}")
+    return int(value) if integer else float(value)
+
+def check_model_available(spec: str) -> None:
+    """Registry names, directories and cached hub ids pass; a hub id missing offline fails before any run."""
+    from bench.core.models import HUB_ALIASES, check_model, hub_offline
+
+    check_model(spec)
+    source = HUB_ALIASES.get(spec, spec)
+    if "/" in source and not Path(source).exists() and hub_offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(source, "model_index.json"), str):
+            raise UsageError(
+                f"model weights for {source!r} are not in the Hugging Face cache and HF_HUB_OFFLINE=1; download them "
+                f"first (huggingface-cli download {source}) or pass a local diffusers directory"
+            )
+
+def plan(args) -> tuple[list[RunSpec], dict]:
+    """Validate every choice and resolve the runs; raises UsageError before anything is written."""
+    from bench.core.evaluate import EvalConfig
+    import rewards
+    from bench.core.prompts import load_prompts
+    from methods import METHODS
+
+    if not args.methods or not args.reward:
+        raise UsageError("--methods and --reward are required (see --list for the valid names)")
+    for flag in ("processes", "jobs", "slurm_gpus", "slurm_time_min", "run_timeout"):
+        positive(getattr(args, flag), "--" + flag.replace("_", "-"), integer=flag != "run_timeout")
+    preset = get_preset(args.preset)
+    methods = parse_list(args.methods, "methods")
+    method_classes = {m: METHODS.get(m) for m in methods}
+    rewards.check_reward_spec(args.reward)
+    seeds = parse_seeds(args.seeds)
+    model = args.model or preset.model
+    check_model_available(model)
+    prompts = args.prompts or preset.prompts
+    eval_prompts_name = args.eval_prompts or preset.eval_prompts
+    train_set = load_prompts(prompts)
+    eval_set = load_prompts(eval_prompts_name)
+    rewards.check_reward_prompts(args.reward, train_set.prompts + eval_set.prompts)
+    rewards.check_reward_weights(args.reward, args.reward_weights)
+    budget = dict(
+        max_steps=positive(args.max_steps, "--max-steps", integer=True) or preset.max_steps,
+        max_seconds=positive(args.max_seconds, "--max-seconds") or preset.max_seconds,
+        max_samples=positive(args.max_samples, "--max-samples", integer=True),
+        max_memory_gb=positive(args.max_memory_gb, "--max-memory-gb"),
+    )
+    if args.max_steps is None and (args.max_seconds or args.max_samples):
+        budget["max_steps"] = None  # an explicit time or sample budget replaces the preset's step budget
+    if not any(budget[k] for k in ("max_steps", "max_seconds", "max_samples")):
+        raise UsageError("no budget: give --max-steps, --max-seconds or --max-samples")
+    for flag in ("eval_every", "eval_n", "checkpoint_every"):
+        value = getattr(args, flag)
+        if value is not None and (value < 0 or (flag == "eval_n" and value < 1)):
+            raise UsageError(f"--{flag.replace('_', '-')} must be {'>= 1' if flag == 'eval_n' else '>= 0'}")
+    eval_every = preset.eval_every if args.eval_every is None else args.eval_every
+    checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
+    n_eval = args.eval_n or preset.eval_n
+    per_method, global_sets = parse_sets(args.sets, methods)
+    configs = {m: method_config(cls, m, preset.method_overrides(cls), per_method[m], global_sets)
+               for m, cls in method_classes.items()}
+    for key in global_sets:
+        if not any(key in vars(c) for c in configs.values()):
+            raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
+    # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
+    # so evaluations agree across methods and across invocations (folders a report combines).
+    eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", 50),
+                          guidance_scale=preset.method.get("guidance_scale", 7.5), eta=0.0)
+    if "steps" in global_sets:
+        eval_cfg.steps = int(global_sets["steps"])
+    if "guidance_scale" in global_sets:
+        eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
+    eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
+    if args.processes > 1:
+        single = [m for m, cls in method_classes.items() if not cls.supports_processes]
+        if single:
+            raise UsageError(f"--processes {args.processes}: {', '.join(single)} run(s) trl's own trainer, which the "
+                             "harness does not synchronise across processes; use --processes 1 for them")
+    allow_stand_in = preset.allow_stand_in and not args.strict_weights
+    if not allow_stand_in:  # weights must exist: find out now, before any folder is made
+        rewards.build_reward(args.reward, weights=args.reward_weights, allow_stand_in=False)
+    runs = [
+        RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
+                method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
+                eval=EvalSettings(eval_block["prompts"], eval_cfg), budget=Budget(**budget), eval_every=eval_every, checkpoint_every=checkpoint_every,
+                allow_stand_in=allow_stand_in,
+                reward_weights=args.reward_weights, preset=args.preset)
+        for m in methods for seed in seeds
+    ]
+    ids = [spec.run_id for spec in runs]
+    if len(set(ids)) != len(ids):
+        clash = sorted({i for i in ids if ids.count(i) > 1})
+        raise UsageError(f"--methods give the same run id twice ({', '.join(clash)}); rename a plug-in class")
+    return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
+                      budget=budget, eval=eval_block)
+
+
+def default_out(methods: str, reward: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{methods.replace(',', '+')}_{reward}")
+    return REPO / "results" / f"{stamp}_{safe}"

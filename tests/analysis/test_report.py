@@ -1,0 +1,190 @@
+"""bench.report on synthetic results folders: files exist, failed runs render, stand-ins are labelled."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from bench.analysis import report, results as loading, summary as summaries
+from bench.core.errors import UsageError
+
+STAND_IN = "random weights (tiny-random: SD architecture at toy width)"
+PROMPTS = ["cat", "dog", "horse", "llama"]
+
+
+def write_results(directory: Path, reward: str, *, methods=("alignprop", "ddpo"), seeds=(0, 1, 2), failed=True,
+                  stand_in=STAND_IN, formats=("csv", "parquet")) -> Path:  # fmt: skip
+    """A results folder as bench.run writes it (contract layout), with known reward curves.
+
+    Method i's eval reward at step s is 0.1 + 0.01 * (i + 1) * s + 0.001 * seed. With ``failed``, ddpo seed 2 runs
+    out of memory after step 5 (partial metrics, no final eval) and an ``rwr`` run errors before any metric.
+    """
+    directory.mkdir(parents=True)
+    runs, metrics = [], []
+    for i, method in enumerate(methods):
+        for seed in seeds:
+            run_id = f"{method}__{reward}__s{seed}"
+            oom = failed and method == "ddpo" and seed == 2
+            last = 5 if oom else 10
+            for step in range(0, last + 1, 5):
+                value = 0.1 + 0.01 * (i + 1) * step + 0.001 * seed
+                common = dict(run_id=run_id, method=method, reward=reward, model="tiny-random", seed=seed, step=step,
+                              samples=step * 8, wall_s=step * (1.0 + i), peak_mem_mb=100.0 * (i + 1), stand_in=stand_in)  # fmt: skip
+                metrics.append(dict(common, split="eval", metric="reward_mean", value=value))
+                metrics.append(dict(common, split="eval", metric="reward_std", value=0.01))
+                if step:
+                    metrics.append(dict(common, split="train", metric="reward_mean", value=value - 0.01))
+                    metrics.append(dict(common, split="train", metric="loss", value=-value))
+            final = 0.1 + 0.01 * (i + 1) * 10 + 0.001 * seed
+            runs.append(dict(run_id=run_id, method=method, reward=reward, model="tiny-random", seed=seed,
+                             status="oom" if oom else "max_steps", steps=last, samples=last * 8,
+                             wall_s=last * (1.0 + i), peak_mem_mb=100.0 * (i + 1),
+                             final_eval_reward=np.nan if oom else final, error="CUDA out of memory" if oom else "",
+                             stand_in=stand_in, sec_per_step=1.0 + i))  # fmt: skip
+            run_dir = directory / "runs" / run_id
+            run_dir.mkdir(parents=True)
+            config = {"method": method, "reward": reward, "model": "tiny-random", "seed": seed,
+                      "eval": {"prompts": PROMPTS, "n": 4, "seed": 1234, "steps": 2, "guidance_scale": 7.5,
+                               "eta": 0.0, "batch_size": 4}, "stand_in": stand_in}  # fmt: skip
+            (run_dir / "config.json").write_text(json.dumps(config))
+            for which, level in (("first", 60), ("last", 200)):
+                if oom and which == "last":
+                    continue
+                row = np.full((32, 32 * len(PROMPTS), 3), level, dtype=np.uint8)
+                row[:, ::32] = 0
+                Image.fromarray(row).save(run_dir / f"eval_{which}.png")
+    if failed:
+        runs.append(dict(run_id=f"rwr__{reward}__s0", method="rwr", reward=reward, model="tiny-random", seed=0,
+                         status="error", steps=0, samples=0, wall_s=np.nan, peak_mem_mb=np.nan,
+                         final_eval_reward=np.nan, error="ValueError: boom", stand_in=stand_in,
+                         sec_per_step=np.nan))  # fmt: skip
+    frame = pd.DataFrame(metrics)
+    if "csv" in formats:
+        frame.to_csv(directory / "metrics.csv", index=False)
+    if "parquet" in formats:
+        frame.to_parquet(directory / "metrics.parquet", index=False)
+    pd.DataFrame(runs).to_csv(directory / "runs.csv", index=False)
+    manifest = {"command": ["bench.run"], "runs": {}, "versions": {}, "git_commit": "0" * 40, "device": "cpu",
+                "started": "", "finished": "", "stand_ins": [stand_in] if stand_in else []}  # fmt: skip
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+@pytest.fixture
+def two_folders(tmp_path):
+    a = write_results(tmp_path / "brightness", "mean-brightness")
+    b = write_results(tmp_path / "jpeg", "jpeg-compressibility", formats=("csv",))
+    return a, b
+
+
+def test_report_files_exist_and_failed_runs_render(two_folders, tmp_path):
+    out = tmp_path / "rep"
+    report.build_report(list(two_folders), out, n_boot=200, formats=("png",))
+    names = {p.name for p in out.iterdir()}
+    for stem in ("reward_vs_step", "reward_vs_wall_s", "reward_vs_samples", "resources",
+                 "images_mean-brightness", "images_jpeg-compressibility"):  # fmt: skip
+        assert f"{stem}.png" in names, names
+        assert (out / f"{stem}.png").stat().st_size > 1000
+    text = (out / "report.md").read_text()
+    assert "STAND-IN" in text and STAND_IN in text
+    # The oom seed and the errored method are listed, not dropped.
+    assert "oom: 1" in text and "max_steps: 2" in text
+    assert "rwr__mean-brightness__s0" in text and "error: 1" in text
+    assert "— (error: 1)" in text
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["reward"]) == {"mean-brightness", "jpeg-compressibility"}
+    row = summary[(summary["reward"] == "mean-brightness") & (summary["label"] == "alignprop")].iloc[0]
+    assert row["final_mean"] == pytest.approx(0.2 + 0.001)  # mean over seeds 0, 1, 2
+    assert row["final_lo"] <= row["final_mean"] <= row["final_hi"]
+    assert row["runs"] == 3 and row["finished"] == 3
+
+
+def test_time_to_target_uses_best_improvement(two_folders, tmp_path):
+    results = loading.load_results([two_folders[0]])
+    loading.add_labels(results.runs, results.metrics)
+    summary = summaries.summarize(results, rng=np.random.default_rng(0), n_boot=100).set_index("label")
+    # ddpo (slope 0.02/step, 2 s/step) is best: final ~0.301 (seeds 0, 1), start ~0.101.
+    assert bool(summary.loc["ddpo", "best"]) and not bool(summary.loc["alignprop", "best"])
+    start = np.mean([0.1 + 0.001 * s for s in (0, 1, 2)] * 2 + [])
+    best = np.mean([0.3 + 0.001 * s for s in (0, 1)])
+    target = start + 0.9 * (best - start)
+    assert summary.loc["ddpo", "target"] == pytest.approx(target)
+    # alignprop reaches at most 0.2 + 0.002 < target: never.
+    assert np.isnan(summary.loc["alignprop", "time_to_target_s"])
+    # ddpo's mean curve (seeds 0 and 1 to step 10, seed 2 to 5) crosses the target before 20 s.
+    assert 15 < summary.loc["ddpo", "time_to_target_s"] <= 20
+
+
+def test_speedup_against_a_reference_method(tmp_path):
+    # alignprop: 0.1 + 0.01 s at 1 s/step; ddpo: 0.1 + 0.02 s at 2 s/step (+ 0.001 seed), 10 steps, all finished.
+    folder = write_results(tmp_path / "r", "mean-brightness", failed=False)
+    results = loading.load_results([folder])
+    loading.add_labels(results.runs, results.metrics)
+    table = summaries.speedups(results, "alignprop").set_index("method")
+    # alignprop's final 0.201 (mean over seeds): alignprop itself at step 10 = 10 s; ddpo at step 5 = 10 s.
+    assert table.loc["alignprop", "target"] == pytest.approx(0.201)
+    assert table.loc["alignprop", "seconds"] == pytest.approx(10, abs=0.1)
+    assert table.loc["ddpo", "steps"] == pytest.approx(5, abs=0.1)
+    assert table.loc["ddpo", "speedup"] == pytest.approx(1.0, abs=0.02)
+    against_ddpo = summaries.speedups(results, "ddpo").set_index("method")
+    assert np.isnan(against_ddpo.loc["alignprop", "seconds"])  # 0.201 < ddpo's final 0.301: never reached
+    assert against_ddpo.loc["ddpo", "seconds"] == pytest.approx(20, abs=0.2)
+    assert summaries.speedups(results, "rwr").empty  # no such method: no table
+    text = "\n".join(summaries.speedup_markdown(against_ddpo.reset_index(), "ddpo"))
+    assert "not reached" in text and "speed-up vs ddpo" in text
+    # A reference that got worse than the start gives no speed-up, not a meaningless "reached at 0 s".
+    worse = against_ddpo.reset_index().assign(improved=False)
+    text = "\n".join(summaries.speedup_markdown(worse, "ddpo"))
+    assert "no improvement on the start" in text and "speed-up vs ddpo" not in text
+
+
+def test_single_seed_and_no_stand_in(tmp_path):
+    folder = write_results(tmp_path / "one", "mean-brightness", seeds=(0,), failed=False, stand_in="")
+    out = tmp_path / "rep"
+    report.build_report([folder], out, n_boot=50, formats=("png",))
+    text = (out / "report.md").read_text()
+    assert "STAND-IN" not in text
+    assert (out / "reward_vs_step.png").is_file()
+
+
+def test_cli_errors_exit_2_and_leave_nothing(two_folders, tmp_path):
+    out = tmp_path / "rep"
+    missing = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "nope"), "--out", str(out)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+    assert not out.exists()
+    dup = subprocess.run([sys.executable, "-m", "bench.report", str(two_folders[0]), str(two_folders[0]),
+                          "--out", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert dup.returncode == 2 and "appears in both" in dup.stderr
+    assert not out.exists() and not list(tmp_path.glob(".rep*"))
+
+
+def test_out_never_replaces_an_input_or_a_foreign_folder(two_folders, tmp_path):
+    src = two_folders[0]
+    for out in (src, src.parent):
+        with pytest.raises(UsageError, match="holds the input"):
+            report.build_report([src], out, n_boot=10, formats=("png",))
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(UsageError, match="not an earlier output"):
+        report.build_report([src], foreign, n_boot=10, formats=("png",))
+    assert (foreign / "notes.txt").read_text() == "keep me" and (src / "runs.csv").is_file()
+    again = tmp_path / "rep"
+    report.build_report([src], again, n_boot=10, formats=("png",))
+    report.build_report([src], again, n_boot=10, formats=("png",))  # an earlier report is replaced
+    assert (again / "report.md").is_file()
+
+
+def test_cli_writes_default_folder(two_folders):
+    done = subprocess.run([sys.executable, "-m", "bench.report", str(two_folders[1]), "--n-boot", "50",
+                           "--formats", "png,pdf"], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = two_folders[1] / "report"
+    assert (out / "report.md").is_file() and (out / "reward_vs_step.pdf").is_file()

@@ -1,0 +1,19 @@
+"""bench.memory_ladder: every method's step time and memory, measured in fresh processes."""
+
+import pandas as pd
+
+from bench import memory_ladder
+
+
+def test_ladder_measures_methods_and_the_sampler_ratio(tmp_path):
+    out = tmp_path / "ladder"
+    assert memory_ladder.main(["--model", "tiny-random", "--steps", "2", "--dtypes", "fp32", "--rows",
+                        "alignprop-k1,alignprop-trl-k1,sampler", "--warmup", "0", "--repeats", "2", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "ladder.csv").set_index("row")
+    assert (table.status == "ok").all()
+    assert table.loc["alignprop-k1", "seconds"] > 0 and table.loc["alignprop-k1", "peak_mem_mb"] > 0
+    assert table.loc["alignprop-k1", "step_mem_mb"] > 0 and table.loc["alignprop-trl-k1", "samples"] == 1
+    assert table.loc["sampler", "ratio"] > 0
+    report = (out / "ladder.md").read_text()
+    assert "STAND-IN" in report and "fp32 `alignprop-k1` / `alignprop-trl-k1`: time" in report
+    assert memory_ladder.main(["--rows", "bogus", "--out", str(tmp_path / "x")]) == 2
