@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from bench.core.errors import UsageError
+from bench.core.files import read_json
 from bench.analysis.results import load_results, reward_higher_is_better
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED
@@ -93,10 +94,7 @@ def load_summary(source: str | Path) -> pd.DataFrame:
         return summarize_runs(load_results([path]).runs)
     if not path.is_file():
         raise UsageError(f"baseline {str(path)!r} does not exist; pass a results folder or a baseline JSON file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"baseline {str(path)!r} is not valid JSON ({exc.msg}); regenerate it with --write-baseline") from None
+    data = read_json(path, "regenerate the baseline with --write-baseline")
     if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT or not isinstance(data.get("entries"), list):
         raise UsageError(f"{str(path)!r} is not a {BASELINE_FORMAT} file; write one with --write-baseline")
     frame = pd.DataFrame(data["entries"])

@@ -1,4 +1,4 @@
-"""``python -m bench.mix RUN_A RUN_B --alphas 0,0.25,0.5,0.75,1``: AlignProp's LoRA-interpolation figure.
+"""``python -m bench.interpolate RUN_A RUN_B --alphas 0,0.25,0.5,0.75,1``: AlignProp's LoRA-interpolation figure.
 
 RUN_A and RUN_B are run folders (``DIR/runs/<run_id>``); RUN_B may be ``base`` for the base model (no adapter).
 At each alpha the UNet carries the blended weight update
@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from bench.core.errors import UsageError
+from bench.core.files import read_json
 
 BASE = "base"
 
@@ -65,10 +66,7 @@ def load_run(path: str | Path) -> RunAdapter:
     for p in (config_path, adapter_path):
         if not p.is_file():
             raise UsageError(f"{str(p)!r} is missing; pass a run folder of a finished run (DIR/runs/<run_id>)")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{str(config_path)!r} is not valid JSON ({exc.msg})") from None
+    config = read_json(config_path, "pass a run folder written by bench.run")
     with safe_open(str(adapter_path), framework="pt") as handle:
         meta = handle.metadata() or {}
         state = {k: handle.get_tensor(k) for k in handle.keys()}

@@ -42,6 +42,16 @@ def write_json(path: Path, data) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def read_json(path: Path, fix: str):
+    """The JSON in ``path``; a damaged or non-text file is a ``UsageError`` naming the file and ``fix``."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{str(path)!r} is not valid JSON ({exc.msg}); {fix}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{str(path)!r} is not a text file; {fix}") from None
+
+
 def check_replaceable(out: Path, marker: str, inputs=()) -> None:
     """Refuse an ``out`` that would destroy something else when replaced: an input folder, a folder holding one, or
     an existing non-empty folder (or file) that is not an earlier output (it lacks ``marker``)."""

@@ -1,7 +1,7 @@
-"""Memory and speed ladder of every method on one model: ``python -m bench.ladder``.
+"""Memory and speed ladder of every method on one model: ``python -m bench.memory_ladder``.
 
-    python -m bench.ladder --model sd15-random --steps 50 --batch 1 --dtypes fp32,bf16   # the GPU table
-    python -m bench.ladder --model tiny-random --steps 20 --batch 4 --dtypes fp32 --rows all --repeats 10
+    python -m bench.memory_ladder --model sd15-random --steps 50 --batch 1 --dtypes fp32,bf16   # the GPU table
+    python -m bench.memory_ladder --model tiny-random --steps 20 --batch 4 --dtypes fp32 --rows all --repeats 10
 
 For each row and dtype (fp32, or bf16 autocast), one fresh process builds the model, runs ``--warmup`` untimed and
 ``--repeats`` timed optimizer steps of the method with the toy reward, and reports the median seconds per step,

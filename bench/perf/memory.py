@@ -1,4 +1,4 @@
-"""Peak memory of one region of code (a training step), shared by ``bench.scaling`` and ``bench.ladder``.
+"""Peak memory of one region of code (a training step), shared by ``bench.memory_vs_steps`` and ``bench.memory_ladder``.
 
 - CUDA: ``torch.cuda.max_memory_allocated`` during the region minus what was allocated before it.
 - CPU: growth of the resident set during the region. The peak (VmHWM) is reset through /proc/self/clear_refs just

@@ -1,4 +1,4 @@
-"""``python -m bench.scaling --model tiny-random --steps 5,10,20,50``: memory and time of AlignProp's gradient modes.
+"""``python -m bench.memory_vs_steps --model tiny-random --steps 5,10,20,50``: memory and time of AlignProp's gradient modes.
 
 For each number of sampling steps T and each mode, one training step is measured: build the model, attach LoRA,
 sample a batch with the mode's ``GradMode``, score it with the toy reward (mean brightness), backpropagate.
