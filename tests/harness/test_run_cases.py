@@ -1,0 +1,94 @@
+"""The runner end to end on tiny-random, one invocation per case: divergence, time budget, kill and resume,
+relative paths, a reward plug-in file, a stand-in reward."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from test_run import ENV, PLUGINS, REPO, bench_run
+
+
+def test_nan_reward_is_diverged(tmp_path):
+    out = tmp_path / "r"
+    bench_run("--preset", "smoke", "--methods", "alignprop-k1", "--reward", f"{PLUGINS}:NaNReward", "--out", str(out))
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.status.tolist() == ["diverged"] and runs.steps.tolist() == [1]
+
+
+def test_max_seconds_is_respected_within_one_step(tmp_path):
+    out = tmp_path / "r"
+    bench_run("--preset", "smoke", "--methods", f"{PLUGINS}:Slow", "--reward", "mean-brightness",
+              "--max-seconds", "1.0", "--out", str(out))
+    runs = pd.read_csv(out / "runs.csv")
+    row = runs.iloc[0]
+    assert row.status == "max_seconds"
+    assert 1.0 <= row.wall_s <= 1.0 + row.sec_per_step * 1.5, row.to_dict()
+
+
+def test_kill_and_resume_continues_without_duplicates(tmp_path):
+    out = tmp_path / "r"
+    args = [sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "rwr", "--reward",
+            "mean-brightness", "--max-steps", "12", "--checkpoint-every", "2", "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = out / "runs" / "rwr__mean-brightness__s0" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint appeared"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "runs.csv").exists() or "max_steps" not in (out / "runs.csv").read_text()
+    refused = bench_run(*args[3:], check=False)
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    bench_run(*args[3:], "--resume")
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    loss_steps = metrics[(metrics.split == "train") & (metrics.metric == "loss")].step.tolist()
+    assert loss_steps == list(range(1, 13))
+    assert not metrics.duplicated(["run_id", "step", "split", "metric"]).any()
+    assert pd.read_csv(out / "runs.csv").status.tolist() == ["max_steps"]
+
+
+def test_relative_paths_mean_the_working_directory(tmp_path):
+    # Run from a folder other than the repository: --out and --prompts are relative to it.
+    (tmp_path / "my_prompts.txt").write_text("a red fox\na blue heron\n")
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "rwr", "--reward",
+                           "mean-brightness", "--max-steps", "1", "--prompts", "my_prompts.txt", "--out", "rel"],
+                          cwd=tmp_path, env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = pd.read_csv(tmp_path / "rel" / "runs.csv")
+    assert runs.status.tolist() == ["max_steps"], runs.error.tolist()
+
+
+def test_user_reward_plugin_from_a_temporary_file_runs_end_to_end(tmp_path):
+    plugin = tmp_path / "greenness.py"
+    plugin.write_text(
+        "from rewards.base import Reward\n"
+        "class Greenness(Reward):\n    name = 'greenness'\n    differentiable = True\n"
+        "    def score(self, images, prompts):\n        return images[:, 1].mean(dim=(1, 2))\n"
+    )
+    out = tmp_path / "r"
+    bench_run("--preset", "smoke", "--methods", "alignprop-k1,rwr", "--reward", f"{plugin}:Greenness", "--jobs", "2",
+              "--out", str(out))
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.status.tolist() == ["max_steps", "max_steps"]
+    assert runs.run_id.tolist() == ["alignprop-k1__Greenness__s0", "rwr__Greenness__s0"]
+    assert runs.final_eval_reward.notna().all()
+
+
+def test_stand_in_reward_is_named_in_every_output(tmp_path):
+    out = tmp_path / "r"
+    bench_run("--preset", "smoke", "--methods", "rwr", "--reward", "aesthetic", "--max-steps", "1", "--out", str(out))
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs.status.tolist() == ["max_steps"]
+    assert "stand-in for aesthetic" in runs.stand_in[0] and "tiny-random" in runs.stand_in[0]
+    assert pd.read_parquet(out / "metrics.parquet").stand_in.str.contains("stand-in for aesthetic").all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert any("aesthetic" in s for s in manifest["stand_ins"])
+    assert "stand-in for aesthetic" in (out / "summary.md").read_text()
