@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help=f"one of {', '.join(PRESET_NAMES)} (default: default)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override a method config field (KEY=VALUE applies to every chosen method); repeatable")
+    p.add_argument("--config-from", metavar="FILE",
+                   help="apply each method's tuned configuration from a bench.tune file (explicit --set wins)")
     p.add_argument("--reward-weights", help="path to the reward model's weights file (else HF cache / hub)")
     p.add_argument("--strict-weights", action="store_true",
                    help="never fall back to a random-weight stand-in reward, even in smoke/default presets")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.analysis.configs import method_configurations
 from bench.analysis.figures import curve_figures, image_figures, resource_figure
 from bench.analysis.results import add_labels, load_results
 from bench.analysis.summary import DEFINITIONS, FAILED, speedup_markdown, speedups, summarize, summary_markdown
@@ -47,6 +48,11 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines += [f"> - {s}" for s in results.stand_ins]
             lines.append("")
         lines += ["## Summary", "", summary_markdown(summary) if len(summary) else "_no runs found_", ""]
+        configs = method_configurations(results)
+        if configs:
+            lines += ["## Method configurations", "", "Settings that differ from each method's defaults (first seed's "
+                      "run); *tuned*: chosen by `python -m bench.tune` and applied with `--config-from`.", "",
+                      markdown_table(configs), ""]
         lines += speedup_markdown(speedups(results, reference), reference)
         failed = results.runs[results.runs["status"].isin(FAILED + ("unknown",))]
         if len(failed):

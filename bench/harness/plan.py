@@ -78,6 +78,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
+    tuned = apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method)
     configs = {m: method_config(cls, m, preset.method_overrides(cls), per_method[m], global_sets)
                for m, cls in method_classes.items()}
     for key in global_sets:
@@ -113,7 +114,28 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         clash = sorted({i for i in ids if ids.count(i) > 1})
         raise UsageError(f"--methods give the same run id twice ({', '.join(clash)}); rename a plug-in class")
     return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
-                      budget=budget, eval=eval_block)
+                      budget=budget, eval=eval_block, tuned=tuned)
+
+
+def apply_tuned(path: str | None, reward: str, seeds: list[int], per_method: dict[str, dict]) -> dict | None:
+    """Merge a ``bench.tune`` file's chosen values under each method's own ``--set`` values (which win); refuses a
+    file tuned for another reward or on the seeds being evaluated. Returns what was applied, for the manifest."""
+    if not path:
+        return None
+    from bench.harness import tuning
+
+    data = tuning.load_tuned(path)
+    if data.get("reward") != reward:
+        raise UsageError(f"--config-from {path!r} was tuned for reward {data.get('reward')!r}, not {reward!r}; "
+                         "tune for this reward first (python -m bench.tune)")
+    overlap = sorted(set(seeds) & set(data.get("tuning_seeds") or []))
+    if overlap:
+        raise UsageError(f"--seeds {','.join(map(str, overlap))} were used to tune {path!r}; evaluate the chosen "
+                         "configurations on other seeds")
+    applied = tuning.tuned_sets(data, list(per_method))
+    for method, values in applied.items():
+        per_method[method] = {**values, **per_method[method]}
+    return dict(file=str(path), tuning_seeds=data.get("tuning_seeds"), methods=applied)
 
 
 def default_out(methods: str, reward: str) -> Path:

@@ -1,0 +1,135 @@
+"""Fair tuning: each method's small hyper-parameter grid on tuning seeds under one budget, the best configuration
+per method by final evaluation reward, written to a file that ``bench.run --config-from`` applies.
+
+A grid is ``"lr=1e-4,3e-4,1e-3;batch_size=4,8"``: ``;`` separates keys, ``,`` values. A key applies to every chosen
+method whose config has it (``ddpo.lr=...`` to one method only); a method with none of the keys runs once, on its
+defaults. Configurations are named like ``alignprop[lr=0.001,batch_size=8]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from bench.core.errors import UsageError
+from bench.core.files import read_json, write_json
+
+FORMAT = "bench-tuned/1"
+
+
+@dataclass
+class Candidate:
+    """One configuration of one method in the grid."""
+
+    method: str
+    values: dict
+    """Config field -> value (as given on the command line)."""
+    final: list[float] = field(default_factory=list)
+    """Final eval reward of each tuning seed that finished its budget."""
+    runs: int = 0
+    """Tuning runs made (finished or not)."""
+
+    @property
+    def name(self) -> str:
+        inside = ",".join(f"{k}={v}" for k, v in self.values.items())
+        return f"{self.method}[{inside}]" if inside else self.method
+
+    @property
+    def score(self) -> float:
+        """Mean final eval reward over the tuning seeds; NaN unless every seed finished (a failure is no winner)."""
+        if not self.final or len(self.final) < self.runs:
+            return float("nan")
+        return sum(self.final) / len(self.final)
+
+
+def parse_grid(text: str) -> dict[str, list[str]]:
+    """``"a=1,2;m.b=x"`` -> ``{"a": ["1", "2"], "m.b": ["x"]}``; malformed text is a UsageError."""
+    grid: dict[str, list[str]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        key, eq, values = part.partition("=")
+        items = [v.strip() for v in values.split(",")]
+        if not eq or not key.strip() or not all(items):
+            raise UsageError(f"--grid part {part!r} is malformed; write key=v1,v2;key2=v3 (e.g. lr=1e-4,1e-3)")
+        if key.strip() in grid:
+            raise UsageError(f"--grid names {key.strip()!r} twice; list each key once")
+        grid[key.strip()] = items
+    if not grid:
+        raise UsageError(f"--grid {text!r} is empty; write key=v1,v2;key2=v3 (e.g. lr=1e-4,1e-3)")
+    return grid
+
+
+def candidates(method: str, config_cls, grid: dict[str, list[str]]) -> list[Candidate]:
+    """Every combination of the grid keys that ``method``'s config has (``method.key`` keys for it alone)."""
+    names = {f.name for f in fields(config_cls)}
+    keys = {}
+    for key, values in grid.items():
+        target, dot, name = key.rpartition(".")
+        if (not dot or target == method) and name in names:
+            keys[name] = values
+    combos = itertools.product(*keys.values()) if keys else [()]
+    return [Candidate(method, dict(zip(keys, combo))) for combo in combos]
+
+
+def check_grid_keys(grid: dict[str, list[str]], config_classes: dict) -> None:
+    """Every grid key must apply to at least one chosen method (a typo would silently tune nothing)."""
+    for key in grid:
+        target, dot, name = key.rpartition(".")
+        if dot and target not in config_classes:
+            raise UsageError(f"--grid key {key!r} names method {target!r}, which is not in --methods")
+        owners = [m for m, cls in config_classes.items() if (not dot or m == target)
+                  and name in {f.name for f in fields(cls)}]
+        if not owners:
+            raise UsageError(f"--grid key {key!r}: no chosen method has a config field {name!r}")
+
+
+def best(cands: list[Candidate], higher_is_better: bool) -> Candidate | None:
+    """The candidate with the best mean final reward (ties: the earlier in grid order); None if none finished."""
+    scored = [c for c in cands if not math.isnan(c.score)]
+    if not scored:
+        return None
+    return (max if higher_is_better else min)(scored, key=lambda c: c.score)
+
+
+def tuned_document(chosen: dict[str, list[Candidate]], winners: dict[str, Candidate | None], facts: dict) -> dict:
+    """The tuned-configuration file: each method's chosen values and its whole grid with scores."""
+    methods = {}
+    for method, cands in chosen.items():
+        win = winners[method]
+        methods[method] = dict(
+            chosen=win.values if win else None,
+            score=None if win is None else win.score,
+            grid=[dict(name=c.name, values=c.values, final=c.final, runs=c.runs,
+                       score=None if math.isnan(c.score) else c.score) for c in cands],
+        )
+    return dict(format=FORMAT, methods=methods, **facts)
+
+
+def write_tuned(path: Path, document: dict) -> None:
+    write_json(path, document)
+
+
+def load_tuned(path: str | Path) -> dict:
+    """A file written by ``bench.tune``; anything else is a UsageError naming the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--config-from {str(path)!r} does not exist; write one with python -m bench.tune")
+    data = read_json(path, "write it again with python -m bench.tune")
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("methods"), dict):
+        raise UsageError(f"--config-from {str(path)!r} is not a bench.tune file ({FORMAT}); write one with "
+                         "python -m bench.tune")
+    return data
+
+
+def tuned_sets(data: dict, methods: list[str]) -> dict[str, dict[str, str]]:
+    """Per-method ``--set`` values from a tuned file, for the chosen methods the file covers (as strings, the way
+    ``--set`` gives them, so they go through the same conversion and validation)."""
+    out = {}
+    for method in methods:
+        entry = data["methods"].get(method) or {}
+        if entry.get("chosen"):
+            out[method] = {k: str(v) for k, v in entry["chosen"].items()}
+    return out

@@ -1,0 +1,94 @@
+"""``python -m bench.tune --methods a,b --reward R --grid "lr=1e-4,1e-3;batch_size=4,8" [bench.run flags]``: fair tuning.
+
+Runs every method's grid (``bench.harness.tuning``) on the tuning seeds under the same budget and bench.run flags,
+picks each method's configuration with the best mean final eval reward, and writes it to ``--write`` (default
+``OUT/tuned.json``) for ``python -m bench.run --config-from FILE`` on *other* seeds. Every flag it does not know
+goes to ``bench.run`` unchanged (``--preset``, ``--max-samples``, ``--model``, ``--eval-n``, ``--jobs``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from bench import run
+from bench.analysis.results import reward_higher_is_better
+from bench.core.cli import command
+from bench.core.errors import UsageError
+from bench.core.files import write_text
+from bench.core.text import fmt, markdown_table
+from bench.harness import tuning
+from bench.harness.recorder import COMPLETED
+from bench.harness.spec import parse_list, parse_seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("--methods", required=True, help="methods to tune, comma-separated")
+    p.add_argument("--reward", required=True, help="the reward to tune for")
+    p.add_argument("--grid", required=True, help='grid, e.g. "lr=1e-4,1e-3;batch_size=4,8;ddpo.num_inner=1,2"')
+    p.add_argument("--seeds", default="100,101", help="tuning seeds (default 100,101); evaluate on others")
+    p.add_argument("--out", help="folder of the tuning runs (default results/tune-<timestamp>)")
+    p.add_argument("--write", help="tuned-configuration file to write (default OUT/tuned.json)")
+    return p
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    args, passthrough = build_parser().parse_known_args(argv)
+    for flag in ("--set", "--out", "--resume", "--config-from", "--dry-run"):
+        if any(a == flag or a.startswith(flag + "=") for a in passthrough):
+            raise UsageError(f"bench.tune does not take {flag}: it makes its own runs (tune keys go in --grid)")
+    from methods import METHODS
+
+    methods = parse_list(args.methods, "methods")
+    seeds = parse_seeds(args.seeds)
+    grid = tuning.parse_grid(args.grid)
+    classes = {m: METHODS.get(m).Config for m in methods}
+    tuning.check_grid_keys(grid, classes)
+    out = Path(args.out or f"results/tune-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{str(out)!r} already holds results; choose another --out")
+    cands = {m: tuning.candidates(m, classes[m], grid) for m in methods}
+    total = sum(len(c) for c in cands.values())
+    print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {args.reward}: "
+          + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
+    for method, group in cands.items():
+        for cand in group:
+            folder = out / "".join(c if c.isalnum() or c in "-_.=,[]" else "_" for c in cand.name)
+            sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
+            cmd = ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *passthrough,
+                   "--out", str(folder)]
+            print(f"$ python -m bench.run {shlex.join(cmd)}", flush=True)
+            if run.main(cmd) == 2:  # bad bench.run flags: the same for every candidate, stop at the first
+                return 2
+            table = pd.read_csv(folder / "runs.csv")
+            cand.runs = len(table)
+            cand.final = table[table.status.isin(COMPLETED)].final_eval_reward.dropna().tolist()
+    higher = reward_higher_is_better(args.reward)
+    winners = {m: tuning.best(c, higher) for m, c in cands.items()}
+    facts = dict(reward=args.reward, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
+                 higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
+    target = Path(args.write) if args.write else out / "tuned.json"
+    tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts))
+    rows = [dict(method=c.method, configuration=c.name, runs=c.runs, finished=len(c.final),
+                 **{"final eval reward (mean over tuning seeds)": fmt(c.score, 4)},
+                 chosen="**yes**" if winners[c.method] is c else "")
+            for group in cands.values() for c in group]
+    text = (f"# Tuning: {args.reward}\n\nSeeds {args.seeds}; bench.run flags: `{shlex.join(passthrough)}`; "
+            f"{'higher' if higher else 'lower'} is better.\n\n{markdown_table(rows)}\n\nTuned file: `{target}`\n")
+    write_text(out / "tuning.md", text)
+    print("\n" + text)
+    missing = [m for m, w in winners.items() if w is None]
+    if missing:
+        print(f"no configuration of {', '.join(missing)} finished every tuning seed: left untuned", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

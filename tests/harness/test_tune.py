@@ -1,0 +1,59 @@
+"""bench.tune: grids expand per method, the best configuration is chosen and applied by bench.run --config-from."""
+
+import json
+
+import pytest
+
+from bench import tune
+from bench.core.errors import UsageError
+from bench.harness import tuning
+from methods.alignprop import AlignPropConfig
+from methods.rwr import RWRConfig
+from test_run import bench_run_inprocess
+
+
+def test_grid_parsing_and_expansion():
+    grid = tuning.parse_grid("lr=1e-4,1e-3; batch_size=4,8;rwr.temperature=0.5")
+    assert grid == {"lr": ["1e-4", "1e-3"], "batch_size": ["4", "8"], "rwr.temperature": ["0.5"]}
+    names = [c.name for c in tuning.candidates("rwr", RWRConfig, grid)]
+    assert len(names) == 4 and names[0] == "rwr[lr=1e-4,batch_size=4,temperature=0.5]"
+    assert len(tuning.candidates("alignprop", AlignPropConfig, grid)) == 4  # rwr.temperature is rwr's alone
+    for bad in ("lr", "lr=", "lr=1,,2", ";", "lr=1;lr=2"):
+        with pytest.raises(UsageError):
+            tuning.parse_grid(bad)
+    with pytest.raises(UsageError, match="no chosen method has a config field 'lrr'"):
+        tuning.check_grid_keys({"lrr": ["1"]}, {"rwr": RWRConfig})
+
+
+def test_best_needs_every_seed_and_follows_the_direction():
+    a, b, c = (tuning.Candidate("m", {"lr": v}) for v in ("1", "2", "3"))
+    a.final, a.runs = [0.5, 0.7], 2
+    b.final, b.runs = [0.9], 2  # one seed failed: not a winner, however good
+    c.final, c.runs = [0.2, 0.4], 2
+    assert tuning.best([a, b, c], higher_is_better=True) is a
+    assert tuning.best([a, b, c], higher_is_better=False) is c
+    assert tuning.best([b], higher_is_better=True) is None
+
+
+def test_tune_writes_the_best_and_run_applies_it_on_other_seeds(tmp_path, capsys):
+    out, tuned = tmp_path / "tune", tmp_path / "tuned.json"
+    code = tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-5,3e-2", "--seeds", "100",
+                      "--out", str(out), "--write", str(tuned), "--preset", "smoke", "--max-steps", "2",
+                      "--eval-n", "2"])
+    assert code == 0
+    doc = json.loads(tuned.read_text())
+    grid = {g["values"]["lr"]: g["score"] for g in doc["methods"]["rwr"]["grid"]}
+    assert set(grid) == {"1e-5", "3e-2"} and all(v is not None for v in grid.values())
+    assert doc["methods"]["rwr"]["chosen"] == {"lr": max(grid, key=grid.get)}  # mean-brightness: higher is better
+    assert "**yes**" in (out / "tuning.md").read_text()
+    base = ["--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--config-from", str(tuned),
+            "--dry-run"]
+    code, text, _ = bench_run_inprocess(capsys, *base, "--seeds", "0")
+    assert code == 0 and f"lr={float(doc['methods']['rwr']['chosen']['lr'])}" in text
+    code, text, _ = bench_run_inprocess(capsys, *base, "--seeds", "0", "--set", "rwr.lr=0.5")
+    assert code == 0 and "lr=0.5" in text  # an explicit --set wins over the tuned value
+    code, _, err = bench_run_inprocess(capsys, *base, "--seeds", "100")
+    assert code == 2 and "were used to tune" in err
+    code, _, err = bench_run_inprocess(capsys, *base[:5], "jpeg-compressibility", *base[6:], "--seeds", "0")
+    assert code == 2 and "tuned for reward 'mean-brightness'" in err
+    assert tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1", "--set", "x=1"]) == 2
