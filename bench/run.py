@@ -282,6 +282,7 @@ def run_row(spec: RunSpec, result: dict) -> dict:
         error=result.get("error", ""), stand_in=result.get("stand_in", ""),
         sec_per_step=round(wall / steps, 4) if steps else None,
         memory_overrun=bool(cap and peak and peak > cap * 1024), device=result.get("device", ""),
+        surrogate=result.get("surrogate", ""),
     )
 
 

@@ -89,13 +89,16 @@ def _mask(shape: str, size: int) -> np.ndarray:
     return np.abs(xx - c) <= yy / 2  # triangle: half-width grows from 0 at the apex to size/2 at the base
 
 
-def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [32, 32, 3]: one object per chosen quadrant, size 8-11 px, jittered inside its quadrant."""
+def render(scene: Scene, rng: np.random.Generator, sizes: tuple[int, int] = (8, 12)) -> np.ndarray:
+    """uint8 [32, 32, 3]: one object per chosen quadrant, size drawn from ``range(*sizes)`` (default 8-11 px, at
+    most 14), jittered inside its quadrant."""
+    if not 1 <= sizes[0] < sizes[1] <= 15:
+        raise ValueError(f"object sizes {sizes} must satisfy 1 <= low < high <= 15 (a 16 px quadrant, 1 px margin)")
     image = np.empty((SIZE, SIZE, 3), dtype=np.uint8)
     image[:] = BACKGROUNDS[scene.background]
     color = np.array(COLORS[scene.color]) + rng.integers(-15, 16, size=3)
     for cell in rng.permutation(4)[: scene.count]:
-        size = int(rng.integers(8, 12))
+        size = int(rng.integers(*sizes))
         top = (cell // 2) * 16 + int(rng.integers(1, 16 - size))
         left = (cell % 2) * 16 + int(rng.integers(1, 16 - size))
         mask = _mask(scene.shape, size)
@@ -108,12 +111,13 @@ def sample_scene(rng: np.random.Generator, scenes: list[Scene]) -> Scene:
     return scenes[int(rng.integers(len(scenes)))]
 
 
-def dataset(n: int, seed: int, scenes: list[Scene] | None = None) -> tuple[torch.Tensor, list[Scene]]:
-    """``n`` images [n, 3, 32, 32] in [0, 1] with their scenes, deterministic in ``seed``."""
+def dataset(n: int, seed: int, scenes: list[Scene] | None = None,
+            sizes: tuple[int, int] = (8, 12)) -> tuple[torch.Tensor, list[Scene]]:
+    """``n`` images [n, 3, 32, 32] in [0, 1] with their scenes, deterministic in ``seed`` (``sizes``: see render)."""
     rng = np.random.default_rng(seed)
     scenes = scenes or train_scenes()
     chosen = [sample_scene(rng, scenes) for _ in range(n)]
-    images = np.stack([render(s, rng) for s in chosen])
+    images = np.stack([render(s, rng, sizes) for s in chosen])
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, chosen
 
 
@@ -134,7 +138,8 @@ def load_tiny_shapes(seed: int = 0):
 
 
 def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 2.0, prompts: str = "shapes-eval") -> dict:
-    """Accuracy of base-model samples on ``prompts`` by the reward classifiers: colour, shape, exact count."""
+    """Base-model samples on ``prompts``: colour, shape and exact-count accuracy by the reward classifiers, and the
+    ``shape-aesthetic`` headroom and learned-vs-true agreement (``check_aesthetic``)."""
     from bench.evaluate import EvalConfig, evaluate
     from bench.models import load_model
     from bench.prompts import load_prompts
@@ -144,14 +149,41 @@ def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 2.0, prompts
     texts = [p for p in load_prompts(prompts).prompts for _ in range(n_per_prompt)]
     cfg = EvalConfig(n=len(texts), batch_size=32, steps=steps, guidance_scale=guidance)
     _, images = evaluate(pipe, ShapeCount(), texts, cfg)
-    return {"samples": len(texts), **PromptMatch().eval_metrics(images, texts), **ShapeCount().eval_metrics(images, texts)}
+    return {"samples": len(texts), **PromptMatch().eval_metrics(images, texts), **ShapeCount().eval_metrics(images, texts),
+            **check_aesthetic(images)}
+
+
+def check_aesthetic(samples: torch.Tensor, n_renders: int = 1000, seed: int = 7) -> dict:
+    """``shape-aesthetic`` on base samples (headroom) and its learned-vs-true agreement on samples and renders.
+
+    Floor 0 and ceiling 1 for both scores; the ceiling is shown reached by renders with 14 px objects. Held-out
+    renders are the training distribution (``bench.train_aesthetic``) drawn from seeds training never uses.
+    """
+    from bench.train_aesthetic import training_images
+    from rewards.compress import spearman
+    from rewards.shape_aesthetic import ShapeAesthetic, true_aesthetic
+
+    net = ShapeAesthetic()
+    ceiling, _ = dataset(240, seed, all_scenes(), sizes=(14, 15))
+    renders = training_images(n_renders, seed)
+    out = {"aesthetic floor / ceiling (both scores)": "0 / 1; base samples' means below are the fraction of it used"}
+    with torch.no_grad():
+        for name, images in (("base samples", samples), ("held-out renders", renders), ("14 px renders", ceiling)):
+            learned, true = net(images, [""] * len(images)), true_aesthetic(images)
+            out[f"aesthetic {name}: learned"] = float(learned.mean())
+            out[f"aesthetic {name}: true"] = float(true.mean())
+            if name != "14 px renders":
+                out[f"aesthetic {name}: Spearman learned vs true"] = spearman(learned, true)
+                out[f"aesthetic {name}: mean |learned - true|"] = float((learned - true).abs().mean())
+    return out
 
 
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m bench.shapeworld", description="Quality of tiny-shapes samples")
-    parser.add_argument("--check", action="store_true", help="measure colour / shape / count accuracy")
+    parser.add_argument("--check", action="store_true",
+                        help="measure colour / shape / count accuracy and the shape-aesthetic headroom")
     parser.add_argument("--prompts", default="shapes-eval", help="prompt set (default: the held-out one)")
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
