@@ -3,7 +3,8 @@
 Each image is 32x32 RGB: 1-4 objects of one colour and one shape on a plain background, one object per quadrant
 (with jitter), captioned like "three red circles on a white background". The world is small enough that a
 Stable-Diffusion-architecture model trains on a CPU in under an hour (``python -m bench.train_shapeworld``), and
-its ground truth (count, colour, shape) trains the in-domain rewards ``count`` and ``prompt-match``.
+its ground truth (count, colour, shape) trains the in-domain rewards ``count`` and ``prompt-match``; renders with
+larger objects (``sizes``) train ``shape-aesthetic`` (``rewards/shape_aesthetic.py``).
 
 Held-out prompts: for every (colour, shape) pair one count is never shown in training (``held_out``), so the
 evaluation prompts combine seen colours and shapes with an unseen count.

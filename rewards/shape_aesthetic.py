@@ -11,13 +11,13 @@ The hand-defined quality (``true_aesthetic``, in [0, 1]; independent of the prom
 1. background = the per-channel median of the image's 1-pixel border; foreground = pixels whose largest channel
    difference from it exceeds ``FOREGROUND``;
 2. objects = 8-connected foreground components of at least ``MIN_AREA`` pixels (smaller specks are ignored);
-3. each object scores size x centring: size = (bounding-box side - 8) / 6 clipped to [0, 1] (0 for the smallest
-   objects of the training world, 1 for 14 px objects that fill their 16 px quadrant); centring = 1 when the
-   box centre is within 1 px of the centre of a quadrant cell of the world's 2x2 grid, falling linearly to 0 at
-   4 px;
+3. each object scores size x centring: size = (bounding-box side - 10) / 4 clipped to [0, 1] (0 up to 10 px,
+   the middle of the world's 8-11 px, 1 for 14 px objects that fill their 16 px quadrant with a 1 px margin);
+   centring = 1 when the box centre is within 1 px of the centre of its cell of the world's 2x2 grid, falling
+   linearly to 0 at 4 px;
 4. the image's score is the mean over its objects (0 without objects): "objects large and centred in their cells".
 
-Floor 0 (no object, or objects of at most 8 px); ceiling 1, reached by renders at size 14
+Floor 0 (no object, or objects of at most 10 px); ceiling 1, reached by renders at size 14
 (``shapeworld.render(scene, rng, sizes=(14, 15))``). Base ``tiny-shapes`` draws 8-11 px objects jittered in their
 cells, so it sits low: ``python -m bench.shapeworld --check`` prints the numbers. The score has zero gradient
 almost everywhere (a threshold and connected components), so gradient methods need the learned model.
