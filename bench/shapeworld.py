@@ -150,8 +150,8 @@ def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 2.0, prompts
     texts = [p for p in load_prompts(prompts).prompts for _ in range(n_per_prompt)]
     cfg = EvalConfig(n=len(texts), batch_size=32, steps=steps, guidance_scale=guidance)
     _, images = evaluate(pipe, ShapeCount(), texts, cfg)
-    return {"samples": len(texts), **PromptMatch().eval_metrics(images, texts), **ShapeCount().eval_metrics(images, texts),
-            **check_aesthetic(images)}
+    return {"samples": len(texts), **PromptMatch().eval_metrics(images, texts),
+            **ShapeCount().eval_metrics(images, texts), **check_aesthetic(images)}
 
 
 def check_aesthetic(samples: torch.Tensor, n_renders: int = 1000, seed: int = 7) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -84,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.time()
     net, info = train(args.seed, args.n, args.steps)
-    from pathlib import Path
-
     save_net(net, Path(args.out), info)
     print(f"held-out renders: {info}; {time.time() - start:.0f} s; saved {args.out}")
     return 0

@@ -71,7 +71,7 @@ def components(mask: torch.Tensor) -> torch.Tensor:
 
 
 def objects(images: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per object (components of >= MIN_AREA px): ``image`` index, ``area``, box ``side`` and box centre ``cy``, ``cx``."""
+    """Per object (component of >= MIN_AREA px): ``image`` index, ``area``, box ``side``, box centre ``cy``, ``cx``."""
     labels = components(foreground(images))
     b, h, w = labels.shape
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")

@@ -1,4 +1,4 @@
-"""shape-aesthetic: the hand-defined true score, the learned reward's agreement with it, and the JPEG names' surrogate."""
+"""shape-aesthetic: the hand-defined true score and the learned reward's agreement; the JPEG names' surrogate."""
 
 import json
 import os
