@@ -21,17 +21,17 @@ REWARDS = Registry(
     "reward",
     {
         "mean-brightness": "rewards.toy:MeanBrightness",
-        "jpeg-compressibility": "rewards.jpeg:JpegCompressibility",
-        "jpeg-incompressibility": "rewards.jpeg:JpegIncompressibility",
-        "compressibility": "rewards.compress:Compressibility",
-        "incompressibility": "rewards.compress:Incompressibility",
+        "jpeg-compressibility": "rewards.compress:Compressibility",
+        "jpeg-incompressibility": "rewards.compress:Incompressibility",
         "aesthetic": "rewards.aesthetic:Aesthetic",
         "clip-score": "rewards.clip:ClipScore",
         "pickscore": "rewards.clip:PickScore",
         "hpsv2": "rewards.hps:HPSv2",
         "count": "rewards.shapeworld:ShapeCount",
         "prompt-match": "rewards.shapeworld:PromptMatch",
+        "shape-aesthetic": "rewards.shape_aesthetic:ShapeAesthetic",
     },
+    aliases={"compressibility": "jpeg-compressibility", "incompressibility": "jpeg-incompressibility"},
 )
 
 __all__ = ["REWARDS", "Reward", "build_reward", "check_reward_prompts", "check_reward_spec", "check_reward_weights",

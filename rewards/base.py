@@ -25,6 +25,8 @@ class Reward:
     """Whether methods should increase this score (False: they decrease it)."""
     stand_in: str | None = None
     """Set when the weights behind this reward are a random-weight stand-in; names what it stands in for."""
+    surrogate_name: str | None = None
+    """Names the differentiable ``surrogate`` (recorded in a gradient method's results); None without one."""
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """The true score, shape [B]."""
@@ -55,6 +57,12 @@ class Reward:
             values = self.surrogate(images, list(prompts))
         return values if self.higher_is_better else -values
 
+    def trained_on(self) -> str:
+        """What gradient methods train on: "" for the true score, else the surrogate's name."""
+        if self.differentiable:
+            return ""
+        return self.surrogate_name or (f"{self.name} surrogate" if self.has_surrogate else "")
+
     def check_trainable(self) -> None:
         """Raise ``RewardNotDifferentiable`` when no gradient can be had from this reward."""
         if not (self.differentiable or self.has_surrogate):
@@ -81,5 +89,6 @@ class Reward:
             "differentiable": self.differentiable,
             "higher_is_better": self.higher_is_better,
             "surrogate": self.has_surrogate,
+            "surrogate_name": self.surrogate_name,
             "stand_in": self.stand_in,
         }

@@ -45,6 +45,8 @@ class WeightedSum(Reward):
         self.differentiable = all(r.differentiable for _, r in parts)
         stand_ins = [r.stand_in for _, r in parts if r.stand_in]
         self.stand_in = "; ".join(stand_ins) or None
+        surrogates = [f"{r.name}: {r.trained_on()}" for _, r in parts if not r.differentiable and r.has_surrogate]
+        self.surrogate_name = "; ".join(surrogates) or None
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         total = 0

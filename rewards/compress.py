@@ -1,4 +1,4 @@
-"""``compressibility`` / ``incompressibility`` with a differentiable surrogate of the JPEG size.
+"""``jpeg-compressibility`` / ``jpeg-incompressibility`` (aliases ``compressibility`` / ``incompressibility``).
 
 The true score is DDPO's (``rewards.jpeg``: PIL JPEG at quality 95, kB); evaluation always reports it. The
 surrogate, for gradient methods only, is an analytic rate estimate of the same codec and needs no weights:
@@ -11,8 +11,8 @@ images: 0.996 (64x64), 1.000 (256x256) and 1.000 (512x512) on 96 procedural imag
 mixed with noise), and about 0.9 on 64 tiny-random samples (32x32, similar images whose JPEG sizes differ by a few
 bytes, many tied: 0.914 with the default seed, 0.87-0.91 over four seeds).
 
-``jpeg-compressibility`` / ``jpeg-incompressibility`` (``rewards.jpeg``) stay surrogate-free on purpose: the
-runner uses them to exercise the "skipped" path of gradient methods.
+Gradient methods train on the surrogate and name it (``surrogate`` in ``result.json`` and ``runs.csv``:
+``SURROGATE``); evaluation and the score-function methods (DDPO, RWR) use the true JPEG size.
 """
 
 from __future__ import annotations
@@ -80,10 +80,14 @@ def _bits(quantised: torch.Tensor) -> torch.Tensor:
     return torch.log2(1 + quantised.abs())
 
 
+SURROGATE = "jpeg-rate surrogate (rewards.compress.jpeg_rate_kb)"
+
+
 class Compressibility(JpegCompressibility):
     """Negated JPEG kB (true score), with ``-jpeg_rate_kb`` as the differentiable surrogate."""
 
-    name = "compressibility"
+    name = "jpeg-compressibility"
+    surrogate_name = SURROGATE
 
     def surrogate(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         return -jpeg_rate_kb(images)
@@ -92,7 +96,8 @@ class Compressibility(JpegCompressibility):
 class Incompressibility(JpegIncompressibility):
     """JPEG kB (true score), with ``jpeg_rate_kb`` as the differentiable surrogate."""
 
-    name = "incompressibility"
+    name = "jpeg-incompressibility"
+    surrogate_name = SURROGATE
 
     def surrogate(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         return jpeg_rate_kb(images)

@@ -1,8 +1,9 @@
 """JPEG (in)compressibility as the DDPO paper defines it: size of the image saved as JPEG at quality 95, in kB.
 
 ``jpeg-compressibility`` is the negated size (smaller files score higher), ``jpeg-incompressibility`` the size.
-The true score goes through PIL and has no gradient; no surrogate is offered here, so gradient methods refuse
-these rewards and the runner records them as skipped.
+The true score goes through PIL and has no gradient. The registered rewards of these names
+(``rewards.compress``) add a differentiable surrogate for gradient methods; the classes here are the bare true
+score, without one (a gradient method given them directly is refused: the runner's ``skipped`` path).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Each image is 32x32 RGB: 1-4 objects of one colour and one shape on a plain background, one object per quadrant
 (with jitter), captioned like "three red circles on a white background". The world is small enough that a
 Stable-Diffusion-architecture model trains on a CPU in under an hour (``python -m bench.shapeworld.train``), and
-its ground truth (count, colour, shape) trains the in-domain rewards ``count`` and ``prompt-match``.
+its ground truth (count, colour, shape) trains the in-domain rewards ``count`` and ``prompt-match``; renders with
+larger objects (``sizes``) train ``shape-aesthetic`` (``rewards/shape_aesthetic.py``).
 
 Held-out prompts: for every (colour, shape) pair one count is never shown in training (``held_out``), so the
 evaluation prompts combine seen colours and shapes with an unseen count.
@@ -88,13 +89,16 @@ def _mask(shape: str, size: int) -> np.ndarray:
     return np.abs(xx - c) <= yy / 2  # triangle: half-width grows from 0 at the apex to size/2 at the base
 
 
-def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
-    """uint8 [32, 32, 3]: one object per chosen quadrant, size 8-11 px, jittered inside its quadrant."""
+def render(scene: Scene, rng: np.random.Generator, sizes: tuple[int, int] = (8, 12)) -> np.ndarray:
+    """uint8 [32, 32, 3]: one object per chosen quadrant, size drawn from ``range(*sizes)`` (default 8-11 px, at
+    most 14), jittered inside its quadrant."""
+    if not 1 <= sizes[0] < sizes[1] <= 15:
+        raise ValueError(f"object sizes {sizes} must satisfy 1 <= low < high <= 15 (a 16 px quadrant, 1 px margin)")
     image = np.empty((SIZE, SIZE, 3), dtype=np.uint8)
     image[:] = BACKGROUNDS[scene.background]
     color = np.array(COLORS[scene.color]) + rng.integers(-15, 16, size=3)
     for cell in rng.permutation(4)[: scene.count]:
-        size = int(rng.integers(8, 12))
+        size = int(rng.integers(*sizes))
         top = (cell // 2) * 16 + int(rng.integers(1, 16 - size))
         left = (cell % 2) * 16 + int(rng.integers(1, 16 - size))
         mask = _mask(scene.shape, size)
@@ -107,10 +111,11 @@ def sample_scene(rng: np.random.Generator, scenes: list[Scene]) -> Scene:
     return scenes[int(rng.integers(len(scenes)))]
 
 
-def dataset(n: int, seed: int, scenes: list[Scene] | None = None) -> tuple[torch.Tensor, list[Scene]]:
-    """``n`` images [n, 3, 32, 32] in [0, 1] with their scenes, deterministic in ``seed``."""
+def dataset(n: int, seed: int, scenes: list[Scene] | None = None,
+            sizes: tuple[int, int] = (8, 12)) -> tuple[torch.Tensor, list[Scene]]:
+    """``n`` images [n, 3, 32, 32] in [0, 1] with their scenes, deterministic in ``seed`` (``sizes``: see render)."""
     rng = np.random.default_rng(seed)
     scenes = scenes or train_scenes()
     chosen = [sample_scene(rng, scenes) for _ in range(n)]
-    images = np.stack([render(s, rng) for s in chosen])
+    images = np.stack([render(s, rng, sizes) for s in chosen])
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, chosen

@@ -97,6 +97,7 @@ class Run:
                         seed=spec.seed, stand_in=stand_in)
         base = dict(identity, device=str(device), status=None, error="")
         method_cls = METHODS.get(spec.method)
+        base["surrogate"] = reward.trained_on() if method_cls.needs_reward_gradient else ""
         config = method_cls.Config(**spec.method_config)
         try:
             method = method_cls(model.pipe, reward, load_prompts(spec.prompts), config, spec.seed)

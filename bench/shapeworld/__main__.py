@@ -11,7 +11,7 @@ from bench.shapeworld.check import check
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.shapeworld", description="Quality of tiny-shapes samples")
-    parser.add_argument("--check", action="store_true", help="measure colour / shape / count accuracy")
+    parser.add_argument("--check", action="store_true", help="measure colour / shape / count accuracy and the shape-aesthetic headroom")
     parser.add_argument("--prompts", default="shapes-eval", help="prompt set (default: the held-out one)")
     parser.add_argument("--n", type=int, default=4, help="samples per prompt")
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps")

@@ -5,8 +5,8 @@ import torch
 
 from bench.core.prompts import load_prompts
 from methods import METHODS
-from rewards import make_reward
 from rewards.base import RewardNotDifferentiable
+from rewards.jpeg import JpegCompressibility
 from rewards.toy import MeanBrightness
 
 SMALL = dict(steps=4, batch_size=2, guidance_scale=3.0)
@@ -42,7 +42,7 @@ def test_step_changes_only_adapter_weights(name, tiny):
 @pytest.mark.parametrize("name", ["alignprop", "alignprop-full", "alignprop-k1", "alignprop-trl"])
 def test_gradient_methods_refuse_rewards_without_gradient(name, tiny):
     with pytest.raises(RewardNotDifferentiable, match="not differentiable"):
-        build(name, tiny, reward=make_reward("jpeg-compressibility"))
+        build(name, tiny, reward=JpegCompressibility())  # the bare true score: no gradient, no surrogate
 
 
 def eval_brightness(pipe):

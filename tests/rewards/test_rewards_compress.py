@@ -24,9 +24,12 @@ def test_true_score_is_jpeg_and_surrogate_has_gradients():
     assert torch.allclose(comp.surrogate(images, []), -incomp.surrogate(images, []))
 
 
-def test_jpeg_names_keep_no_surrogate():  # the runner relies on them for the "skipped" path
-    assert not build_reward("jpeg-compressibility").has_surrogate
-    assert not build_reward("jpeg-incompressibility").has_surrogate
+def test_jpeg_names_train_on_the_named_surrogate_and_keep_aliases():
+    for name, alias in (("jpeg-compressibility", "compressibility"), ("jpeg-incompressibility", "incompressibility")):
+        reward, same = build_reward(name), build_reward(alias)
+        assert type(reward) is type(same) and reward.name == name
+        assert reward.has_surrogate and "jpeg_rate_kb" in reward.trained_on()
+        reward.check_trainable()
 
 
 def test_spearman_handles_ties():

@@ -31,9 +31,11 @@ def test_jpeg_rewards_match_pil():
     assert inc[1] > inc[0]  # noise is larger than a gradient
 
 
-def test_jpeg_has_no_gradient_and_refuses_gradient_methods():
-    reward = make_reward("jpeg-compressibility")
-    assert not reward.differentiable and not reward.has_surrogate
+def test_bare_jpeg_score_has_no_gradient_and_refuses_gradient_methods():
+    from rewards.jpeg import JpegCompressibility
+
+    reward = JpegCompressibility()
+    assert not reward.differentiable and not reward.has_surrogate and reward.trained_on() == ""
     with pytest.raises(RewardNotDifferentiable, match="ddpo"):
         reward.check_trainable()
 

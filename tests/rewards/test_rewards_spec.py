@@ -50,9 +50,12 @@ def plugin_file(tmp_path, monkeypatch):
 
 def test_names_include_the_new_rewards():
     names = reward_names()
-    for name in ["aesthetic", "pickscore", "clip-score", "hpsv2", "compressibility", "incompressibility",
-                 "jpeg-compressibility", "jpeg-incompressibility", "mean-brightness"]:
+    for name in ["aesthetic", "pickscore", "clip-score", "hpsv2", "jpeg-compressibility", "jpeg-incompressibility",
+                 "mean-brightness", "shape-aesthetic"]:
         assert name in names
+    from rewards import REWARDS
+
+    assert "compressibility" in REWARDS and "incompressibility" in REWARDS  # aliases
 
 
 def test_parse_terms():
@@ -75,8 +78,9 @@ def test_weighted_combination_scores_and_trains():
     x = images.clone().requires_grad_(True)
     mixed.objective(x, ["a"] * 3).sum().backward()
     assert x.grad.abs().sum() > 0
-    with pytest.raises(RewardNotDifferentiable, match="jpeg-compressibility"):
-        build_reward("mean-brightness+jpeg-compressibility").check_trainable()
+    assert mixed.trained_on() == "jpeg-compressibility: jpeg-rate surrogate (rewards.compress.jpeg_rate_kb)"
+    with pytest.raises(RewardNotDifferentiable, match="jpeg-compressibility"):  # the bare score, as a plug-in
+        build_reward("mean-brightness+rewards.jpeg:JpegCompressibility").check_trainable()
     with pytest.raises(UsageError, match="combination"):
         build_reward("mean-brightness+compressibility", weights="x.pth")
 
