@@ -29,7 +29,7 @@ def bench_run_inprocess(capsys, *args) -> tuple[int, str, str]:
 
 def bench_run(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=1200)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

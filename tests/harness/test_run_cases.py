@@ -33,7 +33,7 @@ def test_max_seconds_is_respected_within_one_step(tmp_path):
 def test_kill_and_resume_continues_without_duplicates(tmp_path):
     out = tmp_path / "r"
     args = [sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "rwr", "--reward",
-            "mean-brightness", "--max-steps", "12", "--checkpoint-every", "2", "--out", str(out)]
+            "mean-brightness", "--max-steps", "12", "--max-seconds", "3600", "--checkpoint-every", "2", "--out", str(out)]
     proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     ckpt = out / "runs" / "rwr__mean-brightness__s0" / "checkpoint.pt"
