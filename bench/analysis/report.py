@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.analysis.configs import method_configurations
+from bench.analysis.effect import effect_figures, learned_vs_true_figures
 from bench.analysis.figures import curve_figures, image_figures, resource_figure
 from bench.analysis.results import add_labels, load_results
 from bench.analysis.summary import DEFINITIONS, FAILED, speedup_markdown, speedups, summarize, summary_markdown
@@ -38,6 +39,8 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
         curve_files = curve_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats)
         resource_files = resource_figure(summary, tmp, formats=formats)
         image_files = image_figures(results, tmp, formats=formats)
+        effect_files = effect_figures(results, tmp, formats=formats) + learned_vs_true_figures(results, tmp,
+                                                                                             formats=formats)
         summary.to_csv(tmp / "summary.csv", index=False)
         lines = ["# Reward fine-tuning benchmark report", ""]
         lines.append(f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from: "
@@ -67,6 +70,11 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
         res = res.assign(peak_mem_mb=res["peak_mem_mb"].map(lambda v: fmt(v, 1)), sec_per_step=res["sec_per_step"].map(fmt))
         lines += [markdown_table(res) if len(res) else "_no runs_", ""]
         lines += [f"![{f}]({f})" for f in resource_files if f.endswith(".png")] + [""]
+        shown = [f for f in effect_files if f.endswith(".png")]
+        if shown:
+            lines += ["## What fine-tuning changed", "", "Base model and each method's final model on the same "
+                      "evaluation prompts and noise (reward under each image); learned reward vs the true score it "
+                      "stands for, where the reward has one.", ""] + [f"![{f}]({f})" for f in shown] + [""]
         img = [f for f in image_files if f.endswith(".png")]
         if img:
             lines += ["## Evaluation images (first vs last evaluation)", ""] + [f"![{f}]({f})" for f in img] + [""]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bench.core import distributed
-from bench.core.files import atomic_write
+from bench.core.files import atomic_write, write_json
 from bench.harness.recorder import STATUSES, Recorder, is_finite, peak_memory_mb
 from bench.harness.spec import Budget, RunSpec
 
@@ -128,7 +128,9 @@ class Run:
             extra = reward.eval_metrics(images.to(device), eval_prompts)
             rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False)),
                              **extra})
-            save_grid(images, self.dir / ("eval_first.png" if first else "eval_last.png"))
+            which = "eval_first" if first else "eval_last"
+            save_grid(images, self.dir / f"{which}.png")
+            write_json(self.dir / f"{which}.json", {"step": rec.step, "reward": [float(s) for s in scores]})
             distributed.barrier()
             return float(scores.mean())
 

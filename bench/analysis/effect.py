@@ -1,0 +1,111 @@
+"""Figures that show what fine-tuning changed: the same evaluation prompts and noise drawn by the base model and by
+each method's final model, with each image's reward under it; and the learned reward beside the true score it
+stands for (reward hacking shows as the two curves parting)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bench.analysis import plots
+from bench.analysis.figures import read_eval_settings, split_row
+from bench.analysis.results import Results
+from bench.core.text import fmt
+
+
+def read_scores(path: Path) -> list[float] | None:
+    """Per-image rewards of one evaluation (``eval_first.json`` / ``eval_last.json``); None when absent."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return [float(v) for v in json.loads(path.read_text())["reward"]]
+    return None
+
+
+def chosen_columns(changes: np.ndarray, n_change: int, n_fixed: int) -> list[int]:
+    """The prompts whose reward changed most (mean |final - base| over methods), then a fixed, evenly spaced
+    sample of the others, in evaluation order within each group."""
+    order = [int(i) for i in np.argsort(-changes, kind="stable")[:n_change]]
+    rest = [i for i in range(len(changes)) if i not in order]
+    fixed = [rest[int(k)] for k in np.linspace(0, len(rest) - 1, min(n_fixed, len(rest)))] if rest else []
+    return sorted(order) + [i for i in dict.fromkeys(fixed) if i not in order]
+
+
+def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: int = 4,
+                   formats=("png", "pdf")) -> list[str]:
+    """Per reward: base model vs each method's final model (first seed) on the chosen prompts, rewards under."""
+    names = []
+    runs = results.runs.sort_values(["reward", "label", "seed"])
+    for reward, group in runs.groupby("reward", sort=True):
+        base, finals, prompts = None, {}, None
+        for label, g in group.groupby("label", sort=True):
+            for _, run in g.iterrows():
+                run_dir = results.run_dir(run["run_id"])
+                last, first = read_scores(run_dir / "eval_last.json"), read_scores(run_dir / "eval_first.json")
+                if last is None or first is None or not (run_dir / "eval_last.png").is_file():
+                    continue
+                settings = read_eval_settings(run_dir / "config.json")
+                n = len(last)
+                if base is None:  # step 0 is the base model on the fixed noise: the same for every method
+                    base = (split_row(run_dir / "eval_first.png", n), first)
+                    prompts = settings.prompt_per_image() if settings else [f"prompt {i}" for i in range(n)]
+                finals[label] = (split_row(run_dir / "eval_last.png", n), last)
+                break
+        if base is None or not finals or any(len(s) != len(base[1]) for _, s in finals.values()):
+            continue
+        changes = np.mean([np.abs(np.subtract(s, base[1])) for _, s in finals.values()], axis=0)
+        cols = chosen_columns(changes, n_change, n_fixed)
+        rows = [("base model", base)] + [(f"{label} (final)", v) for label, v in finals.items()]
+        fig, axes = plots.plt.subplots(len(rows), len(cols), figsize=(1.25 * len(cols) + 1.2, 1.45 * len(rows) + 0.9),
+                                       squeeze=False)
+        for i, (row_label, (tiles, scores)) in enumerate(rows):
+            for j, col in enumerate(cols):
+                ax = axes[i, j]
+                ax.imshow(np.clip(tiles[col], 0, 1), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_xlabel(fmt(scores[col], 3), fontsize=8, labelpad=2)
+                if i == 0:
+                    mark = "Δ" if j < min(n_change, len(cols)) else "·"
+                    ax.set_title(f"{mark} {prompts[col]}", fontsize=6.5, wrap=True)
+                if j == 0:
+                    ax.set_ylabel(row_label, fontsize=8)
+        stand = plots.stand_in_note(group["stand_in"], 100)
+        fig.suptitle(f"{reward}: base model vs final models, same prompts and noise; reward under each image\n"
+                     f"Δ: the {min(n_change, len(cols))} prompts whose reward changed most; ·: a fixed sample"
+                     + stand, fontsize=9)
+        fig.tight_layout()
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in reward)
+        names += plots.save_figure(fig, out / f"effect_{safe}", formats)
+    return [Path(n).name for n in names]
+
+
+def learned_vs_true_figures(results: Results, out: Path, *, formats=("png", "pdf")) -> list[str]:
+    """Per reward that records a true score beside the learned one (``true_*`` eval metrics): both against
+    optimizer steps, mean over seeds, one colour per method (solid learned, dashed true)."""
+    names = []
+    m = results.metrics[results.metrics["split"] == "eval"]
+    colors = plots.color_map(results.runs["label"])
+    for reward, group in m.groupby("reward", sort=True):
+        true_metric = next((t for t in ("true_aesthetic",) if t in set(group["metric"])), None)
+        if true_metric is None:
+            continue
+        fig, ax = plots.plt.subplots(figsize=(6.4, 4.2))
+        for label, g in group.groupby("label", sort=True):
+            for metric, style in (("reward_mean", "-"), (true_metric, "--")):
+                curve = g[g["metric"] == metric].groupby("step")["value"].agg(["mean", "count"]).reset_index()
+                kind = "learned reward" if metric == "reward_mean" else "true score"
+                ax.plot(curve["step"], curve["mean"], style, marker="o", ms=3, color=colors[label],
+                        label=f"{label}: {kind} (n={int(curve['count'].max())} seed(s))")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(f"{reward} (evaluation mean, 0-1)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"{reward}: learned reward (trained on) vs true score (hand-defined)\nthe curves parting = reward "
+                     "hacking" + plots.stand_in_note(group["stand_in"], 90), fontsize=9)
+        fig.tight_layout()
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in reward)
+        names += plots.save_figure(fig, out / f"learned_vs_true_{safe}", formats)
+    return [Path(n).name for n in names]
