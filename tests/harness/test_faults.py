@@ -19,7 +19,8 @@ from bench.harness.guard import alive
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-ARGS = ["--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--max-steps", "6", "--eval-n", "2",
+ARGS = ["--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--max-steps", "6", "--max-seconds", "3600",
+        "--eval-n", "2",
         "--checkpoint-every", "1"]
 RUN = "rwr__mean-brightness__s0"
 KEY = ["run_id", "step", "split", "metric"]

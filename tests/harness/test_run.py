@@ -77,7 +77,9 @@ def test_eval_is_identical_across_methods_at_step_zero(smoke):
 
 def test_nan_reward_is_diverged(tmp_path):
     out = tmp_path / "r"
-    bench_run("--preset", "smoke", "--methods", "alignprop-k1", "--reward", f"{PLUGINS}:NaNReward", "--out", str(out))
+    proc = bench_run("--preset", "smoke", "--methods", "alignprop-k1", "--reward", f"{PLUGINS}:NaNReward", "--out",
+                     str(out), check=False)
+    assert proc.returncode == 1 and "no run finished its budget" in proc.stderr  # a script can tell
     runs = pd.read_csv(out / "runs.csv")
     assert runs.status.tolist() == ["diverged"] and runs.steps.tolist() == [1]
 
