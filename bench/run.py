@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         interrupted, results = exc, dict(getattr(exc, "results", {}))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)  # the tables are written whole
+    manifest.update(interrupted=interrupted.name if interrupted else None)
     table = write_results(out, runs, results, manifest)
     if interrupted is not None:
         left = sum(r["status"] not in (*COMPLETED, "diverged", "skipped") for r in table)

@@ -10,7 +10,7 @@ from bench.core.errors import OutputError, UsageError
 
 def command(main):
     """Wrap a command's ``main(argv) -> int``: a ``UsageError`` (``OutputError``) prints ``error: <one line>`` on
-    stderr and returns its exit code, 2 (1), instead of a traceback."""
+    stderr and returns its exit code, 2 (1), instead of a traceback; Ctrl-C prints one line and returns 130."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
@@ -19,6 +19,9 @@ def command(main):
         except (UsageError, OutputError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM turned into one) outside a command's own handling
+            print("interrupted", file=sys.stderr)
+            return 130
 
     return wrapped
 

@@ -20,8 +20,9 @@ INTERRUPT_EXIT = 130
 """Exit code of a run stopped by SIGINT or SIGTERM (the shell's code for Ctrl-C)."""
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived: stop cleanly (a BaseException, so a method's ``except Exception`` cannot eat it)."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: stop cleanly (not an ``Exception``, so a method's ``except Exception`` cannot eat
+    it; a ``KeyboardInterrupt``, so a command stopped anywhere else ends in one line, exit 130)."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
