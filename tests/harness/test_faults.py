@@ -238,6 +238,22 @@ def test_worker_dying_of_a_full_disk_names_the_cause(tmp_path, monkeypatch):
     assert "No space left" in (tmp_path / "runs" / RUN / "error.log").read_text()
 
 
+@pytest.mark.parametrize("kills, status", [([0, 0], "killed"), ([0, 1], "oom"), ([None, None], "killed")])
+def test_sigkill_is_oom_only_when_the_oom_killer_struck(tmp_path, monkeypatch, kills, status):
+    from bench.harness import launch
+    from bench.harness.plan import plan
+    from bench.run import build_parser
+
+    runs, _ = plan(build_parser().parse_args([*ARGS, "--out", str(tmp_path)]))
+    suicide = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    monkeypatch.setattr(launch, "worker_command", lambda run_dir, processes: [sys.executable, "-c", suicide])
+    counts = iter(kills)
+    monkeypatch.setattr(launch, "oom_kills", lambda: next(counts))
+    (tmp_path / "runs" / RUN).mkdir(parents=True)
+    result = launch.run_worker(runs[0], tmp_path)
+    assert result["status"] == status and "SIGKILL" in result["error"], result
+
+
 def test_worker_that_cannot_write_its_result_says_why(tmp_path, monkeypatch, capsys):
     import bench.worker as worker
 
