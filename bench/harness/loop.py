@@ -226,7 +226,11 @@ def load_checkpoint(run_dir: Path) -> tuple[dict | None, str]:
             if missing:
                 raise KeyError(f"no {', '.join(missing)}")
         except Exception as exc:  # truncated, not a torch file, or another program's: never block the run
-            os.replace(path, path.with_name(path.name + ".damaged"))
+            if distributed.is_main():  # the other processes of a data-parallel run fall back the same way
+                try:
+                    os.replace(path, path.with_name(path.name + ".damaged"))
+                except OSError:
+                    pass
             notes.append(f"{name} is damaged ({type(exc).__name__}), set aside as {name}.damaged")
             continue
         if notes:
