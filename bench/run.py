@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 from bench.core.cli import command
-from bench.core.files import write_json, write_text
 from bench.harness.environment import device_description, git_commit, versions
+from bench.harness.guard import INTERRUPT_EXIT, Interrupted, raise_on_signals
 from bench.harness.launch import check_submitit, launch, prepare_out, worker_command
 from bench.harness.plan import default_out, plan
 from bench.harness.presets import PRESET_NAMES
-from bench.harness.recorder import run_row, summary_markdown, write_tables
+from bench.harness.recorder import COMPLETED, summary_markdown, write_manifest, write_results
 from bench.harness.spec import RunSpec
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.launcher == "slurm":
         check_submitit()
     out = (Path(args.out) if args.out else default_out(args.methods, args.reward)).resolve()
-    previous = prepare_out(out, runs, args.resume)
+    previous, lock = prepare_out(out, runs, args.resume)  # noqa: F841 (held until exit)
     now = datetime.now(timezone.utc).isoformat()
     given = argv if argv is not None else sys.argv[1:]
     manifest = dict(command=[sys.executable, "-m", "bench.run", *given],
@@ -108,18 +109,27 @@ def main(argv: list[str] | None = None) -> int:
         manifest.update(started=previous.get("started", now), command=previous.get("command", manifest["command"]),
                         command_line=previous.get("command_line", manifest["command_line"]),
                         resumed=[*previous.get("resumed", []), dict(at=now, command=manifest["command"])])
-    write_json(out / "manifest.json", manifest)
+    write_manifest(out, manifest)
     print_plan(runs, info, args, out)
-    results = launch(runs, out, args)
-    rows = [row for spec in runs for row in results[spec.run_id].get("rows", [])]
-    table = [run_row(spec, results[spec.run_id]) for spec in runs]
-    write_tables(out, rows, table)
-    manifest.update(finished=datetime.now(timezone.utc).isoformat(),
-                    stand_ins=sorted({r["stand_in"] for r in table if r["stand_in"]}))
-    write_json(out / "manifest.json", manifest)
-    summary = summary_markdown(table)
-    write_text(out / "summary.md", summary)
-    print("\n" + summary + f"\nresults: {out}")
+    raise_on_signals()  # SIGINT/SIGTERM: stop the workers, write what was recorded, exit 130
+    interrupted = None
+    try:
+        results = launch(runs, out, args)
+    except Interrupted as exc:
+        interrupted, results = exc, dict(getattr(exc, "results", {}))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)  # the tables are written whole
+    manifest.update(interrupted=interrupted.name if interrupted else None)
+    table = write_results(out, runs, results, manifest)
+    if interrupted is not None:
+        left = sum(r["status"] not in (*COMPLETED, "diverged", "skipped") for r in table)
+        print(f"interrupted by {interrupted.name}: tables written; {left} unfinished run(s) continue with the same "
+              f"flags and --resume: {out}", file=sys.stderr)
+        return INTERRUPT_EXIT
+    print("\n" + summary_markdown(table) + f"\nresults: {out}")
+    if not any(r["status"] in COMPLETED for r in table):
+        print("no run finished its budget (see the error column of runs.csv): exit code 1", file=sys.stderr)
+        return 1
     return 0
 
 

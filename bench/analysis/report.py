@@ -15,6 +15,7 @@ Table columns are defined at the end of report.md. Failed runs appear with their
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
                  reference: str = "ddpo") -> Path:
     """Write the report folder ``out`` (report.md, summary.csv, figures) from results folders; returns ``out``."""
     results = load_results(directories)
+    for problem in results.problems:
+        print(f"warning: {problem}", file=sys.stderr)
     add_labels(results.runs, results.metrics)
     summary = summarize(results, rng=np.random.default_rng(seed), n_boot=n_boot)
     with atomic_dir(out, "report.md", directories) as tmp:
@@ -50,6 +53,8 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines.append("> **STAND-INS (random weights; numbers say nothing about real models):**")
             lines += [f"> - {s}" for s in results.stand_ins]
             lines.append("")
+        if results.problems:
+            lines += ["> **Damaged results (read around):**"] + [f"> - {p}" for p in results.problems] + [""]
         lines += ["## Summary", "", summary_markdown(summary) if len(summary) else "_no runs found_", ""]
         configs = method_configurations(results)
         if configs:

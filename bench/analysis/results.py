@@ -27,33 +27,70 @@ class Results:
     """run_id -> the results folder it came from."""
     stand_ins: list[str] = field(default_factory=list)
     """Every stand-in description found in manifests, runs and metrics."""
+    problems: list[str] = field(default_factory=list)
+    """Damage found while reading (truncated or binary tables, rows dropped), one line each."""
 
     def run_dir(self, run_id: str) -> Path:
         return self.sources[run_id] / "runs" / run_id
 
-def _read_metrics(directory: Path) -> pd.DataFrame | None:
+REQUIRED = {"metrics": ("run_id", "step", "split", "metric", "value"), "runs": ("run_id", "status")}
+"""Columns without which a table says nothing; rows missing one of their values are dropped (and said so)."""
+
+
+def _read_metrics(directory: Path, problems: list[str]) -> pd.DataFrame | None:
     parquet, csv = directory / "metrics.parquet", directory / "metrics.csv"
     if parquet.is_file():
         try:
-            return pd.read_parquet(parquet)
-        except Exception:  # a truncated parquet (crashed run): fall back to the CSV
-            if not csv.is_file():
-                raise UsageError(f"{parquet} cannot be read and there is no metrics.csv; re-export the results")
-    if csv.is_file():
-        try:
-            return pd.read_csv(csv, keep_default_na=False, na_values=[""])
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame(columns=METRIC_COLUMNS)
-    return None
+            return _check(pd.read_parquet(parquet), parquet, "metrics", problems)
+        except Exception as exc:  # a truncated parquet (crashed run): fall back to the CSV
+            problems.append(f"{parquet} cannot be read ({type(exc).__name__}); using metrics.csv")
+    return _read_csv(csv, "metrics", problems)
 
-def _read_runs(directory: Path) -> pd.DataFrame | None:
-    path = directory / "runs.csv"
+
+def _read_runs(directory: Path, problems: list[str]) -> pd.DataFrame | None:
+    return _read_csv(directory / "runs.csv", "runs", problems)
+
+
+def _read_csv(path: Path, kind: str, problems: list[str]) -> pd.DataFrame | None:
+    """A results CSV; damage (binary, cut mid-row, partial header, unparsable) is added to ``problems``."""
+    import io
+
     if not path.is_file():
         return None
+    data = path.read_bytes()
     try:
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(columns=RUN_COLUMNS)
+        text = data.decode("utf-8")
+        if "\0" in text:
+            raise UnicodeDecodeError("utf-8", data, 0, 1, "NUL byte")
+    except UnicodeDecodeError:
+        problems.append(f"{path} is not a text file (damaged); it is ignored")
+        return None
+    if text and not text.endswith("\n"):
+        problems.append(f"{path} ends mid-row (truncated); its last row is dropped")
+        text = text[: text.rfind("\n") + 1]
+    if not text.strip():
+        return pd.DataFrame(columns=METRIC_COLUMNS if kind == "metrics" else RUN_COLUMNS)
+    try:
+        frame = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, ValueError) as exc:
+        problems.append(f"{path} cannot be parsed ({str(exc).splitlines()[0]}); it is ignored")
+        return None
+    return _check(frame, path, kind, problems)
+
+
+def _check(frame: pd.DataFrame, path: Path, kind: str, problems: list[str]) -> pd.DataFrame | None:
+    missing = [c for c in REQUIRED[kind] if c not in frame.columns]
+    if missing:
+        problems.append(f"{path} has no column {', '.join(missing)} (damaged header); it is ignored")
+        return None
+    bad = frame[[c for c in REQUIRED[kind] if c != "value"]].isna().any(axis=1)  # a value may be NaN (diverged)
+    for col in ("step", "value") if kind == "metrics" else ():
+        text = frame[col].astype(str).str.strip().str.lower()
+        bad |= pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna() & (text != "nan")
+    if bad.any():
+        problems.append(f"{path}: {int(bad.sum())} damaged row(s) dropped")
+        frame = frame[~bad].reset_index(drop=True)
+    return frame
 
 def _clean_stand_in(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -64,14 +101,17 @@ def load_results(directories: list[str | Path]) -> Results:
     """Read and concatenate results folders; a run id present in two folders is an error (it would double count)."""
     if not directories:
         raise UsageError("no results folder given; pass one or more folders written by python -m bench.run")
-    runs_parts, metric_parts, sources, stand_ins = [], [], {}, []
+    runs_parts, metric_parts, sources, stand_ins, problems = [], [], {}, [], []
     for entry in directories:
         directory = Path(entry)
         if not directory.is_dir():
             raise UsageError(f"results folder {str(directory)!r} does not exist; pass a folder written by bench.run")
-        metrics, runs = _read_metrics(directory), _read_runs(directory)
+        found = len(problems)
+        metrics, runs = _read_metrics(directory, problems), _read_runs(directory, problems)
         if metrics is None and runs is None:
-            raise UsageError(f"{str(directory)!r} is not a results folder (no runs.csv or metrics.csv/parquet)")
+            damage = "; ".join(problems[found:])
+            raise UsageError(f"{str(directory)!r} holds nothing usable ({damage}); re-run or --resume it" if damage else
+                             f"{str(directory)!r} is not a results folder (no runs.csv or metrics.csv/parquet)")
         metrics = metrics if metrics is not None else pd.DataFrame(columns=METRIC_COLUMNS)
         for col in METRIC_COLUMNS:
             if col not in metrics.columns:
@@ -115,7 +155,7 @@ def load_results(directories: list[str | Path]) -> Results:
         metrics[col] = pd.to_numeric(metrics[col], errors="coerce")
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     stand_ins += [s for s in runs["stand_in"].tolist() + metrics["stand_in"].tolist() if s]
-    return Results(runs=runs, metrics=metrics, sources=sources, stand_ins=sorted(set(stand_ins)))
+    return Results(runs=runs, metrics=metrics, sources=sources, stand_ins=sorted(set(stand_ins)), problems=problems)
 
 def reward_higher_is_better(reward: str) -> bool:
     """The reward's direction from the reward registry (class attribute); True when the name is unknown."""

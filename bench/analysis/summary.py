@@ -10,9 +10,9 @@ import pandas as pd
 from bench.analysis import stats
 from bench.analysis.results import Results, eval_curves, reward_higher_is_better
 from bench.core.text import fmt, markdown_table
-from bench.harness.recorder import COMPLETED
+from bench.harness.recorder import COMPLETED, STATUSES
 
-FAILED = ("diverged", "oom", "error", "skipped")
+FAILED = tuple(s for s in STATUSES if s not in COMPLETED)
 """Statuses of runs that did not finish their budget (their numbers, if any, are partial)."""
 
 FRACTION = 0.9

@@ -5,20 +5,23 @@ from __future__ import annotations
 import functools
 import sys
 
-from bench.core.errors import UsageError
+from bench.core.errors import OutputError, UsageError
 
 
 def command(main):
-    """Wrap a command's ``main(argv) -> int``: a ``UsageError`` prints ``error: <one line>`` on stderr and returns
-    its exit code (2) instead of a traceback."""
+    """Wrap a command's ``main(argv) -> int``: a ``UsageError`` (``OutputError``) prints ``error: <one line>`` on
+    stderr and returns its exit code, 2 (1), instead of a traceback; Ctrl-C prints one line and returns 130."""
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         try:
             return main(argv) or 0
-        except UsageError as exc:
+        except (UsageError, OutputError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM turned into one) outside a command's own handling
+            print("interrupted", file=sys.stderr)
+            return 130
 
     return wrapped
 

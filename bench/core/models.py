@@ -82,6 +82,30 @@ def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
     return LoadedModel(pipe=pipe, name=spec, stand_in=stand_in)
 
 
+def unet_module_names(spec: str) -> set[str] | None:
+    """Module names of the model's UNet, built without weights where it can be (what LoRA targets are matched
+    against); the built-in models share the Stable Diffusion UNet's blocks, so tiny-random's stand for them. None
+    when the UNet's config is not on this machine (a hub id not in the cache)."""
+    from diffusers import UNet2DConditionModel
+
+    if spec in BUILDERS:
+        return {name for name, _ in BUILDERS.get("tiny-random")(seed=0).unet.named_modules()}
+    source = HUB_ALIASES.get(spec, spec)
+    config = Path(source) / "unet" / "config.json"
+    if not config.is_file():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, "unet/config.json")
+        if not isinstance(cached, str):
+            return None
+        config = Path(cached)
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(config)))
+    return {name for name, _ in unet.named_modules()}
+
+
 def save_model(model: LoadedModel, directory: str | Path) -> Path:
     """``save_pretrained`` plus a marker file that keeps a stand-in labelled when loaded back."""
     directory = Path(directory)

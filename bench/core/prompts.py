@@ -62,7 +62,14 @@ def load_prompts(spec: str) -> PromptSet:
 
 
 def _read_lines(path: Path) -> list[str]:
-    lines = [line.strip() for line in path.read_text().splitlines()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"prompt file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8, one "
+                         "prompt per line") from None
+    if "\0" in text:
+        raise UsageError(f"prompt file {str(path)!r} is a binary file; pass a UTF-8 text file, one prompt per line")
+    lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
         raise UsageError(f"prompt file {str(path)!r} is empty; write one prompt per line")

@@ -60,6 +60,8 @@ def load_target(target: str) -> Any:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             raise UsageError(f"cannot import {module_name!r} ({exc}); check the module name or PYTHONPATH") from None
+        except Exception as exc:  # the plug-in's own code failed (syntax error, exception at import)
+            raise UsageError(f"plug-in module {module_name!r} fails on import ({describe(exc)}); fix it") from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -75,5 +77,16 @@ def _import_file(path: Path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the plug-in's own code failed (syntax error, exception at import)
+        del sys.modules[name]
+        raise UsageError(f"plug-in file {str(path)!r} fails on import ({describe(exc)}); fix it") from None
     return module
+
+
+def describe(exc: Exception) -> str:
+    """One line for an exception raised by user code: its type, message and, for syntax errors, the line."""
+    if isinstance(exc, SyntaxError):
+        return f"{type(exc).__name__} at line {exc.lineno}: {exc.msg}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

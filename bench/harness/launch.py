@@ -1,19 +1,30 @@
 """Launching runs: one worker subprocess per (method, reward, seed), locally or as SLURM jobs; the results folder
-is laid out and, on ``--resume``, checked against the original runs."""
+is locked, laid out and, on ``--resume``, checked against the original runs.
+
+Each worker runs in its own process group (stopped as a group on SIGINT/SIGTERM or a timeout) and dies with its
+parent (``bench.harness.guard``); its stderr passes through to ours (through a pseudo-terminal when ours is one, so
+progress bars still draw) and its last lines are kept to name the cause when it dies without a result."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+from collections import deque
 from pathlib import Path
 
 from bench.core.errors import UsageError
-from bench.core.files import write_text
+from bench.core.files import read_json, write_text
+from bench.harness.guard import LOCK, PARENT_ENV, Interrupted, lock_folder, oom_kills
 from bench.harness.plan import REPO
-from bench.harness.recorder import COMPLETED
+from bench.harness.recorder import COMPLETED, ROWS, counters, read_rows
 from bench.harness.spec import RunSpec
+
+STOP_GRACE_S = 15.0
+"""Seconds a stopped worker gets to record ``interrupted`` before its process group is killed."""
 
 
 def worker_command(run_dir: Path, processes: int) -> list[str]:
@@ -29,31 +40,146 @@ def run_timeout(spec: RunSpec, explicit: float | None) -> float | None:
         return explicit
     return None if spec.budget.max_seconds is None else 10 * spec.budget.max_seconds + 900
 
+class Workers:
+    """The live worker processes of this runner, to stop them all at once."""
+
+    live: dict[int, subprocess.Popen] = {}
+    lock = threading.Lock()
+    stopping = threading.Event()
+
+    @classmethod
+    def signal_all(cls, sig: int) -> None:
+        with cls.lock:
+            for pid in list(cls.live):
+                try:
+                    os.killpg(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    @classmethod
+    def stop_all(cls, grace_s: float = STOP_GRACE_S) -> threading.Timer:
+        """SIGTERM every worker's process group (it records ``interrupted``); SIGKILL what is left after grace_s;
+        start no new worker. Returns the timer of the kill (cancel it once every worker has ended)."""
+        cls.stopping.set()
+        cls.signal_all(signal.SIGTERM)
+        timer = threading.Timer(grace_s, cls.signal_all, args=(signal.SIGKILL,))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+
+class StderrTail:
+    """Pass a worker's stderr through to ours and keep its last lines."""
+
+    def __init__(self, lines: int = 40):
+        self.lines: deque[str] = deque(maxlen=lines)
+        if sys.stderr.isatty():
+            import pty
+            import termios
+
+            self.fd, self.child_fd = pty.openpty()
+            attrs = termios.tcgetattr(self.child_fd)
+            attrs[1] &= ~termios.ONLCR  # pass the worker's bytes unchanged
+            termios.tcsetattr(self.child_fd, termios.TCSANOW, attrs)
+        else:
+            self.fd, self.child_fd = os.pipe()
+        self.thread = threading.Thread(target=self.pump, daemon=True)
+
+    def start(self) -> None:
+        os.close(self.child_fd)
+        self.thread.start()
+
+    def pump(self) -> None:
+        partial = ""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # a pseudo-terminal whose other end closed
+                break
+            if not chunk:
+                break
+            try:
+                sys.stderr.buffer.write(chunk)
+                sys.stderr.flush()
+            except (AttributeError, ValueError, OSError):
+                pass
+            parts = (partial + chunk.decode(errors="replace")).replace("\r", "\n").split("\n")
+            partial = parts.pop()
+            self.lines.extend(p.strip() for p in parts if p.strip())
+        if partial.strip():
+            self.lines.append(partial.strip())
+        os.close(self.fd)
+
+    def join(self) -> None:
+        self.thread.join(timeout=5)
+
+    def cause(self) -> str:
+        """The last line the worker wrote (an exception's message, or the worker's own ``error:`` line)."""
+        return self.lines[-1][:500] if self.lines else ""
+
+
 def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | None = None, cwd: str | None = None) -> dict:
-    """Run one spec in a subprocess; a crash, hang or kill becomes an ``error`` result, never lost results.
+    """Run one spec in a subprocess; a crash, hang or kill becomes a result with its cause, never lost rows.
 
     The worker runs in the user's working directory (``cwd``), so relative paths given on the command line
     (prompt files, model folders, weights, plug-in files) mean there what they meant here; the package is found
     through PYTHONPATH."""
     run_dir = Path(out).resolve() / "runs" / spec.run_id
     result_file = run_dir / "result.json"
+    if Workers.stopping.is_set():
+        return dict(status="interrupted", error="not started: the runner was stopped",
+                    **counters(read_rows(run_dir / ROWS)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    env[PARENT_ENV] = str(os.getpid())
+    oom_before = oom_kills()
+    tail = StderrTail()
+    proc = subprocess.Popen(worker_command(run_dir, processes), cwd=cwd or os.getcwd(), env=env,
+                            stderr=tail.child_fd, start_new_session=True)
+    tail.start()
+    with Workers.lock:
+        Workers.live[proc.pid] = proc
+    if Workers.stopping.is_set():  # stopped while it was starting
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc = subprocess.run(worker_command(run_dir, processes), cwd=cwd or os.getcwd(), env=env, timeout=timeout)
-        code = proc.returncode
+        code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         code = "timeout"
+    finally:
+        with Workers.lock:
+            Workers.live.pop(proc.pid, None)
+        tail.join()
     if result_file.is_file():
-        return json.loads(result_file.read_text())
-    from bench.harness.loop import rows_so_far
-
+        try:
+            return json.loads(result_file.read_text())
+        except (ValueError, OSError):
+            pass  # torn by a kill or a full disk: the cause is below
     if code == "timeout":
         status, message = "error", f"worker timed out after {timeout:.0f} s (--run-timeout)"
-    elif code == -9:
-        status, message = "oom", "worker killed by SIGKILL (most likely out of memory)"
+    elif Workers.stopping.is_set():
+        status, message = "interrupted", "stopped with the runner"
+    elif code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        oom_after = oom_kills()
+        if code == -signal.SIGKILL and oom_before is not None and oom_after is not None and oom_after > oom_before:
+            status, message = "oom", "worker killed by the kernel's OOM killer (SIGKILL)"
+        else:
+            status, message = "killed", f"worker killed by signal {-code} ({name})"
     else:
-        status, message = "error", f"worker exited with code {code}"
-    return dict(status=status, error=message, rows=rows_so_far(run_dir))
+        status, message = "error", f"worker exited with code {code}" + (f": {tail.cause()}" if tail.cause() else "")
+    if tail.lines and not (run_dir / "error.log").is_file():
+        try:
+            (run_dir / "error.log").write_text("\n".join(tail.lines) + "\n")
+        except OSError:
+            pass
+    return dict(status=status, error=message, **counters(read_rows(run_dir / ROWS)))
+
+
+def recorded_rows(out: Path, spec: RunSpec, result: dict) -> list[dict]:
+    """A run's rows: its ``rows.jsonl`` (or, for folders from before it existed, the rows in its result)."""
+    rows = read_rows(Path(out) / "runs" / spec.run_id / ROWS)
+    return rows or list(result.get("rows", []))
 
 def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     """Results of every run by id: finished ones reused on --resume, the rest made by the chosen launcher."""
@@ -72,9 +198,18 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
 
     cwd = os.getcwd()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        made = pool.map(lambda s: run_worker(s, out, args.processes, run_timeout(s, args.run_timeout), cwd), todo)
-        for spec, result in zip(todo, made):
-            results[spec.run_id] = result
+        made = [(spec, pool.submit(run_worker, spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd))
+                for spec in todo]
+        try:
+            for spec, future in made:
+                results[spec.run_id] = future.result()
+        except Interrupted as exc:  # stop every worker, collect what each recorded, and let the caller write it
+            timer = Workers.stop_all()
+            for spec, future in made:
+                results[spec.run_id] = future.result()
+            timer.cancel()
+            exc.results = results
+            raise
     return results
 
 def launch_slurm(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
@@ -110,34 +245,69 @@ def previous_result(out: Path, spec: RunSpec) -> dict | None:
     """A finished run's result (skipped on --resume); None for runs still to do or to retry."""
     path = out / "runs" / spec.run_id / "result.json"
     if path.is_file():
-        result = json.loads(path.read_text())
-        if result.get("status") in FINISHED:
+        try:
+            result = json.loads(path.read_text())
+            status = result.get("status")
+        except (ValueError, AttributeError):  # damaged: its rows are in rows.jsonl; the run is made again
+            os.replace(path, path.with_name("result.json.damaged"))
+            print(f"warning: {path} is damaged (set aside as result.json.damaged); running {spec.run_id} again "
+                  "from its last checkpoint", file=sys.stderr, flush=True)
+            return None
+        if status in FINISHED:
             return result
-        path.unlink()  # errors and OOMs are retried from their last checkpoint
+        path.unlink()  # errors, kills and interruptions are retried from their last checkpoint
     return None
 
-def prepare_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
-    """Check and lay out the results folder; on --resume return the earlier manifest."""
+def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
+    """Check the results folder without writing; on --resume return the earlier manifest."""
     previous = None
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; pass a folder")
     if resume:
         if not (out / "manifest.json").is_file():
             raise UsageError(f"--resume: {str(out)!r} holds no results (manifest.json); drop --resume or fix --out")
-        previous = json.loads((out / "manifest.json").read_text())
+        previous = read_json(out / "manifest.json", "it cannot be resumed: start a new --out with the same flags")
+        if not isinstance(previous, dict):
+            raise UsageError(f"{str(out / 'manifest.json')!r} is damaged (not a JSON object); it cannot be resumed: "
+                             "start a new --out with the same flags")
         before, now = sorted(previous.get("runs", {})), sorted(spec.run_id for spec in runs)
         if before != now:
             raise UsageError(f"--resume: {str(out)!r} holds runs {', '.join(before)}, the flags give "
                              f"{', '.join(now)}; repeat the original --methods, --reward and --seeds")
         for spec in runs:
             stored = out / "runs" / spec.run_id / "config.json"
-            if stored.is_file() and RunSpec.from_file(stored).to_json() != spec.to_json():
+            if not stored.is_file():
+                continue
+            try:
+                same = RunSpec.from_file(stored).to_json() == spec.to_json()
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                raise UsageError(f"--resume: {str(stored)!r} is damaged; delete it (it is written again from the "
+                                 "flags) and repeat the original flags") from None
+            if not same:
                 raise UsageError(f"--resume: run {spec.run_id} was made with other settings; repeat the original flags")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK for p in out.iterdir()):
         raise UsageError(f"{str(out)!r} already holds results; pass --resume to continue them or choose another --out")
-    for spec in runs:
-        run_dir = out / "runs" / spec.run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / "config.json").is_file():
-            write_text(run_dir / "config.json", spec.to_json())
     return previous
+
+def prepare_out(out: Path, runs: list[RunSpec], resume: bool):
+    """Check, lock and lay out the results folder; returns (the earlier manifest on --resume, the held lock).
+    Another ``bench.run`` on the folder, or a folder that cannot be made, is a ``UsageError``."""
+    lock = None
+    if resume and out.is_dir():  # before the checks: another runner may be rewriting what they read
+        try:
+            lock = lock_folder(out, "bench.run")
+        except OSError:
+            pass  # a read-only folder: the writes below say so
+    previous = check_out(out, runs, resume)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = lock or lock_folder(out, "bench.run")
+        for spec in runs:
+            run_dir = out / "runs" / spec.run_id
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if not (run_dir / "config.json").is_file():
+                write_text(run_dir / "config.json", spec.to_json())
+    except OSError as exc:
+        raise UsageError(f"cannot write results to --out {str(out)!r} ({exc.strerror or exc}); choose a writable "
+                         "folder") from None
+    return previous, lock

@@ -1,13 +1,16 @@
 """The training loop of one (method, reward, seed) run, in its own process (``python -m bench.worker RUN_DIR``).
 
 Reads ``RUN_DIR/config.json``, trains until the first budget is reached, evaluates on fixed prompts and noise with
-the true reward (outside the training clock), checkpoints for ``--resume``, and writes ``RUN_DIR/result.json``
-(status, counters and every recorded row), ``adapter.safetensors`` and the first/last evaluation grids.
+the true reward (outside the training clock), appends every row to ``RUN_DIR/rows.jsonl`` as it is recorded,
+checkpoints for ``--resume`` (keeping the previous checkpoint until the next one is written; a damaged one falls back
+to the previous, else the run restarts, saying so), and returns the result (status, counters) the worker writes to
+``RUN_DIR/result.json``, with ``adapter.safetensors`` and the first/last evaluation grids.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -19,11 +22,15 @@ import torch
 
 from bench.core import distributed
 from bench.core.files import atomic_write, write_json
-from bench.harness.recorder import STATUSES, Recorder, is_finite, peak_memory_mb
+from bench.harness.guard import Interrupted
+from bench.harness.recorder import ROWS, STATUSES, Recorder, is_finite, peak_memory_mb, read_rows, write_rows
 from bench.harness.spec import Budget, RunSpec
 
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"
+"""The checkpoint before the last, kept until the next one is safely written."""
 RESULT = "result.json"
+CHECKPOINT_KEYS = ("method", "step", "samples", "wall_s", "peak_mb", "py_rng", "np_rng")
 
 
 def seed_everything(seed: int) -> None:
@@ -102,17 +109,23 @@ class Run:
         try:
             method = method_cls(model.pipe, reward, load_prompts(spec.prompts), config, spec.seed)
         except RewardNotDifferentiable as exc:
-            return dict(base, status="skipped", error=str(exc), rows=[], steps=0, samples=0, wall_s=0.0,
+            return dict(base, status="skipped", error=str(exc), steps=0, samples=0, wall_s=0.0,
                         peak_mem_mb=peak_memory_mb(device))
         eval_cfg = spec.eval.config
         eval_prompts = spec.eval.prompts
 
-        rec = Recorder(identity, device)
-        ckpt = self.dir / CHECKPOINT
-        if ckpt.is_file():
-            saved = torch.load(ckpt, weights_only=False)
+        log = self.dir / ROWS if distributed.is_main() else None
+        rec = Recorder(identity, device, log=log)
+        saved, note = load_checkpoint(self.dir)
+        if note:
+            print(f"warning: {spec.run_id}: {note}", file=sys.stderr, flush=True)
+        if saved is not None:
             method.load_state_dict(saved["method"])
-            rec = Recorder(identity, device, rows=saved["rows"], peak_mb=saved["peak_mb"])
+            if log is not None and "rows" in saved and not log.is_file():  # a checkpoint from before rows.jsonl
+                write_rows(log, saved["rows"])
+            # rows past the checkpoint stay in the log until this attempt records them again
+            kept = [r for r in read_rows(self.dir / ROWS) if r["step"] <= saved["step"]]
+            rec = Recorder(identity, device, rows=kept, peak_mb=saved["peak_mb"], log=log)
             rec.step, rec.samples, rec.wall_s = saved["step"], saved["samples"], saved["wall_s"]
             random.setstate(saved["py_rng"])
             np.random.set_state(saved["np_rng"])
@@ -134,7 +147,7 @@ class Run:
             distributed.barrier()
             return float(scores.mean())
 
-        if rec.step == 0 and not ckpt.is_file():
+        if saved is None:
             run_eval(first=True)
         status, error = None, ""
         progress = Progress(spec, self.budget, initial=rec.step)
@@ -159,15 +172,23 @@ class Run:
                     run_eval()
                 if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0 and distributed.is_main():
                     self.checkpoint(method, rec)
+        except Interrupted as exc:  # SIGTERM/SIGINT: rows are on disk, the last checkpoint resumes it
+            status, error = "interrupted", f"stopped by {exc.name} during step {rec.step + 1}"
         except torch.cuda.OutOfMemoryError as exc:
             status, error = "oom", str(exc).splitlines()[0]
         except MemoryError as exc:
             status, error = "oom", f"MemoryError: {exc}"
         except Exception as exc:  # keep the rows collected so far; the message goes to runs.csv
-            (self.dir / "error.log").write_text(traceback.format_exc())
+            keep_error_log(self.dir, traceback.format_exc())
             status, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         finally:
             progress.close()
+        result = dict(base, status=status, error=error, steps=rec.step, samples=rec.samples, wall_s=rec.wall_s,
+                      peak_mem_mb=rec.peak_mb, final_eval_reward=rec.last("eval", "reward_mean"))
+        if note:
+            result["warning"] = note
+        if status == "interrupted":
+            return result
         if status in ("oom", "error", "diverged") or last_eval_step(rec) == rec.step:
             final = rec.last("eval", "reward_mean")  # a diverged adapter is not evaluated: its weights are not finite
         else:
@@ -175,14 +196,60 @@ class Run:
         spread = distributed.weight_spread(method.trainable_parameters())
         if distributed.is_main():
             save_adapter(method.adapter_state_dict(), spec, self.dir / "adapter.safetensors")
-        return dict(base, status=status, error=error, rows=rec.rows, steps=rec.step, samples=rec.samples,
-                    wall_s=rec.wall_s, peak_mem_mb=rec.peak_mb, final_eval_reward=final,
-                    processes=distributed.world_size(), rank_weight_spread=spread)
+            if status not in ("oom", "error"):  # an ended run's rows are exactly this attempt's; a failed one keeps
+                rec.compact()                   # an earlier attempt's later rows until it is retried
+        return dict(result, final_eval_reward=final, peak_mem_mb=rec.peak_mb, processes=distributed.world_size(),
+                    rank_weight_spread=spread)
 
     def checkpoint(self, method, rec: Recorder) -> None:
-        state = dict(method=method.state_dict(), rows=rec.rows, step=rec.step, samples=rec.samples,
-                     wall_s=rec.wall_s, peak_mb=rec.peak_mb, py_rng=random.getstate(), np_rng=np.random.get_state())
-        atomic_write(self.dir / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        """Write ``checkpoint.pt`` atomically; the one it replaces becomes ``checkpoint.prev.pt``."""
+        state = dict(method=method.state_dict(), step=rec.step, samples=rec.samples, wall_s=rec.wall_s,
+                     peak_mb=rec.peak_mb, py_rng=random.getstate(), np_rng=np.random.get_state())
+        path = self.dir / CHECKPOINT
+
+        def write(tmp: Path) -> None:
+            torch.save(state, tmp)
+            if path.is_file():
+                os.replace(path, self.dir / PREVIOUS)
+
+        atomic_write(path, write)
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict | None, str]:
+    """The newest readable checkpoint (``checkpoint.pt``, else ``checkpoint.prev.pt``) and a note on what was
+    damaged; a damaged file is set aside as ``NAME.damaged``, and with none readable the run restarts."""
+    notes = []
+    for name in (CHECKPOINT, PREVIOUS):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            saved = torch.load(path, weights_only=False)
+            missing = [k for k in CHECKPOINT_KEYS if k not in saved]
+            if missing:
+                raise KeyError(f"no {', '.join(missing)}")
+        except Exception as exc:  # truncated, not a torch file, or another program's: never block the run
+            if distributed.is_main():  # the other processes of a data-parallel run fall back the same way
+                try:
+                    os.replace(path, path.with_name(path.name + ".damaged"))
+                except OSError:
+                    pass
+            notes.append(f"{name} is damaged ({type(exc).__name__}), set aside as {name}.damaged")
+            continue
+        if notes:
+            notes.append(f"resuming from {name} at step {saved['step']}")
+        return saved, "; ".join(notes)
+    if notes:
+        notes.append("no readable checkpoint: restarting the run from step 0 (recorded rows are kept)")
+    return None, "; ".join(notes)
+
+
+def keep_error_log(run_dir: Path, text: str) -> None:
+    """Best effort: ``error.log`` must not replace the original error with a disk-full one."""
+    try:
+        (run_dir / "error.log").write_text(text)
+    except OSError:
+        pass
 
 
 def last_eval_step(rec: Recorder) -> int | None:
@@ -213,12 +280,3 @@ class Progress:
     def close(self) -> None:
         self.bar.close()
 
-
-def rows_so_far(run_dir: Path) -> list[dict]:
-    ckpt = run_dir / CHECKPOINT
-    if ckpt.is_file():
-        try:
-            return torch.load(ckpt, weights_only=False)["rows"]
-        except Exception:  # a damaged checkpoint must not hide the original error
-            return []
-    return []

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bench.core.errors import UsageError
 from bench.harness.presets import get_preset
-from bench.harness.spec import Budget, EvalSettings, RunSpec, method_config, parse_list, parse_seeds, parse_sets, run_id
+from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, method_config, parse_list, parse_seeds,
+                                 parse_sets, run_id)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,6 +37,25 @@ def check_model_available(spec: str) -> None:
                 f"first (huggingface-cli download {source}) or pass a local diffusers directory"
             )
 
+def check_lora_targets(model: str, configs: dict, method_classes: dict) -> None:
+    """LoRA targets changed from a method's default must name modules of the chosen model's UNet (peft matches a
+    target against a module's full name or its last dotted parts)."""
+    changed = {m: c.lora_targets for m, c in configs.items()
+               if hasattr(c, "lora_targets") and c.lora_targets != config_fields(method_classes[m]).get("lora_targets")}
+    if not changed:
+        return
+    from bench.core.models import unet_module_names
+
+    names = unet_module_names(model)
+    if names is None:
+        return
+    for method, targets in changed.items():
+        for target in (t for t in str(targets).split(",") if t):
+            if not any(n == target or n.endswith("." + target) for n in names):
+                raise UsageError(f"--set {method}.lora_targets: {target!r} is no module of {model}'s UNet; use names "
+                                 "such as to_q,to_k,to_v,to_out.0 (attention) or proj_in,proj_out,ff.net.2")
+
+
 def plan(args) -> tuple[list[RunSpec], dict]:
     """Validate every choice and resolve the runs; raises UsageError before anything is written."""
     from bench.core.evaluate import EvalConfig
@@ -45,6 +65,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
 
     if not args.methods or not args.reward:
         raise UsageError("--methods and --reward are required (see --list for the valid names)")
+    if args.out is not None and not args.out.strip():
+        raise UsageError("--out is empty; name a results folder, or leave --out out for the default")
     for flag in ("processes", "jobs", "slurm_gpus", "slurm_time_min", "run_timeout"):
         positive(getattr(args, flag), "--" + flag.replace("_", "-"), integer=flag != "run_timeout")
     preset = get_preset(args.preset)
@@ -84,6 +106,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
+    check_lora_targets(model, configs, method_classes)
     # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
     # so evaluations agree across methods and across invocations (folders a report combines).
     eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", 50),

@@ -1,18 +1,21 @@
 """The recorder: tidy long-format rows, peak memory, atomic writes of the results tables.
 
-Methods never write files; the worker hands each ``step()``'s metrics and each evaluation to a ``Recorder``, and
-the runner merges every run's rows into ``metrics.parquet`` / ``metrics.csv`` / ``runs.csv``.
+Methods never write files; the worker hands each ``step()``'s metrics and each evaluation to a ``Recorder``, which
+appends them to the run's own ``rows.jsonl`` as they are recorded (never only inside a checkpoint), and the runner
+merges every run's rows into ``metrics.parquet`` / ``metrics.csv`` / ``runs.csv``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import resource
 from pathlib import Path
 
 import torch
 
-from bench.core.files import atomic_write
+from bench.core.errors import OutputError
+from bench.core.files import atomic_write, write_json, write_text
 from bench.core.text import fmt
 
 METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "samples", "wall_s", "split", "metric",
@@ -22,7 +25,11 @@ RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps",
                "surrogate"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
-STATUSES = (*COMPLETED, "diverged", "oom", "error", "skipped")
+STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "skipped")
+"""Every run status: ``killed`` = the worker died of a signal (not a known OOM kill); ``interrupted`` = stopped by
+SIGINT/SIGTERM (resumable)."""
+ROWS = "rows.jsonl"
+"""A run's recorded rows, one JSON object a line, appended as they are recorded (a torn last line is ignored)."""
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -35,10 +42,13 @@ def peak_memory_mb(device: torch.device) -> float:
 class Recorder:
     """Collects one run's rows; knows the run's identity columns, its counters and its peak memory."""
 
-    def __init__(self, identity: dict, device: torch.device, rows: list[dict] | None = None, peak_mb: float = 0.0):
+    def __init__(self, identity: dict, device: torch.device, rows: list[dict] | None = None, peak_mb: float = 0.0,
+                 log: Path | None = None):
         self.identity = identity
         self.device = device
         self.rows: list[dict] = list(rows or [])
+        self.log = log
+        """Where rows are appended as they are recorded (the main process's ``rows.jsonl``); None: memory only."""
         self.step, self.samples, self.wall_s = 0, 0, 0.0
         self._peak_before = peak_mb
 
@@ -47,12 +57,18 @@ class Recorder:
         return max(self._peak_before, peak_memory_mb(self.device))
 
     def add(self, split: str, metrics: dict[str, float]) -> None:
-        for name, value in metrics.items():
-            if name == "samples" or not isinstance(value, (int, float)):
-                continue
-            self.rows.append({**self.identity, "step": self.step, "samples": self.samples,
-                              "wall_s": round(self.wall_s, 6), "split": split, "metric": name,
-                              "value": float(value), "peak_mem_mb": round(self.peak_mb, 3)})
+        new = [{**self.identity, "step": self.step, "samples": self.samples, "wall_s": round(self.wall_s, 6),
+                "split": split, "metric": name, "value": float(value), "peak_mem_mb": round(self.peak_mb, 3)}
+               for name, value in metrics.items() if name != "samples" and isinstance(value, (int, float))]
+        self.rows += new
+        if self.log is not None and new:
+            with open(self.log, "a") as f:
+                f.write("".join(json.dumps(row) + "\n" for row in new))
+
+    def compact(self) -> None:
+        """Replace the log with exactly this run's rows (drops rows of an earlier attempt past its checkpoint)."""
+        if self.log is not None:
+            write_rows(self.log, self.rows)
 
     def last(self, split: str, metric: str) -> float | None:
         for row in reversed(self.rows):
@@ -61,21 +77,93 @@ class Recorder:
         return None
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text("".join(json.dumps(row) + "\n" for row in rows)))
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows in a ``rows.jsonl``: undecodable lines (a torn last line) skipped, a (step, split, metric) recorded
+    twice (a step replayed after a resume) kept once, the latest."""
+    try:
+        lines = Path(path).read_bytes().splitlines()
+    except FileNotFoundError:
+        return []
+    latest: dict[tuple, dict] = {}
+    for line in lines:
+        try:
+            row = json.loads(line)
+            key = (row["step"], row["split"], row["metric"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        latest.pop(key, None)
+        latest[key] = row
+    return list(latest.values())
+
+
+def counters(rows: list[dict]) -> dict:
+    """steps, samples and training seconds of the last recorded training step (for a worker that died)."""
+    train = [r for r in rows if r["split"] == "train"]
+    last = max(train, key=lambda r: r["step"], default=None)
+    if last is None:
+        return dict(steps=0, samples=0, wall_s=0.0)
+    peak = max(r.get("peak_mem_mb") or 0.0 for r in rows)
+    return dict(steps=last["step"], samples=last["samples"], wall_s=last["wall_s"], peak_mem_mb=peak or None)
+
+
 def is_finite(*values: float) -> bool:
     return all(v is None or math.isfinite(v) for v in values)
 
 
 def write_tables(out: Path, rows: list[dict], runs: list[dict]) -> None:
-    """metrics.parquet, metrics.csv and runs.csv, each written atomically, rows de-duplicated."""
+    """runs.csv, metrics.parquet and metrics.csv, each written atomically (a failed write leaves the earlier file),
+    rows de-duplicated."""
     import pandas as pd
 
     metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
     metrics = metrics.drop_duplicates(subset=["run_id", "step", "split", "metric"], keep="last")
     metrics = metrics.sort_values(["run_id", "split", "step", "metric"], kind="stable").reset_index(drop=True)
     runs_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
+    atomic_write(out / "runs.csv", lambda tmp: runs_df.to_csv(tmp, index=False))
     atomic_write(out / "metrics.parquet", lambda tmp: metrics.to_parquet(tmp, index=False))
     atomic_write(out / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
-    atomic_write(out / "runs.csv", lambda tmp: runs_df.to_csv(tmp, index=False))
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    try:
+        write_json(out / "manifest.json", manifest)
+    except OSError as exc:
+        raise OutputError(f"cannot write {out / 'manifest.json'} ({exc.strerror or exc}); free space and retry") from None
+
+
+def write_results(out: Path, runs: list, results: dict[str, dict], manifest: dict) -> list[dict]:
+    """Every results file from the runs' results (a run without one, never started, is ``interrupted``): runs.csv,
+    metrics.parquet/.csv, manifest.json, summary.md. A failed write (disk full) leaves the earlier file and is an
+    ``OutputError`` naming it, after the other files were tried. Returns the rows of runs.csv."""
+    from datetime import datetime, timezone
+
+    for spec in runs:
+        if spec.run_id not in results:
+            rows = read_rows(Path(out) / "runs" / spec.run_id / ROWS)
+            results[spec.run_id] = dict(status="interrupted", error="not started: the runner was stopped",
+                                        **counters(rows))
+    rows = []
+    for spec in runs:  # rows.jsonl, or the rows of a result written before it existed
+        rows += read_rows(Path(out) / "runs" / spec.run_id / ROWS) or list(results[spec.run_id].get("rows", []))
+    table = [run_row(spec, results[spec.run_id]) for spec in runs]
+    manifest.update(finished=datetime.now(timezone.utc).isoformat(),
+                    stand_ins=sorted({r["stand_in"] for r in table if r["stand_in"]}))
+    failures = []
+    for name, write in (("tables", lambda: write_tables(out, rows, table)),
+                        ("manifest.json", lambda: write_json(out / "manifest.json", manifest)),
+                        ("summary.md", lambda: write_text(out / "summary.md", summary_markdown(table)))):
+        try:
+            write()
+        except OSError as exc:
+            failures.append(f"{exc.filename or name}: {exc.strerror or exc}")
+    if failures:
+        raise OutputError(f"cannot write results in {str(out)!r} ({failures[0]}); the files written before are "
+                          "intact: free space, then run again with --resume")
+    return table
 
 
 def run_row(spec, result: dict) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -110,8 +111,8 @@ def parse_seeds(text: str) -> list[int]:
             seeds.append(int(item))
         except ValueError:
             raise UsageError(f"--seeds: {item!r} is not an integer; give e.g. --seeds 0,1,2") from None
-    if any(s < 0 for s in seeds):
-        raise UsageError("--seeds must be non-negative integers")
+    if any(not 0 <= s < 2**32 for s in seeds):
+        raise UsageError(f"--seeds must be integers from 0 to {2**32 - 1} (numpy's seed range)")
     return seeds
 
 
@@ -127,8 +128,13 @@ def convert(value: str, current, key: str):
         if isinstance(current, int):
             return int(value)
         if isinstance(current, float):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise UsageError(f"--set {key}={value}: must be a finite number")
+            return number
         return value
+    except UsageError:
+        raise
     except ValueError:
         raise UsageError(f"--set {key}={value}: expected a {type(current).__name__}") from None
 

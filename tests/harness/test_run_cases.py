@@ -15,7 +15,9 @@ from test_run import ENV, PLUGINS, REPO, bench_run
 
 def test_nan_reward_is_diverged(tmp_path):
     out = tmp_path / "r"
-    bench_run("--preset", "smoke", "--methods", "alignprop-k1", "--reward", f"{PLUGINS}:NaNReward", "--out", str(out))
+    proc = bench_run("--preset", "smoke", "--methods", "alignprop-k1", "--reward", f"{PLUGINS}:NaNReward", "--out",
+                     str(out), check=False)
+    assert proc.returncode == 1 and "no run finished its budget" in proc.stderr  # a script can tell
     runs = pd.read_csv(out / "runs.csv")
     assert runs.status.tolist() == ["diverged"] and runs.steps.tolist() == [1]
 
