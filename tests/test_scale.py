@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -12,10 +13,11 @@ from test_run import bench_run
 SMOKE = ["--preset", "smoke", "--reward", "mean-brightness", "--max-steps", "3"]
 
 
-def test_two_processes_keep_identical_adapters_and_the_schema(tmp_path):
+@pytest.mark.parametrize("method", ["alignprop-k1", "grpo"])
+def test_two_processes_keep_identical_adapters_and_the_schema(tmp_path, method):
     out = tmp_path / "dp"
-    bench_run(*SMOKE, "--methods", "alignprop-k1", "--processes", "2", "--out", str(out))
-    run_dir = out / "runs" / "alignprop-k1__mean-brightness__s0"
+    bench_run(*SMOKE, "--methods", method, "--processes", "2", "--out", str(out))
+    run_dir = out / "runs" / f"{method}__mean-brightness__s0"
     result = json.loads((run_dir / "result.json").read_text())
     assert result["processes"] == 2 and result["status"] == "max_steps"
     # each process draws its own prompts and noise, so without gradient averaging the adapters would drift apart
