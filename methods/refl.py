@@ -42,8 +42,10 @@ class ReFLConfig(MethodConfig):
     """'neg' = -reward; 'hinge' = relu(hinge_target - reward) (ReFL.py: F.relu(-rewards + 2))."""
     hinge_target: float = 2.0
     """Target of the 'hinge' loss (ReFL.py: 2, in ImageReward units; above it an image gives no gradient)."""
-    loss_scale: float = 1e-3
-    """Multiplier of the reward loss (ReFL.py --grad_scale: 1e-3)."""
+    loss_scale: float = 1.0
+    """Multiplier of the reward loss. ReFL.py --grad_scale is 1e-3 (full UNet, lr 1e-5); AdamW ignores the scale
+    except against its eps 1e-8, and with LoRA on tiny-shapes 1e-3 put whole-adapter gradient norms at 1e-10..1e-7,
+    below eps: no learning (measured, README). Hence 1."""
     pretrain_weight: float = 0.0
     """Weight of the pre-training (denoising) loss regulariser L_pre (paper section 4; ReFL.py: none, 0)."""
     checkpointing: bool = True

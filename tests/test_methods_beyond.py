@@ -64,11 +64,13 @@ def test_grpo_advantages_are_group_relative():
 
 
 def test_grpo_ratio_is_one_before_the_first_update_and_not_after(tiny):
-    method = build("grpo", tiny, updates_per_batch=2, lr=1e-2)
+    method = build("grpo", tiny, updates_per_batch=2, lr=1e-2, kl_weight=0.1)
     first, second = method.step(), method.step()
     assert first["ratio_max_dev"] == 0.0 and first["clipfrac"] == 0.0 and first["samples"] == 4
     # the second update reuses the samples under changed weights: ratios move, the tiny clip range (1e-4) acts
     assert second["ratio_max_dev"] > 0 and second["clipfrac"] > 0 and second["samples"] == 0
+    # KL to the base model (adapter disabled): 0 while LoRA's B is still zero, positive after an update
+    assert first["kl"] == 0.0 and second["kl"] > 0
 
 
 def test_grpo_shares_initial_noise_within_groups_only(tiny, monkeypatch):
