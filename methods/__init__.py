@@ -12,6 +12,12 @@ METHODS = Registry(
         "rwr-sparse": "methods.rwr:RWRSparse",
         "ddpo": "methods.ddpo:DDPO",
         "alignprop-trl": "methods.alignprop_trl:AlignPropTrl",
+        "draft-lv": "methods.draft_lv:DraftLV",
+        # DRaFT-K is exactly AlignProp's last-K truncation (same sampler gradient mode): the same class, K = 1 by
+        # default, any K with --set draft-k.k=K
+        "draft-k": "methods.alignprop:AlignPropK1",
+        "refl": "methods.refl:ReFL",
+        "grpo": "methods.grpo:GRPO",
     },
     plugins=True,  # --methods my_module:MyMethod or path/to/file.py:MyMethod (a methods.base.Method subclass)
 )

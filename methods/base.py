@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 
 from bench.core import distributed
 from bench.core.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
@@ -143,3 +144,22 @@ class Method:
 def batch_stats(values: torch.Tensor) -> dict[str, float]:
     values = values.detach().float()
     return {"reward_mean": float(values.mean()), "reward_std": float(values.std(unbiased=False))}
+
+
+def denoising_loss(pipe, x0, embeds, weights, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """Weighted epsilon- (or v-) prediction loss of ``pipe.unet`` at random training timesteps, ``draws`` per sample.
+
+    The standard diffusion training loss on latents ``x0``: RWR's regression target and ReFL's pre-training
+    regulariser.
+    """
+    sched = pipe.scheduler
+    n = len(x0) * draws
+    x0, embeds, weights = (t.repeat_interleave(draws, dim=0) for t in (x0, embeds, weights))
+    t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    noisy = sched.add_noise(x0, noise, t.to(x0.device))
+    pred = pipe.unet(noisy, t.to(x0.device), encoder_hidden_states=embeds).sample
+    if sched.config.prediction_type == "v_prediction":
+        noise = sched.get_velocity(x0, noise, t.to(x0.device))
+    per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (weights * per_sample).mean()

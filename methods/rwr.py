@@ -13,10 +13,9 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from bench.core import distributed
-from methods.base import Method, MethodConfig, batch_stats
+from methods.base import Method, MethodConfig, batch_stats, denoising_loss
 
 
 @dataclass
@@ -63,17 +62,7 @@ class RWR(Method):
 
     def denoising_loss(self, x0, embeds, weights) -> torch.Tensor:
         """Weighted epsilon-prediction loss at random training timesteps (one draw per sample and repeat)."""
-        sched = self.pipe.scheduler
-        n = len(x0) * self.config.noise_draws
-        x0, embeds, weights = (t.repeat_interleave(self.config.noise_draws, dim=0) for t in (x0, embeds, weights))
-        t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=self.generator)
-        noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        noisy = sched.add_noise(x0, noise, t.to(x0.device))
-        pred = self.pipe.unet(noisy, t.to(x0.device), encoder_hidden_states=embeds).sample
-        if sched.config.prediction_type == "v_prediction":
-            noise = sched.get_velocity(x0, noise, t.to(x0.device))
-        per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
-        return (weights * per_sample).mean()
+        return denoising_loss(self.pipe, x0, embeds, weights, self.config.noise_draws, self.generator)
 
     def step(self) -> dict[str, float]:
         cfg = self.config

@@ -136,9 +136,9 @@ def ddim_coefficients(scheduler, t: int) -> tuple[float, float]:
     return alpha_t, alpha_prev
 
 
-def ddim_step(scheduler, model_output, t: int, x, eta: float):
-    """Mean and standard deviation of the DDIM transition p(x_{t-1} | x_t) given the guided model output."""
-    alpha_t, alpha_prev = ddim_coefficients(scheduler, t)
+def predict_x0(scheduler, model_output, t: int, x):
+    """(x0, eps): the clean latent and the noise the guided model output implies at timestep ``t``, as diffusers."""
+    alpha_t = float(scheduler.alphas_cumprod[t])
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         eps = model_output
@@ -153,6 +153,13 @@ def ddim_step(scheduler, model_output, t: int, x, eta: float):
     if scheduler.config.clip_sample:  # as diffusers (use_clipped_model_output=False): eps keeps the model's value
         r = scheduler.config.clip_sample_range
         x0 = x0.clamp(-r, r)
+    return x0, eps
+
+
+def ddim_step(scheduler, model_output, t: int, x, eta: float):
+    """Mean and standard deviation of the DDIM transition p(x_{t-1} | x_t) given the guided model output."""
+    alpha_t, alpha_prev = ddim_coefficients(scheduler, t)
+    x0, eps = predict_x0(scheduler, model_output, t, x)
     variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
     std = eta * math.sqrt(max(variance, 0.0))
     mean = math.sqrt(alpha_prev) * x0 + math.sqrt(max(1 - alpha_prev - std**2, 0.0)) * eps
@@ -243,6 +250,45 @@ class Sampler:
     def set_steps(self) -> torch.Tensor:
         self.scheduler.set_timesteps(self.config.steps, device=self.device)
         return self.scheduler.timesteps
+
+    # -- pieces for methods that leave the chain early or re-score its transitions (ReFL, DRaFT-LV, GRPO) ------
+    @torch.no_grad()
+    def sample_until(self, prompts: list[str], stop: int, *, generator: torch.Generator | None = None):
+        """Run the first ``stop`` of the T steps without a graph: (x after them, prompt states, all T timesteps).
+
+        Randomness is drawn in ``sample``'s order (x_T, then one noise per step), so ``stop = T`` ends on the
+        latent ``sample`` would decode for the same generator state.
+        """
+        if not 0 <= stop <= self.config.steps:
+            raise ValueError(f"stop must lie in [0, steps={self.config.steps}], got {stop}")
+        embeds = self.encode(prompts)
+        x = self.initial_noise(len(prompts), generator)
+        noise = [torch.randn(x.shape, generator=generator) for _ in range(self.config.steps)] if self.config.eta > 0 else None
+        timesteps = self.set_steps()
+        for i, t in enumerate(timesteps[:stop]):
+            x, _ = self.transition(x, t, embeds, None if noise is None else noise[i])
+        return x, embeds, timesteps
+
+    def transition(self, x, t, embeds, noise=None, *, use_checkpoint: bool = False):
+        """One DDIM step from ``x`` at timestep ``t``: (x_prev, mean); ``noise`` is used when eta > 0."""
+        out = self.model_output(x, t, embeds, use_checkpoint=use_checkpoint)
+        mean, std = ddim_step(self.scheduler, out, int(t), x, self.config.eta)
+        if std > 0 and noise is not None:
+            return mean + std * noise.to(mean.device, mean.dtype), mean
+        return mean, mean
+
+    def transition_log_prob(self, x, t, embeds, x_prev):
+        """(log p(x_prev | x), mean, std) under the current weights, computed as ``sample`` does (policy gradient)."""
+        out = self.model_output(x, t, embeds)
+        mean, std = ddim_step(self.scheduler, out, int(t), x, self.config.eta)
+        if std <= 0:
+            raise ValueError(f"the transition at timestep {int(t)} is deterministic (eta=0 or a final alpha of 1)")
+        return gaussian_log_prob(x_prev, mean, std), mean, std
+
+    def renoise(self, x0, t, noise) -> torch.Tensor:
+        """Forward-diffuse clean latents to timestep ``t``: sqrt(a_t) x0 + sqrt(1 - a_t) noise (DRaFT-LV)."""
+        a = float(self.scheduler.alphas_cumprod[int(t)])
+        return math.sqrt(a) * x0 + math.sqrt(1 - a) * noise.to(x0.device, x0.dtype)
 
     def sample(
         self,

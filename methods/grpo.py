@@ -1,0 +1,191 @@
+"""Group-relative policy gradient (GRPO) on the shared stochastic DDIM sampler, as DanceGRPO does for Stable
+Diffusion (Xue et al., arXiv 2505.07818; XueZeyue/DanceGRPO fastvideo/train_grpo_sd.py, fastvideo/config_sd/).
+
+One step:
+
+1. Sample (without a graph) ``batch_size`` images as ``batch_size / G`` prompts x G samples each; with
+   ``shared_noise`` the G samples of a prompt start from the same x_T (DanceGRPO draws one x_T for all samples of
+   an epoch) and differ through the sampler's per-step noise (eta > 0). The sampler records every latent and the
+   log-probability of every stochastic transition under the sampling weights.
+2. Score them with the true reward; the advantage of a sample is its reward minus its group's mean, divided by the
+   group's standard deviation (+1e-8), clipped to +-``adv_clip_max``. A group whose rewards are all equal has
+   advantage exactly 0 (computed in float64; in float32 rounding would turn 0/0 into noise).
+3. For a random subset (``timestep_fraction``) of the stochastic transitions, recompute the log-probability under
+   the current weights (``Sampler.transition_log_prob``), form the ratio to the sampling log-probability and the
+   PPO-clipped loss max(-A r, -A clip(r, 1 +- clip_range)), plus optionally ``kl_weight`` times the KL of the
+   transition to the base model's (adapter disabled; Flow-GRPO's form ||mu - mu_ref||^2 / (2 sigma^2)).
+   Gradients of all chosen transitions and rollout batches are accumulated into ONE optimizer update.
+
+``updates_per_batch`` > 1 reuses one sampled set for that many consecutive steps (each a different slice of
+rollout batches), as DanceGRPO's 2 updates per epoch; only then do ratios differ from 1 and clipping act (the
+ratio is exactly 1 on the first update after sampling; tests pin this). Groups never span processes: with
+``--processes N`` each process samples and normalises whole groups, and gradients are averaged.
+
+Differences from DanceGRPO, on purpose: LoRA instead of the full UNet; one random subset of transitions per
+rollout batch instead of one per sample; the last transition is kept when it is stochastic (DanceGRPO drops it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from methods.base import Method, MethodConfig, batch_stats
+
+
+@dataclass
+class GRPOConfig(MethodConfig):
+    """GRPO settings (DanceGRPO fastvideo/config_sd/base.py and dgx.py:hpsv2 names in brackets)."""
+
+    lr: float = 3e-4
+    """AdamW learning rate (DanceGRPO [train.learning_rate] 1e-5 is for the full UNet; LoRA: DDPO/trl's 3e-4)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay [train.adam_weight_decay] (1e-4)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping [train.max_grad_norm] (1.0)."""
+    eta: float = 1.0
+    """DDIM eta while sampling [sample.eta] (1.0); must be > 0 for the policy to have a density."""
+    guidance_scale: float = 5.0
+    """Guidance weight while sampling and training [sample.guidance_scale, train.cfg] (5.0)."""
+    group_size: int = 0
+    """Samples G per prompt [num_generations] (hpsv2: 16); 0 means batch_size (one prompt per rollout batch)."""
+    shared_noise: bool = True
+    """Same initial noise x_T within a group (train_grpo_sd.py: one global_input_latents; flux: --init_same_noise)."""
+    clip_range: float = 1e-4
+    """PPO ratio clip range [train.clip_range] (1e-4)."""
+    adv_clip_max: float = 5.0
+    """Advantage clipping [train.adv_clip_max] (5)."""
+    timestep_fraction: float = 1.0
+    """Fraction of the stochastic transitions trained on, drawn at random [train.timestep_fraction] (SD 1.0, flux 0.6)."""
+    kl_weight: float = 0.0
+    """Weight of the per-transition KL to the base model (DanceGRPO SD: none, 0; Flow-GRPO's beta)."""
+    updates_per_batch: int = 1
+    """Optimizer updates per sampled set (dgx.py:hpsv2: 2 per epoch); each update uses grad_accum rollout batches."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.eta <= 0:
+            raise ValueError("grpo needs eta > 0 (a stochastic sampler has log-probabilities); set eta=1.0")
+        g = self.group()
+        if g < 2 or self.batch_size % g:
+            raise ValueError(f"group_size must be >= 2 and divide batch_size={self.batch_size}, got {g}; "
+                             "a group of one has no relative advantage")
+        if not 0 < self.timestep_fraction <= 1:
+            raise ValueError(f"timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
+        if self.clip_range <= 0 or self.adv_clip_max <= 0 or self.kl_weight < 0:
+            raise ValueError("clip_range and adv_clip_max must be > 0, kl_weight >= 0")
+        if self.updates_per_batch < 1:
+            raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
+
+    def group(self) -> int:
+        return self.group_size or self.batch_size
+
+
+def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(r - group mean) / (group std + 1e-8) for consecutive groups of ``group_size``; 0 where a group is constant."""
+    r = rewards.detach().double().view(-1, group_size)
+    centred = r - r.mean(dim=1, keepdim=True)
+    adv = centred / (r.std(dim=1, keepdim=True) + 1e-8)
+    constant = (r.max(dim=1, keepdim=True).values == r.min(dim=1, keepdim=True).values)
+    return torch.where(constant, torch.zeros_like(adv), adv).flatten()
+
+
+class GRPO(Method):
+    """Group-normalised advantages, clipped importance ratio on random transitions of the stochastic sampler."""
+
+    name = "grpo"
+    Config = GRPOConfig
+    preset_overrides = {"paper": {"batch_size": 16, "group_size": 16, "grad_accum": 1}}
+    """DanceGRPO dgx.py:hpsv2: 16 samples per prompt."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.buffer: list[dict] = []
+
+    def collect(self) -> list[dict]:
+        """Sample, score and normalise ``grad_accum * updates_per_batch`` rollout batches of whole groups."""
+        cfg, g = self.config, self.config.group()
+        batches = []
+        self.pipe.unet.eval()
+        for _ in range(cfg.grad_accum * cfg.updates_per_batch):
+            prompts = [p for p in self.prompts.sample(cfg.batch_size // g, self.generator) for _ in range(g)]
+            x_T = None
+            if cfg.shared_noise:
+                x_T = self.sampler.initial_noise(cfg.batch_size // g, self.generator).repeat_interleave(g, dim=0)
+            with torch.no_grad():
+                rollout = self.sampler.sample(prompts, generator=self.generator, latents=x_T)
+                rewards = self.reward(rollout.images, prompts).float()
+            signed = rewards if self.reward.higher_is_better else -rewards
+            n = rollout.log_probs.shape[1]  # stochastic transitions (the last one is deterministic if final alpha = 1)
+            chosen = torch.randperm(n, generator=self.generator)[: max(1, int(n * cfg.timestep_fraction))]
+            batches.append(dict(
+                latents=rollout.latents, timesteps=rollout.timesteps, log_probs=rollout.log_probs,
+                embeds=rollout.prompt_embeds, advantages=group_advantages(signed, g), chosen=chosen.sort().values,
+                rewards=rewards,
+            ))
+        return batches
+
+    def transition_loss(self, batch: dict, j: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """Clipped surrogate (+ KL) of transition ``j`` of one rollout batch, and its diagnostics."""
+        cfg = self.config
+        x, x_prev, t = batch["latents"][:, j], batch["latents"][:, j + 1], batch["timesteps"][j]
+        log_prob, mean, std = self.sampler.transition_log_prob(x, t, batch["embeds"], x_prev)
+        ratio = torch.exp(log_prob - batch["log_probs"][:, j])
+        adv = batch["advantages"].clamp(-cfg.adv_clip_max, cfg.adv_clip_max).to(ratio)
+        clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
+        loss = torch.maximum(-adv * ratio, -adv * clipped).mean()
+        kl = torch.zeros(())
+        if cfg.kl_weight > 0:
+            self.pipe.unet.disable_adapters()
+            try:
+                with torch.no_grad():
+                    _, ref_mean, _ = self.sampler.transition_log_prob(x, t, batch["embeds"], x_prev)
+            finally:
+                self.pipe.unet.enable_adapters()
+            kl = ((mean - ref_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std**2)
+            loss = loss + cfg.kl_weight * kl.mean()
+        diff = (log_prob - batch["log_probs"][:, j]).detach()
+        info = dict(
+            approx_kl=float(0.5 * (diff**2).mean()),
+            clipfrac=float(((ratio.detach() - 1).abs() > cfg.clip_range).float().mean()),
+            ratio_max_dev=float((ratio.detach() - 1).abs().max()),
+            kl=float(kl.detach().mean()),
+        )
+        return loss, info
+
+    def step(self) -> dict[str, float]:
+        cfg = self.config
+        queries = 0
+        if not self.buffer:
+            self.buffer = self.collect()
+            queries = cfg.batch_size * len(self.buffer)
+        batches, self.buffer = self.buffer[: cfg.grad_accum], self.buffer[cfg.grad_accum:]
+        self.pipe.unet.train()
+        losses, infos = [], []
+        for batch in batches:
+            chosen = batch["chosen"].tolist()
+            for j in chosen:
+                loss, info = self.transition_loss(batch, j)
+                (loss / (len(chosen) * cfg.grad_accum)).backward()
+                losses.append(float(loss.detach()))
+                infos.append(info)
+        grad_norm = self.clip_and_step()
+        metrics = batch_stats(torch.cat([b["rewards"] for b in batches]))  # the rewards of the samples trained on
+        metrics.update({k: sum(i[k] for i in infos) / len(infos) for k in ("approx_kl", "clipfrac", "kl")})
+        metrics.update(
+            ratio_max_dev=max(i["ratio_max_dev"] for i in infos),
+            loss=sum(losses) / len(losses),
+            grad_norm=grad_norm,
+            grad_steps=float(len(losses)) / len(batches),
+            samples=float(queries),
+        )
+        return metrics
+
+    def state_dict(self) -> dict:
+        """Adds the not yet trained-on rollout batches (``updates_per_batch`` > 1) to the resume state."""
+        return {**super().state_dict(), "buffer": [dict(b) for b in self.buffer]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.buffer = [dict(b) for b in state.get("buffer", [])]
