@@ -46,6 +46,10 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines.append("> **STAND-INS (random weights; numbers say nothing about real models):**")
             lines += [f"> - {s}" for s in results.stand_ins]
             lines.append("")
+        runs = results.runs
+        if {"precision", "protocol"} <= set(runs.columns):  # folders written before these columns lack them
+            settings = runs[["method", "precision", "protocol"]].drop_duplicates().astype(str)
+            lines += ["Precision and protocol: " + "; ".join(f"`{m}` {p}, {q}" for m, p, q in settings.values), ""]
         lines += ["## Summary", "", summary_markdown(summary) if len(summary) else "_no runs found_", ""]
         lines += speedup_markdown(speedups(results, reference), reference)
         failed = results.runs[results.runs["status"].isin(FAILED + ("unknown",))]
