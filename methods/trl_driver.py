@@ -98,6 +98,16 @@ def _to_float(value):
     return value
 
 
+def reset_accelerate_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide mixed precision and refuses a trainer asking for another; a worker builds
+    one trainer, but a process that builds several (tests, the ladder) must reset it between them."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()
+
+
 class TrlMethod(Method):
     """Shared driver of trl's diffusion trainers: our pipeline and LoRA in, one trl epoch per harness step.
 
@@ -136,6 +146,7 @@ class TrlMethod(Method):
             from bench.core.sampler import latent_size
 
             latent_size(self.pipe, self.config.resolution)  # refuses a size the model cannot draw
+        reset_accelerate_precision(mp.ACCELERATE[self.config.precision])
         settings = self.config.lora_settings()
         settings.init_seed = self.seed
         self.trl_pipe = trl_pipeline(self.pipe, settings, self.config.resolution)
