@@ -44,7 +44,8 @@ def commands(out: Path, wheels: str | None) -> list[tuple[str, list[str], int]]:
     for dtype, rows, limit in (("fp32", LADDER_ROWS, 140), ("bf16", f"{LADDER_ROWS},{AUTO_ROWS}", 170)):
         steps.append((f"ladder-{dtype}", [py, "-m", "bench.memory_ladder", "--model", "sd15-random", "--steps", "50",
                                           "--batch", "1", "--dtypes", dtype, "--rows", rows, "--warmup", "0",
-                                          "--repeats", "1", "--row-timeout", "40", "--out", str(out / f"ladder-{dtype}")],
+                                          "--repeats", "1", "--row-timeout", "40",
+                                          "--out", str(out / f"ladder-{dtype}")],
                       limit))
     cuts = [arg for cut in CUTS for arg in ("--set", cut)]
     steps.append(("paper", [py, "-m", "bench.run", "--preset", "paper", "--model", "sd15-random", "--methods",
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# {name} (at most {limit} s)\n$ " + " ".join(command))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    report = dict(date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), gpu=gpu_name(), python=platform.python_version(),
-                  steps=[])
+    report = dict(date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), gpu=gpu_name(),
+                  python=platform.python_version(), steps=[])
     for name, command, limit in steps:
         print(f"[gpu-check] {name} ...", flush=True)
         report["steps"].append(run_step(name, command, limit))

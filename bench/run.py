@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="default", help=f"one of {', '.join(PRESET_NAMES)} (default: default)")
     p.add_argument("--protocol", choices=PROTOCOLS, help="matched (equal images per update) or published (each "
                    "method's own code's settings); default: published for --preset paper, else matched")
-    p.add_argument("--precision", help="fp32, bf16 or fp16 (default: bf16 on a CUDA device that supports it, else fp32)")
+    p.add_argument("--precision", help="fp32, bf16 or fp16 (default: bf16 on a CUDA GPU that has it, else fp32)")
     p.add_argument("--resolution", type=float, help="image height = width in pixels (default: the model's own)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override a method config field (KEY=VALUE applies to every chosen method); repeatable")

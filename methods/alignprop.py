@@ -16,7 +16,8 @@ and checkpoints only the rest, decided per rollout (randomized K changes how man
 device's free memory, else half the available RAM on a CPU (``bench.core.activations``). One UNet call's and the
 decode's activation bytes are measured once, at the first step, by running each with a graph; the step's peak with
 everything checkpointed is estimated as one UNet call's activations (the one being recomputed) plus the decode's,
-and the rest of the budget (90 %, the margin for allocator slack) buys kept calls. The decode stays checkpointed under ``auto``.
+and the rest of the budget (90 %, the margin for allocator slack) buys kept calls. The decode stays checkpointed
+under ``auto``.
 
 Named variants: ``alignprop`` (randomized truncation, K ~ U[k_min, k_max] per rollout), ``alignprop-full``
 (backprop through every step) and ``alignprop-k1`` (last step only).

@@ -295,7 +295,7 @@ class Sampler:
         embeds = self.encode(prompts)
         # All randomness is drawn up front in a fixed order (x_T, step noises, then the truncation), so a seed gives
         # the same images whatever the gradient mode.
-        x = self.initial_noise(len(prompts), generator) if latents is None else latents.to(self.device)
+        x = self.initial_noise(len(prompts), generator) if latents is None else latents.to(self.device, torch.float32)
         step_noise = [torch.randn(x.shape, generator=generator) for _ in range(steps)] if cfg.eta > 0 else None
         carries = grad.draw(steps, generator)
         kept = set([i for i, c in enumerate(carries) if c][::-1][: max(grad.keep, 0)])

@@ -18,7 +18,8 @@ from bench.core.text import fmt
 METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "samples", "wall_s", "split", "metric",
                   "value", "peak_mem_mb", "stand_in"]
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
-               "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "precision", "protocol"]
+               "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "precision",
+               "protocol"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
 STATUSES = (*COMPLETED, "diverged", "oom", "error", "skipped")

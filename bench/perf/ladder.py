@@ -162,8 +162,8 @@ def _sampler_ratio(pipe, steps, batch, dtype, device) -> dict:
 
     with autocast:
         ours = timed(lambda: sampler.sample(prompts, latents=noise))
-        theirs = timed(lambda: pipe(prompts, latents=noise.to(pipe.unet.dtype), num_inference_steps=steps, guidance_scale=7.5,
-                                    output_type="pt"))
+        theirs = timed(lambda: pipe(prompts, latents=noise.to(pipe.unet.dtype), num_inference_steps=steps,
+                                    guidance_scale=7.5, output_type="pt"))
     return dict(status="ok", seconds=ours, diffusers_seconds=theirs, ratio=ours / theirs, peak_mem_mb=None)
 
 

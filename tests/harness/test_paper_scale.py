@@ -14,7 +14,8 @@ def dry_run(capsys, *args):
 def test_paper_preset_uses_published_settings_and_ddpo_updates_several_times(capsys):
     code, out, _ = dry_run(capsys, "--preset", "paper", "--model", "sd15-random", "--precision", "bf16")
     assert code == 0 and "protocol published, precision bf16" in out
-    lines = {m: next(line for line in out.splitlines() if line.strip().startswith(f"{m}__")) for m in ("alignprop", "ddpo", "rwr")}
+    lines = {m: next(line for line in out.splitlines() if line.strip().startswith(f"{m}__"))
+             for m in ("alignprop", "ddpo", "rwr")}
     assert all("(published)" in line for line in lines.values())
     assert "updates/step=2" in lines["ddpo"] and "images/step=256" in lines["ddpo"]  # ddpo-pytorch dgx.py aesthetic
     assert "sample_batches=32" in lines["ddpo"] and "train_grad_accum=32" in lines["ddpo"]
