@@ -15,9 +15,8 @@ and checkpoints only the rest, decided per rollout (randomized K changes how man
 ``memory_budget_mb`` if set, else ``max_memory_gb`` (``--max-memory-gb``) minus the memory in use, else the CUDA
 device's free memory, else half the available RAM on a CPU (``bench.core.activations``). One UNet call's and the
 decode's activation bytes are measured once, at the first step, by running each with a graph; the step's peak with
-everything checkpointed is estimated as one UNet call's activations (the one being recomputed) plus the decode's,
-and the rest of the budget (90 %, the margin for allocator slack) buys kept calls. The decode stays checkpointed
-under ``auto``.
+everything checkpointed is estimated as ``BASE_CALLS`` UNet calls' activations plus the decode's, and the rest of
+the budget (90 %, the margin for allocator slack) buys kept calls. The decode stays checkpointed under ``auto``.
 
 Named variants: ``alignprop`` (randomized truncation, K ~ U[k_min, k_max] per rollout), ``alignprop-full``
 (backprop through every step) and ``alignprop-k1`` (last step only).
@@ -38,6 +37,11 @@ TRAINING_MODES = tuple(m for m in GRAD_MODES if m != "none")
 CHECKPOINTING = {"auto": "auto", "on": "on", "true": "on", "1": "on", "off": "off", "false": "off", "0": "off"}
 BUDGET_MARGIN = 0.9
 """Share of the memory budget auto checkpointing plans to fill (allocator slack, transient buffers)."""
+BASE_CALLS = 3
+"""The fully checkpointed step's peak, in one UNet call's activations (plus the decode's): the recomputed call, its
+gradient buffers and the rest of the step. Rough, from the CPU ladder (tiny-random, batch 2): trl's fully
+checkpointed step took 64 MB, about 3.7 calls of ~17 MB (the no-checkpointing row's per-call growth); an estimate
+of 1 call overran a 1x budget there."""
 
 
 @dataclass
@@ -143,7 +147,7 @@ class AlignProp(Method):
             self.activations = activation_bytes(self.sampler, cfg.batch_size)
         unet, decode = self.activations
         budget = BUDGET_MARGIN * step_budget_bytes(self.sampler.device, cfg.memory_budget_mb, cfg.max_memory_gb)
-        self.kept = max(0, int((budget - unet - decode) // max(unet, 1)))
+        self.kept = max(0, int((budget - BASE_CALLS * unet - decode) // max(unet, 1)))
         return replace(self.grad, checkpoint=True, keep=self.kept)
 
     def loss_fn(self, objective: torch.Tensor) -> torch.Tensor:
