@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 OUT ?= results/make-bench-$(shell date +%Y%m%d-%H%M%S)
 BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward count
 
-.PHONY: install test bench clean-venv
+.PHONY: install test bench clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -30,3 +30,7 @@ bench: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The prepared GPU check (README "GPU check"): on a machine with CUDA torch; WHEELS=dir installs the pins offline.
+gpu-check:
+	$(PYTHON) -m bench.gpu_check $(if $(WHEELS),--wheels $(WHEELS),) $(GPU_CHECK_ARGS)

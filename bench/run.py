@@ -21,7 +21,7 @@ from bench.harness.environment import device_description, git_commit, versions
 from bench.harness.guard import INTERRUPT_EXIT, Interrupted, raise_on_signals
 from bench.harness.launch import check_submitit, launch, prepare_out, worker_command
 from bench.harness.plan import default_out, plan
-from bench.harness.presets import PRESET_NAMES
+from bench.harness.presets import PRESET_NAMES, PROTOCOLS
 from bench.harness.recorder import COMPLETED, summary_markdown, write_manifest, write_results
 from bench.harness.spec import RunSpec
 
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-n", type=int, help="number of evaluation images (fixed prompts and noise)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps for --resume (0: never)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(PRESET_NAMES)} (default: default)")
+    p.add_argument("--protocol", choices=PROTOCOLS, help="matched (equal images per update) or published (each "
+                   "method's own code's settings); default: published for --preset paper, else matched")
+    p.add_argument("--precision", help="fp32, bf16 or fp16 (default: bf16 on a CUDA GPU that has it, else fp32)")
+    p.add_argument("--resolution", type=float, help="image height = width in pixels (default: the model's own)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override a method config field (KEY=VALUE applies to every chosen method); repeatable")
     p.add_argument("--config-from", metavar="FILE",
@@ -70,8 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list models, rewards, methods, prompt sets and presets")
     return p
 
+def describe_config(spec: RunSpec) -> str:
+    """The resolved config, with the images and optimizer updates one step makes."""
+    from methods import METHODS
+    config = METHODS.get(spec.method).Config(**spec.method_config)
+    return (f"images/step={config.images_per_step()} updates/step={config.updates_per_step()} "
+            + " ".join(f"{k}={v}" for k, v in spec.method_config.items()))
+
 def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
-    print(f"{len(runs)} run(s); preset {info['preset']}, model {info['model']}, prompts {info['prompts']}, "
+    print(f"{len(runs)} run(s); preset {info['preset']}, protocol {info['protocol']}, precision {info['precision']}, "
+          f"resolution {info['resolution'] or 'native'}, model {info['model']}, prompts {info['prompts']}, "
           f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}), budget {info['budget']}")
     if args is not None:
         where = (f"slurm (partition {args.slurm_partition or 'default'}, {args.slurm_gpus} GPU(s), "
@@ -79,11 +91,11 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
                  else f"local, {args.jobs} at once")
         print(f"launcher: {where}; {args.processes} process(es) per run")
     for spec in runs:
-        cfg = spec.method_config
-        print(f"  {spec.run_id}: steps={cfg['steps']} batch={cfg['batch_size']}x{cfg['grad_accum']} lr={cfg['lr']}")
+        print(f"  {spec.run_id} ({spec.protocol}): {describe_config(spec)}")
         if args is not None:
             run_dir = (out or Path("OUT")) / "runs" / spec.run_id
             print("    $ " + shlex.join(worker_command(run_dir, args.processes)))
+
 
 @command
 def main(argv: list[str] | None = None) -> int:

@@ -9,21 +9,39 @@ weight decay 0.1, gradient clipping 5.0, loss scale 0.01, LoRA rank 4, guidance 
 randomized truncation. The official code's aesthetic loss is |10 - reward|; the default here is -reward (the
 paper's objective); ``loss="target"`` with ``target=10`` reproduces the code.
 
+Checkpointing (``checkpointing``): ``on`` recomputes every gradient-carrying UNet call in the backward pass, ``off``
+keeps all their activations, and ``auto`` (default) keeps the activations of as many of them as fit a memory budget
+and checkpoints only the rest, decided per rollout (randomized K changes how many carry gradient). The budget is
+``memory_budget_mb`` if set, else ``max_memory_gb`` (``--max-memory-gb``) minus the memory in use, else the CUDA
+device's free memory, else half the available RAM on a CPU (``bench.core.activations``). One UNet call's and the
+decode's activation bytes are measured once, at the first step, by running each with a graph; the step's peak with
+everything checkpointed is estimated as ``BASE_CALLS`` UNet calls' activations plus the decode's, and the rest of
+the budget (90 %, the margin for allocator slack) buys kept calls. The decode stays checkpointed under ``auto``.
+
 Named variants: ``alignprop`` (randomized truncation, K ~ U[k_min, k_max] per rollout), ``alignprop-full``
 (backprop through every step) and ``alignprop-k1`` (last step only).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from bench.core.sampler import GRAD_MODES, GradMode
+from bench.core.activations import step_budget_bytes
+from bench.core.sampler import GRAD_MODES, GradMode, activation_bytes
 from methods.base import Method, MethodConfig, batch_stats
 
 TRAINING_MODES = tuple(m for m in GRAD_MODES if m != "none")
 """The sampler's gradient modes that train (``none`` carries no gradient)."""
+CHECKPOINTING = {"auto": "auto", "on": "on", "true": "on", "1": "on", "off": "off", "false": "off", "0": "off"}
+BUDGET_MARGIN = 0.9
+"""Share of the memory budget auto checkpointing plans to fill (allocator slack, transient buffers)."""
+BASE_CALLS = 3
+"""The fully checkpointed step's peak, in one UNet call's activations (plus the decode's): the recomputed call, its
+gradient buffers and the rest of the step. Rough, from the CPU ladder (tiny-random, batch 2): trl's fully
+checkpointed step took 64 MB, about 3.7 calls of ~17 MB (the no-checkpointing row's per-call growth); an estimate
+of 1 call overran a 1x budget there."""
 
 
 @dataclass
@@ -48,8 +66,14 @@ class AlignPropConfig(MethodConfig):
     """alignprop-code: low end of the per-step threshold range (official code: 0)."""
     code_max: int = 0
     """alignprop-code: high end of the per-step threshold range; 0 means the step count (official code: 50 of 50)."""
-    checkpointing: bool = True
-    """Activation checkpointing on gradient-carrying UNet calls and the decode."""
+    checkpointing: str = "auto"
+    """Activation checkpointing of gradient-carrying UNet calls and the decode: on, off, or auto (as many calls keep
+    their activations as fit the memory budget; the rest are checkpointed). Booleans mean on / off."""
+    memory_budget_mb: float = 0.0
+    """auto: memory (MB) one step may add to what is allocated when it starts; 0: from ``max_memory_gb``."""
+    max_memory_gb: float = 0.0
+    """auto: the process's memory cap (the run's ``--max-memory-gb``); 0: the device's free memory (CUDA) or half
+    the available RAM (CPU)."""
     loss: str = "neg"
     """Loss form: 'neg' = -reward (paper), 'target' = |target - reward| (official code for aesthetic)."""
     target: float = 10.0
@@ -65,6 +89,12 @@ class AlignPropConfig(MethodConfig):
             raise ValueError(f"loss must be 'neg' or 'target', got {self.loss!r}")
         if self.loss_scale <= 0:
             raise ValueError(f"loss_scale must be > 0, got {self.loss_scale}")
+        mode = CHECKPOINTING.get(str(self.checkpointing).lower())
+        if mode is None:
+            raise ValueError(f"checkpointing must be auto, on or off, got {self.checkpointing!r}")
+        self.checkpointing = mode
+        if self.memory_budget_mb < 0 or self.max_memory_gb < 0:
+            raise ValueError("memory_budget_mb and max_memory_gb must be >= 0 (0: derive from the device)")
         self.grad_mode().validate(self.steps)
 
     def grad_mode(self) -> GradMode:
@@ -73,7 +103,7 @@ class AlignPropConfig(MethodConfig):
             k=self.k,
             k_range=(self.k_min, self.k_max or self.steps),
             code_range=(self.code_min, self.code_max or self.steps),
-            checkpoint=self.checkpointing,
+            checkpoint=self.checkpointing != "off",
         )
 
 
@@ -82,14 +112,43 @@ class AlignProp(Method):
 
     name = "alignprop"
     preset_overrides = {"paper": dict(batch_size=2, grad_accum=4)}
-    """Paper preset: 8 images per optimizer step as 2 per GPU x 4 accumulated (official code, config/align_prop.py,
-    aesthetic)."""
+    """Paper preset, matched protocol: 8 images per optimizer step (every method's), as 2 x 4 accumulated."""
+    published = dict(
+        batch_size=4,  # per_gpu_capacity=4 (set_config_batch in aesthetic())
+        grad_accum=32,  # total_batch_size=128 images per update / 4 per pass (gradient_accumulation_steps)
+        steps=50,  # config.steps = 50
+        guidance_scale=7.5,  # config.sd_guidance_scale = 7.5
+        eta=0.0,  # main.py: pipeline.scheduler.step(noise_pred, t, latent), DDIMScheduler's default eta=0.0
+        lr=1e-3,  # config.train.learning_rate = 1e-3 (aesthetic)
+        weight_decay=0.1,  # config.train.adam_weight_decay = 0.1 (aesthetic)
+        max_grad_norm=5.0,  # config.train.max_grad_norm = 5.0 (aesthetic)
+        loss_scale=0.01,  # config.train.loss_coeff = 0.01 (aesthetic)
+    )
+    """Published protocol: the official code's ``config/align_prop.py`` (mihirp1998/AlignProp, ``aesthetic()``, on one
+    GPU): 128 images per update as 4 per pass x 32 accumulated; its ``total_samples_per_epoch=256`` makes two such
+    updates per epoch, i.e. two harness steps. Truncation: ``truncated_backprop_rand=True`` with
+    ``truncated_backprop_minmax=(0, 50)`` is our ``random-k`` over all T steps (the default); ``mixed_precision='fp16'``
+    is the run's ``--precision`` (the harness default is bf16 on a GPU)."""
     Config = AlignPropConfig
     needs_reward_gradient = True
 
     def setup(self) -> None:
         super().setup()
         self.grad = self.config.grad_mode()
+        self.activations: tuple[int, int] | None = None  # (one UNet call, the decode), measured at the first step
+        self.kept = 0
+
+    def rollout_grad(self) -> GradMode:
+        """The gradient mode of the next rollout: under ``checkpointing=auto``, how many calls keep activations."""
+        cfg = self.config
+        if cfg.checkpointing != "auto":
+            return self.grad
+        if self.activations is None:
+            self.activations = activation_bytes(self.sampler, cfg.batch_size)
+        unet, decode = self.activations
+        budget = BUDGET_MARGIN * step_budget_bytes(self.sampler.device, cfg.memory_budget_mb, cfg.max_memory_gb)
+        self.kept = max(0, int((budget - BASE_CALLS * unet - decode) // max(unet, 1)))
+        return replace(self.grad, checkpoint=True, keep=self.kept)
 
     def loss_fn(self, objective: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -102,11 +161,12 @@ class AlignProp(Method):
         true_scores, losses, grad_steps = [], [], []
         for _ in range(cfg.grad_accum):
             prompts = self.prompts.sample(cfg.batch_size, self.generator)
-            rollout = self.sampler.sample(prompts, generator=self.generator, grad=self.grad)
-            objective = self.reward.objective(rollout.images, prompts)
+            rollout = self.sampler.sample(prompts, generator=self.generator, grad=self.rollout_grad())
+            with self.autocast():
+                objective = self.reward.objective(rollout.images, prompts).float()
             loss = self.loss_fn(objective)
             if loss.requires_grad:
-                (loss / cfg.grad_accum).backward()
+                self.backward(loss / cfg.grad_accum)
             elif any(rollout.grad_steps):
                 raise RuntimeError(f"reward {self.reward.name!r} returned scores without a graph although it is "
                                    "marked differentiable: it detaches its input (no_grad, .numpy(), ...)")
@@ -116,7 +176,8 @@ class AlignProp(Method):
             if self.reward.differentiable:
                 true_scores.append(objective.detach() if self.reward.higher_is_better else -objective.detach())
             else:
-                true_scores.append(self.reward(rollout.images.detach(), prompts))
+                with torch.no_grad(), self.autocast():
+                    true_scores.append(self.reward(rollout.images.detach(), prompts).float())
         grad_norm = self.clip_and_step()
         metrics = batch_stats(torch.cat(true_scores))
         metrics.update(
@@ -125,6 +186,8 @@ class AlignProp(Method):
             grad_steps=sum(grad_steps) / len(grad_steps),
             samples=float(cfg.batch_size * cfg.grad_accum),
         )
+        if cfg.checkpointing == "auto":
+            metrics["kept_steps"] = float(min(self.kept, max(grad_steps)))  # calls that kept their activations
         return metrics
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.sampler import GradMode
+from methods.alignprop import AlignProp
 from methods.trl_driver import TrlMethod
 from methods.base import MethodConfig
 
@@ -70,6 +71,8 @@ class AlignPropTrl(TrlMethod):
     name = "alignprop-trl"
     preset_overrides = {"paper": dict(batch_size=2, grad_accum=4)}
     """Paper preset: as ``alignprop`` (the reference runs at our settings)."""
+    published = {k: v for k, v in AlignProp.published.items() if k != "loss_scale"}
+    """Published protocol: as ``alignprop`` (the official code's settings; see ``methods.alignprop``)."""
     Config = AlignPropTrlConfig
     needs_reward_gradient = True
 
@@ -102,8 +105,10 @@ class AlignPropTrl(TrlMethod):
     def _reward_fn(self, images, prompts, metadata):
         self.queries += len(images)
         if not self.reward.differentiable:
-            self.true_scores.append(self.reward(images.detach().float(), list(prompts)).float())
-        objective = self.reward.objective(images, list(prompts)) * self.config.loss_scale
+            with torch.no_grad(), self.autocast():
+                self.true_scores.append(self.reward(images.detach().float(), list(prompts)).float())
+        with self.autocast():
+            objective = self.reward.objective(images.float(), list(prompts)).float() * self.config.loss_scale
         if images.requires_grad and not objective.requires_grad:
             raise RuntimeError(f"reward {self.reward.name!r} returned scores without a graph although it is marked "
                                "differentiable: it detaches its input (no_grad, .numpy(), ...)")

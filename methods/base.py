@@ -1,8 +1,13 @@
 """What every method shares: its config fields, LoRA set-up, optimizer, seeding, and the ``step()`` contract.
 
-A method is built from (pipeline, reward, prompts, config, seed). ``step()`` performs exactly one optimizer update
-and returns a dict of floats; it never prints or writes files. ``samples`` in that dict is the number of reward
-queries the step made for training (what ``--max-samples`` counts).
+A method is built from (pipeline, reward, prompts, config, seed). ``step()`` performs one optimizer update (or, for
+methods whose own code samples a batch and then updates several times from it, one such round: DDPO's trl epoch,
+``Config.updates_per_step()``) and returns a dict of floats; it never prints or writes files. ``samples`` in that
+dict is the number of reward queries the step made for training (what ``--max-samples`` counts).
+
+Precision (``config.precision``, ``bench.core.precision``): ``setup`` casts the frozen weights, adapters and the
+optimizer stay float32, ``backward`` and ``clip_and_step`` go through a gradient scaler (enabled for fp16 only),
+and ``autocast()`` wraps reward forwards.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core import distributed
+from bench.core import precision as mp
 from bench.core.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
 from bench.core.prompts import PromptSet
 from bench.core.sampler import Sampler, SamplerConfig
@@ -44,6 +50,12 @@ class MethodConfig:
     """LoRA alpha (update scaled by alpha / rank)."""
     lora_targets: str = "to_q,to_k,to_v,to_out.0"
     """Comma-separated UNet module names that get LoRA adapters."""
+    precision: str = "fp32"
+    """fp32, bf16 or fp16: frozen weights' dtype and autocast (``--precision``; LoRA and optimizer stay fp32)."""
+    vae_fp32: bool = False
+    """Keep the VAE and its decode in float32 under bf16/fp16 (fp16 VAEs are known to give NaNs)."""
+    resolution: int = 0
+    """Image height = width for sampling and training (``--resolution``); 0: the model's native size."""
 
     def __post_init__(self):
         SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta)
@@ -55,12 +67,22 @@ class MethodConfig:
         if self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ValueError("max_grad_norm and weight_decay must be >= 0")
         self.lora_settings()
+        mp.check(self.precision)
+
+    def images_per_step(self) -> int:
+        """Reward queries one step makes for training."""
+        return self.batch_size * self.grad_accum
+
+    def updates_per_step(self) -> int:
+        """Optimizer updates one step makes."""
+        return 1
 
     def lora_settings(self) -> LoraSettings:
         return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, target_modules=self.lora_targets)
 
     def sampler_config(self) -> SamplerConfig:
-        return SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta)
+        return SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta,
+                             precision=self.precision, vae_fp32=self.vae_fp32, resolution=self.resolution)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +104,10 @@ class Method:
     preset_overrides: dict[str, dict] = {}
     """Config values this method takes in a preset, by preset name, applied after the preset's own settings
     (e.g. ``{"paper": {"batch_size": 2, "grad_accum": 4}}``): a new method declares them here, nowhere else."""
+    published: dict = {}
+    """Config values of the ``published`` protocol: the method's own code's settings (batch, accumulation, updates
+    per round, optimizer), each cited in the class docstring. Applied after the preset's settings instead of
+    ``preset_overrides``; the ``matched`` protocol (equal images per update) uses ``preset_overrides``."""
 
     def __init__(self, pipe, reward, prompts: PromptSet, config: MethodConfig, seed: int):
         if self.needs_reward_gradient:
@@ -97,15 +123,27 @@ class Method:
         cfg = self.config
         settings = cfg.lora_settings()
         settings.init_seed = self.seed
+        mp.cast_frozen(self.pipe, cfg.precision, cfg.vae_fp32)
         self.params = add_lora(self.pipe.unet, settings)
         self.sampler = Sampler(self.pipe, cfg.sampler_config())
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.scaler = mp.grad_scaler(self.pipe.unet.device, cfg.precision)
+
+    def autocast(self):
+        """Autocast at the method's precision (no cast cache), for reward forwards; a no-op in fp32."""
+        return mp.autocast(self.pipe.unet.device, self.config.precision)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` through the gradient scaler (a pass-through except in fp16)."""
+        self.scaler.scale(loss).backward()
 
     def clip_and_step(self) -> float:
-        """Average gradients over processes, clip, step, zero them; return the pre-clip gradient norm."""
+        """Average gradients over processes, unscale, clip, step, zero them; return the pre-clip gradient norm."""
         distributed.average_gradients(self.params)
+        self.scaler.unscale_(self.optimizer)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm or float("inf"))
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped by fp16's scaler when a gradient is not finite
+        self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
@@ -128,6 +166,7 @@ class Method:
             "torch_rng": torch.get_rng_state(),
             # trl's samplers draw noise from the device's global generator
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "scaler": self.scaler.state_dict() if getattr(self, "scaler", None) else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -139,6 +178,8 @@ class Method:
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state.get("scaler") and getattr(self, "scaler", None):
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def batch_stats(values: torch.Tensor) -> dict[str, float]:
@@ -146,19 +187,20 @@ def batch_stats(values: torch.Tensor) -> dict[str, float]:
     return {"reward_mean": float(values.mean()), "reward_std": float(values.std(unbiased=False))}
 
 
-def denoising_loss(pipe, x0, embeds, weights, draws: int, generator: torch.Generator) -> torch.Tensor:
-    """Weighted epsilon- (or v-) prediction loss of ``pipe.unet`` at random training timesteps, ``draws`` per sample.
+def denoising_loss(sampler, x0, embeds, weights, draws: int, generator: torch.Generator) -> torch.Tensor:
+    """Weighted epsilon- (or v-) prediction loss of the sampler's UNet (at its precision, ``Sampler.unet_forward``)
+    at random training timesteps, ``draws`` per sample.
 
     The standard diffusion training loss on latents ``x0``: RWR's regression target and ReFL's pre-training
     regulariser.
     """
-    sched = pipe.scheduler
+    sched = sampler.scheduler
     n = len(x0) * draws
     x0, embeds, weights = (t.repeat_interleave(draws, dim=0) for t in (x0, embeds, weights))
     t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
     noisy = sched.add_noise(x0, noise, t.to(x0.device))
-    pred = pipe.unet(noisy, t.to(x0.device), encoder_hidden_states=embeds).sample
+    pred = sampler.unet_forward(noisy, t.to(x0.device), embeds)
     if sched.config.prediction_type == "v_prediction":
         noise = sched.get_velocity(x0, noise, t.to(x0.device))
     per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))

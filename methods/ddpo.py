@@ -3,10 +3,13 @@
 The harness does not re-implement DDPO: it builds trl's trainer around the harness's pipeline and LoRA settings,
 adapts the reward and prompts to trl's ``reward_function`` / ``prompt_function``, and calls ``trainer.step``.
 
-Mapping of one harness step: one trl epoch = ``sample_num_batches_per_epoch`` (1) batch of ``batch_size`` samples
-(``batch_size`` reward queries), then one inner epoch over those samples with ``train_batch_size = batch_size``
-and gradient accumulation over all ``steps * timestep_fraction`` timesteps, i.e. exactly one optimizer update.
-Metrics come from trl's own ``accelerator.log`` calls (reward_mean, reward_std, loss, approx_kl, clipfrac).
+Mapping of one harness step: one trl epoch = ``sample_batches`` batches of ``batch_size`` samples (that many reward
+queries), then ``inner_epochs`` passes over them in micro-batches of ``train_batch_size``, with one optimizer update
+per ``train_grad_accum`` micro-batches (trl accumulates over all ``steps * timestep_fraction`` timesteps too). The
+defaults (1 batch, train batch = batch, 1 inner epoch) make exactly one update per step (the ``matched`` protocol);
+the ``published`` protocol makes several, as ddpo-pytorch does (``updates_per_step()``; metric
+``optimizer_steps``). Metrics come from trl's own ``accelerator.log`` calls (reward_mean, reward_std, loss,
+approx_kl, clipfrac; loss and the others averaged over the epoch's updates).
 
 Defaults follow the DDPO paper / trl: lr 3e-4, eta 1.0, guidance 5.0, clip range 1e-4, advantage clip 5,
 per-prompt stat tracking off (option). Sampling uses trl's own sampler, not the harness's (this is the reference).
@@ -44,13 +47,40 @@ class DDPOConfig(MethodConfig):
     """Per-prompt tracker buffer [per_prompt_stat_tracking_buffer_size]."""
     stat_min_count: int = 16
     """Per-prompt tracker minimum count [per_prompt_stat_tracking_min_count]."""
+    sample_batches: int = 1
+    """Sampling batches of ``batch_size`` per epoch [sample_num_batches_per_epoch]."""
+    train_batch_size: int = 0
+    """Samples per training micro-batch [train_batch_size]; 0 means ``batch_size``. Must divide ``batch_size``."""
+    train_grad_accum: int = 1
+    """Micro-batches accumulated into one optimizer update [train_gradient_accumulation_steps]."""
+    inner_epochs: int = 1
+    """Passes over each epoch's samples [train_num_inner_epochs]."""
+
+    def micro_batch(self) -> int:
+        return self.train_batch_size or self.batch_size
+
+    def images_per_step(self) -> int:
+        return self.batch_size * self.sample_batches
+
+    def updates_per_step(self) -> int:
+        return self.images_per_step() // (self.micro_batch() * self.train_grad_accum) * self.inner_epochs
 
     def __post_init__(self):
         super().__post_init__()
+        for name in ("sample_batches", "train_grad_accum", "inner_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.train_batch_size < 0 or self.batch_size % self.micro_batch():
+            raise ValueError(f"train_batch_size={self.train_batch_size} must divide batch_size={self.batch_size} "
+                             "(trl's rule)")
+        if self.images_per_step() % (self.micro_batch() * self.train_grad_accum):
+            raise ValueError(f"samples per epoch ({self.batch_size} x {self.sample_batches}) must be a multiple of the "
+                             f"samples per update ({self.micro_batch()} x {self.train_grad_accum}) (trl's rule)")
         if self.eta <= 0:
             raise ValueError("ddpo needs eta > 0 (a stochastic sampler has log-probabilities); set eta=1.0")
         if self.grad_accum != 1:
-            raise ValueError("ddpo: grad_accum must be 1 (one trl epoch = one optimizer step); raise batch_size")
+            raise ValueError("ddpo: grad_accum must be 1 (one trl epoch = one step); use sample_batches and "
+                             "train_grad_accum")
         if not 0 < self.timestep_fraction <= 1:
             raise ValueError(f"timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
         if int(self.steps * self.timestep_fraction) < 1:
@@ -63,6 +93,31 @@ class DDPO(TrlMethod):
 
     name = "ddpo"
     Config = DDPOConfig
+    published = dict(
+        batch_size=8,  # config/dgx.py: sample.batch_size = 8 (per GPU)
+        sample_batches=32,  # 256 samples per epoch: dgx.py's 8 GPUs x 8 x sample.num_batches_per_epoch 4, on one GPU
+        train_batch_size=4,  # dgx.py: train.batch_size = 4
+        train_grad_accum=32,  # 128 samples per update: dgx.py aesthetic() 8 GPUs x 4 x gradient_accumulation_steps 4
+        inner_epochs=1,  # base.py: train.num_inner_epochs = 1
+        steps=50,  # base.py: sample.num_steps = 50
+        eta=1.0,  # base.py: sample.eta = 1.0
+        guidance_scale=5.0,  # base.py: sample.guidance_scale = 5.0
+        lr=3e-4,  # base.py: train.learning_rate = 3e-4
+        weight_decay=1e-4,  # base.py: train.adam_weight_decay = 1e-4
+        max_grad_norm=1.0,  # base.py: train.max_grad_norm = 1.0
+        clip_range=1e-4,  # base.py: train.clip_range = 1e-4
+        adv_clip_max=5.0,  # base.py: train.adv_clip_max = 5
+        timestep_fraction=1.0,  # base.py: train.timestep_fraction = 1.0
+        per_prompt_stat_tracking=True,  # dgx.py aesthetic(): per_prompt_stat_tracking = {buffer_size 32, min_count 16}
+        stat_buffer_size=32,
+        stat_min_count=16,
+    )
+    """Published protocol: kvablack/ddpo-pytorch ``config/base.py`` and ``config/dgx.py`` (``aesthetic()``), its
+    per-GPU batches kept and its 8 GPUs folded into one: 256 samples per epoch, 2 optimizer updates per epoch
+    ("I used 2 gradient updates per epoch"). trl 0.23.1's ``DDPOConfig`` names the same five fields
+    (sample_batch_size, sample_num_batches_per_epoch, train_batch_size, train_gradient_accumulation_steps,
+    train_num_inner_epochs; its defaults 1, 2, 1, 1, 1 also make 2 updates per epoch). ``mixed_precision='fp16'``
+    is the run's ``--precision``."""
 
     def setup(self) -> None:
         from trl import DDPOConfig as TrlConfig
@@ -72,10 +127,10 @@ class DDPO(TrlMethod):
         trl_config = TrlConfig(
             **self.common_trl_config(),
             sample_batch_size=cfg.batch_size,
-            sample_num_batches_per_epoch=1,
-            train_batch_size=cfg.batch_size,
-            train_gradient_accumulation_steps=1,
-            train_num_inner_epochs=1,
+            sample_num_batches_per_epoch=cfg.sample_batches,
+            train_batch_size=cfg.micro_batch(),
+            train_gradient_accumulation_steps=cfg.train_grad_accum,
+            train_num_inner_epochs=cfg.inner_epochs,
             train_clip_range=cfg.clip_range,
             train_adv_clip_max=cfg.adv_clip_max,
             train_timestep_fraction=cfg.timestep_fraction,
@@ -86,7 +141,7 @@ class DDPO(TrlMethod):
         self.build_trainer(DDPOTrainer, trl_config)
 
     def _reward_fn(self, images, prompts, metadata):
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             scores = self.reward(images.float(), list(prompts)).float()
         self.queries += len(images)
         return (scores if self.reward.higher_is_better else -scores), {}

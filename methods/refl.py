@@ -101,7 +101,7 @@ class ReFL(Method):
             loss = self.loss_fn(objective)
             if cfg.pretrain_weight > 0:
                 ones = torch.ones(len(x0), device=x0.device)
-                loss = loss + cfg.pretrain_weight * denoising_loss(self.pipe, x0.detach(), embeds, ones, 1,
+                loss = loss + cfg.pretrain_weight * denoising_loss(self.sampler, x0.detach(), embeds, ones, 1,
                                                                    self.generator)
             if not loss.requires_grad:
                 raise RuntimeError(f"reward {self.reward.name!r} returned scores without a graph although it is "

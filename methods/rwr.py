@@ -50,6 +50,20 @@ class RWR(Method):
 
     name = "rwr"
     Config = RWRConfig
+    published = dict(
+        batch_size=8,  # ddpo-pytorch config/dgx.py: sample.batch_size = 8
+        grad_accum=32,  # 256 samples per round (dgx.py: 8 GPUs x 8 x num_batches_per_epoch 4), one update per round
+        steps=50,  # base.py: sample.num_steps = 50
+        eta=1.0,  # base.py: sample.eta = 1.0
+        guidance_scale=5.0,  # base.py: sample.guidance_scale = 5.0
+        lr=3e-4,  # base.py: train.learning_rate = 3e-4
+        weight_decay=1e-4,  # base.py: train.adam_weight_decay = 1e-4
+        max_grad_norm=1.0,  # base.py: train.max_grad_norm = 1.0
+    )
+    """Published protocol: the DDPO paper (arXiv 2305.13301) trains its RWR baseline on the same sampling, model and
+    optimizer as DDPO, so these are ddpo-pytorch's (kvablack/ddpo-pytorch ``config/base.py`` and ``config/dgx.py``,
+    aesthetic) on one GPU: 256 samples per round, weighted over the whole round. One update per round is this
+    harness's reading; the paper's count of RWR updates per round was not checked here (no copy of its appendix)."""
 
     def weights(self, rewards: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -62,7 +76,7 @@ class RWR(Method):
 
     def denoising_loss(self, x0, embeds, weights) -> torch.Tensor:
         """Weighted epsilon-prediction loss at random training timesteps (one draw per sample and repeat)."""
-        return denoising_loss(self.pipe, x0, embeds, weights, self.config.noise_draws, self.generator)
+        return denoising_loss(self.sampler, x0, embeds, weights, self.config.noise_draws, self.generator)
 
     def step(self) -> dict[str, float]:
         cfg = self.config
@@ -74,7 +88,8 @@ class RWR(Method):
             prompts = self.prompts.sample(cfg.batch_size, self.generator)
             with torch.no_grad():
                 rollout = self.sampler.sample(prompts, generator=self.generator)
-                rewards = self.reward(rollout.images, prompts).float()
+                with self.autocast():
+                    rewards = self.reward(rollout.images, prompts).float()
             batches.append((rollout.latents[:, -1], rollout.prompt_embeds, rewards))
         rewards = torch.cat([r for _, _, r in batches])
         signed = rewards if self.reward.higher_is_better else -rewards
@@ -85,7 +100,7 @@ class RWR(Method):
         for j, (x0, embeds, _) in enumerate(batches):
             w = weights[j * cfg.batch_size : (j + 1) * cfg.batch_size]
             loss = self.denoising_loss(x0, embeds, w)
-            (loss / cfg.grad_accum).backward()
+            self.backward(loss / cfg.grad_accum)
             losses.append(float(loss.detach()))
         grad_norm = self.clip_and_step()
         metrics = batch_stats(rewards)

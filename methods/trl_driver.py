@@ -4,6 +4,11 @@ trl's ``DefaultDDPOStableDiffusionPipeline`` loads its model by name and hard-co
 adapter below hands trl an already-loaded pipeline (any model of the registry) and the harness's LoRA settings, and
 otherwise keeps trl's own sampling and training code (``pipeline_step``, ``pipeline_step_with_grad``,
 ``scheduler_step``). trl's metrics leave through ``accelerator.log``; ``capture_logs`` collects them instead.
+
+Precision: trl gets the matching accelerate ``mixed_precision`` and itself casts the frozen weights to that dtype;
+accelerate then autocasts the UNet's forward in sampling and in training alike (no fp32-sampling / bf16-replay
+mismatch in DDPO's ratio), and ``add_lora`` keeps the adapters float32. ``resolution`` is handed to trl's samplers
+as height and width. ``vae_fp32`` is not available here (trl decodes in the frozen weights' dtype).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import logging
 
 import torch
 
+from bench.core import precision as mp
 from bench.core.lora import LoraSettings, add_lora
 from methods.base import Method
 
 
-def trl_pipeline(pipe, lora: LoraSettings):
-    """A trl ``DDPOStableDiffusionPipeline`` around ``pipe`` whose trainable layers are our LoRA adapters."""
+def trl_pipeline(pipe, lora: LoraSettings, resolution: int = 0):
+    """A trl ``DDPOStableDiffusionPipeline`` around ``pipe`` whose trainable layers are our LoRA adapters; trl's
+    samplers draw ``resolution``-pixel images (0: the model's native size)."""
     from accelerate import PartialState
 
     PartialState()  # trl's pipeline expects accelerate's process state to exist before it is used
@@ -34,6 +41,18 @@ def trl_pipeline(pipe, lora: LoraSettings):
         def get_trainable_layers(self):
             add_lora(self.sd_pipeline.unet, lora)
             return self.sd_pipeline.unet
+
+        def __call__(self, *args, **kwargs):
+            return super().__call__(*args, **size(kwargs))
+
+        def rgb_with_grad(self, *args, **kwargs):
+            return super().rgb_with_grad(*args, **size(kwargs))
+
+    def size(kwargs: dict) -> dict:
+        if resolution:
+            kwargs.setdefault("height", resolution)
+            kwargs.setdefault("width", resolution)
+        return kwargs
 
     wrapped = HarnessPipeline()
     return wrapped
@@ -79,6 +98,16 @@ def _to_float(value):
     return value
 
 
+def reset_accelerate_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide mixed precision and refuses a trainer asking for another; a worker builds
+    one trainer, but a process that builds several (tests, the ladder) must reset it between them."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state()
+
+
 class TrlMethod(Method):
     """Shared driver of trl's diffusion trainers: our pipeline and LoRA in, one trl epoch per harness step.
 
@@ -94,7 +123,7 @@ class TrlMethod(Method):
         return dict(
             seed=self.seed,
             log_with=None,
-            mixed_precision="no",
+            mixed_precision=mp.ACCELERATE[cfg.precision],
             save_freq=10**9,  # never let trl write checkpoints: the harness owns files
             sample_num_steps=cfg.steps,
             sample_eta=cfg.eta,
@@ -110,13 +139,22 @@ class TrlMethod(Method):
 
         if distributed.world_size() > 1:
             raise RuntimeError(f"{self.name} runs trl's trainer, which is single-process here; use --processes 1")
+        if self.config.vae_fp32:
+            raise ValueError(f"{self.name}: vae_fp32 is not available with trl's trainers (they decode in the frozen "
+                             f"weights' dtype); set it per method, e.g. --set alignprop.vae_fp32=true")
+        if self.config.resolution:
+            from bench.core.sampler import latent_size
+
+            latent_size(self.pipe, self.config.resolution)  # refuses a size the model cannot draw
+        reset_accelerate_precision(mp.ACCELERATE[self.config.precision])
         settings = self.config.lora_settings()
         settings.init_seed = self.seed
-        self.trl_pipe = trl_pipeline(self.pipe, settings)
+        self.trl_pipe = trl_pipeline(self.pipe, settings, self.config.resolution)
         with quiet_trl():
             self.trainer = trainer_cls(trl_config, self._reward_fn, self._prompt_fn, self.trl_pipe)
         silence_progress(self.trainer)
         self.optimizer = self.trainer.optimizer
+        self.scaler = None  # accelerate owns fp16's gradient scaler for trl's trainers
         self.records = capture_logs(self.trainer)
         self.epoch = 0
         self.queries = 0

@@ -55,6 +55,10 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines.append("")
         if results.problems:
             lines += ["> **Damaged results (read around):**"] + [f"> - {p}" for p in results.problems] + [""]
+        runs = results.runs
+        if {"precision", "protocol"} <= set(runs.columns):  # folders written before these columns lack them
+            settings = runs[["method", "precision", "protocol"]].drop_duplicates().astype(str)
+            lines += ["Precision and protocol: " + "; ".join(f"`{m}` {p}, {q}" for m, p, q in settings.values), ""]
         lines += ["## Summary", "", summary_markdown(summary) if len(summary) else "_no runs found_", ""]
         configs = method_configurations(results)
         if configs:

@@ -25,15 +25,25 @@ class EvalConfig:
     """Guidance weight used for evaluation."""
     eta: float = 0.0
     """DDIM eta used for evaluation (0: deterministic given the noise)."""
+    precision: str = "fp32"
+    """Autocast dtype of the evaluation's forwards (the run's ``--precision``)."""
+    resolution: int = 0
+    """Image height = width (the run's ``--resolution``); 0: the model's native size."""
+    vae_fp32: bool = False
+    """Decode in float32 (a global ``--set vae_fp32=true``)."""
 
     def __post_init__(self):
         if self.n < 1 or self.batch_size < 1:
             raise ValueError(f"eval n and batch_size must be >= 1, got n={self.n}, batch_size={self.batch_size}")
-        SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta)  # validates
+        self.sampler_config()  # validates
+
+    def sampler_config(self) -> SamplerConfig:
+        return SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta,
+                             precision=self.precision, resolution=self.resolution, vae_fp32=self.vae_fp32)
 
 
 def eval_sampler(pipe, config: EvalConfig) -> Sampler:
-    return Sampler(pipe, SamplerConfig(steps=config.steps, guidance_scale=config.guidance_scale, eta=config.eta))
+    return Sampler(pipe, config.sampler_config())
 
 
 @torch.no_grad()
@@ -54,7 +64,8 @@ def evaluate(pipe, reward, prompts: list[str], config: EvalConfig) -> tuple[torc
                 [sampler.initial_noise(1, torch.Generator().manual_seed(config.seed + start + i)) for i in range(len(chunk))]
             )
             rollout = sampler.sample(chunk, latents=noise, generator=torch.Generator().manual_seed(config.seed + start))
-            scores.append(reward(rollout.images, chunk).float().cpu())
+            with sampler.autocast():
+                scores.append(reward(rollout.images, chunk).float().cpu())
             images.append(rollout.images.float().cpu())
     finally:
         pipe.unet.train(was_training)

@@ -34,7 +34,7 @@ class LoraSettings:
 
 
 def add_lora(unet: torch.nn.Module, settings: LoraSettings) -> list[torch.nn.Parameter]:
-    """Freeze ``unet`` and attach LoRA adapters; return the adapter parameters (the only trainable ones)."""
+    """Freeze ``unet`` and attach float32 LoRA adapters; return the adapter parameters (the only trainable ones)."""
     from peft import LoraConfig
 
     unet.requires_grad_(False)
@@ -50,7 +50,8 @@ def add_lora(unet: torch.nn.Module, settings: LoraSettings) -> list[torch.nn.Par
     params = lora_parameters(unet)
     if not params:
         raise ValueError(f"no UNet module matched lora target_modules {settings.target_modules}")
-    for p in params:
+    for p in params:  # adapters train in float32 whatever the frozen weights' dtype (bench.core.precision)
+        p.data = p.data.float()
         p.requires_grad_(True)
     return params
 

@@ -64,6 +64,38 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
+GEOMETRY = {"tiny-random": (2, 2), "sd15-random": (8, 8)}
+"""Built-in models built from code: (VAE factor, UNet down-sampling factor); tiny-shapes' is read from its files."""
+
+
+def model_geometry(spec: str) -> tuple[int, int] | None:
+    """(pixels per latent cell, UNet down-sampling factor) read from the model's configs without loading weights;
+    None where they cannot be read here (a hub id not in the cache)."""
+    import json
+
+    if spec in GEOMETRY:
+        return GEOMETRY[spec]
+    if spec == "tiny-shapes":
+        from bench.core.builders import ASSET
+
+        folder = ASSET
+    elif Path(spec).is_dir():
+        folder = Path(spec)
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(HUB_ALIASES.get(spec, spec), "vae/config.json")
+        if not isinstance(found, str):
+            return None
+        folder = Path(found).parents[1]
+    try:
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return 2 ** (len(vae["block_out_channels"]) - 1), 2 ** (len(unet["down_block_types"]) - 1)
+
+
 def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
     """Load ``spec`` (a registry name, a diffusers directory or a hub id) with a DDIM scheduler on ``device``."""
     check_model(spec)

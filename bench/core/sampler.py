@@ -19,7 +19,14 @@ Gradient modes (``GradMode.mode``):
                 memory). Even within an allowed range a rollout can, by chance, carry no gradient at all, as in
                 the original; ``Rollout.grad_steps`` says which steps carried gradient.
 
-UNet calls and the decode under gradient use activation checkpointing unless ``GradMode.checkpoint`` is False.
+UNet calls and the decode under gradient use activation checkpointing unless ``GradMode.checkpoint`` is False;
+``GradMode.keep`` lets the last ``keep`` gradient-carrying UNet calls of a rollout keep their activations instead
+(AlignProp's ``checkpointing=auto`` sets it from a memory budget; ``activation_bytes`` measures one call's).
+
+Precision (``SamplerConfig.precision``, see ``bench.core.precision``): latents, the DDIM arithmetic and the
+log-probabilities are float32 whatever the precision; UNet, text-encoder and decode inputs are cast to their
+module's dtype, run under autocast, and come back as float32. ``SamplerConfig.resolution`` draws images of that
+height and width (0: the model's native size).
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from bench.core import precision as mp
 
 GRAD_MODES = ("none", "full", "last-k", "random-k", "alignprop-code")
 
@@ -45,6 +54,12 @@ class SamplerConfig:
     """DDIM eta in [0, 1]: 0 is deterministic (AlignProp code), 1 is DDPM-like (DDPO); log-probs need eta > 0."""
     negative_prompt: str = ""
     """Unconditional prompt for guidance (both papers: empty string)."""
+    precision: str = "fp32"
+    """fp32, bf16 or fp16: autocast dtype of UNet, text-encoder and decode forwards (see bench.core.precision)."""
+    vae_fp32: bool = False
+    """Decode in float32 without autocast (the VAE's weights are then float32 too); fp16 VAEs are known to NaN."""
+    resolution: int = 0
+    """Image height = width in pixels; 0: the model's native size. Must be a multiple of the VAE's factor."""
 
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -53,6 +68,9 @@ class SamplerConfig:
             raise ValueError(f"sampler eta must lie in [0, 1], got {self.eta}")
         if self.guidance_scale < 0:
             raise ValueError(f"sampler guidance_scale must be >= 0, got {self.guidance_scale}")
+        mp.check(self.precision)
+        if not isinstance(self.resolution, int) or self.resolution < 0:
+            raise ValueError(f"sampler resolution must be an integer >= 0 (0: native), got {self.resolution!r}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,8 @@ class GradMode:
     """alignprop-code: per-step threshold range [lo, hi] (official code and trl: (0, 50) for T = 50); hi <= T."""
     checkpoint: bool = True
     """Recompute activations of gradient-carrying UNet calls and the decode in the backward pass."""
+    keep: int = 0
+    """With checkpointing: the last ``keep`` gradient-carrying UNet calls keep their activations (not recomputed)."""
 
     def validate(self, steps: int) -> None:
         """Raise ``ValueError`` naming the setting when this mode cannot work with ``steps`` sampling steps."""
@@ -189,12 +209,21 @@ class Sampler:
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         size = self.unet.config.sample_size
+        if self.config.resolution:
+            size = latent_size(self.pipe, self.config.resolution)
         return (self.unet.config.in_channels, size, size)
 
+    @property
+    def image_size(self) -> int:
+        return self.latent_shape[-1] * vae_factor(self.pipe)
+
+    def autocast(self, enabled: bool = True):
+        return mp.autocast(self.device, self.config.precision, enabled)
+
     def initial_noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        """x_T ~ N(0, I) for ``n`` samples, drawn on the CPU so a seed gives the same noise on every device."""
+        """x_T ~ N(0, I) for ``n`` samples (float32), drawn on the CPU so a seed gives the same noise everywhere."""
         noise = torch.randn((n, *self.latent_shape), generator=generator)
-        return noise.to(self.device, self.unet.dtype) * self.scheduler.init_noise_sigma
+        return noise.to(self.device, torch.float32) * self.scheduler.init_noise_sigma
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
@@ -206,7 +235,8 @@ class Sampler:
             truncation=True,
             return_tensors="pt",
         )
-        return self.pipe.text_encoder(tok.input_ids.to(self.device))[0]
+        with self.autocast():
+            return self.pipe.text_encoder(tok.input_ids.to(self.device))[0].float()
 
     def negative_embeds(self, n: int) -> torch.Tensor:
         if self._negative is None:
@@ -234,11 +264,18 @@ class Sampler:
             out = uncond + self.config.guidance_scale * (cond - uncond)
         return out
 
-    def _unet(self, x, t, emb):
-        return self.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+    def unet_forward(self, x, t, emb):
+        """The UNet's prediction (float32) at the sampler's precision: inputs in the UNet's dtype, autocast on."""
+        dt = self.unet.dtype
+        with self.autocast():
+            return self.unet(x.to(dt), t, encoder_hidden_states=emb.to(dt), return_dict=False)[0].float()
+
+    _unet = unet_forward
 
     def _decode(self, latents):
-        image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        vae = self.vae
+        with self.autocast(enabled=not self.config.vae_fp32):
+            image = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0].float()
         return (image / 2 + 0.5).clamp(0, 1)
 
     def decode(self, latents, *, use_checkpoint: bool = False):
@@ -304,16 +341,18 @@ class Sampler:
         embeds = self.encode(prompts)
         # All randomness is drawn up front in a fixed order (x_T, step noises, then the truncation), so a seed gives
         # the same images whatever the gradient mode.
-        x = self.initial_noise(len(prompts), generator) if latents is None else latents.to(self.device)
+        x = self.initial_noise(len(prompts), generator) if latents is None else latents.to(self.device, torch.float32)
         step_noise = [torch.randn(x.shape, generator=generator) for _ in range(steps)] if cfg.eta > 0 else None
         carries = grad.draw(steps, generator)
+        kept = set([i for i, c in enumerate(carries) if c][::-1][: max(grad.keep, 0)])
         timesteps = self.set_steps()
         trace, log_probs = [x.detach()], []
         any_grad = any(carries)
         with torch.set_grad_enabled(any_grad and torch.is_grad_enabled()):
             for i, t in enumerate(timesteps):
                 with torch.set_grad_enabled(carries[i] and torch.is_grad_enabled()):
-                    out = self.model_output(x, t, embeds, use_checkpoint=carries[i] and grad.checkpoint)
+                    ckpt = carries[i] and grad.checkpoint and i not in kept
+                    out = self.model_output(x, t, embeds, use_checkpoint=ckpt)
                 mean, std = ddim_step(self.scheduler, out, int(t), x, cfg.eta)
                 if std > 0:
                     x = mean + std * step_noise[i].to(mean.device, mean.dtype)
@@ -330,3 +369,39 @@ class Sampler:
             prompt_embeds=embeds,
             grad_steps=carries,
         )
+
+
+def vae_factor(pipe) -> int:
+    """Pixels per latent cell: 2 ** (number of VAE blocks - 1), as diffusers' ``vae_scale_factor``."""
+    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+
+
+def check_resolution(resolution: int, vae: int, unet_down: int) -> int:
+    """The latent size of a ``resolution``-pixel image, or ``ValueError`` where the model cannot draw it."""
+    step = vae * unet_down
+    if resolution < step or resolution % step:
+        raise ValueError(f"resolution {resolution} is not a positive multiple of {step} (VAE factor {vae} x UNet "
+                         f"down-sampling {unet_down}); pick e.g. {max(step, resolution // step * step)}")
+    return resolution // vae
+
+
+def latent_size(pipe, resolution: int) -> int:
+    down = 2 ** (len(pipe.unet.config.down_block_types) - 1)
+    return check_resolution(resolution, vae_factor(pipe), down)
+
+
+def activation_bytes(sampler: Sampler, batch: int) -> tuple[int, int]:
+    """Bytes one gradient-carrying UNet call and one decode keep for the backward without checkpointing, at
+    ``batch`` images (measured by running each once with a graph; the results are discarded)."""
+    from bench.core.activations import saved_bytes
+
+    params = [p for m in (sampler.unet, sampler.vae) for p in m.parameters()]
+    x = sampler.initial_noise(batch, torch.Generator().manual_seed(0))
+    embeds = sampler.negative_embeds(batch).clone()
+    t = sampler.set_steps()[0]
+    with torch.enable_grad():
+        out, unet = saved_bytes(lambda: sampler.model_output(x, t, embeds), exclude=params)
+        del out
+        image, decode = saved_bytes(lambda: sampler.decode(x.requires_grad_()), exclude=params)
+        del image
+    return unet, decode

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.core.errors import UsageError
-from bench.harness.presets import get_preset
+from bench.harness.presets import PROTOCOLS, get_preset
 from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, method_config, parse_list, parse_seeds,
                                  parse_sets, run_id)
 
@@ -56,6 +56,26 @@ def check_lora_targets(model: str, configs: dict, method_classes: dict) -> None:
                                  "such as to_q,to_k,to_v,to_out.0 (attention) or proj_in,proj_out,ff.net.2")
 
 
+def resolve_scale(args, model: str) -> dict:
+    """``--precision`` (default: bf16 on a CUDA device that supports it, else fp32) and ``--resolution`` (checked
+    against the model's VAE and UNet factors where its configs can be read here; else when the run builds it)."""
+    from bench.core import precision as mp
+    from bench.core.models import model_geometry
+    from bench.core.sampler import check_resolution
+
+    name = getattr(args, "precision", None) or mp.default_precision()
+    if name not in mp.PRECISIONS:
+        raise UsageError(f"--precision {name!r} unknown; valid: {', '.join(mp.PRECISIONS)}")
+    resolution = positive(getattr(args, "resolution", None), "--resolution", integer=True) or 0
+    geometry = model_geometry(model) if resolution else None
+    if geometry:
+        try:
+            check_resolution(resolution, *geometry)
+        except ValueError as exc:
+            raise UsageError(f"--resolution: {model} cannot draw it: {exc}") from None
+    return dict(precision=name, resolution=resolution)
+
+
 def plan(args) -> tuple[list[RunSpec], dict]:
     """Validate every choice and resolve the runs; raises UsageError before anything is written."""
     from bench.core.evaluate import EvalConfig
@@ -85,9 +105,11 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     budget = dict(
         max_steps=positive(args.max_steps, "--max-steps", integer=True) or preset.max_steps,
         max_seconds=positive(args.max_seconds, "--max-seconds") or preset.max_seconds,
-        max_samples=positive(args.max_samples, "--max-samples", integer=True),
+        max_samples=positive(args.max_samples, "--max-samples", integer=True) or preset.max_samples,
         max_memory_gb=positive(args.max_memory_gb, "--max-memory-gb"),
     )
+    if args.max_steps is not None and args.max_samples is None:
+        budget["max_samples"] = None  # an explicit step budget replaces the preset's sample budget
     if args.max_steps is None and (args.max_seconds or args.max_samples):
         budget["max_steps"] = None  # an explicit time or sample budget replaces the preset's step budget
     if not any(budget[k] for k in ("max_steps", "max_seconds", "max_samples")):
@@ -101,7 +123,14 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
     tuned = apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method)
-    configs = {m: method_config(cls, m, preset.method_overrides(cls), per_method[m], global_sets)
+    scale = resolve_scale(args, model)
+    protocol = getattr(args, "protocol", None) or preset.protocol
+    if protocol not in PROTOCOLS:
+        raise UsageError(f"--protocol {protocol!r} unknown; valid: {', '.join(PROTOCOLS)}")
+    # Run-wide settings every method config carries (below --set; the cap only where a method uses it).
+    run_wide = dict(scale, **({"max_memory_gb": budget["max_memory_gb"]} if budget["max_memory_gb"] else {}))
+    configs = {m: method_config(cls, m, {**preset.method_overrides(cls, protocol), **run_wide}, per_method[m],
+                                global_sets)
                for m, cls in method_classes.items()}
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
@@ -110,7 +139,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
     # so evaluations agree across methods and across invocations (folders a report combines).
     eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", 50),
-                          guidance_scale=preset.method.get("guidance_scale", 7.5), eta=0.0)
+                          guidance_scale=preset.method.get("guidance_scale", 7.5), eta=0.0, **scale,
+                          vae_fp32=global_sets.get("vae_fp32", "false").lower() in ("1", "true", "yes", "on"))
     if "steps" in global_sets:
         eval_cfg.steps = int(global_sets["steps"])
     if "guidance_scale" in global_sets:
@@ -129,7 +159,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
                 method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
                 eval=EvalSettings(eval_block["prompts"], eval_cfg), budget=Budget(**budget), eval_every=eval_every, checkpoint_every=checkpoint_every,
                 allow_stand_in=allow_stand_in,
-                reward_weights=args.reward_weights, preset=args.preset)
+                reward_weights=args.reward_weights, preset=args.preset, protocol=protocol,
+                precision=scale["precision"])
         for m in methods for seed in seeds
     ]
     ids = [spec.run_id for spec in runs]
@@ -137,7 +168,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         clash = sorted({i for i in ids if ids.count(i) > 1})
         raise UsageError(f"--methods give the same run id twice ({', '.join(clash)}); rename a plug-in class")
     return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
-                      budget=budget, eval=eval_block, tuned=tuned)
+                      budget=budget, eval=eval_block, tuned=tuned, protocol=protocol, **scale)
 
 
 def apply_tuned(path: str | None, reward: str, seeds: list[int], per_method: dict[str, dict]) -> dict | None:

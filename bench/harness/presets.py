@@ -4,6 +4,10 @@
 - ``default``: the embedded default model (``tiny-shapes`` when its weights ship, else ``tiny-random``), minutes
   per run on a CPU.
 - ``paper``: Stable Diffusion 1.5 with the papers' hyper-parameters (GPU; needs the SD 1.5 weights).
+
+Protocols (``--protocol``): ``matched`` gives every method the preset's settings plus its own ``preset_overrides``
+(equal images per update); ``published`` gives each method its own code's settings (``Method.published``). The
+``paper`` preset uses ``published`` unless told otherwise; the others ``matched``.
 """
 
 from __future__ import annotations
@@ -39,9 +43,16 @@ class Preset:
     """The preset's name (what a method's ``preset_overrides`` are keyed by)."""
     method: dict = field(default_factory=dict)
     """Method-config overrides applied to every method (keys every method config has)."""
+    protocol: str = "matched"
+    """The protocol this preset uses unless ``--protocol`` says otherwise."""
+    max_samples: int | None = None
+    """Reward-query budget per run (equal across methods whatever their images per step)."""
 
-    def method_overrides(self, method_cls) -> dict:
-        """The preset's settings for every method, then the method class's own ``preset_overrides`` for it."""
+    def method_overrides(self, method_cls, protocol: str = "matched") -> dict:
+        """The preset's settings for every method, then the method's own: its ``preset_overrides`` for this preset
+        (matched) or its ``published`` settings (published)."""
+        if protocol == "published":
+            return {**self.method, **getattr(method_cls, "published", {})}
         return {**self.method, **getattr(method_cls, "preset_overrides", {}).get(self.name, {})}
 
 
@@ -73,15 +84,19 @@ def _presets() -> dict[str, Preset]:
         ),
         "paper": Preset(
             model="sd15", prompts="simple-animals", eval_prompts="eval-animals",
-            max_steps=200, max_seconds=None, eval_every=10, eval_n=12, checkpoint_every=10, allow_stand_in=False,
+            # budget in reward queries, equal for every method: 100 DDPO epochs of 256 samples (ddpo-pytorch
+            # config/base.py num_epochs = 100; dgx.py 256 samples per epoch)
+            max_steps=None, max_samples=25_600, max_seconds=None, eval_every=10, eval_n=12, checkpoint_every=10,
+            allow_stand_in=False,
             # 8 images per optimizer step for every method; methods that split them differently say so in their
             # own ``preset_overrides`` (AlignProp: 2 per GPU x 4 accumulated).
-            method=dict(steps=50, batch_size=8, grad_accum=1),
+            method=dict(steps=50, batch_size=8, grad_accum=1), protocol="published",
         ),
     }
 
 
 PRESET_NAMES = ("smoke", "default", "paper")
+PROTOCOLS = ("matched", "published")
 
 
 def get_preset(name: str) -> Preset:

@@ -21,8 +21,8 @@ from bench.core.text import fmt
 METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "samples", "wall_s", "split", "metric",
                   "value", "peak_mem_mb", "stand_in"]
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
-               "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device",
-               "surrogate"]
+               "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "surrogate",
+               "precision", "protocol"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
 STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "skipped")
@@ -180,6 +180,7 @@ def run_row(spec, result: dict) -> dict:
         sec_per_step=round(wall / steps, 4) if steps else None,
         memory_overrun=bool(cap and peak and peak > cap * 1024), device=result.get("device", ""),
         surrogate=result.get("surrogate", ""),
+        precision=getattr(spec, "precision", "fp32"), protocol=getattr(spec, "protocol", "matched"),
     )
 
 def summary_markdown(rows: list[dict]) -> str:
@@ -192,4 +193,6 @@ def summary_markdown(rows: list[dict]) -> str:
                      f"{cell(r['wall_s'], '.1f')} | {cell(r['sec_per_step'], '.3f')} | {cell(r['peak_mem_mb'], '.0f')} |")
     stand_ins = sorted({r["stand_in"] for r in rows if r.get("stand_in")})
     note = "".join(f"\nStand-in (random weights): {s}\n" for s in stand_ins)
+    settings = sorted({(r.get("precision"), r.get("protocol")) for r in rows if r.get("precision")})
+    note += "".join(f"\nPrecision {p}, protocol {q}\n" for p, q in settings)
     return head + "\n".join(lines) + "\n" + note

@@ -69,6 +69,10 @@ class RunSpec:
     allow_stand_in: bool
     reward_weights: str | None
     preset: str
+    protocol: str = "matched"
+    """matched (equal images per update) or published (each method's own code's settings)."""
+    precision: str = "fp32"
+    """fp32, bf16 or fp16 (also in ``method_config``)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -76,7 +80,7 @@ class RunSpec:
     @classmethod
     def from_file(cls, path: Path) -> "RunSpec":
         data = json.loads(Path(path).read_text())
-        values = {f.name: data[f.name] for f in fields(cls)}
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # older folders lack later fields
         values.update(eval=EvalSettings.from_dict(data["eval"]), budget=Budget(**data["budget"]))
         return cls(**values)
 

@@ -12,6 +12,12 @@ randomized K, DDPO, RWR, and ``sampler``, which times the shared sampler without
 AlignPropTrainer at equal settings (per-step random thresholds, full, last step only), our sampler in the official
 code's truncation mode (``alignprop-code``) and ``rwr-sparse``; the report then states our time and memory
 relative to trl's for each matched pair.
+
+Auto checkpointing rows (``alignprop-auto``, ``alignprop-full-auto``, ``alignprop-k1-auto``) take a budget suffix
+``@Nx``: the step may add N times the step peak of its trl pair (``alignprop-trl``, ``-trl-full``, ``-trl-k1``,
+measured first in the same invocation, added when not listed) to the memory in use; ``budget_mb`` and
+``under_budget`` say whether our step stayed under it. ``dtype`` is the method's ``precision`` (frozen weights in
+that dtype, autocast, fp32 LoRA).
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ import time
 
 LAST = "last"
 """Placeholder in a row's overrides for the index of the last sampling step (T - 1)."""
+ON, AUTO = {"checkpointing": "on"}, {"checkpointing": "auto"}
 ROWS = {  # row -> (method, config overrides)
-    "alignprop-full-nockpt": ("alignprop-full", {"checkpointing": False}),
-    "alignprop-full": ("alignprop-full", {}),
-    "alignprop-k1": ("alignprop-k1", {}),
-    "alignprop": ("alignprop", {}),  # randomized K ~ U[1, T] per rollout (the paper)
-    "alignprop-code": ("alignprop", {"truncation": "alignprop-code"}),  # per-step thresholds (official code, trl)
+    "alignprop-full-nockpt": ("alignprop-full", {"checkpointing": "off"}),
+    "alignprop-full": ("alignprop-full", ON),
+    "alignprop-k1": ("alignprop-k1", ON),
+    "alignprop": ("alignprop", ON),  # randomized K ~ U[1, T] per rollout (the paper)
+    "alignprop-code": ("alignprop", {"truncation": "alignprop-code", **ON}),  # per-step thresholds (official code, trl)
+    # auto checkpointing under a memory budget (row@Nx: N x the trl pair's step peak)
+    "alignprop-auto": ("alignprop", AUTO),
+    "alignprop-full-auto": ("alignprop-full", AUTO),
+    "alignprop-k1-auto": ("alignprop-k1", AUTO),
     # trl's AlignPropTrainer at the same settings: per-step random thresholds, full, and the last step only
     "alignprop-trl": ("alignprop-trl", {}),
     "alignprop-trl-full": ("alignprop-trl", {"random_truncation": False, "truncation_step": 0}),
@@ -40,12 +51,44 @@ TRL_PAIRS = {  # our row -> trl's row at equal settings
     "alignprop-code": "alignprop-trl",
     "alignprop": "alignprop-trl",  # randomized truncation, ours (K ~ U[1, T]) against trl's (per-step thresholds)
     "alignprop-full-nockpt": "alignprop-trl-full",
+    "alignprop-auto": "alignprop-trl",
+    "alignprop-full-auto": "alignprop-trl-full",
+    "alignprop-k1-auto": "alignprop-trl-k1",
 }
+AUTO_ROWS = ("alignprop-auto", "alignprop-full-auto", "alignprop-k1-auto")
 DEFAULT_ROWS = ("alignprop-full-nockpt", "alignprop-full", "alignprop-k1", "alignprop", "ddpo", "rwr", "sampler")
 """The GPU memory ladder's rows (issue: AlignProp full without / with checkpointing, K=1, randomized K, DDPO, RWR)."""
 
 
-def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: int, repeats: int = 1) -> dict:
+def parse_row(row: str) -> tuple[str, float | None]:
+    """``alignprop-auto@2x`` -> ("alignprop-auto", 2.0); a row without a budget -> (row, None)."""
+    base, at, mult = row.partition("@")
+    if not at:
+        return row, None
+    try:
+        value = float(mult.rstrip("x"))
+    except ValueError:
+        value = -1.0
+    if base not in AUTO_ROWS or not value > 0:
+        raise ValueError(f"row {row!r}: a budget suffix @Nx (N > 0) goes on {', '.join(AUTO_ROWS)} only")
+    return base, value
+
+
+def with_pairs(rows: list[str]) -> list[str]:
+    """The rows in order, each budgeted row's trl pair placed (once) before the first row that needs it."""
+    out: list[str] = []
+    for row in rows:
+        base, mult = parse_row(row)
+        pair = TRL_PAIRS[base] if mult is not None else None
+        if pair and pair not in out:
+            out.append(pair)
+        if row not in out:
+            out.append(row)
+    return out
+
+
+def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: int, repeats: int = 1,
+            budget_mb: float | None = None) -> dict:
     """One row in this process: median seconds of ``repeats`` optimizer steps, reward queries and peak memory."""
     import statistics
 
@@ -63,40 +106,46 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
     quiet_libraries()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(model, device=str(device))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
     if row == "sampler":
-        return _sampler_ratio(loaded.pipe, steps, batch, autocast, device)
-    name, extra = ROWS[row]
+        return _sampler_ratio(loaded.pipe, steps, batch, dtype, device)
+    name, extra = ROWS[parse_row(row)[0]]
     extra = {k: steps - 1 if v == LAST else v for k, v in extra.items()}
+    if budget_mb is not None:
+        extra["memory_budget_mb"] = budget_mb
     cls = METHODS.get(name)
     method = cls(loaded.pipe, MeanBrightness(), load_prompts("simple-animals"),
-                 cls.Config(steps=steps, batch_size=batch, **extra), seed=0)
+                 cls.Config(steps=steps, batch_size=batch, precision=dtype, **extra), seed=0)
     seconds = []
     try:
         for _ in range(warmup):
-            with autocast:
-                method.step()
+            method.step()
         with PeakMemory(device) as step_peak:
             for _ in range(repeats):
                 start = time.perf_counter()
-                with autocast:
-                    metrics = method.step()
+                metrics = method.step()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 seconds.append(time.perf_counter() - start)
     except torch.cuda.OutOfMemoryError:
         return dict(status="oom", seconds=None, peak_mem_mb=peak_memory_mb(device))
-    return dict(status="ok", seconds=statistics.median(seconds), samples=metrics["samples"],
-                step_mem_mb=step_peak.mb, peak_mem_mb=peak_memory_mb(device), repeats=repeats,
-                stand_in=loaded.stand_in or "")
+    result = dict(status="ok", seconds=statistics.median(seconds), samples=metrics["samples"],
+                  step_mem_mb=step_peak.mb, peak_mem_mb=peak_memory_mb(device), repeats=repeats,
+                  stand_in=loaded.stand_in or "")
+    if budget_mb is not None:
+        result.update(budget_mb=budget_mb, under_budget=bool(step_peak.mb <= budget_mb),
+                      kept_steps=metrics.get("kept_steps"))
+    return result
 
 
-def _sampler_ratio(pipe, steps, batch, autocast, device) -> dict:
+def _sampler_ratio(pipe, steps, batch, dtype, device) -> dict:
     import torch
 
+    from bench.core import precision as mp
     from bench.core.sampler import Sampler, SamplerConfig
 
-    sampler = Sampler(pipe, SamplerConfig(steps=steps, guidance_scale=7.5))
+    mp.cast_frozen(pipe, dtype)
+    autocast = mp.autocast(device, dtype)
+    sampler = Sampler(pipe, SamplerConfig(steps=steps, guidance_scale=7.5, precision=dtype))
     prompts = ["a photo of a cat"] * batch
     noise = sampler.initial_noise(batch, torch.Generator().manual_seed(0))
 
@@ -113,8 +162,8 @@ def _sampler_ratio(pipe, steps, batch, autocast, device) -> dict:
 
     with autocast:
         ours = timed(lambda: sampler.sample(prompts, latents=noise))
-        theirs = timed(lambda: pipe(prompts, latents=noise.clone(), num_inference_steps=steps, guidance_scale=7.5,
-                                    output_type="pt"))
+        theirs = timed(lambda: pipe(prompts, latents=noise.to(pipe.unet.dtype), num_inference_steps=steps,
+                                    guidance_scale=7.5, output_type="pt"))
     return dict(status="ok", seconds=ours, diffusers_seconds=theirs, ratio=ours / theirs, peak_mem_mb=None)
 
 
@@ -123,8 +172,9 @@ def trl_ratios(table) -> list[str]:
     lines = []
     for dtype, part in table[table["status"] == "ok"].groupby("dtype", sort=False):
         rows = part.set_index("row")
-        for mine, theirs in TRL_PAIRS.items():
-            if mine in rows.index and theirs in rows.index:
+        for mine in rows.index:
+            theirs = TRL_PAIRS.get(parse_row(mine)[0])
+            if theirs in rows.index:
                 a, b = rows.loc[mine], rows.loc[theirs]
                 lines.append(f"- {dtype} `{mine}` / `{theirs}`: time {a.seconds / b.seconds:.2f}x, "
                              f"step memory {a.step_mem_mb / b.step_mem_mb:.2f}x, "
@@ -136,7 +186,7 @@ def ladder_markdown(table, args) -> str:
     from bench.core.text import markdown_table
 
     stand = sorted({s for s in table.get("stand_in", []) if isinstance(s, str) and s})
-    digits = {"seconds": 4, "diffusers_seconds": 4, "ratio": 3, "step_mem_mb": 1, "peak_mem_mb": 1}
+    digits = {"seconds": 4, "diffusers_seconds": 4, "ratio": 3, "step_mem_mb": 1, "peak_mem_mb": 1, "budget_mb": 1}
     shown = table.drop(columns=["stand_in", "repeats"], errors="ignore").round(digits).astype(object)
     shown = shown.where(shown.notna(), "")
     lines = [f"# Ladder: {args.model}, T={args.steps}, batch {args.batch}", ""]

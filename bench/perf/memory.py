@@ -30,12 +30,17 @@ def return_freed_memory_to_os() -> None:
         pass
 
 
-def run_isolated(module: str, spec: dict) -> tuple[dict | None, subprocess.CompletedProcess]:
+def run_isolated(module: str, spec: dict, timeout: float | None = None):
     """``python -m module --worker SPEC`` in a fresh process whose freed memory leaves the RSS at once; returns the
-    last JSON line it printed (None if none) and the finished process."""
+    last JSON line it printed (None if none) and the finished ``CompletedProcess`` (``returncode`` "timeout" when it
+    ran past ``timeout`` seconds and was stopped)."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
-    done = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(spec)], capture_output=True,
-                          text=True, env=env)
+    command = [sys.executable, "-m", module, "--worker", json.dumps(spec)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out, err = (x.decode() if isinstance(x, bytes) else x or "" for x in (exc.stdout, exc.stderr))
+        done = subprocess.CompletedProcess(command, "timeout", out, err + f"\nstopped after {timeout:g} s")
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     return (json.loads(lines[-1]) if lines else None), done
 

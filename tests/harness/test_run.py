@@ -58,9 +58,11 @@ def test_results_schema(smoke):
     assert (ok[ok.split == "train"].samples == ok[ok.split == "train"].step * 2).all()
     runs = pd.read_csv(smoke / "runs.csv")
     assert list(runs.columns) == RUN_COLUMNS and len(runs) == 6
+    assert set(runs.precision) == {"fp32"} and set(runs.protocol) == {"matched"}  # CPU default, smoke preset
     manifest = json.loads((smoke / "manifest.json").read_text())
     assert {"command", "runs", "versions", "git_commit", "device", "started", "finished", "stand_ins"} <= manifest.keys()
     assert manifest["stand_ins"] and manifest["versions"]["trl"] == "0.23.1"
+    assert manifest["plan"]["precision"] == "fp32" and manifest["plan"]["protocol"] == "matched"
     run_dir = smoke / "runs" / "alignprop-k1__mean-brightness__s0"
     for name in ("config.json", "adapter.safetensors", "eval_first.png", "eval_last.png"):
         assert (run_dir / name).is_file(), name

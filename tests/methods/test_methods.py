@@ -157,3 +157,37 @@ def test_method_state_round_trip(tiny, name):
     next_b = b.step()
     assert next_a["loss"] == pytest.approx(next_b["loss"], rel=1e-5, abs=1e-9)
     assert next_a["reward_mean"] == pytest.approx(next_b["reward_mean"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_bf16_step_trains_fp32_lora_only(name, tiny):
+    # --precision bf16: frozen weights in bf16, adapters and their updates in fp32, rewards finite. No weight decay,
+    # so a changed adapter weight means a gradient reached it.
+    method = build(name, tiny, steps=2, precision="bf16", weight_decay=0.0)
+    base_before = {n: p.clone() for n, p in tiny.pipe.unet.named_parameters() if "lora_" not in n}
+    lora = {n: p for n, p in tiny.pipe.unet.named_parameters() if "lora_" in n}
+    lora_before = {n: p.detach().clone() for n, p in lora.items()}
+    metrics = method.step()
+    assert torch.isfinite(torch.tensor([metrics["reward_mean"], metrics["loss"]])).all(), metrics
+    assert tiny.pipe.unet.dtype == tiny.pipe.text_encoder.dtype == torch.bfloat16
+    assert {p.dtype for p in lora.values()} == {torch.float32}
+    assert all(torch.equal(p, base_before[n]) for n, p in tiny.pipe.unet.named_parameters() if "lora_" not in n)
+    assert any(not torch.equal(lora_before[n], p) for n, p in lora.items()), "no gradient reached the adapters"
+
+
+def test_ddpo_makes_several_updates_per_epoch(tiny):
+    method = build("ddpo", tiny, steps=2, batch_size=2, sample_batches=2, train_batch_size=1, train_grad_accum=2)
+    assert method.config.updates_per_step() == 2
+    metrics = method.step()
+    assert metrics["optimizer_steps"] == 2 and metrics["samples"] == 4
+
+
+def test_auto_checkpointing_keeps_what_fits_the_budget(tiny):
+    roomy = build("alignprop-full", tiny, memory_budget_mb=1e6)
+    assert roomy.step()["kept_steps"] == SMALL["steps"]  # everything fits: nothing recomputed
+    from bench.core.models import load_model
+
+    tight = build("alignprop-full", load_model("tiny-random"), memory_budget_mb=1e-3)
+    assert tight.step()["kept_steps"] == 0  # nothing fits: every call checkpointed
+    unet, decode = tight.activations
+    assert unet > 0 and decode > 0

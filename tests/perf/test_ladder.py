@@ -30,3 +30,12 @@ def test_ladder_measures_methods_and_the_sampler_ratio(tmp_path, monkeypatch):
     report = (out / "ladder.md").read_text()
     assert "STAND-IN" in report and "fp32 `alignprop-k1` / `alignprop-trl-k1`: time" in report
     assert memory_ladder.main(["--rows", "bogus", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_budget_rows_name_their_trl_pair_first():
+    from bench.perf.ladder import parse_row, with_pairs
+
+    assert parse_row("alignprop-auto@2x") == ("alignprop-auto", 2.0) and parse_row("rwr") == ("rwr", None)
+    assert with_pairs(["alignprop-auto@1x", "alignprop-auto@2x", "rwr"]) == [
+        "alignprop-trl", "alignprop-auto@1x", "alignprop-auto@2x", "rwr"]
+    assert memory_ladder.main(["--rows", "rwr@2x", "--out", "unused"]) == 2

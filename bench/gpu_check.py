@@ -1,0 +1,122 @@
+"""The prepared GPU check: ``python -m bench.gpu_check`` (or ``make gpu-check``) fills the README's GPU table.
+
+    python -m bench.gpu_check [--wheels DIR] [--out results/gpu-check] [--dry-run]
+
+On one GPU, in this order, each command with its own time limit (at most 470 s in all, install excluded):
+1. with ``--wheels DIR``: ``pip install --no-index --find-links DIR`` of the pinned packages (constraints.txt, not
+   torch: the machine's CUDA torch is kept), so a machine without internet gets the project's pins;
+2. the memory ladder of the SD 1.5 architecture (``sd15-random``) at 512x512, T=50, batch 1, in fp32 and bf16
+   (``oom`` rows kept; one timed step per row, no warm-up: pessimistic seconds), bf16 with the auto-checkpointing
+   rows at 1x, 2x and 4x trl's step peak;
+3. a 5-step ``--preset paper --model sd15-random`` run of alignprop, ddpo and rwr (published protocol) with
+   ``mean-brightness`` (a differentiable stand-in reward), each method's accumulation cut to fit the time
+   (alignprop 4 and rwr 8 images per step, ddpo one batch of 8 per epoch in 2 updates), stated in the output.
+It writes ``gpu_check.json`` (every command, its exit code, seconds, and the tables) and ``gpu_check.md``. This
+module imports nothing beyond the standard library, so it runs before the pinned packages are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LADDER_ROWS = "alignprop-full-nockpt,alignprop-full,alignprop-k1,alignprop,ddpo,rwr,sampler"
+AUTO_ROWS = "alignprop-auto@1x,alignprop-auto@2x,alignprop-auto@4x"
+CUTS = ("alignprop.grad_accum=1", "rwr.grad_accum=1", "ddpo.sample_batches=1", "ddpo.train_grad_accum=1")
+"""The paper run's cuts (the published settings make 128-256 images per step: minutes each)."""
+
+
+def commands(out: Path, wheels: str | None) -> list[tuple[str, list[str], int]]:
+    """(name, command, time limit in seconds) of every step, in order."""
+    py = sys.executable
+    steps = []
+    if wheels:
+        pins = [line.strip() for line in (REPO / "constraints.txt").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+        steps.append(("install", [py, "-m", "pip", "install", "--no-index", "--find-links", wheels, *pins], 300))
+    for dtype, rows, limit in (("fp32", LADDER_ROWS, 140), ("bf16", f"{LADDER_ROWS},{AUTO_ROWS}", 170)):
+        steps.append((f"ladder-{dtype}", [py, "-m", "bench.memory_ladder", "--model", "sd15-random", "--steps", "50",
+                                          "--batch", "1", "--dtypes", dtype, "--rows", rows, "--warmup", "0",
+                                          "--repeats", "1", "--row-timeout", "40",
+                                          "--out", str(out / f"ladder-{dtype}")],
+                      limit))
+    cuts = [arg for cut in CUTS for arg in ("--set", cut)]
+    steps.append(("paper", [py, "-m", "bench.run", "--preset", "paper", "--model", "sd15-random", "--methods",
+                            "alignprop,ddpo,rwr", "--reward", "mean-brightness", "--max-steps", "5", "--eval-n", "2",
+                            "--eval-every", "0", "--checkpoint-every", "0", *cuts, "--run-timeout", "70",
+                            "--out", str(out / "paper")], 160))
+    return steps
+
+
+def run_step(name: str, command: list[str], limit: int) -> dict:
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, cwd=REPO, timeout=limit, capture_output=True, text=True)
+        code, tail = done.returncode, (done.stdout + done.stderr)[-2000:]
+    except subprocess.TimeoutExpired:
+        code, tail = "timeout", f"stopped after {limit} s"
+    return dict(name=name, command=command, exit_code=code, seconds=round(time.perf_counter() - start, 1), tail=tail)
+
+
+def gpu_name() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no nvidia-smi)"
+
+
+def markdown(report: dict, out: Path) -> str:
+    lines = [f"# GPU check, {report['date']}, {report['gpu']}", "",
+             f"Paper run: published protocol with these cuts to fit the time: {', '.join(CUTS)}.", "",
+             "| step | exit | seconds |", "|---|---|---|"]
+    lines += [f"| {s['name']} | {s['exit_code']} | {s['seconds']} |" for s in report["steps"]]
+    for name in ("ladder-fp32/ladder.md", "ladder-bf16/ladder.md", "paper/summary.md"):
+        if (out / name).is_file():
+            lines += ["", f"## {name}", "", (out / name).read_text().strip()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
+    p.add_argument("--wheels", help="folder of the pinned wheels (pip download, see README) to install offline first")
+    p.add_argument("--out", default="results/gpu-check", help="output folder (gpu_check.json, gpu_check.md)")
+    p.add_argument("--dry-run", action="store_true", help="print every command with its time limit and exit")
+    args = p.parse_args(argv)
+    out = Path(args.out).resolve()
+    if args.wheels and not Path(args.wheels).is_dir():
+        print(f"error: --wheels {args.wheels!r} is not a folder; pip download the wheels first (README)",
+              file=sys.stderr)
+        return 2
+    steps = commands(out, args.wheels)
+    if args.dry_run:
+        for name, command, limit in steps:
+            print(f"# {name} (at most {limit} s)\n$ " + " ".join(command))
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    report = dict(date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), gpu=gpu_name(),
+                  python=platform.python_version(), steps=[])
+    for name, command, limit in steps:
+        print(f"[gpu-check] {name} ...", flush=True)
+        report["steps"].append(run_step(name, command, limit))
+        print(f"[gpu-check] {name}: exit {report['steps'][-1]['exit_code']} in {report['steps'][-1]['seconds']} s")
+        if name == "install" and report["steps"][-1]["exit_code"] != 0:
+            break  # without the pins nothing else can run
+    for name in ("ladder-fp32", "ladder-bf16"):
+        table = out / name / "ladder.csv"
+        report[name] = table.read_text() if table.is_file() else None
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "gpu_check.md").write_text(markdown(report, out))
+    print((out / "gpu_check.md").read_text())
+    return 0 if all(s["exit_code"] == 0 for s in report["steps"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
