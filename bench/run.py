@@ -19,7 +19,7 @@ from bench.core.cli import command
 from bench.core.files import write_json, write_text
 from bench.harness.environment import device_description, git_commit, versions
 from bench.harness.launch import check_submitit, launch, prepare_out, worker_command
-from bench.harness.plan import default_out, plan
+from bench.harness.plan import budget_text, default_out, plan
 from bench.harness.presets import PRESET_NAMES
 from bench.harness.recorder import run_row, summary_markdown, write_tables
 from bench.harness.spec import RunSpec
@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a method config field (KEY=VALUE applies to every chosen method); repeatable")
     p.add_argument("--reward-weights", help="path to the reward model's weights file (else HF cache / hub)")
     p.add_argument("--strict-weights", action="store_true",
-                   help="never fall back to a random-weight stand-in reward, even in smoke/default presets")
+                   help="never fall back to a random-weight stand-in reward, even in the smoke preset")
+    p.add_argument("--allow-stand-in", action="store_true",
+                   help="outside the smoke preset, train against a random-weight stand-in when a reward model's "
+                        "weights are missing (named in every output)")
     p.add_argument("--processes", type=int, default=1,
                    help="data-parallel processes per run (torch.distributed; gloo on CPU, nccl on GPUs)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once with the local launcher")
@@ -69,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
     print(f"{len(runs)} run(s); preset {info['preset']}, model {info['model']}, prompts {info['prompts']}, "
-          f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}), budget {info['budget']}")
+          f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}); budget per run: {budget_text(info['budget'])}")
+    for stand_in in info.get("stand_ins", []):
+        print(f"STAND-IN (random weights; its numbers say nothing about real models): {stand_in}")
     if args is not None:
         where = (f"slurm (partition {args.slurm_partition or 'default'}, {args.slurm_gpus} GPU(s), "
                  f"{args.slurm_time_min} min) one job per run" if args.launcher == "slurm"
@@ -77,7 +82,8 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
         print(f"launcher: {where}; {args.processes} process(es) per run")
     for spec in runs:
         cfg = spec.method_config
-        print(f"  {spec.run_id}: steps={cfg['steps']} batch={cfg['batch_size']}x{cfg['grad_accum']} lr={cfg['lr']}")
+        print(f"  {spec.run_id}: sampling steps {cfg['steps']}, batch {cfg['batch_size']}x{cfg['grad_accum']}, "
+              f"lr {cfg['lr']}")
         if args is not None:
             run_dir = (out or Path("OUT")) / "runs" / spec.run_id
             print("    $ " + shlex.join(worker_command(run_dir, args.processes)))

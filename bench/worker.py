@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from bench.core import distributed
@@ -17,9 +18,16 @@ from bench.core.files import write_json
 from bench.harness.loop import RESULT, Run, rows_so_far
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. a reward's stand-in fallback) as one line each, without the Python source line."""
+    print(f"warning: {message}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     run_dir = Path((argv or sys.argv[1:])[0])
     quiet_libraries()
+    warnings.simplefilter("once", UserWarning)
+    warnings.showwarning = one_line_warning
     try:
         result = Run(run_dir).execute()
     except Exception as exc:  # the run failed: keep the message, let the other runs go on

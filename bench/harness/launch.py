@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.core.errors import UsageError
@@ -71,11 +72,32 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     cwd = os.getcwd()
+
+    def logged(index: int, spec: RunSpec) -> dict:
+        tag = f"[{index + 1}/{len(todo)}] {spec.run_id}"
+        print(f"{tag}: start", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        result = run_worker(spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd)
+        print(f"{tag}: end, {run_end_line(result, time.monotonic() - started)}", file=sys.stderr, flush=True)
+        return result
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        made = pool.map(lambda s: run_worker(s, out, args.processes, run_timeout(s, args.run_timeout), cwd), todo)
+        made = pool.map(logged, range(len(todo)), todo)
         for spec, result in zip(todo, made):
             results[spec.run_id] = result
     return results
+
+def run_end_line(result: dict, elapsed: float) -> str:
+    """How a run ended, for the console: status, steps, training and CPU seconds, load, the reason of a failure."""
+    parts = [str(result.get("status")), f"{result.get('steps') or 0} steps"]
+    if result.get("wall_s"):
+        parts.append(f"train {result['wall_s']:.1f} s (CPU {result.get('cpu_s') or 0:.1f} s)")
+    if result.get("load_avg") is not None:
+        parts.append(f"load {result['load_avg']:.1f} on {result.get('cores')} cores")
+    parts.append(f"{elapsed:.0f} s in all")
+    if result.get("error"):
+        parts.append(str(result["error"]))
+    return ", ".join(parts)
 
 def launch_slurm(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     """One submitit job per run; each job runs the same worker subprocess as the local launcher."""
