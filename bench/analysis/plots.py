@@ -174,40 +174,47 @@ def plot_image_grid(ax, tiles: list[list[np.ndarray | None]], *, row_labels, col
             canvas[i * (height + pad) : i * (height + pad) + tile.shape[0], j * (width + pad) : j * (width + pad) + tile.shape[1]] = tile[..., :3]
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([j * (width + pad) + width / 2 for j in range(n_cols)])
-    ax.set_xticklabels(col_labels, rotation=30, ha="right", fontsize=7)
+    ax.set_xticklabels(col_labels, rotation=30, ha="right", fontsize=8)
     ax.set_yticks([i * (height + pad) + height / 2 for i in range(n_rows)])
-    ax.set_yticklabels(row_labels, fontsize=7)
+    ax.set_yticklabels(row_labels, fontsize=8)
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=9)
     return ax.figure
 
 
-def plot_tradeoff(ax, table: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, title: str = ""):
-    """The LoRA-interpolation trade-off: reward ``x`` against reward ``y``, one point per alpha, annotated."""
+def plot_tradeoff(ax, table: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, title: str = "",
+                  xerr=None, yerr=None):
+    """The LoRA-interpolation trade-off: reward ``x`` against reward ``y``, one point per alpha (with optional error
+    bars), annotated."""
     table = table.sort_values("alpha")
-    ax.plot(table[x], table[y], "o-", color="tab:blue")
+    ax.errorbar(table[x], table[y], xerr=None if xerr is None else xerr[table.index],
+                yerr=None if yerr is None else yerr[table.index], fmt="o-", color="tab:purple", capsize=3)
     for _, row in table.iterrows():
         ax.annotate(f"α={row['alpha']:g}", (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    tidy_axis(ax)
+    ax.xaxis.set_major_formatter(plt.ScalarFormatter(useOffset=False))
     return ax.figure
 
 
-def plot_scaling(ax, table: pd.DataFrame, *, value: str, ylabel: str, title: str = "", log: bool = False):
-    """One line per ``mode`` of ``value`` against the number of sampling steps ``steps``."""
+def plot_scaling(ax, table: pd.DataFrame, *, value: str, ylabel: str, title: str = "", log: bool = False,
+                 labels: dict | None = None):
+    """One line per ``mode`` of ``value`` against the number of sampling steps ``steps`` (legend: ``labels``)."""
     colors = color_map(table["mode"])
     for mode, group in table.groupby("mode"):
         group = group.sort_values("steps")
-        ax.plot(group["steps"], group[value], "o-", color=colors[mode], label=mode)
+        ax.plot(group["steps"], group[value], "o-", color=colors[mode], label=(labels or {}).get(mode, mode))
     ax.set_xlabel("sampling steps T")
+    ax.set_xticks(sorted(table["steps"].unique()))
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return ax.figure
 
 
