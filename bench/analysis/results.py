@@ -91,10 +91,14 @@ def load_results(directories: list[str | Path]) -> Results:
     if not directories:
         raise UsageError("no results folder given; pass one or more folders written by python -m bench.run")
     runs_parts, metric_parts, sources, stand_ins, run_dirs = [], [], {}, [], {}
+    seen = set()
     for entry in directories:
         directory = Path(entry)
         if not directory.is_dir():
             raise UsageError(f"results folder {str(directory)!r} does not exist; pass a folder written by bench.run")
+        if directory.resolve() in seen:
+            raise UsageError(f"results folder {str(directory)!r} is given twice; pass each folder once")
+        seen.add(directory.resolve())
         metrics, runs = _read_metrics(directory), _read_runs(directory)
         if metrics is None and runs is None:
             raise UsageError(f"{str(directory)!r} is not a results folder (no runs.csv or metrics.csv/parquet)")
