@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import resource
 from pathlib import Path
 
@@ -119,10 +120,19 @@ def run_row(spec, result: dict) -> dict:
         error=result.get("error", ""), stand_in=result.get("stand_in", ""),
         sec_per_step=round(wall / steps, 4) if steps else None,
         memory_overrun=bool(cap and peak and peak > cap * 1024), device=result.get("device", ""),
-        cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=round(cpu / steps, 4) if steps and cpu else None,
+        cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=median_step_cpu(result.get("rows") or []),
         load_avg=None if load is None else round(load, 2), cores=n_cores,
         warning=timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores),
     )
+
+
+def median_step_cpu(rows: list[dict]) -> float | None:
+    """The median over optimizer steps of each step's CPU seconds (from the cumulative ``cpu_s`` of the training
+    rows): a load spike during one step moves it less than a mean."""
+    cumulative = {r["step"]: r["cpu_s"] for r in rows if r.get("split") == "train" and r.get("cpu_s") is not None}
+    values = [cumulative[s] for s in sorted(cumulative)]
+    steps = [b - a for a, b in zip([0.0] + values, values)]
+    return round(statistics.median(steps), 4) if steps else None
 
 
 def timing_warning(status: str, steps: int, max_steps: int | None, load: float | None, n_cores: int | None) -> str:
