@@ -214,7 +214,8 @@ class Progress:
         from tqdm.auto import tqdm
 
         self.tty = sys.stderr.isatty()
-        self.run_id, self.total, self.state = spec.run_id, budget.max_steps, f"step {initial}"
+        self.run_id, self.total = spec.run_id, budget.max_steps
+        self.state = f"step {initial}{f'/{self.total}' if self.total else ''}: training"
         self.bar = tqdm(total=budget.max_steps, initial=initial, desc=spec.run_id, unit="step", file=sys.stderr,
                         dynamic_ncols=True, leave=True, disable=not self.tty or not distributed.is_main())
         self.stop = threading.Event()
