@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.core.cli import command
 from bench.core.errors import UsageError
-from bench.perf.ladder import DEFAULT_ROWS, ROWS, TRL_PAIRS, ladder_markdown, measure, parse_row, with_pairs
+from bench.perf.ladder import DEFAULT_ROWS, ROWS, TRL_PAIRS, ladder_figure, ladder_markdown, measure, parse_row, with_pairs
 
 
 @command
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"rows, comma-separated, from {', '.join(ROWS)}, sampler, or 'all' (default: the GPU ladder's)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before the timed ones")
     p.add_argument("--repeats", type=int, default=1, help="timed steps per row; the median is reported")
-    p.add_argument("--out", default="results/ladder", help="output folder (ladder.csv, ladder.md)")
+    p.add_argument("--out", default="results/ladder", help="output folder (ladder.csv, ladder.md, ladder.png/pdf)")
     p.add_argument("--row-timeout", type=float, help="seconds after which a row's process is stopped (status timeout)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ladder.csv", index=False)
+    ladder_figure(table, args, out)
 
     (out / "ladder.md").write_text(ladder_markdown(table, args) + "\n")
     print((out / "ladder.md").read_text())

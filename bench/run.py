@@ -19,11 +19,11 @@ from pathlib import Path
 from bench.core.cli import command
 from bench.harness.environment import device_description, git_commit, versions
 from bench.harness.guard import INTERRUPT_EXIT, Interrupted, raise_on_signals
-from bench.harness.launch import check_submitit, launch, prepare_out, worker_command
+from bench.harness.launch import check_submitit, launch, prepare_out
 from bench.harness.plan import default_out, plan
 from bench.harness.presets import PRESET_NAMES, PROTOCOLS
 from bench.harness.recorder import COMPLETED, summary_markdown, write_manifest, write_results
-from bench.harness.spec import RunSpec
+from bench.harness.console import print_listing, print_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply each method's tuned configuration from a bench.tune file (explicit --set wins)")
     p.add_argument("--reward-weights", help="path to the reward model's weights file (else HF cache / hub)")
     p.add_argument("--strict-weights", action="store_true",
-                   help="never fall back to a random-weight stand-in reward, even in smoke/default presets")
+                   help="never fall back to a random-weight stand-in reward, even in the smoke preset")
+    p.add_argument("--allow-stand-in", action="store_true",
+                   help="outside the smoke preset, train against a random-weight stand-in when a reward model's "
+                        "weights are missing (named in every output)")
     p.add_argument("--processes", type=int, default=1,
                    help="data-parallel processes per run (torch.distributed; gloo on CPU, nccl on GPUs)")
     p.add_argument("--jobs", type=int, default=1, help="runs at once with the local launcher")
@@ -73,28 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the runs that would be made and exit")
     p.add_argument("--list", action="store_true", help="list models, rewards, methods, prompt sets and presets")
     return p
-
-def describe_config(spec: RunSpec) -> str:
-    """The resolved config, with the images and optimizer updates one step makes."""
-    from methods import METHODS
-    config = METHODS.get(spec.method).Config(**spec.method_config)
-    return (f"images/step={config.images_per_step()} updates/step={config.updates_per_step()} "
-            + " ".join(f"{k}={v}" for k, v in spec.method_config.items()))
-
-def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
-    print(f"{len(runs)} run(s); preset {info['preset']}, protocol {info['protocol']}, precision {info['precision']}, "
-          f"resolution {info['resolution'] or 'native'}, model {info['model']}, prompts {info['prompts']}, "
-          f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}), budget {info['budget']}")
-    if args is not None:
-        where = (f"slurm (partition {args.slurm_partition or 'default'}, {args.slurm_gpus} GPU(s), "
-                 f"{args.slurm_time_min} min) one job per run" if args.launcher == "slurm"
-                 else f"local, {args.jobs} at once")
-        print(f"launcher: {where}; {args.processes} process(es) per run")
-    for spec in runs:
-        print(f"  {spec.run_id} ({spec.protocol}): {describe_config(spec)}")
-        if args is not None:
-            run_dir = (out or Path("OUT")) / "runs" / spec.run_id
-            print("    $ " + shlex.join(worker_command(run_dir, args.processes)))
 
 
 @command
@@ -143,19 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         print("no run finished its budget (see the error column of runs.csv): exit code 1", file=sys.stderr)
         return 1
     return 0
-
-
-def print_listing() -> None:
-    from bench.core.models import model_names
-    from bench.core.prompts import prompt_set_names
-    from methods import METHODS
-    from rewards import REWARDS
-
-    print("models:      " + ", ".join(model_names()) + "  (or a diffusers directory / hub id)")
-    print("rewards:     " + ", ".join(REWARDS.names()) + "  (or a combination / plug-in)")
-    print("methods:     " + ", ".join(METHODS.names()))
-    print("prompt sets: " + ", ".join(prompt_set_names()) + "  (or a text file)")
-    print("presets:     " + ", ".join(PRESET_NAMES))
 
 
 if __name__ == "__main__":

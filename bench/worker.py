@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from bench.core import distributed
@@ -21,12 +22,19 @@ from bench.harness.loop import RESULT, Run, keep_error_log
 from bench.harness.recorder import ROWS, counters, read_rows
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. a reward's stand-in fallback) as one line each, without the Python source line."""
+    print(f"warning: {message}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     run_dir = Path((argv or sys.argv[1:])[0])
     sys.stderr = SafeStream(sys.stderr)
     die_with_parent()
     raise_on_signals()
     code = 0
+    warnings.simplefilter("once", UserWarning)
+    warnings.showwarning = one_line_warning
     try:
         quiet_libraries()
         lock = lock_folder(run_dir, "worker", wait_s=60) if distributed.is_main() else None  # noqa: F841

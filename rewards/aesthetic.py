@@ -68,7 +68,8 @@ class Aesthetic(Reward):
     def __init__(self, weights: str | None = None, allow_stand_in: bool = False, strict: bool = False):
         (self.clip, self.mlp), self.stand_in = resolve(
             lambda: _real(weights), _stand_in, what="aesthetic (CLIP ViT-L/14 + LAION predictor v2)",
-            how=f"download {MLP_REPO}/{MLP_FILE} and {CLIP_L14}, or pass --reward-weights PATH_TO_MLP.pth",
+            how=f"download them (huggingface-cli download {MLP_REPO} {MLP_FILE}; huggingface-cli download {CLIP_L14}) "
+                "or pass --reward-weights PATH_TO_MLP.pth",
             allow_stand_in=allow_stand_in, strict=strict)
         self.clip.eval().requires_grad_(False)
         self.mlp.eval().requires_grad_(False)

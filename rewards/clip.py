@@ -102,8 +102,8 @@ class PickScore(ClipScore):
         (self.model, self.tokenizer), self.stand_in = resolve(
             lambda: real_clip(PICKSCORE, PICKSCORE_PROCESSOR, weights, "pickscore"), small_clip,
             what=f"pickscore ({PICKSCORE})",
-            how=f"download {PICKSCORE} and {PICKSCORE_PROCESSOR} (huggingface-cli download) or pass --reward-weights "
-                "FOLDER",
+            how=f"download them (huggingface-cli download {PICKSCORE}; huggingface-cli download {PICKSCORE_PROCESSOR}) "
+                "or pass --reward-weights FOLDER",
             allow_stand_in=allow_stand_in, strict=strict)
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Figures of a report: reward curves, memory and speed bars, evaluation image grids (drawn by ``plots``)."""
+"""Figures of a report: memory and speed bars, evaluation image grids (drawn by ``plots``); curves are in
+``figures_curves``."""
 
 from __future__ import annotations
 
@@ -10,51 +11,44 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import plots
+from bench.analysis.figures_curves import finish
 from bench.analysis.plots import stand_in_note
-from bench.analysis.results import Results, eval_curves
+from bench.analysis.results import Results
 from bench.harness.spec import EvalSettings
 
-CURVE_AXES = ("step", "wall_s", "samples")
+def memory_label(devices) -> str:
+    """What "peak memory" measured, from the runs' devices (runs.csv ``device``)."""
+    kinds = {"cuda" if str(d).startswith("cuda") else "cpu" for d in devices if isinstance(d, str) and d}
+    if kinds == {"cuda"}:
+        return "peak GPU memory, MB\n(CUDA max allocated)"
+    if kinds == {"cpu"}:
+        return "peak memory, MB\n(whole-process peak RSS, CPU)"
+    return "peak memory, MB\n(CUDA max allocated on GPU, peak RSS on CPU)"
 
 
-def curve_figures(results: Results, out: Path, *, seed: int, n_boot: int, formats=("png", "pdf")) -> list[str]:
-    curves = eval_curves(results)
-    rewards = sorted(results.runs["reward"].unique())
-    if not len(curves) or not rewards:
-        return []
-    colors = plots.color_map(results.runs["label"])
-    names = []
-    for x in CURVE_AXES:
-        fig, axes = plots.plt.subplots(2, len(rewards), figsize=(4.5 * len(rewards), 7), squeeze=False)
-        for j, reward in enumerate(rewards):
-            rc = curves[curves["reward"] == reward]
-            split = "eval" if (rc["curve_split"] == "eval").all() else "eval (train where no eval)"
-            for i, stat in enumerate(("mean", "iqm")):
-                rng = np.random.default_rng(seed)
-                title = f"{reward} — {split}" + stand_in_note(rc["stand_in"])
-                plots.plot_reward_curves(
-                    axes[i, j], rc, x=x, stat=stat, rng=rng, n_boot=n_boot, colors=colors, title=title
-                )
-        fig.suptitle(f"Reward vs {plots.X_LABELS[x]} (95% bootstrap CI across seeds)" + stand_in_note(results.stand_ins), fontsize=10)
-        fig.tight_layout()
-        names += plots.save_figure(fig, out / f"reward_vs_{x}", formats)
-    return [Path(n).name for n in names]
-
-def resource_figure(summary: pd.DataFrame, out: Path, *, formats=("png", "pdf")) -> list[str]:
+def resource_figure(summary: pd.DataFrame, out: Path, *, runs: pd.DataFrame | None = None, stand_ins=(),
+                    formats=("png", "pdf")) -> list[str]:
+    """``resources``: peak memory, wall-clock and CPU seconds per optimizer step, one bar per (method, reward)
+    with its value; error bars (std over runs) only with two or more runs; skipped or failed methods get no bar."""
     if summary.empty:
         return []
     table = summary.copy()
     table["bar_label"] = table["label"] + " / " + table["reward"]
+    table["missing"] = table["status"].astype(str)
     by_method = plots.color_map(table["label"])
     colors = {bar: by_method[label] for bar, label in zip(table["bar_label"], table["label"])}
-    fig, axes = plots.plt.subplots(1, 2, figsize=(max(6, 1.2 * len(table) + 4), 4))
-    note = stand_in_note(table["stand_in"])
-    plots.plot_bars(axes[0], table, value="peak_mem_mb", error="peak_mem_std", label="bar_label", colors=colors,
-                    title="peak memory" + note, ylabel="MB")  # fmt: skip
-    plots.plot_bars(axes[1], table, value="sec_per_step", error="sec_per_step_std", label="bar_label",
-                    colors=colors, title="seconds per optimizer step" + note, ylabel="s")  # fmt: skip
-    fig.tight_layout()
-    return [Path(n).name for n in plots.save_figure(fig, out / "resources", formats)]
+    fig, axes = plots.plt.subplots(1, 3, figsize=(max(11, 1.6 * len(table) + 8), 4.6))
+    panels = (("peak_mem_mb", "peak_mem_std", memory_label(summary.get("device", [])), "peak memory"),
+              ("sec_per_step", "sec_per_step_std", "wall-clock s per optimizer step", "wall-clock time per step"),
+              ("cpu_per_step", "cpu_per_step_std", "process CPU s per optimizer step",
+               "CPU time per step (load-proof)"))  # fmt: skip
+    for ax, (value, error, ylabel, title) in zip(axes, panels):
+        plots.plot_bars(ax, table, value=value, error=error, label="bar_label", colors=colors, title=title,
+                        ylabel=ylabel, missing="missing")  # fmt: skip
+    n = int(table["runs"].max())
+    what = f"mean over {n} runs, error bar = std" if n > 1 else "1 run each: no error bars"
+    return finish(fig, f"Memory and speed ({what})", runs if runs is not None else table.iloc[0:0], stand_ins, out,
+                  "resources", formats)
 
 def read_eval_settings(path: Path) -> EvalSettings | None:
     """A run's evaluation settings from its config.json; None when the file is missing or damaged."""

@@ -6,10 +6,11 @@ At each alpha the UNet carries the blended weight update
     dW(alpha) = (1 - alpha) * dW_A + alpha * dW_B,        dW_X = (lora_alpha_X / rank_X) * B_X @ A_X,
 
 represented exactly as one LoRA of rank r_A + r_B (A stacked, B scaled and concatenated), so alpha = 0 is run A's
-adapter and alpha = 1 run B's (or the base model). Blending the low-rank factors separately would not interpolate
+adapter and alpha = 1 run B's. With ``base``, alpha is the weight of run A's update, dW(alpha) = alpha * dW_A, so
+alpha = 0 is the base model and alpha = 1 the fine-tuned run, as in the AlignProp paper's figure. Blending the low-rank factors separately would not interpolate
 the weights. Every alpha is evaluated like the runner evaluates (run A's fixed prompts, fixed noise, sampler
-settings) with both runs' true rewards. Writes mix.csv, mix.md and mix.png/pdf (reward curves, trade-off and an
-image strip). Adapters trained on different base models are refused.
+settings) with both runs' true rewards. Writes mix.csv, mix.md and mix.png/pdf (each reward against alpha on its
+own axis with standard-error bars over the evaluation images, the two-reward trade-off, an image strip). Adapters trained on different base models are refused.
 """
 
 from __future__ import annotations
@@ -217,11 +218,11 @@ def run_mix(run_a: str, run_b: str, alphas: list[float], *, device: str = "cpu",
     add_lora(loaded.pipe.unet, LoraSettings(rank=rank, alpha=float(rank), target_modules=a.target_modules))
     rows, strips = [], {}
     for alpha in alphas:
-        load_adapter_state_dict(loaded.pipe.unet, mixed_state(a, b, alpha))
+        load_adapter_state_dict(loaded.pipe.unet, mixed_state(a, b, alpha if b is not None else 1.0 - alpha))
         scorer = _BothRewards(rewards[0].to(device), [r.to(device) for r in rewards[1:]])
         scores, images = evaluate(loaded.pipe, scorer, prompts, cfg)
         per_reward = [scores] + [torch.cat(s) for s in scorer.recorded]
-        row = {"alpha": alpha}
+        row = {"alpha": alpha, "n": len(scores)}
         for spec, values in zip(reward_specs, per_reward):
             row[f"{spec} mean"] = float(values.mean())
             row[f"{spec} std"] = float(values.std()) if len(values) > 1 else 0.0
@@ -244,39 +245,47 @@ def write_outputs(table: pd.DataFrame, strips: dict, facts: dict, out: Path, *, 
     note = stand_in_note(facts["stand_ins"], 90)
     with atomic_dir(out, "mix.md", [run.path for run in (a, b) if run is not None and run.path]) as tmp:
         table.to_csv(tmp / "mix.csv", index=False)
-        fig = plots.plt.figure(figsize=(10, 8))
-        grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
-        ax = fig.add_subplot(grid[0, 0] if len(specs) > 1 else grid[0, :])
-        for spec in specs:
-            ax.plot(table["alpha"], table[f"{spec} mean"], "o-", label=spec)
-        ax.set_xlabel("α (0: run A, 1: run B)" if b is not None else "α (0: run A, 1: base model)")
-        ax.set_ylabel("eval reward (mean over eval prompts)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title("reward vs α", fontsize=9)
+        panels = len(specs) + (len(specs) > 1)
+        fig = plots.plt.figure(figsize=(5.5 * panels + 1, 9))
+        grid = fig.add_gridspec(2, panels, height_ratios=[1, 1.1])
+        sem = {spec: table[f"{spec} std"] / table["n"].clip(lower=1) ** 0.5 for spec in specs}
+        xlabel = "α: weight of run B (0: run A, 1: run B)" if b is not None else "α: weight of run A (0: base model, 1: run A)"
+        for j, spec in enumerate(specs):  # one axis per reward: two scales on one axis flatten both lines
+            ax = fig.add_subplot(grid[0, j])
+            ax.errorbar(table["alpha"], table[f"{spec} mean"], yerr=sem[spec], fmt="o-", capsize=3,
+                        color=f"C{j}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(plots.reward_label(spec, "eval reward, mean ± s.e."))
+            ax.set_title(f"{spec} ({'run A' if j == 0 else 'run B'}'s reward) vs α", fontsize=10)
+            ax.grid(alpha=0.3)
+            plots.tidy_axis(ax)
         if len(specs) > 1:
-            plots.plot_tradeoff(fig.add_subplot(grid[0, 1]), table, x=f"{specs[0]} mean", y=f"{specs[1]} mean",
-                                xlabel=f"{specs[0]} (run A's reward)", ylabel=f"{specs[1]} (run B's reward)",
-                                title="trade-off")  # fmt: skip
+            plots.plot_tradeoff(fig.add_subplot(grid[0, -1]), table, x=f"{specs[0]} mean", y=f"{specs[1]} mean",
+                                xerr=sem[specs[0]], yerr=sem[specs[1]], xlabel=plots.reward_label(specs[0], "run A's reward"),
+                                ylabel=plots.reward_label(specs[1], "run B's reward"), title="trade-off (mean ± s.e.)")  # fmt: skip
         alphas = list(table["alpha"])
         k = min(strip_prompts, len(facts["prompts"]))
         tiles = [[strips[al][i].permute(1, 2, 0).numpy() for i in range(k)] for al in alphas]
         plots.plot_image_grid(fig.add_subplot(grid[1, :]), [list(r) for r in zip(*tiles)],
                               row_labels=facts["prompts"][:k], col_labels=[f"α={al:g}" for al in alphas],
                               title="evaluation images (fixed noise) per α")  # fmt: skip
-        fig.suptitle(f"LoRA interpolation on {facts['model']}\nA: {a.name}   B: {b_name}" + note, fontsize=10)
+        fig.suptitle(f"LoRA interpolation on {facts['model']}\nA: {a.name}   B: {b_name}" + note, fontsize=11)
         fig.tight_layout()
+        fig.text(0.01, 0.0, f"Error bars: standard error over the {int(table['n'].iloc[0])} evaluation images (fixed "
+                 "prompts and noise; the same images at every α, so differences between α are less noisy).",
+                 fontsize=8, color="dimgray", va="top")  # fmt: skip
         plots.save_figure(fig, tmp / "mix")
-        shown = table.copy()
+        shown = table.drop(columns="n")
         for col in shown.columns[1:]:
             shown[col] = shown[col].map(lambda v: f"{v:.4f}")
         lines = [f"# LoRA interpolation: {a.name} ↔ {b_name}", "",
-                 f"Model `{facts['model']}`; α = 0 is {a.name}, α = 1 is {b_name}; weight update "
-                 "(1 − α)·ΔW_A + α·ΔW_B; run A's evaluation prompts, noise and sampler settings.", ""]  # fmt: skip
+                 f"Model `{facts['model']}`; " + (f"α = 0 is {a.name}, α = 1 is {b_name}; weight update (1 − α)·ΔW_A + "
+                 "α·ΔW_B" if b is not None else f"α = 0 is the base model, α = 1 is {a.name}; weight update α·ΔW_A")
+                 + "; run A's evaluation prompts, noise and sampler settings.", ""]  # fmt: skip
         if facts["stand_ins"]:
             lines += ["> **STAND-INS (random weights):** " + "; ".join(facts["stand_ins"]), ""]
         lines += [markdown_table(shown), ""]
-        for run, at in ((a, 0.0), (b, 1.0)):
+        for run, at in ((a, 0.0 if b is not None else 1.0), (b, 1.0)):
             if run is not None and run.recorded_final is not None and at in alphas:
                 got = float(table.loc[table["alpha"] == at, f"{run.reward} mean"].iloc[0])
                 lines.append(f"- {run.name}: recorded final eval reward {run.recorded_final:.6g}; α = {at:g} gives {got:.6g}")

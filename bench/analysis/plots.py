@@ -18,6 +18,39 @@ import pandas as pd  # noqa: E402
 from bench.analysis import stats  # noqa: E402
 
 X_LABELS = {"step": "optimizer step", "wall_s": "training wall-clock seconds", "samples": "reward queries"}
+DPI = 150
+"""Resolution of every PNG the tools write."""
+REWARD_UNITS = {
+    "mean-brightness": "mean pixel value, 0-1",
+    "jpeg-compressibility": "-JPEG size, kB",
+    "compressibility": "-JPEG size, kB",
+    "jpeg-incompressibility": "JPEG size, kB",
+    "incompressibility": "JPEG size, kB",
+    "aesthetic": "LAION aesthetic score, 1-10",
+    "clip-score": "CLIP cosine similarity",
+    "pickscore": "PickScore, 100 x cosine",
+    "hpsv2": "HPS v2.1 score",
+    "count": "p(prompted count), 0-1",
+    "prompt-match": "log p(colour) + log p(shape)",
+}
+"""What each registered reward's number is, for axis labels (combinations and plug-ins show their name only)."""
+
+
+def reward_label(reward: str, what: str = "eval reward") -> str:
+    """An axis label naming the reward and its units: "eval reward: count (p(prompted count), 0-1)"."""
+    units = REWARD_UNITS.get(reward)
+    return f"{what}: {reward}" + (f"\n({units})" if units else "")
+
+
+def tidy_axis(ax, *, integer_x: bool = False) -> None:
+    """Integer x ticks where x counts things (steps, queries); at most 6 y ticks, written in full (no "1e-5+0.5"
+    offset) with the fewest digits that tell them apart."""
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
 
 
 def stand_in_note(labels, width: int = 60) -> str:
@@ -48,7 +81,8 @@ def plot_reward_curves(
     """One line per ``label`` of ``stat`` across runs, with a 95 % bootstrap band where two or more runs have data.
 
     ``curves``: columns ``label``, ``run_id``, ``x`` (the named column) and ``value``. Each run's curve is
-    interpolated onto a common grid (spanning all the label's runs) before the statistic and band are taken.
+    interpolated onto a common grid (spanning all the label's runs) before the statistic and band are taken; every
+    run's own evaluation points are drawn as markers, so straight segments between them are visible as such.
     """
     if colors is None:
         colors = color_map(curves["label"])
@@ -61,20 +95,23 @@ def plot_reward_curves(
             continue
         band = stats.curve_band(stats.interpolate_curves(xs, ys, grid), stat, rng=rng, n_boot=n_boot)
         color = colors.get(label)
-        name = f"{label} (n={len(runs)})"
-        if len(grid) == 1:
-            ax.plot(grid, band["value"], "o", color=color, label=name)
-        else:
-            ax.plot(grid, band["value"], color=color, label=name)
+        name = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
+        if len(runs) == 1:  # the run itself: its evaluation points joined
+            ax.plot(xs[0], ys[0], "o-", color=color, label=name, markersize=5)
+            continue
+        ax.plot(grid, band["value"], "-" if len(grid) > 1 else "o", color=color, label=name)
+        for run_x, run_y in zip(xs, ys):
+            ax.plot(run_x, run_y, "o", color=color, markersize=3.5, alpha=0.6)
         ok = ~np.isnan(band["lo"])
         if ok.any():
             ax.fill_between(grid, band["lo"], band["hi"], where=ok, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel(X_LABELS.get(x, x))
-    ax.set_ylabel(f"{ylabel} ({'IQM' if stat == 'iqm' else stat})")
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(ylabel if stat == "mean" else f"{ylabel}\n[{'IQM' if stat == 'iqm' else stat} over seeds]")
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    tidy_axis(ax, integer_x=x in ("step", "samples"))
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return ax.figure
 
 
@@ -88,25 +125,34 @@ def plot_bars(
     colors: dict | None = None,
     title: str = "",
     ylabel: str = "",
+    missing: str | None = None,
 ):
-    """Bar per row of ``table`` (one per method), height ``value``, optional error bar column ``error``.
+    """Bar per row of ``table`` (one per method), height ``value`` written on it, error bar column ``error`` (a std
+    over runs: drawn only where it exists, i.e. two or more runs).
 
-    Rows whose value is missing (a run that failed before measuring) get an empty slot marked "n/a".
+    Rows whose value is missing (a skipped run, a run that failed before measuring) get an empty slot marked with
+    ``missing`` (a column of text, e.g. the status) or "n/a".
     """
     labels = table[label].astype(str).tolist()
     heights = pd.to_numeric(table[value], errors="coerce").to_numpy(float)
-    errors = pd.to_numeric(table[error], errors="coerce").fillna(0).to_numpy(float) if error else None
+    errors = pd.to_numeric(table[error], errors="coerce").to_numpy(float) if error else np.full(len(labels), np.nan)
     colors = colors or color_map(labels)
     pos = np.arange(len(labels))
-    drawn = np.nan_to_num(heights, nan=0.0)
-    ax.bar(pos, drawn, yerr=errors, color=[colors.get(l, "grey") for l in labels], capsize=3)
-    for p, h in zip(pos, heights):
+    bars = ax.bar(pos, np.nan_to_num(heights, nan=0.0), color=[colors.get(l, "grey") for l in labels])
+    has_err = ~np.isnan(errors) & ~np.isnan(heights)
+    if has_err.any():
+        ax.errorbar(pos[has_err], heights[has_err], yerr=errors[has_err], fmt="none", ecolor="black", capsize=3)
+    ax.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.3g}" for h in heights], fontsize=9, label_type="center",
+                 color="white", fontweight="bold")
+    notes = table[missing].astype(str).tolist() if missing else ["n/a"] * len(labels)
+    for p, h, note in zip(pos, heights, notes):
         if np.isnan(h):
-            ax.text(p, 0, "n/a", ha="center", va="bottom", fontsize=8)
+            ax.text(p, 0.03, note, ha="center", va="bottom", fontsize=8, rotation=90, transform=ax.get_xaxis_transform())
     ax.set_xticks(pos)
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.margins(y=0.15)
     ax.grid(axis="y", alpha=0.3)
     return ax.figure
 
@@ -128,40 +174,47 @@ def plot_image_grid(ax, tiles: list[list[np.ndarray | None]], *, row_labels, col
             canvas[i * (height + pad) : i * (height + pad) + tile.shape[0], j * (width + pad) : j * (width + pad) + tile.shape[1]] = tile[..., :3]
     ax.imshow(canvas, interpolation="nearest")
     ax.set_xticks([j * (width + pad) + width / 2 for j in range(n_cols)])
-    ax.set_xticklabels(col_labels, rotation=30, ha="right", fontsize=7)
+    ax.set_xticklabels(col_labels, rotation=30, ha="right", fontsize=8)
     ax.set_yticks([i * (height + pad) + height / 2 for i in range(n_rows)])
-    ax.set_yticklabels(row_labels, fontsize=7)
+    ax.set_yticklabels(row_labels, fontsize=8)
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=9)
     return ax.figure
 
 
-def plot_tradeoff(ax, table: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, title: str = ""):
-    """The LoRA-interpolation trade-off: reward ``x`` against reward ``y``, one point per alpha, annotated."""
+def plot_tradeoff(ax, table: pd.DataFrame, *, x: str, y: str, xlabel: str, ylabel: str, title: str = "",
+                  xerr=None, yerr=None):
+    """The LoRA-interpolation trade-off: reward ``x`` against reward ``y``, one point per alpha (with optional error
+    bars), annotated."""
     table = table.sort_values("alpha")
-    ax.plot(table[x], table[y], "o-", color="tab:blue")
+    ax.errorbar(table[x], table[y], xerr=None if xerr is None else xerr[table.index],
+                yerr=None if yerr is None else yerr[table.index], fmt="o-", color="tab:purple", capsize=3)
     for _, row in table.iterrows():
         ax.annotate(f"α={row['alpha']:g}", (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    tidy_axis(ax)
+    ax.xaxis.set_major_formatter(plt.ScalarFormatter(useOffset=False))
     return ax.figure
 
 
-def plot_scaling(ax, table: pd.DataFrame, *, value: str, ylabel: str, title: str = "", log: bool = False):
-    """One line per ``mode`` of ``value`` against the number of sampling steps ``steps``."""
+def plot_scaling(ax, table: pd.DataFrame, *, value: str, ylabel: str, title: str = "", log: bool = False,
+                 labels: dict | None = None):
+    """One line per ``mode`` of ``value`` against the number of sampling steps ``steps`` (legend: ``labels``)."""
     colors = color_map(table["mode"])
     for mode, group in table.groupby("mode"):
         group = group.sort_values("steps")
-        ax.plot(group["steps"], group[value], "o-", color=colors[mode], label=mode)
+        ax.plot(group["steps"], group[value], "o-", color=colors[mode], label=(labels or {}).get(mode, mode))
     ax.set_xlabel("sampling steps T")
+    ax.set_xticks(sorted(table["steps"].unique()))
     ax.set_ylabel(ylabel)
     if log:
         ax.set_yscale("log")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return ax.figure
 
 
@@ -170,7 +223,7 @@ def save_figure(fig, path_stem, formats=("png", "pdf")) -> list[str]:
     names = []
     for fmt in formats:
         path = f"{path_stem}.{fmt}"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
         names.append(path)
     plt.close(fig)
     return names

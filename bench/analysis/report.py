@@ -3,14 +3,18 @@
 Reads results folders only (manifest.json, metrics.parquet/csv, runs.csv, runs/<run_id>/eval_*.png); it never
 re-runs anything. Several folders (e.g. one per reward) combine into one report. Figures:
 
-- ``reward_vs_step``, ``reward_vs_wall_s``, ``reward_vs_samples``: one panel per reward, one line per method; top
-  row mean, bottom row interquartile mean (IQM) across seeds, each with a seeded 95 % bootstrap band (seeds
-  interpolated onto a common grid first; a single seed draws a line without a band);
-- ``resources``: peak memory and seconds per optimizer step per method (bar charts, also in the table);
+- ``reward_vs_step``, ``reward_vs_wall_s``, ``reward_vs_samples``: one panel per reward, one line per method, a
+  marker per evaluation; with two or more seeds a mean row and an interquartile-mean (IQM) row, each with a seeded
+  95 % bootstrap band (seeds interpolated onto a common grid first); with one seed the runs themselves;
+- ``reward_seen_vs_heldout``: training-prompt reward against held-out evaluation reward by step;
+- ``eval_metrics``: a reward's extra evaluation metrics (shape world: exact count, colour and shape accuracy);
+- ``resources``: peak memory, wall-clock and CPU seconds per optimizer step per method (also in the table);
 - ``images_<reward>``: evaluation prompts x methods, first and last evaluation, from each method's first seed.
 
-Table columns are defined at the end of report.md. Failed runs appear with their status. Every stand-in
-(random-weight) model or reward is named in figure titles and the table.
+Table columns are defined at the end of report.md. Failed runs appear with their status (and in each figure's
+caption); runs whose timings a busy machine or the time budget distorted are listed. Every stand-in
+(random-weight) model or reward is named once in each figure's title and in the table. Folders of the same command
+pool (a run id in two folders becomes ``id#2`` when both configurations match).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import numpy as np
 
 from bench.analysis.configs import method_configurations
 from bench.analysis.effect import effect_figures, learned_vs_true_figures
-from bench.analysis.figures import curve_figures, image_figures, resource_figure
+from bench.analysis.figures import image_figures, resource_figure
+from bench.analysis.figures_curves import curve_figures, extra_metrics_figure, seen_vs_heldout_figure
 from bench.analysis.results import add_labels, load_results
 from bench.analysis.summary import DEFINITIONS, FAILED, speedup_markdown, speedups, summarize, summary_markdown
 from bench.core.files import atomic_dir
@@ -40,7 +45,9 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
     summary = summarize(results, rng=np.random.default_rng(seed), n_boot=n_boot)
     with atomic_dir(out, "report.md", directories) as tmp:
         curve_files = curve_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats)
-        resource_files = resource_figure(summary, tmp, formats=formats)
+        curve_files += seen_vs_heldout_figure(results, tmp, formats=formats)
+        curve_files += extra_metrics_figure(results, tmp, formats=formats)
+        resource_files = resource_figure(summary, tmp, runs=results.runs, stand_ins=results.stand_ins, formats=formats)
         image_files = image_figures(results, tmp, formats=formats)
         effect_files = effect_figures(results, tmp, formats=formats) + learned_vs_true_figures(results, tmp,
                                                                                              formats=formats)
@@ -71,12 +78,17 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines += ["### Runs that did not finish", ""]
             cols = ["run_id", "status", "steps", "error"]
             lines += [markdown_table(failed[cols].fillna("")), ""]
+        warned = results.runs[results.runs["warning"] != ""]
+        if len(warned):
+            lines += ["### Timing warnings", "", "Wall-clock numbers of these runs mislead; compare `CPU s/step`.", ""]
+            lines += [markdown_table(warned[["run_id", "status", "steps", "load_avg", "cores", "warning"]]), ""]
         png = [f for f in curve_files if f.endswith(".png")]
         if png:
             lines += ["## Reward curves", ""] + [f"![{f}]({f})" for f in png] + [""]
         lines += ["## Memory and speed", ""]
-        res = summary[["reward", "label", "peak_mem_mb", "sec_per_step", "status"]].rename(columns={"label": "method"})
-        res = res.assign(peak_mem_mb=res["peak_mem_mb"].map(lambda v: fmt(v, 1)), sec_per_step=res["sec_per_step"].map(fmt))
+        res = summary[["reward", "label", "peak_mem_mb", "sec_per_step", "cpu_per_step", "status"]].rename(columns={"label": "method"})
+        res = res.assign(peak_mem_mb=res["peak_mem_mb"].map(lambda v: fmt(v, 1)), sec_per_step=res["sec_per_step"].map(fmt),
+                         cpu_per_step=res["cpu_per_step"].map(fmt))
         lines += [markdown_table(res) if len(res) else "_no runs_", ""]
         lines += [f"![{f}]({f})" for f in resource_files if f.endswith(".png")] + [""]
         shown = [f for f in effect_files if f.endswith(".png")]

@@ -29,9 +29,11 @@ class Results:
     """Every stand-in description found in manifests, runs and metrics."""
     problems: list[str] = field(default_factory=list)
     """Damage found while reading (truncated or binary tables, rows dropped), one line each."""
+    run_dirs: dict[str, Path] = field(default_factory=dict)
+    """run_id -> its run folder, where it differs from ``source/runs/run_id`` (a pooled repeat)."""
 
     def run_dir(self, run_id: str) -> Path:
-        return self.sources[run_id] / "runs" / run_id
+        return self.run_dirs.get(run_id) or self.sources[run_id] / "runs" / run_id
 
 REQUIRED = {"metrics": ("run_id", "step", "split", "metric", "value"), "runs": ("run_id", "status")}
 """Columns without which a table says nothing; rows missing one of their values are dropped (and said so)."""
@@ -97,15 +99,43 @@ def _clean_stand_in(value) -> str:
         return ""
     return str(value).strip()
 
+def config_difference(first: Path, second: Path) -> str | None:
+    """None when two run folders were made with the same configuration (config.json); else what differs."""
+    try:
+        a, b = json.loads((first / "config.json").read_text()), json.loads((second / "config.json").read_text())
+    except (OSError, ValueError):
+        return "config.json missing or damaged, so the settings cannot be compared"
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return f"settings differ in {', '.join(keys)}" if keys else None
+
+
+def pool_repeat(run_id: str, sources: dict, directory: Path) -> str:
+    """The id under which a repeat of ``run_id`` (same configuration, another folder) joins: ``run_id#2``, ..."""
+    first = sources[run_id]
+    reason = config_difference(first / "runs" / run_id, directory / "runs" / run_id)
+    if reason:
+        raise UsageError(f"run {run_id!r} appears in both {str(first)!r} and {str(directory)!r} and cannot be pooled: "
+                         f"{reason}; pool folders made by the same command, or report them separately")
+    k = 2
+    while f"{run_id}#{k}" in sources:
+        k += 1
+    return f"{run_id}#{k}"
+
+
 def load_results(directories: list[str | Path]) -> Results:
-    """Read and concatenate results folders; a run id present in two folders is an error (it would double count)."""
+    """Read and concatenate results folders. A run id present in two folders is pooled as a repeat (``id#2``) when
+    both were made with the same configuration (e.g. the same command run twice), and refused otherwise."""
     if not directories:
         raise UsageError("no results folder given; pass one or more folders written by python -m bench.run")
-    runs_parts, metric_parts, sources, stand_ins, problems = [], [], {}, [], []
+    runs_parts, metric_parts, sources, stand_ins, problems, run_dirs = [], [], {}, [], [], {}
+    seen = set()
     for entry in directories:
         directory = Path(entry)
         if not directory.is_dir():
             raise UsageError(f"results folder {str(directory)!r} does not exist; pass a folder written by bench.run")
+        if directory.resolve() in seen:
+            raise UsageError(f"results folder {str(directory)!r} is given twice; pass each folder once")
+        seen.add(directory.resolve())
         found = len(problems)
         metrics, runs = _read_metrics(directory, problems), _read_runs(directory, problems)
         if metrics is None and runs is None:
@@ -127,12 +157,14 @@ def load_results(directories: list[str | Path]) -> Results:
         for col in RUN_COLUMNS:
             if col not in runs.columns:
                 runs[col] = np.nan
-        for run_id in runs["run_id"].astype(str):
+        runs["run_id"], metrics["run_id"] = runs["run_id"].astype(str), metrics["run_id"].astype(str)
+        for run_id in list(runs["run_id"]):
             if run_id in sources:
-                raise UsageError(
-                    f"run {run_id!r} appears in both {str(sources[run_id])!r} and {str(directory)!r}; "
-                    "pass folders with distinct runs (e.g. one folder per reward)"
-                )
+                pooled = pool_repeat(run_id, sources, directory)
+                runs.loc[runs["run_id"] == run_id, "run_id"] = pooled
+                metrics.loc[metrics["run_id"] == run_id, "run_id"] = pooled
+                run_dirs[pooled] = directory / "runs" / run_id
+                run_id = pooled
             sources[run_id] = directory
         manifest = directory / "manifest.json"
         if manifest.is_file():
@@ -149,13 +181,16 @@ def load_results(directories: list[str | Path]) -> Results:
         frame["stand_in"] = frame["stand_in"].map(_clean_stand_in)
         for col in ("method", "reward", "model"):
             frame[col] = frame[col].astype(str)
-    for col in ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed"):
+    for col in ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed", "cpu_s",
+                "cpu_per_step", "load_avg", "cores"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
-    for col in ("step", "samples", "wall_s", "value", "peak_mem_mb", "seed"):
+    runs["warning"] = runs["warning"].fillna("").astype(str)
+    for col in ("step", "samples", "wall_s", "value", "peak_mem_mb", "seed", "cpu_s"):
         metrics[col] = pd.to_numeric(metrics[col], errors="coerce")
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     stand_ins += [s for s in runs["stand_in"].tolist() + metrics["stand_in"].tolist() if s]
-    return Results(runs=runs, metrics=metrics, sources=sources, stand_ins=sorted(set(stand_ins)), problems=problems)
+    return Results(runs=runs, metrics=metrics, sources=sources, stand_ins=sorted(set(stand_ins)), problems=problems,
+                   run_dirs=run_dirs)
 
 def reward_higher_is_better(reward: str) -> bool:
     """The reward's direction from the reward registry (class attribute); True when the name is unknown."""

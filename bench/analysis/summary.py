@@ -69,6 +69,10 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
                     peak_mem_std=g["peak_mem_mb"].std(),
                     sec_per_step=g["sec_per_step"].mean(),
                     sec_per_step_std=g["sec_per_step"].std(),
+                    cpu_per_step=g["cpu_per_step"].mean(),
+                    cpu_per_step_std=g["cpu_per_step"].std(),
+                    load_max=g["load_avg"].max(),
+                    device=", ".join(sorted({str(d) for d in g["device"].dropna() if str(d)})),
                     status=status_counts(g["status"]),
                     all_failed=bool(g["status"].isin(FAILED).all()),
                     stand_in="; ".join(stand),
@@ -162,6 +166,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
                 "time to 90% (s)": time_to,
                 "peak mem (MB)": fmt(s["peak_mem_mb"], 1),
                 "s/step": fmt(s["sec_per_step"]),
+                "CPU s/step": fmt(s["cpu_per_step"]),
                 "status": s["status"],
                 "stand-in": f"**STAND-IN:** {s['stand_in']}" if s["stand_in"] else "",
             }
@@ -175,8 +180,10 @@ DEFINITIONS = """\
   wall-clock grid) first reaches start + 0.9 × (best final − start), where start is the mean first evaluation of
   all runs of that reward and best final the best method's mean final eval reward (a fraction of the best method's
   *improvement*, so it is meaningful for negative rewards too). "n/a": no method improved on the start.
-- **peak mem**, **s/step**: means over the method's runs (runs.csv); s/step counts training only.
+- **peak mem**, **s/step**, **CPU s/step**: means over the method's runs (runs.csv); s/step counts training
+  wall-clock only; CPU s/step the process's CPU seconds (all threads) in training, which a busy machine does not
+  inflate. Peak memory is CUDA max allocated on a GPU, the whole process's peak RSS on a CPU.
 - **status**: run counts per stop reason; diverged/oom/error/skipped runs are listed, not dropped.
-- Curves: top row mean, bottom row IQM; bands are seeded 95 % bootstrap intervals over seeds, drawn where at
-  least two seeds have data; a seed that stopped early is not extrapolated.
+- Curves: markers are evaluations; with two or more seeds, top row mean, bottom row IQM, bands seeded 95 %
+  bootstrap intervals over seeds (a seed that stopped early is not extrapolated); with one seed, the run itself.
 """

@@ -47,11 +47,11 @@ def eval_sampler(pipe, config: EvalConfig) -> Sampler:
 
 
 @torch.no_grad()
-def evaluate(pipe, reward, prompts: list[str], config: EvalConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def evaluate(pipe, reward, prompts: list[str], config: EvalConfig, progress=None) -> tuple[torch.Tensor, torch.Tensor]:
     """True reward [n] and images [n, 3, H, W] for ``prompts`` from the fixed evaluation noise.
 
     Image i starts from noise drawn with seed ``seed + i`` alone, so with eta = 0 the results do not depend on the
-    batch size.
+    batch size. ``progress``, if given, is called with the number of images done after each batch.
     """
     sampler = eval_sampler(pipe, config)
     was_training = pipe.unet.training
@@ -67,6 +67,8 @@ def evaluate(pipe, reward, prompts: list[str], config: EvalConfig) -> tuple[torc
             with sampler.autocast():
                 scores.append(reward(rollout.images, chunk).float().cpu())
             images.append(rollout.images.float().cpu())
+            if progress is not None:
+                progress(start + len(chunk))
     finally:
         pipe.unet.train(was_training)
     return torch.cat(scores), torch.cat(images)

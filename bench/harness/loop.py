@@ -13,6 +13,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from bench.core import distributed
 from bench.core.files import atomic_write, write_json
 from bench.harness.guard import Interrupted
-from bench.harness.recorder import ROWS, STATUSES, Recorder, is_finite, peak_memory_mb, read_rows, write_rows
+from bench.harness.recorder import ROWS, STATUSES, Recorder, cores, is_finite, read_rows, write_rows
 from bench.harness.spec import Budget, RunSpec
 
 CHECKPOINT = "checkpoint.pt"
@@ -110,7 +111,7 @@ class Run:
             method = method_cls(model.pipe, reward, load_prompts(spec.prompts), config, spec.seed)
         except RewardNotDifferentiable as exc:
             return dict(base, status="skipped", error=str(exc), steps=0, samples=0, wall_s=0.0,
-                        peak_mem_mb=peak_memory_mb(device))
+                        peak_mem_mb=None)  # nothing of the method ran: no memory to report
         eval_cfg = spec.eval.config
         eval_prompts = spec.eval.prompts
 
@@ -127,17 +128,22 @@ class Run:
             kept = [r for r in read_rows(self.dir / ROWS) if r["step"] <= saved["step"]]
             rec = Recorder(identity, device, rows=kept, peak_mb=saved["peak_mb"], log=log)
             rec.step, rec.samples, rec.wall_s = saved["step"], saved["samples"], saved["wall_s"]
+            rec.cpu_s, rec.load_max = saved.get("cpu_s", 0.0), saved.get("load_max")
             random.setstate(saved["py_rng"])
             np.random.set_state(saved["np_rng"])
             if not distributed.is_main():  # the checkpoint holds the main process's stream: re-derive this one
                 method.generator.manual_seed(spec.seed + 100_003 * distributed.rank() + 7_919 * rec.step)
+
+        progress = Progress(spec, self.budget, initial=rec.step)
 
         def run_eval(first: bool = False) -> float | None:
             """Main process only (the others wait): the true reward on the fixed prompts and noise."""
             if not distributed.is_main():
                 distributed.barrier()
                 return None
-            scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg)
+            with progress.evaluating(eval_cfg.n) as bar:
+                scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg, progress=bar)
+            progress.say(f"eval at step {rec.step}: reward {float(scores.mean()):.4g} ({eval_cfg.n} images)")
             extra = reward.eval_metrics(images.to(device), eval_prompts)
             rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False)),
                              **extra})
@@ -150,14 +156,15 @@ class Run:
         if saved is None:
             run_eval(first=True)
         status, error = None, ""
-        progress = Progress(spec, self.budget, initial=rec.step)
         try:
             while (status := distributed.agree(self.stop_reason(rec), STATUSES)) is None:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 metrics = method.step()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 rec.wall_s += time.perf_counter() - start
+                rec.cpu_s += time.process_time() - cpu_start
+                rec.note_load()
                 metrics = distributed.combine_metrics(metrics)
                 rec.step += 1
                 rec.samples += int(metrics.get("samples", 0))
@@ -181,18 +188,19 @@ class Run:
         except Exception as exc:  # keep the rows collected so far; the message goes to runs.csv
             keep_error_log(self.dir, traceback.format_exc())
             status, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        finally:
-            progress.close()
         result = dict(base, status=status, error=error, steps=rec.step, samples=rec.samples, wall_s=rec.wall_s,
-                      peak_mem_mb=rec.peak_mb, final_eval_reward=rec.last("eval", "reward_mean"))
+                      cpu_s=rec.cpu_s, load_avg=rec.load_max, cores=cores(), peak_mem_mb=rec.peak_mb,
+                      final_eval_reward=rec.last("eval", "reward_mean"))
         if note:
             result["warning"] = note
         if status == "interrupted":
+            progress.close()
             return result
         if status in ("oom", "error", "diverged") or last_eval_step(rec) == rec.step:
             final = rec.last("eval", "reward_mean")  # a diverged adapter is not evaluated: its weights are not finite
         else:
             final = run_eval()
+        progress.close()
         spread = distributed.weight_spread(method.trainable_parameters())
         if distributed.is_main():
             save_adapter(method.adapter_state_dict(), spec, self.dir / "adapter.safetensors")
@@ -204,7 +212,8 @@ class Run:
     def checkpoint(self, method, rec: Recorder) -> None:
         """Write ``checkpoint.pt`` atomically; the one it replaces becomes ``checkpoint.prev.pt``."""
         state = dict(method=method.state_dict(), step=rec.step, samples=rec.samples, wall_s=rec.wall_s,
-                     peak_mb=rec.peak_mb, py_rng=random.getstate(), np_rng=np.random.get_state())
+                     cpu_s=rec.cpu_s, load_max=rec.load_max, peak_mb=rec.peak_mb, py_rng=random.getstate(),
+                     np_rng=np.random.get_state())
         path = self.dir / CHECKPOINT
 
         def write(tmp: Path) -> None:
@@ -264,19 +273,67 @@ def build_reward(spec: RunSpec):
     return build(spec.reward, weights=spec.reward_weights, allow_stand_in=spec.allow_stand_in)
 
 
+PROGRESS_EVERY_S = float(os.environ.get("BENCH_PROGRESS_S", 30))
+"""Without a terminal (output redirected to a log), a status line at least this often (env BENCH_PROGRESS_S)."""
+
+
 class Progress:
-    """A per-run progress bar on stderr: step, last reward, elapsed, ETA (tqdm)."""
+    """A run's progress on stderr: on a terminal a tqdm bar (and one per evaluation); redirected to a file, a plain
+    status line at least every ``PROGRESS_EVERY_S`` seconds from a timer thread, so a log shows a live job."""
 
     def __init__(self, spec: RunSpec, budget: Budget, initial: int = 0):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=budget.max_steps, initial=initial, desc=spec.run_id, unit="step",
-                        file=sys.stderr, dynamic_ncols=True, leave=True, disable=None)
+        self.tty = sys.stderr.isatty()
+        self.run_id, self.total = spec.run_id, budget.max_steps
+        self.state = f"step {initial}{f'/{self.total}' if self.total else ''}: training"
+        self.bar = tqdm(total=budget.max_steps, initial=initial, desc=spec.run_id, unit="step", file=sys.stderr,
+                        dynamic_ncols=True, leave=True, disable=not self.tty or not distributed.is_main())
+        self.stop = threading.Event()
+        self.thread = None
+        if not self.tty and distributed.is_main():
+            self.thread = threading.Thread(target=self._beat, daemon=True)
+            self.thread.start()
+
+    def say(self, text: str) -> None:
+        if not distributed.is_main():
+            return
+        if self.tty:
+            self.bar.write(f"[{self.run_id}] {text}", file=sys.stderr)
+        else:
+            print(f"[{self.run_id}] {text}", file=sys.stderr, flush=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(PROGRESS_EVERY_S):
+            self.say(self.state)
 
     def update(self, rec: Recorder, metrics: dict) -> None:
+        of = f"/{self.total}" if self.total else ""
+        self.state = (f"step {rec.step}{of}: train reward {metrics.get('reward_mean', float('nan')):.4g}, "
+                      f"train {rec.wall_s:.1f} s, CPU {rec.cpu_s:.1f} s")
         self.bar.set_postfix(reward=f"{metrics.get('reward_mean', float('nan')):.4g}", train_s=f"{rec.wall_s:.1f}")
         self.bar.update(1)
 
+    def evaluating(self, n: int):
+        """A context whose value is ``evaluate``'s progress callback (images done): a bar on a terminal."""
+        from contextlib import contextmanager
+
+        from tqdm.auto import tqdm
+
+        @contextmanager
+        def phase():
+            before = self.state
+            self.state = f"{before} (evaluating {n} images)"
+            bar = tqdm(total=n, desc=f"{self.run_id} eval", unit="img", file=sys.stderr, leave=False,
+                       disable=not self.tty or not distributed.is_main())
+            try:
+                yield lambda done: bar.update(done - bar.n)
+            finally:
+                bar.close()
+                self.state = before
+        return phase()
+
     def close(self) -> None:
+        self.stop.set()
         self.bar.close()
 

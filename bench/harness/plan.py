@@ -151,9 +151,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         if single:
             raise UsageError(f"--processes {args.processes}: {', '.join(single)} run(s) trl's own trainer, which the "
                              "harness does not synchronise across processes; use --processes 1 for them")
-    allow_stand_in = preset.allow_stand_in and not args.strict_weights
-    if not allow_stand_in:  # weights must exist: find out now, before any folder is made
-        rewards.build_reward(args.reward, weights=args.reward_weights, allow_stand_in=False)
+    allow_stand_in = (preset.allow_stand_in or getattr(args, "allow_stand_in", False)) and not args.strict_weights
+    stand_ins = planned_stand_ins(args, model, allow_stand_in)
     runs = [
         RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
                 method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
@@ -168,7 +167,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         clash = sorted({i for i in ids if ids.count(i) > 1})
         raise UsageError(f"--methods give the same run id twice ({', '.join(clash)}); rename a plug-in class")
     return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
-                      budget=budget, eval=eval_block, tuned=tuned, protocol=protocol, **scale)
+                      budget=budget, eval=eval_block, tuned=tuned, protocol=protocol, **scale,
+                      stand_ins=stand_ins)
 
 
 def apply_tuned(path: str | None, reward: str, seeds: list[int], per_method: dict[str, dict]) -> dict | None:
@@ -190,6 +190,41 @@ def apply_tuned(path: str | None, reward: str, seeds: list[int], per_method: dic
     for method, values in applied.items():
         per_method[method] = {**values, **per_method[method]}
     return dict(file=str(path), tuning_seeds=data.get("tuning_seeds"), methods=applied)
+
+
+def planned_stand_ins(args, model: str, allow_stand_in: bool) -> list[str]:
+    """The stand-ins (random weights) the runs will use, found before anything is written: the model's, and the
+    reward's when its weights are missing. A missing reward model without ``allow_stand_in`` is a UsageError that
+    names the download and ``--allow-stand-in``."""
+    import warnings
+
+    import rewards
+    from bench.core.models import STAND_IN_MARKER, STAND_INS
+
+    found = [STAND_INS[model]] if model in STAND_INS else []
+    marker = Path(model) / STAND_IN_MARKER
+    if marker.is_file():
+        found.append(marker.read_text().strip())
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the plan names the stand-in itself, once
+            reward = rewards.build_reward(args.reward, weights=args.reward_weights, allow_stand_in=allow_stand_in)
+    except UsageError as exc:
+        if args.strict_weights:
+            raise
+        raise UsageError(f"{exc}; or pass --allow-stand-in to train against a random-weight stand-in (its scores "
+                         "mean nothing)") from None
+    if getattr(reward, "stand_in", None):
+        found.append(str(reward.stand_in))
+    return found
+
+
+def budget_text(budget: dict) -> str:
+    """The budget in words ("40 optimizer steps or 300 s of training, whichever first")."""
+    parts = [text.format(budget[key]) for key, text in (("max_steps", "{} optimizer steps"),
+             ("max_seconds", "{:g} s of training"), ("max_samples", "{} reward queries")) if budget.get(key)]
+    memory = f"; memory cap {budget['max_memory_gb']:g} GB" if budget.get("max_memory_gb") else ""
+    return " or ".join(parts) + (", whichever first" if len(parts) > 1 else "") + memory
 
 
 def default_out(methods: str, reward: str) -> Path:

@@ -38,7 +38,8 @@ class Preset:
     checkpoint_every: int
     """Checkpoint every N optimizer steps (0: never) for --resume."""
     allow_stand_in: bool
-    """Whether rewards whose weights are missing may fall back to a random-weight stand-in."""
+    """Whether rewards whose weights are missing may fall back to a random-weight stand-in without
+    ``--allow-stand-in`` (smoke only)."""
     name: str = ""
     """The preset's name (what a method's ``preset_overrides`` are keyed by)."""
     method: dict = field(default_factory=dict)
@@ -77,7 +78,7 @@ def _presets() -> dict[str, Preset]:
             prompts="shapes-train" if shapes else "simple-animals",
             eval_prompts="shapes-eval" if shapes else "eval-animals",
             max_steps=40, max_seconds=300.0, eval_every=10, eval_n=60 if shapes else 8, checkpoint_every=10,
-            allow_stand_in=True,
+            allow_stand_in=False,  # a random-weight stand-in for a real reward model only with --allow-stand-in
             # tiny-shapes draws the prompt near-perfectly at guidance 5 (exact count 0.975); at guidance 2 the base
             # model leaves room for reward fine-tuning (colour 0.83, shape 0.91, count 0.88; bench.shapeworld --check)
             method=dict(steps=20, batch_size=4, grad_accum=1, **(dict(guidance_scale=2.0) if shapes else {})),

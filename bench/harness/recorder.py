@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import statistics
 import resource
 from pathlib import Path
 
@@ -19,10 +21,10 @@ from bench.core.files import atomic_write, write_json, write_text
 from bench.core.text import fmt
 
 METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "samples", "wall_s", "split", "metric",
-                  "value", "peak_mem_mb", "stand_in"]
+                  "value", "peak_mem_mb", "stand_in", "cpu_s"]
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
                "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "surrogate",
-               "precision", "protocol"]
+               "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "warning"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
 STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "skipped")
@@ -30,6 +32,22 @@ STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "sk
 SIGINT/SIGTERM (resumable)."""
 ROWS = "rows.jsonl"
 """A run's recorded rows, one JSON object a line, appended as they are recorded (a torn last line is ignored)."""
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask; else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average (runnable processes), or None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -50,7 +68,16 @@ class Recorder:
         self.log = log
         """Where rows are appended as they are recorded (the main process's ``rows.jsonl``); None: memory only."""
         self.step, self.samples, self.wall_s = 0, 0, 0.0
+        self.cpu_s = 0.0
+        """Process CPU seconds (all threads) spent in training steps: unlike wall_s, a busy machine cannot inflate it."""
+        self.load_max: float | None = None
+        """The highest 1-minute load average seen at a training step."""
         self._peak_before = peak_mb
+
+    def note_load(self) -> None:
+        load = load_average()
+        if load is not None:
+            self.load_max = load if self.load_max is None else max(self.load_max, load)
 
     @property
     def peak_mb(self) -> float:
@@ -58,7 +85,8 @@ class Recorder:
 
     def add(self, split: str, metrics: dict[str, float]) -> None:
         new = [{**self.identity, "step": self.step, "samples": self.samples, "wall_s": round(self.wall_s, 6),
-                "split": split, "metric": name, "value": float(value), "peak_mem_mb": round(self.peak_mb, 3)}
+                "split": split, "metric": name, "value": float(value), "peak_mem_mb": round(self.peak_mb, 3),
+                "cpu_s": round(self.cpu_s, 6)}
                for name, value in metrics.items() if name != "samples" and isinstance(value, (int, float))]
         self.rows += new
         if self.log is not None and new:
@@ -146,10 +174,10 @@ def write_results(out: Path, runs: list, results: dict[str, dict], manifest: dic
             rows = read_rows(Path(out) / "runs" / spec.run_id / ROWS)
             results[spec.run_id] = dict(status="interrupted", error="not started: the runner was stopped",
                                         **counters(rows))
-    rows = []
-    for spec in runs:  # rows.jsonl, or the rows of a result written before it existed
-        rows += read_rows(Path(out) / "runs" / spec.run_id / ROWS) or list(results[spec.run_id].get("rows", []))
-    table = [run_row(spec, results[spec.run_id]) for spec in runs]
+    per_run = {spec.run_id: read_rows(Path(out) / "runs" / spec.run_id / ROWS)  # or, for results written before
+               or list(results[spec.run_id].get("rows", [])) for spec in runs}     # rows.jsonl existed, theirs
+    rows = [row for spec in runs for row in per_run[spec.run_id]]
+    table = [run_row(spec, dict(results[spec.run_id], rows=per_run[spec.run_id])) for spec in runs]
     manifest.update(finished=datetime.now(timezone.utc).isoformat(),
                     stand_ins=sorted({r["stand_in"] for r in table if r["stand_in"]}))
     failures = []
@@ -172,6 +200,7 @@ def run_row(spec, result: dict) -> dict:
     wall = result.get("wall_s") or 0.0
     cap = spec.budget.max_memory_gb
     peak = result.get("peak_mem_mb")
+    cpu, load, n_cores = result.get("cpu_s"), result.get("load_avg"), result.get("cores")
     return dict(
         run_id=spec.run_id, method=spec.method, reward=spec.reward, model=spec.model, seed=spec.seed,
         status=result["status"], steps=steps, samples=result.get("samples") or 0, wall_s=round(wall, 4),
@@ -181,18 +210,50 @@ def run_row(spec, result: dict) -> dict:
         memory_overrun=bool(cap and peak and peak > cap * 1024), device=result.get("device", ""),
         surrogate=result.get("surrogate", ""),
         precision=getattr(spec, "precision", "fp32"), protocol=getattr(spec, "protocol", "matched"),
+        cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=median_step_cpu(result.get("rows") or []),
+        load_avg=None if load is None else round(load, 2), cores=n_cores,
+        warning="; ".join(w for w in (result.get("warning", ""),
+                                      timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores)) if w),
     )
+
+
+def median_step_cpu(rows: list[dict]) -> float | None:
+    """The median over optimizer steps of each step's CPU seconds (from the cumulative ``cpu_s`` of the training
+    rows): a load spike during one step moves it less than a mean."""
+    cumulative = {r["step"]: r["cpu_s"] for r in rows if r.get("split") == "train" and r.get("cpu_s") is not None}
+    values = [cumulative[s] for s in sorted(cumulative)]
+    steps = [b - a for a, b in zip([0.0] + values, values)]
+    return round(statistics.median(steps), 4) if steps else None
+
+
+def timing_warning(status: str, steps: int, max_steps: int | None, load: float | None, n_cores: int | None) -> str:
+    """Why a run's timings may mislead: it stopped on its time budget short of its step budget, or the machine was
+    busier than its cores (wall-clock then measures contention; compare cpu_per_step instead)."""
+    notes = []
+    if status == "max_seconds" and max_steps and steps < max_steps:
+        notes.append(f"stopped on --max-seconds after {steps} of {max_steps} steps")
+    if load is not None and n_cores and load > n_cores:
+        notes.append(f"machine busy: load {load:.1f} > {n_cores} cores (wall-clock inflated; see cpu_per_step)")
+    return "; ".join(notes)
 
 def summary_markdown(rows: list[dict]) -> str:
     """The table printed at the end of ``bench.run`` and written to summary.md."""
-    head = "| run | status | final eval reward | steps | train s | s/step | peak MB |\n|---|---|---|---|---|---|---|\n"
-    lines = []
+    head = ("| run | status | final eval reward | steps | train s | s/step | CPU s/step | load | peak MB |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    lines, notes = [], []
     for r in rows:
         cell = lambda v, spec: fmt(v, spec=spec, missing="")  # noqa: E731
+        load = f"{fmt(r.get('load_avg'), 1)}/{r.get('cores')}" if r.get("load_avg") is not None else ""
         lines.append(f"| {r['run_id']} | {r['status']} | {cell(r['final_eval_reward'], '.4g')} | {r['steps']} | "
-                     f"{cell(r['wall_s'], '.1f')} | {cell(r['sec_per_step'], '.3f')} | {cell(r['peak_mem_mb'], '.0f')} |")
+                     f"{cell(r['wall_s'], '.1f')} | {cell(r['sec_per_step'], '.3f')} | "
+                     f"{cell(r.get('cpu_per_step'), '.3f')} | {load} | {cell(r['peak_mem_mb'], '.0f')} |")
+        if r["status"] not in COMPLETED and r.get("error"):
+            notes.append(f"- {r['run_id']} {r['status']}: {r['error']}")
+        if r.get("warning"):
+            notes.append(f"- WARNING {r['run_id']}: {r['warning']}")
     stand_ins = sorted({r["stand_in"] for r in rows if r.get("stand_in")})
     note = "".join(f"\nStand-in (random weights): {s}\n" for s in stand_ins)
     settings = sorted({(r.get("precision"), r.get("protocol")) for r in rows if r.get("precision")})
     note += "".join(f"\nPrecision {p}, protocol {q}\n" for p, q in settings)
-    return head + "\n".join(lines) + "\n" + note
+    notes = ("\n" + "\n".join(notes) + "\n") if notes else ""
+    return head + "\n".join(lines) + "\n" + notes + note

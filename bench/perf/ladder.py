@@ -127,10 +127,10 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
                     torch.cuda.synchronize()
                 seconds.append(time.perf_counter() - start)
     except torch.cuda.OutOfMemoryError:
-        return dict(status="oom", seconds=None, peak_mem_mb=peak_memory_mb(device))
+        return dict(status="oom", seconds=None, peak_mem_mb=peak_memory_mb(device), device=device.type)
     result = dict(status="ok", seconds=statistics.median(seconds), samples=metrics["samples"],
                   step_mem_mb=step_peak.mb, peak_mem_mb=peak_memory_mb(device), repeats=repeats,
-                  stand_in=loaded.stand_in or "")
+                  stand_in=loaded.stand_in or "", device=device.type)
     if budget_mb is not None:
         result.update(budget_mb=budget_mb, under_budget=bool(step_peak.mb <= budget_mb),
                       kept_steps=metrics.get("kept_steps"))
@@ -180,6 +180,46 @@ def trl_ratios(table) -> list[str]:
                              f"step memory {a.step_mem_mb / b.step_mem_mb:.2f}x, "
                              f"process peak {a.peak_mem_mb / b.peak_mem_mb:.2f}x")
     return lines
+
+
+def ladder_figure(table, args, out) -> list[str]:
+    """``ladder.png/pdf``: the memory ladder (each method row's own step memory, log scale, GPU memory on a GPU)
+    and its seconds per step, one bar per (row, dtype) with its value; oom and failed rows are named, not drawn."""
+    import numpy as np
+
+    from bench.analysis import plots
+
+    rows = table[table["row"] != "sampler"].copy()
+    if rows.empty:
+        return []
+    rows["bar"] = rows["row"] + " " + rows["dtype"]
+    cuda = "cuda" in set(rows.get("device", []))
+    fig, axes = plots.plt.subplots(1, 2, figsize=(12, 0.45 * len(rows) + 2.2))
+    for ax, value, label in ((axes[0], "step_mem_mb", "CUDA max allocated during the step, MB" if cuda
+                              else "peak RSS growth during the step (CPU), MB"),
+                             (axes[1], "seconds", "seconds per optimizer step (median)")):  # fmt: skip
+        heights = rows[value].astype(float).to_numpy() if value in rows else np.full(len(rows), np.nan)
+        pos = np.arange(len(rows))
+        bars = ax.barh(pos, np.nan_to_num(heights, nan=0.0), color=[f"C{i % 10}" for i in pos])
+        ax.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.3g}" for h in heights], fontsize=8, padding=2)
+        for p, h, status in zip(pos, heights, rows["status"]):
+            if np.isnan(h):
+                ax.text(0.01, p, str(status), va="center", fontsize=8, transform=ax.get_yaxis_transform())
+        ax.set_yticks(pos)
+        ax.set_yticklabels(rows["bar"], fontsize=9)
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        positive = heights[heights > 0]
+        if value == "step_mem_mb" and len(positive) and positive.max() / positive.min() > 20:  # the paper's ladder
+            ax.set_xscale("log")  # spans orders of magnitude (about 1 TB naive to 15 GB checkpointed)
+            ax.xaxis.set_major_formatter(plots.plt.ScalarFormatter())
+        ax.margins(x=0.2)
+        ax.grid(axis="x", alpha=0.3)
+    stand = sorted({s for s in table.get("stand_in", []) if isinstance(s, str) and s})
+    fig.suptitle(f"Memory ladder on {args.model}: T={args.steps}, batch {args.batch}"
+                 + plots.stand_in_note(stand, 110), fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    return plots.save_figure(fig, out / "ladder")
 
 
 def ladder_markdown(table, args) -> str:

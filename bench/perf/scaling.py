@@ -120,6 +120,19 @@ def flatness(table: pd.DataFrame, mode: str = "last-k", low: int = 10) -> tuple[
     return float(top["peak_mem_mb"] / base["peak_mem_mb"]), int(base["steps"]), int(top["steps"])
 
 
+def legend_labels(table: pd.DataFrame) -> dict[str, str]:
+    """Legend text per mode: what ``none`` measures (no graph: its growth is about 0 MB) and random-k's single
+    draw of K at each T."""
+    labels = {m: m for m in table["mode"].unique()}
+    if "none" in labels:
+        labels["none"] = "none (sampling without graph: ~0 MB growth)"
+    if "random-k" in labels:
+        drawn = table[table["mode"] == "random-k"].sort_values("steps")
+        draws = ", ".join(f"{int(r.steps)}:{r.grad_steps}" for r in drawn.itertuples() if pd.notna(r.grad_steps))
+        labels["random-k"] = f"random-k (one draw of K per T; T:K = {draws})"
+    return labels
+
+
 def write_outputs(table: pd.DataFrame, out: Path, *, model: str) -> Path:
     from bench.analysis import plots
     from bench.analysis.plots import stand_in_note
@@ -132,9 +145,14 @@ def write_outputs(table: pd.DataFrame, out: Path, *, model: str) -> Path:
     flat = flatness(table)
     with atomic_dir(out, "scaling.md") as tmp:
         table.to_csv(tmp / "scaling.csv", index=False)
-        fig, axes = plots.plt.subplots(1, 2, figsize=(11, 4.5))
-        plots.plot_scaling(axes[0], table, value="peak_mem_mb", ylabel="peak memory of the step (MB)", title=kind)
-        plots.plot_scaling(axes[1], table, value="seconds", ylabel="seconds per step (sample + backward)")
+        fig, axes = plots.plt.subplots(1, 2, figsize=(12, 5))
+        labels = legend_labels(table)
+        cuda = kind.startswith("cuda")
+        plots.plot_scaling(axes[0], table, value="peak_mem_mb", labels=labels, title="memory of one training step",
+                           ylabel="MB: " + ("CUDA max allocated during the step" if cuda
+                                            else "peak RSS growth during the step (CPU)"))  # fmt: skip
+        plots.plot_scaling(axes[1], table, value="seconds", labels=labels, title="time of one training step",
+                           ylabel="seconds per step (sample + backward)")
         fig.suptitle(f"Memory and time vs sampling steps on {model}" + note, fontsize=10)
         fig.tight_layout()
         plots.save_figure(fig, tmp / "scaling")

@@ -95,6 +95,23 @@ def test_time_and_memory_ratios(baseline, tmp_path):
     assert done.returncode == 1 and done.stdout.count("REGRESSION (>2x)") == 2
 
 
+def test_speed_check_uses_cpu_time_so_a_busy_machine_passes_and_a_real_slowdown_fails(tmp_path):
+    base = write_runs(tmp_path / "base", runs("alignprop", [0.5], sec=0.3, cpu_per_step=0.5, load_avg=1.0, cores=2))
+    # A loaded machine (load 8 on 2 cores): wall-clock 18x, CPU seconds per step about the same.
+    busy = write_runs(tmp_path / "busy", runs("alignprop", [0.5], sec=5.4, cpu_per_step=0.6, load_avg=8.0, cores=2))
+    done = gate(busy, base)
+    assert done.returncode == 0, done.stdout
+    assert "CPU ok" in done.stdout
+    # A real 2x slowdown does twice the work: CPU seconds per step double, whatever the wall-clock says.
+    slow = write_runs(tmp_path / "slow", runs("alignprop", [0.5], sec=0.35, cpu_per_step=1.1, load_avg=1.0, cores=2))
+    done = gate(slow, base)
+    assert done.returncode == 1 and "CPU REGRESSION (>2x)" in done.stdout
+    # An older baseline without CPU time falls back to wall-clock and says so.
+    old = write_runs(tmp_path / "old", runs("alignprop", [0.5], sec=0.3))
+    done = gate(busy, old)
+    assert done.returncode == 1 and "wall REGRESSION" in done.stdout and "no CPU time" in done.stdout
+
+
 def test_failed_and_missing_methods_fail(baseline, tmp_path):
     new = write_runs(tmp_path / "new", runs("alignprop", [np.nan] * 3, status="oom"))
     table = compare.compare(compare.summarize_runs(compare.load_results([new]).runs),

@@ -96,8 +96,9 @@ def test_base_endpoint_is_the_plain_model(two_runs, tmp_path):
     table, _, _ = mix.run_mix(str(dir_a), "base", [0.0, 1.0])
     plain = load_model("tiny-random")
     scores, _ = evaluate(plain.pipe, make_reward("mean-brightness"), [PROMPTS[i % 2] for i in range(3)], EvalConfig(**EVAL))
-    assert table.iloc[0]["mean-brightness mean"] == pytest.approx(final_a, abs=1e-4)
-    assert table.iloc[1]["mean-brightness mean"] == pytest.approx(float(scores.mean()), abs=1e-4)
+    # As the AlignProp paper's figure: alpha = 0 is the base model, alpha = 1 the fine-tuned run.
+    assert table.iloc[0]["mean-brightness mean"] == pytest.approx(float(scores.mean()), abs=1e-4)
+    assert table.iloc[1]["mean-brightness mean"] == pytest.approx(final_a, abs=1e-4)
 
 
 def test_refuses_different_base_models(two_runs, tmp_path, capsys):

@@ -149,7 +149,52 @@ def test_single_seed_and_no_stand_in(tmp_path):
     report.build_report([folder], out, n_boot=50, formats=("png",))
     text = (out / "report.md").read_text()
     assert "STAND-IN" not in text
-    assert (out / "reward_vs_step.png").is_file()
+    assert (out / "reward_vs_step.png").is_file() and (out / "reward_seen_vs_heldout.png").is_file()
+    # One seed: one row of panels (no IQM row), at 150 dpi.
+    one = Image.open(out / "reward_vs_step.png")
+    assert one.info["dpi"][0] == pytest.approx(150, abs=1)
+    three = tmp_path / "rep3"
+    report.build_report([write_results(tmp_path / "three", "mean-brightness", failed=False)], three, n_boot=50,
+                        formats=("png",))  # fmt: skip
+    assert Image.open(three / "reward_vs_step.png").size[1] > 1.5 * one.size[1]
+
+
+def test_caption_names_runs_not_shown_and_extra_metrics_get_a_figure(two_folders, tmp_path):
+    from bench.analysis.figures_curves import not_shown_caption
+
+    results = loading.load_results([two_folders[0]])
+    loading.add_labels(results.runs, results.metrics)
+    caption = not_shown_caption(results.runs)
+    assert "error: rwr s0 (ValueError: boom)" in caption and "oom: ddpo s2" in caption
+    assert "alignprop" not in caption
+    folder = write_results(tmp_path / "shapes", "count", failed=False)
+    metrics = pd.read_csv(folder / "metrics.csv")
+    extra = metrics[(metrics.split == "eval") & (metrics.metric == "reward_mean")].assign(metric="exact_count")
+    pd.concat([metrics, extra]).to_csv(folder / "metrics.csv", index=False)
+    (folder / "metrics.parquet").unlink()
+    out = tmp_path / "rep"
+    report.build_report([folder], out, n_boot=20, formats=("png",))
+    assert (out / "eval_metrics.png").stat().st_size > 1000
+
+
+def test_two_folders_of_the_same_command_pool_and_others_are_refused(tmp_path):
+    import shutil
+
+    first = write_results(tmp_path / "a", "mean-brightness", seeds=(0,), failed=False)
+    again = tmp_path / "b"
+    shutil.copytree(first, again)
+    results = loading.load_results([first, again])
+    assert sorted(results.runs["run_id"]) == ["alignprop__mean-brightness__s0", "alignprop__mean-brightness__s0#2",
+                                              "ddpo__mean-brightness__s0", "ddpo__mean-brightness__s0#2"]
+    assert results.run_dir("ddpo__mean-brightness__s0#2") == again / "runs" / "ddpo__mean-brightness__s0"
+    assert set(results.metrics["run_id"]) == set(results.runs["run_id"])
+    out = tmp_path / "rep"
+    report.build_report([first, again], out, n_boot=20, formats=("png",))
+    assert "| 2 (2) |" in (out / "report.md").read_text()  # two runs per method, both with a final eval
+    config = again / "runs" / "ddpo__mean-brightness__s0" / "config.json"
+    config.write_text(config.read_text().replace('"steps": 2', '"steps": 3'))
+    with pytest.raises(UsageError, match="cannot be pooled: settings differ in eval"):
+        loading.load_results([first, again])
 
 
 def test_cli_errors_exit_2_and_leave_nothing(two_folders, tmp_path):
@@ -161,7 +206,7 @@ def test_cli_errors_exit_2_and_leave_nothing(two_folders, tmp_path):
     assert not out.exists()
     dup = subprocess.run([sys.executable, "-m", "bench.report", str(two_folders[0]), str(two_folders[0]),
                           "--out", str(out)], capture_output=True, text=True)  # fmt: skip
-    assert dup.returncode == 2 and "appears in both" in dup.stderr
+    assert dup.returncode == 2 and "given twice" in dup.stderr
     assert not out.exists() and not list(tmp_path.glob(".rep*"))
 
 

@@ -27,9 +27,9 @@ def bench_run_inprocess(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-def bench_run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO, env=ENV, capture_output=True,
-                          text=True, timeout=1200)
+def bench_run(*args, check=True, env=None):
+    proc = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=REPO, env={**ENV, **(env or {})},
+                          capture_output=True, text=True, timeout=1200)
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -38,9 +38,23 @@ def bench_run(*args, check=True):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "r"
-    bench_run("--preset", "smoke", "--methods", f"alignprop-k1,rwr,{PLUGINS}:Boom", "--reward", "mean-brightness",
-              "--seeds", "0,1", "--max-steps", "2", "--eval-every", "1", "--jobs", "2", "--out", str(out))
+    proc = bench_run("--preset", "smoke", "--methods", f"alignprop-k1,rwr,{PLUGINS}:Boom", "--reward", "mean-brightness",
+                     "--seeds", "0,1", "--max-steps", "2", "--eval-every", "1", "--jobs", "2", "--out", str(out),
+                     env={"BENCH_PROGRESS_S": "0.5"})  # fmt: skip
+    (out.parent / "stderr.txt").write_text(proc.stderr)  # output redirected, as in `make bench > log`
     return out
+
+
+def test_redirected_log_shows_each_run_start_end_and_status_lines(smoke):
+    log = (smoke.parent / "stderr.txt").read_text()
+    assert "[1/6] alignprop-k1__mean-brightness__s0: start" in log
+    assert "[1/6] alignprop-k1__mean-brightness__s0: end, max_steps, 2 steps, train" in log
+    assert "[alignprop-k1__mean-brightness__s0] eval at step 2: reward" in log
+    assert "[alignprop-k1__mean-brightness__s0] step" in log  # the timer's status line (every 0.5 s here)
+    runs = pd.read_csv(smoke / "runs.csv").set_index("run_id")
+    done = runs.loc["alignprop-k1__mean-brightness__s0"]
+    assert 0 < done.cpu_s and done.cpu_per_step == pytest.approx(done.cpu_s / 2, rel=1e-3)
+    assert done.cores >= 1 and done.load_avg >= 0
 
 
 def test_results_schema(smoke):
@@ -120,6 +134,8 @@ def test_resume_skips_finished_runs(smoke, capsys):
          "k_range"),
         (["--methods", "rwr", "--reward", "mean-brightness", "--preset", "fast"], "unknown preset"),
         (["--methods", "rwr", "--reward", "aesthetic", "--strict-weights"], "weights for aesthetic.*not found"),
+        (["--methods", "rwr", "--reward", "aesthetic", "--preset", "default"],
+         "huggingface-cli download trl-lib/ddpo-aesthetic-predictor.*or pass --allow-stand-in"),
         (["--methods", "rwr", "--reward", "mean-brightness", "--max-steps", "nan"], "--max-steps must be"),
         (["--methods", "rwr", "--reward", "mean-brightness", "--max-seconds", "inf"], "--max-seconds must be"),
         (["--methods", "rwr", "--reward", "aesthetic", "--reward-weights", "no/such.pth"], "does not exist"),
@@ -169,7 +185,10 @@ def test_dry_run_prints_runs_and_writes_nothing(tmp_path, capsys):
     code, text, _ = bench_run_inprocess(capsys, "--preset", "smoke", "--methods", "alignprop,ddpo", "--reward",
                                         "mean-brightness", "--seeds", "0,1", "--dry-run", "--out", str(out))
     assert code == 0 and "4 run(s)" in text and "ddpo__mean-brightness__s1" in text
+    assert "STAND-IN" in text and "tiny-random" in text and "sampling_steps=4" in text
     assert not out.exists()
+    asked = bench_run("--methods", "rwr", "--reward", "aesthetic", "--allow-stand-in", "--dry-run", "--out", str(out))
+    assert "STAND-IN" in asked.stdout and "stand-in for aesthetic" in asked.stdout and not out.exists()
 
 
 def test_list_names_everything(capsys):

@@ -28,6 +28,7 @@ def test_ladder_measures_methods_and_the_sampler_ratio(tmp_path, monkeypatch):
     assert table.loc["alignprop-k1", "step_mem_mb"] > 0 and table.loc["alignprop-trl-k1", "samples"] == 1
     assert table.loc["sampler", "ratio"] > 0
     report = (out / "ladder.md").read_text()
+    assert (out / "ladder.png").stat().st_size > 1000
     assert "STAND-IN" in report and "fp32 `alignprop-k1` / `alignprop-trl-k1`: time" in report
     assert memory_ladder.main(["--rows", "bogus", "--out", str(tmp_path / "x")]) == 2
 

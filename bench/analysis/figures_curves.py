@@ -1,0 +1,134 @@
+"""Curve figures of a report: evaluation reward against step / time / queries, training (seen) prompts against
+evaluation (held-out) prompts, and a reward's extra evaluation metrics (drawn by ``plots``).
+
+Every figure names its stand-ins once (in its title) and lists, in a caption, the runs it cannot show in full
+(skipped, failed); with one seed per method it draws the runs themselves, without a band or an IQM panel.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.analysis import plots
+from bench.analysis.plots import reward_label, stand_in_note
+from bench.analysis.results import Results, eval_curves
+from bench.harness.recorder import COMPLETED
+
+CURVE_AXES = ("step", "wall_s", "samples")
+EXTRA_SKIP = ("reward_mean", "reward_std")
+"""Evaluation metrics every run records; the others (exact_count, colour/shape accuracy, ...) get their own figure."""
+
+
+def not_shown_caption(runs: pd.DataFrame, width: int = 120) -> str:
+    """One caption line per (status, reason) of runs that did not finish their budget, naming them; "" when none."""
+    bad = runs[~runs["status"].isin(COMPLETED)]
+    lines = []
+    for (status, error), g in bad.fillna({"error": ""}).groupby(["status", "error"], sort=True):
+        names = "; ".join(f"{label} " + ", ".join(f"s{int(s)}" for s in lg["seed"].dropna())
+                          for label, lg in g.groupby("label", sort=True))
+        reason = f" ({error})" if error else ""
+        lines.append(textwrap.fill(f"Not shown or partial, {status}: {names}{reason}", width))
+    return "\n".join(lines)
+
+
+def finish(fig, title: str, runs: pd.DataFrame, stand_ins, out: Path, name: str, formats) -> list[str]:
+    """Title with the stand-in note once, the caption of runs not shown, save; returns the file names."""
+    fig.suptitle(title + stand_in_note(stand_ins, 110), fontsize=11)
+    fig.tight_layout()
+    caption = not_shown_caption(runs)
+    if caption:
+        fig.text(0.01, 0.0, caption, ha="left", va="top", fontsize=8, color="dimgray")
+    return [Path(n).name for n in plots.save_figure(fig, out / name, formats)]
+
+
+def seeds_per_label(runs: pd.DataFrame) -> int:
+    return int(runs.groupby("label")["seed"].nunique().max()) if len(runs) else 0
+
+
+def curve_figures(results: Results, out: Path, *, seed: int, n_boot: int, formats=("png", "pdf")) -> list[str]:
+    """``reward_vs_{step,wall_s,samples}``: one column per reward; with 2+ seeds a mean row and an IQM row, each
+    with seeded 95 % bootstrap bands; with 1 seed one row of the runs themselves."""
+    curves = eval_curves(results)
+    rewards = sorted(results.runs["reward"].unique())
+    if not len(curves) or not rewards:
+        return []
+    colors = plots.color_map(results.runs["label"])
+    several = seeds_per_label(results.runs) > 1
+    stats_rows = ("mean", "iqm") if several else ("mean",)
+    names = []
+    for x in CURVE_AXES:
+        fig, axes = plots.plt.subplots(len(stats_rows), len(rewards), figsize=(6 * len(rewards), 4.2 * len(stats_rows)),
+                                       squeeze=False)
+        for j, reward in enumerate(rewards):
+            rc = curves[curves["reward"] == reward]
+            split = "held-out eval prompts" if (rc["curve_split"] == "eval").all() else "eval (train where no eval)"
+            for i, stat in enumerate(stats_rows):
+                plots.plot_reward_curves(axes[i, j], rc, x=x, stat=stat, rng=np.random.default_rng(seed),
+                                         n_boot=n_boot, colors=colors, title=f"{reward}: {split}",
+                                         ylabel=reward_label(reward))  # fmt: skip
+        what = "mean and IQM over seeds, 95 % bootstrap bands" if several else "1 seed per method: no confidence band"
+        names += finish(fig, f"Reward vs {plots.X_LABELS[x]} ({what})", results.runs, results.stand_ins, out,
+                        f"reward_vs_{x}", formats)
+    return names
+
+
+def mean_curve(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean value per step over the runs that have it (steps are shared by seeds of one invocation)."""
+    return rows.groupby("step", as_index=False)["value"].mean().sort_values("step")
+
+
+def seen_vs_heldout_figure(results: Results, out: Path, *, formats=("png", "pdf")) -> list[str]:
+    """``reward_seen_vs_heldout``: per reward, each method's training reward (the prompts it trains on, the batch
+    it just sampled) against its evaluation reward (held-out prompts, fixed noise), by optimizer step."""
+    m = results.metrics[results.metrics["metric"] == "reward_mean"]
+    rewards = sorted(m["reward"].unique())
+    if not len(m) or not (m["split"] == "train").any():
+        return []
+    colors = plots.color_map(results.runs["label"])
+    fig, axes = plots.plt.subplots(1, len(rewards), figsize=(6 * len(rewards), 4.4), squeeze=False)
+    for ax, reward in zip(axes[0], rewards):
+        for label, g in sorted(m[m["reward"] == reward].groupby("label"), key=lambda kv: kv[0]):
+            n = g["run_id"].nunique()
+            for split, style in (("train", "--"), ("eval", "o-")):
+                rows = mean_curve(g[g["split"] == split])
+                if len(rows):
+                    ax.plot(rows["step"], rows["value"], style, color=colors.get(label), markersize=5,
+                            label=f"{label} {'training prompts' if split == 'train' else 'held-out'} ({n} seed{'s' * (n > 1)})")
+        ax.set_xlabel(plots.X_LABELS["step"])
+        ax.set_ylabel(reward_label(reward, "reward (mean over seeds)"))
+        ax.set_title(f"{reward}: seen (dashed) vs held-out (solid) prompts", fontsize=10)
+        ax.grid(alpha=0.3)
+        plots.tidy_axis(ax, integer_x=True)
+        ax.legend(fontsize=7)
+    return finish(fig, "Training-prompt reward vs held-out evaluation reward", results.runs, results.stand_ins, out,
+                  "reward_seen_vs_heldout", formats)
+
+
+def extra_metrics_figure(results: Results, out: Path, *, formats=("png", "pdf")) -> list[str]:
+    """``eval_metrics``: evaluation metrics beyond the reward (e.g. the shape world's exact_count, colour and shape
+    accuracy), one panel per (reward, metric), one line per method (mean over seeds), by optimizer step."""
+    m = results.metrics
+    extra = m[(m["split"] == "eval") & ~m["metric"].isin(EXTRA_SKIP)]
+    panels = sorted({(r, k) for r, k in zip(extra["reward"], extra["metric"])})
+    if not panels:
+        return []
+    colors = plots.color_map(results.runs["label"])
+    fig, axes = plots.plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (reward, metric) in zip(axes[0], panels):
+        rows = extra[(extra["reward"] == reward) & (extra["metric"] == metric)]
+        for label, g in sorted(rows.groupby("label"), key=lambda kv: kv[0]):
+            curve, n = mean_curve(g), g["run_id"].nunique()
+            ax.plot(curve["step"], curve["value"], "o-", color=colors.get(label), markersize=5,
+                    label=f"{label} ({n} seed{'s' * (n > 1)})")
+        ax.set_xlabel(plots.X_LABELS["step"])
+        ax.set_ylabel(f"{metric} (fraction of eval images)" if "accuracy" in metric or "count" in metric else metric)
+        ax.set_title(f"{reward}: {metric} on held-out prompts", fontsize=10)
+        ax.grid(alpha=0.3)
+        plots.tidy_axis(ax, integer_x=True)
+        ax.legend(fontsize=8)
+    return finish(fig, "Extra evaluation metrics (mean over seeds)", results.runs, results.stand_ins, out,
+                  "eval_metrics", formats)

@@ -1,0 +1,51 @@
+"""What ``bench.run`` prints before it starts: the plan (runs, resolved configs, budgets, stand-ins, worker
+commands) and ``--list``."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from bench.harness.launch import worker_command
+from bench.harness.plan import budget_text
+from bench.harness.presets import PRESET_NAMES
+from bench.harness.spec import RunSpec
+
+
+def describe_config(spec: RunSpec) -> str:
+    """The resolved config, with the images and optimizer updates one step makes."""
+    from methods import METHODS
+    config = METHODS.get(spec.method).Config(**spec.method_config)
+    return (f"images/step={config.images_per_step()} updates/step={config.updates_per_step()} "
+            + " ".join(f"{'sampling_steps' if k == 'steps' else k}={v}" for k, v in spec.method_config.items()))
+
+
+def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
+    print(f"{len(runs)} run(s); preset {info['preset']}, protocol {info['protocol']}, precision {info['precision']}, "
+          f"resolution {info['resolution'] or 'native'}, model {info['model']}, prompts {info['prompts']}, "
+          f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}); budget per run: {budget_text(info['budget'])}")
+    for stand_in in info.get("stand_ins", []):
+        print(f"STAND-IN (random weights; its numbers say nothing about real models): {stand_in}")
+    if args is not None:
+        where = (f"slurm (partition {args.slurm_partition or 'default'}, {args.slurm_gpus} GPU(s), "
+                 f"{args.slurm_time_min} min) one job per run" if args.launcher == "slurm"
+                 else f"local, {args.jobs} at once")
+        print(f"launcher: {where}; {args.processes} process(es) per run")
+    for spec in runs:
+        print(f"  {spec.run_id} ({spec.protocol}): {describe_config(spec)}")
+        if args is not None:
+            run_dir = (out or Path("OUT")) / "runs" / spec.run_id
+            print("    $ " + shlex.join(worker_command(run_dir, args.processes)))
+
+
+def print_listing() -> None:
+    from bench.core.models import model_names
+    from bench.core.prompts import prompt_set_names
+    from methods import METHODS
+    from rewards import REWARDS
+
+    print("models:      " + ", ".join(model_names()) + "  (or a diffusers directory / hub id)")
+    print("rewards:     " + ", ".join(REWARDS.names()) + "  (or a combination / plug-in)")
+    print("methods:     " + ", ".join(METHODS.names()))
+    print("prompt sets: " + ", ".join(prompt_set_names()) + "  (or a text file)")
+    print("presets:     " + ", ".join(PRESET_NAMES))
