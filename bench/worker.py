@@ -9,6 +9,7 @@ process that launched it; one worker at a time holds a run folder.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import traceback
 import warnings
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = one_line_warning
     try:
         quiet_libraries()
-        lock = lock_folder(run_dir, "worker", wait_s=60) if distributed.is_main() else None  # noqa: F841
+        main_process = int(os.environ.get("RANK", "0")) == 0  # before torch.distributed is joined
+        lock = lock_folder(run_dir, "worker", wait_s=60) if main_process else None  # noqa: F841
         result = Run(run_dir).execute()
     except Interrupted as exc:  # stopped before or after the training loop
         result = dict(status="interrupted", error=f"stopped by {exc.name}", **counters(read_rows(run_dir / ROWS)))

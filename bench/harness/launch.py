@@ -184,6 +184,7 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     """Results of every run by id: finished ones reused on --resume, the rest made by the chosen launcher."""
     results = {}
     todo = []
+    Workers.stopping.clear()
     for spec in runs:
         previous = previous_result(out, spec) if args.resume else None
         if previous is None:
