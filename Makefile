@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 OUT ?= results/make-bench-$(shell date +%Y%m%d-%H%M%S)
 BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward count
 
-.PHONY: install test bench clean-venv gpu-check
+.PHONY: install test test-slow bench clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -23,6 +23,9 @@ install: $(STAMP)
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+test-slow: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS) --out $(OUT)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.sampler import predict_x0
+from bench.core.ddim import predict_x0
 from methods.base import Method, MethodConfig, batch_stats, denoising_loss
 
 

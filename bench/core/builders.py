@@ -125,13 +125,20 @@ def build_tiny_random(seed: int = 0, words: list[str] = ()):
     return assemble(vae, text_encoder, tokenizer, unet)
 
 
-def build_sd15_random(seed: int = 0):
-    """SD 1.5's UNet, VAE and text encoder at full size with seeded random weights (``sd15-random``)."""
+def build_sd15_random(seed: int = 0, fast_init: bool = False):
+    """SD 1.5's UNet, VAE and text encoder at full size with seeded random weights (``sd15-random``).
+
+    ``fast_init``: build on the meta device and fill every weight with one seeded normal draw (std 1/sqrt(fan-in),
+    biases 0, norm scales 1) instead of the modules' own initialisers: the same architecture in seconds instead of
+    a minute on a CPU (tests); the registry's ``sd15-random`` uses the modules' own initialisation."""
+    import contextlib
+
+    from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = load_tokenizer()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), (init_empty_weights() if fast_init else contextlib.nullcontext()):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(
             sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -150,7 +157,27 @@ def build_sd15_random(seed: int = 0):
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         ))  # fmt: skip
+    if fast_init:
+        generator = torch.Generator().manual_seed(seed)
+        for module in (unet, vae, text_encoder):
+            fill_seeded(module, generator)
     return assemble(vae, text_encoder, tokenizer, unet)
+
+
+def fill_seeded(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Materialise a meta-device module on the CPU with seeded values: matrices and kernels ~ N(0, 1/fan-in),
+    1-d parameters (biases, norm shifts) 0 except norm scales 1; buffers (e.g. position ids) are rebuilt by
+    their modules' own code where it exists, else zero."""
+    module.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if param.dim() > 1:
+                param.normal_(0.0, param[0].numel() ** -0.5, generator=generator)
+            else:
+                param.fill_(1.0 if name.endswith("weight") else 0.0)
+        for sub in module.modules():
+            if hasattr(sub, "position_ids") and isinstance(sub.position_ids, torch.Tensor):
+                sub.position_ids.copy_(torch.arange(sub.position_ids.shape[-1]).expand_as(sub.position_ids))
 
 
 ASSET = Path(__file__).resolve().parent / "assets" / "tiny_shapes"

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bench.core.lora import LoraSettings, add_lora
-from bench.core.sampler import GradMode, Sampler, SamplerConfig, ddim_step
+from bench.core.ddim import ddim_step
+from bench.core.sampler import GradMode, Sampler, SamplerConfig
 
 PROMPTS = ["cat", "dog"]
 
