@@ -35,7 +35,7 @@ def test_max_seconds_is_respected_within_one_step(tmp_path):
 def test_kill_and_resume_continues_without_duplicates(tmp_path):
     out = tmp_path / "r"
     args = [sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "rwr", "--reward",
-            "mean-brightness", "--max-steps", "12", "--max-seconds", "3600", "--checkpoint-every", "2", "--out", str(out)]
+            "mean-brightness", "--max-steps", "6", "--max-seconds", "3600", "--checkpoint-every", "2", "--out", str(out)]
     proc = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     ckpt = out / "runs" / "rwr__mean-brightness__s0" / "checkpoint.pt"
@@ -51,7 +51,7 @@ def test_kill_and_resume_continues_without_duplicates(tmp_path):
     bench_run(*args[3:], "--resume")
     metrics = pd.read_parquet(out / "metrics.parquet")
     loss_steps = metrics[(metrics.split == "train") & (metrics.metric == "loss")].step.tolist()
-    assert loss_steps == list(range(1, 13))
+    assert loss_steps == list(range(1, 7))
     assert not metrics.duplicated(["run_id", "step", "split", "metric"]).any()
     assert pd.read_csv(out / "runs.csv").status.tolist() == ["max_steps"]
 

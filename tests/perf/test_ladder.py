@@ -13,9 +13,9 @@ def test_ladder_measures_methods_and_the_sampler_ratio(tmp_path, monkeypatch):
     # interpreter start-up and trl import per row).
     fresh = memory.run_isolated
 
-    def isolate_first_row_only(module, spec):
+    def isolate_first_row_only(module, spec, timeout=None):
         if spec["row"] == "alignprop-k1":
-            return fresh(module, spec)
+            return fresh(module, spec, timeout=timeout)
         return ladder.measure(**spec), subprocess.CompletedProcess([], 0, "", "")
 
     monkeypatch.setattr(memory, "run_isolated", isolate_first_row_only)
