@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
                 ax.set_xlabel(fmt(scores[col], 3), fontsize=8, labelpad=2)
                 if i == 0:
                     mark = "Δ" if j < min(n_change, len(cols)) else "·"
-                    ax.set_title(f"{mark} {prompts[col]}", fontsize=6.5, wrap=True)
+                    ax.set_title(textwrap.fill(f"{mark} {prompts[col]}", 20), fontsize=7)
                 if j == 0:
                     ax.set_ylabel(row_label, fontsize=8)
         stand = plots.stand_in_note(group["stand_in"], 100)
