@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.core.cli import command
 from bench.core.errors import UsageError
+from bench.core.text import safe_name
 from bench.perf.memory import return_freed_memory_to_os
 from bench.perf.scaling import MODES, measure, measure_isolated, write_outputs
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"T={t:>3} {mode:<12} {row['seconds']:.2f} s  {row['peak_mem_mb']:.1f} MB", file=sys.stderr)
     table = pd.DataFrame(rows)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in args.model)
+    safe = safe_name(args.model)
     out = Path(args.out) if args.out else Path("results") / "scaling" / safe
     write_outputs(table, out, model=args.model)
     print((out / "scaling.md").read_text())

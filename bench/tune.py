@@ -21,7 +21,7 @@ from bench.analysis.results import reward_higher_is_better
 from bench.core.cli import command
 from bench.core.errors import UsageError
 from bench.core.files import write_text
-from bench.core.text import fmt, markdown_table
+from bench.core.text import fmt, markdown_table, safe_name
 from bench.harness import tuning
 from bench.harness.recorder import COMPLETED
 from bench.harness.spec import parse_list, parse_seeds
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
     for method, group in cands.items():
         for cand in group:
-            folder = out / "".join(c if c.isalnum() or c in "-_.=,[]" else "_" for c in cand.name)
+            folder = out / safe_name(cand.name, keep="-_.=,[]")
             sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
             cmd = ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *passthrough,
                    "--out", str(folder)]

@@ -14,7 +14,7 @@ import numpy as np
 from bench.analysis import plots
 from bench.analysis.figures import read_eval_settings, split_row
 from bench.analysis.results import Results
-from bench.core.text import fmt
+from bench.core.text import fmt, safe_name
 
 
 def read_scores(path: Path) -> list[float] | None:
@@ -77,7 +77,7 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
                      f"Δ: the {min(n_change, len(cols))} prompts whose reward changed most; ·: a fixed sample"
                      + stand, fontsize=9)
         fig.tight_layout()
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in reward)
+        safe = safe_name(reward)
         names += plots.save_figure(fig, out / f"effect_{safe}", formats)
     return [Path(n).name for n in names]
 
@@ -107,6 +107,6 @@ def learned_vs_true_figures(results: Results, out: Path, *, formats=("png", "pdf
         ax.set_title(f"{reward}: learned reward (trained on) vs true score (hand-defined)\nthe curves parting = reward "
                      "hacking" + plots.stand_in_note(group["stand_in"], 90), fontsize=9)
         fig.tight_layout()
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in reward)
+        safe = safe_name(reward)
         names += plots.save_figure(fig, out / f"learned_vs_true_{safe}", formats)
     return [Path(n).name for n in names]

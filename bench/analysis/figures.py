@@ -14,7 +14,9 @@ from bench.analysis import plots
 from bench.analysis.figures_curves import finish
 from bench.analysis.plots import stand_in_note
 from bench.analysis.results import Results
+from bench.core.text import safe_name
 from bench.harness.spec import EvalSettings
+
 
 def memory_label(devices) -> str:
     """What "peak memory" measured, from the runs' devices (runs.csv ``device``)."""
@@ -96,6 +98,6 @@ def image_figures(results: Results, out: Path, *, max_prompts: int = 6, formats=
         fig, ax = plots.plt.subplots(figsize=(1.3 * n_cols + 2, 0.75 * len(tiles) + 1.2))
         title = f"{reward}: evaluation images, first vs last evaluation" + stand_in_note(rgroup["stand_in"])
         plots.plot_image_grid(ax, tiles, row_labels=row_labels, col_labels=col_labels, title=title)
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in reward)
+        safe = safe_name(reward)
         names += plots.save_figure(fig, out / f"images_{safe}", formats)
     return [Path(n).name for n in names]

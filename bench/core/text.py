@@ -39,3 +39,8 @@ def markdown_table(frame) -> str:
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(str(v).replace("|", "\\|").replace("\n", " ") for v in row) + " |")
     return "\n".join(lines)
+
+
+def safe_name(text: str, keep: str = "._-") -> str:
+    """``text`` as a file or folder name: letters, digits and the characters in ``keep`` stay, the rest become ``_``."""
+    return "".join(c if c.isalnum() or c in keep else "_" for c in text)

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.core.errors import UsageError
+from bench.core.text import safe_name
 from bench.harness.presets import PROTOCOLS, get_preset
 from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, method_config, parse_list, parse_seeds,
                                  parse_sets, run_id)
@@ -229,5 +230,5 @@ def budget_text(budget: dict) -> str:
 
 def default_out(methods: str, reward: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{methods.replace(',', '+')}_{reward}")
+    safe = safe_name(f"{methods.replace(',', '+')}_{reward}")
     return REPO / "results" / f"{stamp}_{safe}"
