@@ -10,7 +10,11 @@ file written by ``--write-baseline``):
 - time per step and peak memory: a regression when new / baseline exceeds ``time_tol`` / ``mem_tol``. Time is
   the process's CPU seconds per optimizer step (``cpu_per_step``), which other processes on a busy machine do not
   inflate the way they inflate wall-clock (a run on 2 cores at load 8 took 18x the wall time at the same CPU
-  time); wall-clock s/step is used only where a side lacks CPU time (an older baseline), and the check says so;
+  time); wall-clock s/step is used only where a side lacks CPU time (an older baseline), and the check says so.
+  CPU seconds depend on the number of torch threads (two threads spend CPU time on each other: 0.37 CPU s/step
+  on 2 threads vs 0.26 on 1 for the same rwr smoke step), so both sides must have run with the same thread count
+  (``threads`` in runs.csv); a mismatch fails the check and names the fix (CI runs the smoke with
+  ``OMP_NUM_THREADS=1``, where CPU s/step varied by under 15 % between an idle machine and load 10);
 - a (method, reward, model) in the baseline with no finished run in the new folder is a regression; one that is
   new gets no verdict.
 
@@ -66,6 +70,12 @@ def _count(value) -> int:
     return int(value) if value is not None and pd.notna(value) else 0
 
 
+def _threads(g: pd.DataFrame) -> str:
+    """The torch thread counts a group's runs used, e.g. "1" or "1,2" ("" where not recorded)."""
+    values = sorted({int(t) for t in g.get("threads", pd.Series(dtype=float)).dropna()})
+    return ",".join(str(t) for t in values)
+
+
 def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (method, reward, model): seeds with a final eval, its mean and std, mean s/step and peak memory."""
     rows = []
@@ -83,13 +93,14 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
                 sec_per_step=float(g["sec_per_step"].mean()),
                 cpu_per_step=float(g["cpu_per_step"].mean()),
                 load_avg=float(g["load_avg"].max()),
+                threads=_threads(g),
                 peak_mem_mb=float(g["peak_mem_mb"].mean()),
                 status=", ".join(f"{k}: {v}" for k, v in sorted(g["status"].value_counts().items())),
                 stand_in="; ".join(sorted({s for s in g["stand_in"] if s})),
             )
         )
     return pd.DataFrame(rows, columns=KEY + ["runs", "n", "reward_mean", "reward_std", "sec_per_step",
-                                             "cpu_per_step", "load_avg", "peak_mem_mb", "status", "stand_in"])  # fmt: skip
+                                             "cpu_per_step", "load_avg", "threads", "peak_mem_mb", "status", "stand_in"])  # fmt: skip
 
 
 def load_summary(source: str | Path) -> pd.DataFrame:
@@ -114,6 +125,10 @@ def load_summary(source: str | Path) -> pd.DataFrame:
 def baseline_json(summary: pd.DataFrame, source: str) -> str:
     entries = json.loads(summary.to_json(orient="records"))
     return json.dumps({"format": BASELINE_FORMAT, "source": source, "entries": entries}, indent=2) + "\n"
+
+
+def _text(x) -> str:
+    return "" if is_nan(x) else str(x)
 
 
 def is_nan(x) -> bool:
@@ -141,6 +156,10 @@ def _ratio_check(new, base, limit: float) -> tuple[float, str]:
 def time_check(new: pd.Series, base: pd.Series, limit: float) -> tuple[float, str]:
     """CPU seconds per step new / baseline; wall-clock (marked "wall") where either side has no CPU time."""
     if not is_nan(new.get("cpu_per_step")) and not is_nan(base.get("cpu_per_step")):
+        t_new, t_base = _text(new.get("threads")), _text(base.get("threads"))
+        if t_new and t_base and t_new != t_base:
+            return float("nan"), (f"CPU REGRESSION (not comparable: {t_new} torch thread(s) vs the baseline's {t_base};"
+                                  f" rerun with OMP_NUM_THREADS={t_base} or rewrite the baseline)")
         ratio, verdict = _ratio_check(new.get("cpu_per_step"), base.get("cpu_per_step"), limit)
         return ratio, f"CPU {verdict}"
     ratio, verdict = _ratio_check(new.get("sec_per_step"), base.get("sec_per_step"), limit)

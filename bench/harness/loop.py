@@ -189,7 +189,8 @@ class Run:
             keep_error_log(self.dir, traceback.format_exc())
             status, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         result = dict(base, status=status, error=error, steps=rec.step, samples=rec.samples, wall_s=rec.wall_s,
-                      cpu_s=rec.cpu_s, load_avg=rec.load_max, cores=cores(), peak_mem_mb=rec.peak_mb,
+                      cpu_s=rec.cpu_s, load_avg=rec.load_max, cores=cores(), threads=torch.get_num_threads(),
+                      peak_mem_mb=rec.peak_mb,
                       final_eval_reward=rec.last("eval", "reward_mean"))
         if note:
             result["warning"] = note

@@ -24,7 +24,7 @@ METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "sample
                   "value", "peak_mem_mb", "stand_in", "cpu_s"]
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
                "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "surrogate",
-               "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "warning"]
+               "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "threads", "warning"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
 STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "skipped")
@@ -211,7 +211,7 @@ def run_row(spec, result: dict) -> dict:
         surrogate=result.get("surrogate", ""),
         precision=getattr(spec, "precision", "fp32"), protocol=getattr(spec, "protocol", "matched"),
         cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=median_step_cpu(result.get("rows") or []),
-        load_avg=None if load is None else round(load, 2), cores=n_cores,
+        load_avg=None if load is None else round(load, 2), cores=n_cores, threads=result.get("threads"),
         warning="; ".join(w for w in (result.get("warning", ""),
                                       timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores)) if w),
     )

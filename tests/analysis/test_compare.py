@@ -112,6 +112,22 @@ def test_speed_check_uses_cpu_time_so_a_busy_machine_passes_and_a_real_slowdown_
     assert done.returncode == 1 and "wall REGRESSION" in done.stdout and "no CPU time" in done.stdout
 
 
+def test_cpu_time_on_a_different_thread_count_is_not_compared(tmp_path):
+    # Two torch threads bill each other's overhead as CPU time: the same step costs more CPU seconds than on one.
+    base = write_runs(tmp_path / "base", runs("alignprop", [0.5], cpu_per_step=0.25, threads=1))
+    two = write_runs(tmp_path / "two", runs("alignprop", [0.5], cpu_per_step=0.26, threads=2))
+    done = gate(two, base)
+    assert done.returncode == 1 and "not comparable" in done.stdout and "OMP_NUM_THREADS=1" in done.stdout
+    # The baseline JSON keeps the thread count, so the written file refuses the same comparison.
+    path = tmp_path / "base.json"
+    assert compare_cli.main([str(base), "--write-baseline", str(path)]) == 0
+    assert json.loads(path.read_text())["entries"][0]["threads"] == "1"
+    done = gate(two, path)
+    assert done.returncode == 1 and "not comparable" in done.stdout
+    same = write_runs(tmp_path / "same", runs("alignprop", [0.5], cpu_per_step=0.26, threads=1))
+    assert gate(same, path).returncode == 0
+
+
 def test_failed_and_missing_methods_fail(baseline, tmp_path):
     new = write_runs(tmp_path / "new", runs("alignprop", [np.nan] * 3, status="oom"))
     table = compare.compare(compare.summarize_runs(compare.load_results([new]).runs),
