@@ -132,6 +132,9 @@ def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | No
                     **counters(read_rows(run_dir / ROWS)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     env[PARENT_ENV] = str(os.getpid())
+    # OpenMP threads that spin while they wait bill a busy machine's waiting as CPU time (measured: 8.3 CPU s per
+    # smoke step at load 22 on 2 cores, 0.40 s with passive waiting) and slow each other down; a user's setting wins.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     oom_before = oom_kills()
     tail = StderrTail()
     proc = subprocess.Popen(worker_command(run_dir, processes), cwd=cwd or os.getcwd(), env=env,
@@ -141,9 +144,6 @@ def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | No
         Workers.live[proc.pid] = proc
     if Workers.stopping.is_set():  # stopped while it was starting
         os.killpg(proc.pid, signal.SIGTERM)
-    # OpenMP threads that spin while they wait bill a busy machine's waiting as CPU time (measured: 8.3 CPU s per
-    # smoke step at load 22 on 2 cores, 0.40 s with passive waiting) and slow each other down; a user's setting wins.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         code = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
