@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory-gb", type=float,
                    help="memory cap: CUDA per-process fraction on GPU; on CPU the peak is recorded and an overrun marked")
     p.add_argument("--eval-every", type=int, help="evaluate every N optimizer steps (0: only first and last)")
+    p.add_argument("--eval-every-samples", type=int,
+                   help="evaluate each time training reward queries cross a multiple of N (replaces the preset's --eval-every)")
     p.add_argument("--eval-n", type=int, help="number of evaluation images (fixed prompts and noise)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps for --resume (0: never)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(PRESET_NAMES)} (default: default)")
@@ -51,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override a method config field (KEY=VALUE applies to every chosen method); repeatable")
     p.add_argument("--config-from", metavar="FILE",
-                   help="apply each method's tuned configuration from a bench.tune file (explicit --set wins)")
+                   help="apply each method's tuned configuration from bench.tune file(s), comma-separated (explicit --set wins)")
     p.add_argument("--reward-weights", help="path to the reward model's weights file (else HF cache / hub)")
     p.add_argument("--strict-weights", action="store_true",
                    help="never fall back to a random-weight stand-in reward, even in the smoke preset")
@@ -60,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights are missing (named in every output)")
     p.add_argument("--processes", type=int, default=1,
                    help="data-parallel processes per run (torch.distributed; gloo on CPU, nccl on GPUs)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once with the local launcher")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once with the local launcher; each worker gets cores/(jobs x processes) torch threads unless "
+                        "OMP_NUM_THREADS is set")
     p.add_argument("--launcher", default="local", choices=("local", "slurm"),
                    help="local subprocesses, or one SLURM job per run through submitit")
     p.add_argument("--slurm-partition", help="SLURM partition (slurm launcher)")

@@ -27,7 +27,7 @@ def method_configurations(results: Results) -> list[dict]:
         tuned = tuned_by_folder.get(folder) or {}
         chosen = (tuned.get("methods") or {}).get(method)
         rows.append(dict(method=label,
-                         tuned=f"yes ({tuned['file']})" if chosen else "no",
+                         tuned=f"yes ({(tuned.get('files') or {}).get(method, tuned['file'])})" if chosen else "no",
                          settings=", ".join(f"{k}={v}" for k, v in non_defaults(method, config).items()) or "defaults"))
     return rows
 

@@ -21,7 +21,7 @@ from bench.core.errors import UsageError
 from bench.core.files import read_json, write_text
 from bench.harness.guard import LOCK, PARENT_ENV, Interrupted, lock_folder, oom_kills
 from bench.harness.plan import REPO
-from bench.harness.recorder import COMPLETED, ROWS, counters, read_rows
+from bench.harness.recorder import COMPLETED, ROWS, cores, counters, read_rows
 from bench.harness.spec import RunSpec
 
 STOP_GRACE_S = 15.0
@@ -119,12 +119,13 @@ class StderrTail:
         return self.lines[-1][:500] if self.lines else ""
 
 
-def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | None = None, cwd: str | None = None) -> dict:
+def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | None = None, cwd: str | None = None,
+               threads: int | None = None) -> dict:
     """Run one spec in a subprocess; a crash, hang or kill becomes a result with its cause, never lost rows.
 
     The worker runs in the user's working directory (``cwd``), so relative paths given on the command line
     (prompt files, model folders, weights, plug-in files) mean there what they meant here; the package is found
-    through PYTHONPATH."""
+    through PYTHONPATH. ``threads``: the worker's torch threads (``OMP_NUM_THREADS``) unless the user set them."""
     run_dir = Path(out).resolve() / "runs" / spec.run_id
     result_file = run_dir / "result.json"
     if Workers.stopping.is_set():
@@ -135,6 +136,8 @@ def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | No
     # OpenMP threads that spin while they wait bill a busy machine's waiting as CPU time (measured: 8.3 CPU s per
     # smoke step at load 22 on 2 cores, 0.40 s with passive waiting) and slow each other down; a user's setting wins.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads and not env.get("OMP_NUM_THREADS"):
+        env["OMP_NUM_THREADS"] = str(threads)
     oom_before = oom_kills()
     tail = StderrTail()
     proc = subprocess.Popen(worker_command(run_dir, processes), cwd=cwd or os.getcwd(), env=env,
@@ -197,12 +200,15 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     from concurrent.futures import ThreadPoolExecutor
 
     cwd = os.getcwd()
+    # Several runs at once share the cores: each worker gets its share of threads (more threads than cores make
+    # every process slower; a user's OMP_NUM_THREADS wins).
+    threads = max(1, cores() // (args.jobs * args.processes)) if args.jobs > 1 else None
 
     def logged(index: int, spec: RunSpec) -> dict:
         tag = f"[{index + 1}/{len(todo)}] {spec.run_id}"
         print(f"{tag}: start", file=sys.stderr, flush=True)
         started = time.monotonic()
-        result = run_worker(spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd)
+        result = run_worker(spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd, threads)
         print(f"{tag}: end, {run_end_line(result, time.monotonic() - started)}", file=sys.stderr, flush=True)
         return result
 

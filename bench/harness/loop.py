@@ -167,7 +167,8 @@ class Run:
                 rec.note_load()
                 metrics = distributed.combine_metrics(metrics)
                 rec.step += 1
-                rec.samples += int(metrics.get("samples", 0))
+                queried = int(metrics.get("samples", 0))
+                rec.samples += queried
                 rec.add("train", metrics)
                 progress.update(rec, metrics)
                 if not is_finite(metrics.get("reward_mean"), metrics.get("loss")) or not all(
@@ -175,7 +176,10 @@ class Run:
                 ):
                     status, error = "diverged", "non-finite reward, loss or adapter weight"
                     break
-                if spec.eval_every and rec.step % spec.eval_every == 0:
+                every_q = getattr(spec, "eval_every_samples", 0)
+                if (spec.eval_every and rec.step % spec.eval_every == 0) or (
+                    every_q and rec.samples // every_q > (rec.samples - queried) // every_q
+                ):
                     run_eval()
                 if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0 and distributed.is_main():
                     self.checkpoint(method, rec)

@@ -115,11 +115,13 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         budget["max_steps"] = None  # an explicit time or sample budget replaces the preset's step budget
     if not any(budget[k] for k in ("max_steps", "max_seconds", "max_samples")):
         raise UsageError("no budget: give --max-steps, --max-seconds or --max-samples")
-    for flag in ("eval_every", "eval_n", "checkpoint_every"):
+    for flag in ("eval_every", "eval_every_samples", "eval_n", "checkpoint_every"):
         value = getattr(args, flag)
         if value is not None and (value < 0 or (flag == "eval_n" and value < 1)):
             raise UsageError(f"--{flag.replace('_', '-')} must be {'>= 1' if flag == 'eval_n' else '>= 0'}")
-    eval_every = preset.eval_every if args.eval_every is None else args.eval_every
+    eval_every_samples = getattr(args, "eval_every_samples", None) or 0
+    # A query schedule replaces the preset's step schedule (an explicit --eval-every still adds to it).
+    eval_every = (0 if eval_every_samples else preset.eval_every) if args.eval_every is None else args.eval_every
     checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
@@ -157,8 +159,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     runs = [
         RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
                 method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
-                eval=EvalSettings(eval_block["prompts"], eval_cfg), budget=Budget(**budget), eval_every=eval_every, checkpoint_every=checkpoint_every,
-                allow_stand_in=allow_stand_in,
+                eval=EvalSettings(eval_block["prompts"], eval_cfg), budget=Budget(**budget), eval_every=eval_every,
+                eval_every_samples=eval_every_samples, checkpoint_every=checkpoint_every, allow_stand_in=allow_stand_in,
                 reward_weights=args.reward_weights, preset=args.preset, protocol=protocol,
                 precision=scale["precision"])
         for m in methods for seed in seeds
@@ -172,25 +174,32 @@ def plan(args) -> tuple[list[RunSpec], dict]:
                       stand_ins=stand_ins)
 
 
-def apply_tuned(path: str | None, reward: str, seeds: list[int], per_method: dict[str, dict]) -> dict | None:
-    """Merge a ``bench.tune`` file's chosen values under each method's own ``--set`` values (which win); refuses a
-    file tuned for another reward or on the seeds being evaluated. Returns what was applied, for the manifest."""
-    if not path:
+def apply_tuned(paths: str | None, reward: str, seeds: list[int], per_method: dict[str, dict]) -> dict | None:
+    """Merge the chosen values of one or more ``bench.tune`` files (comma-separated) under each method's own
+    ``--set`` values (which win); refuses a file tuned for another reward or on the seeds being evaluated, and a
+    method two files both tune. Returns what was applied, for the manifest."""
+    if not paths:
         return None
     from bench.harness import tuning
 
-    data = tuning.load_tuned(path)
-    if data.get("reward") != reward:
-        raise UsageError(f"--config-from {path!r} was tuned for reward {data.get('reward')!r}, not {reward!r}; "
-                         "tune for this reward first (python -m bench.tune)")
-    overlap = sorted(set(seeds) & set(data.get("tuning_seeds") or []))
-    if overlap:
-        raise UsageError(f"--seeds {','.join(map(str, overlap))} were used to tune {path!r}; evaluate the chosen "
-                         "configurations on other seeds")
-    applied = tuning.tuned_sets(data, list(per_method))
+    applied, files, tuning_seeds = {}, {}, set()
+    for path in [p.strip() for p in paths.split(",") if p.strip()]:
+        data = tuning.load_tuned(path)
+        if data.get("reward") != reward:
+            raise UsageError(f"--config-from {path!r} was tuned for reward {data.get('reward')!r}, not {reward!r}; "
+                             "tune for this reward first (python -m bench.tune)")
+        overlap = sorted(set(seeds) & set(data.get("tuning_seeds") or []))
+        if overlap:
+            raise UsageError(f"--seeds {','.join(map(str, overlap))} were used to tune {path!r}; evaluate the chosen "
+                             "configurations on other seeds")
+        for method, values in tuning.tuned_sets(data, list(per_method)).items():
+            if method in applied:
+                raise UsageError(f"--config-from: both {files[method]!r} and {path!r} tune {method}; pass one of them")
+            applied[method], files[method] = values, path
+        tuning_seeds |= set(data.get("tuning_seeds") or [])
     for method, values in applied.items():
         per_method[method] = {**values, **per_method[method]}
-    return dict(file=str(path), tuning_seeds=data.get("tuning_seeds"), methods=applied)
+    return dict(file=paths, files=files, tuning_seeds=sorted(tuning_seeds), methods=applied)
 
 
 def planned_stand_ins(args, model: str, allow_stand_in: bool) -> list[str]:

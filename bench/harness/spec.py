@@ -73,6 +73,9 @@ class RunSpec:
     """matched (equal images per update) or published (each method's own code's settings)."""
     precision: str = "fp32"
     """fp32, bf16 or fp16 (also in ``method_config``)."""
+    eval_every_samples: int = 0
+    """Also evaluate each time the training reward queries cross a multiple of this (0: off), so methods with
+    different images per step are evaluated at the same query counts."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -77,8 +77,9 @@ def test_user_reward_plugin_from_a_temporary_file_runs_end_to_end(tmp_path):
     )
     out = tmp_path / "r"
     bench_run("--preset", "smoke", "--methods", "alignprop-k1,rwr", "--reward", f"{plugin}:Greenness", "--jobs", "2",
-              "--out", str(out))
+              "--out", str(out), env={"OMP_NUM_THREADS": ""})
     runs = pd.read_csv(out / "runs.csv")
+    assert (runs.threads == max(1, len(os.sched_getaffinity(0)) // 2)).all()  # two runs at once share the cores
     assert runs.status.tolist() == ["max_steps", "max_steps"]
     assert runs.run_id.tolist() == ["alignprop-k1__Greenness__s0", "rwr__Greenness__s0"]
     assert runs.final_eval_reward.notna().all()
@@ -86,9 +87,12 @@ def test_user_reward_plugin_from_a_temporary_file_runs_end_to_end(tmp_path):
 
 def test_stand_in_reward_is_named_in_every_output(tmp_path):
     out = tmp_path / "r"
-    bench_run("--preset", "smoke", "--methods", "rwr", "--reward", "aesthetic", "--max-steps", "1", "--out", str(out))
+    bench_run("--preset", "smoke", "--methods", "rwr", "--reward", "aesthetic", "--max-steps", "2",
+              "--eval-every-samples", "2", "--out", str(out))  # 2 images per smoke step: an evaluation after each
     runs = pd.read_csv(out / "runs.csv")
     assert runs.status.tolist() == ["max_steps"]
+    metrics = pd.read_parquet(out / "metrics.parquet")
+    assert sorted(metrics.query("split == 'eval' and metric == 'reward_mean'").step) == [0, 1, 2]
     assert "stand-in for aesthetic" in runs.stand_in[0] and "tiny-random" in runs.stand_in[0]
     assert pd.read_parquet(out / "metrics.parquet").stand_in.str.contains("stand-in for aesthetic").all()
     manifest = json.loads((out / "manifest.json").read_text())

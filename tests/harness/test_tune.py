@@ -56,4 +56,12 @@ def test_tune_writes_the_best_and_run_applies_it_on_other_seeds(tmp_path, capsys
     assert code == 2 and "were used to tune" in err
     code, _, err = bench_run_inprocess(capsys, *base[:5], "jpeg-compressibility", *base[6:], "--seeds", "0")
     assert code == 2 and "tuned for reward 'mean-brightness'" in err
+    # Two files for different methods combine; two files tuning the same method are refused.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dict(doc, methods={"ddpo": {"chosen": {"lr": "0.002"}, "grid": []}})))
+    both = ["--preset", "smoke", "--methods", "rwr,ddpo", "--reward", "mean-brightness", "--seeds", "0", "--dry-run"]
+    code, text, _ = bench_run_inprocess(capsys, *both, "--config-from", f"{tuned},{other}")
+    assert code == 0 and "lr=0.002" in text and f"lr={float(doc['methods']['rwr']['chosen']['lr'])}" in text
+    code, _, err = bench_run_inprocess(capsys, *both, "--config-from", f"{tuned},{tuned}")
+    assert code == 2 and "both" in err and "tune rwr" in err
     assert tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1", "--set", "x=1"]) == 2
