@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 OUT ?= results/make-bench-$(shell date +%Y%m%d-%H%M%S)
 # The main job: three methods, each at its tuned configuration (results/tuned/, made by the bench.tune command in
 # the README), on the shape-aesthetic reward, 3 seeds, a budget of 80 reward queries per run (not wall-clock, so
-# machine load cannot change the result), evaluated every 40 queries on 30 fixed prompts and noises.
+# machine load cannot change the result), evaluated every 20 queries on 30 fixed prompts and noises.
 BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward shape-aesthetic --seeds 0,1,2 \
-	--max-samples 80 --max-seconds 36000 --eval-every-samples 40 --eval-n 30 \
+	--max-samples 80 --max-seconds 36000 --eval-every-samples 20 --eval-n 30 \
 	--config-from results/tuned/shape-aesthetic.json --jobs 2
 
 .PHONY: install test test-slow bench clean-venv gpu-check

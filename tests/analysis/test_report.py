@@ -233,3 +233,15 @@ def test_cli_writes_default_folder(two_folders):
     assert done.returncode == 0, done.stderr
     out = two_folders[1] / "report"
     assert (out / "report.md").is_file() and (out / "reward_vs_step.pdf").is_file()
+
+
+def test_time_to_reach_is_read_at_evaluations_not_interpolated():
+    # Two seeds evaluated at 0 and 10 s: the target 0.15 is first seen at the 10 s evaluation. A straight line from
+    # the start would claim 1.25 s (and an 8x larger speed-up) that nothing measured.
+    rows = pd.DataFrame(dict(run_id=["a", "a", "b", "b"], step=[0, 10, 0, 10], wall_s=[0.0, 9.0, 0.0, 11.0],
+                             value=[0.1, 0.5, 0.1, 0.5]))  # fmt: skip
+    assert summaries.time_to_reach(rows, 0.15, higher=True) == pytest.approx(10.0)
+    assert summaries.time_to_reach(rows, 0.15, higher=True, x="step") == 10
+    assert summaries.time_to_reach(rows, 0.1, higher=True) == 0.0
+    assert np.isnan(summaries.time_to_reach(rows, 0.6, higher=True))
+    assert np.isnan(summaries.time_to_reach(rows, 0.05, higher=False))  # lower is better: 0.1 never gets to 0.05
