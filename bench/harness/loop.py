@@ -141,10 +141,15 @@ class Run:
             if not distributed.is_main():
                 distributed.barrier()
                 return None
-            with progress.evaluating(eval_cfg.n) as bar:
+            # Training must not depend on when it was evaluated: whatever evaluation draws from the global RNGs
+            # (a pipeline or a library may) is given back, so --eval-every changes no training number.
+            py_state, np_state = random.getstate(), np.random.get_state()
+            with progress.evaluating(eval_cfg.n) as bar, torch.random.fork_rng(devices=rng_devices(device)):
                 scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg, progress=bar)
+                extra = reward.eval_metrics(images.to(device), eval_prompts)
+            random.setstate(py_state)
+            np.random.set_state(np_state)
             progress.say(f"eval at step {rec.step}: reward {float(scores.mean()):.4g} ({eval_cfg.n} images)")
-            extra = reward.eval_metrics(images.to(device), eval_prompts)
             rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False)),
                              **extra})
             which = "eval_first" if first else "eval_last"
@@ -264,6 +269,11 @@ def keep_error_log(run_dir: Path, text: str) -> None:
         (run_dir / "error.log").write_text(text)
     except OSError:
         pass
+
+
+def rng_devices(device: torch.device) -> list:
+    """The CUDA devices whose RNG ``torch.random.fork_rng`` must save (none on CPU)."""
+    return [device] if device.type == "cuda" else []
 
 
 def last_eval_step(rec: Recorder) -> int | None:
