@@ -14,7 +14,7 @@ BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward shape-aesth
 	--max-samples 80 --max-seconds 36000 --eval-every-samples 20 --eval-n 30 \
 	--config-from results/tuned/shape-aesthetic.json --jobs 2
 
-.PHONY: install test test-slow bench clean-venv gpu-check
+.PHONY: install test bench clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -28,9 +28,6 @@ install: $(STAMP)
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
-
-test-slow: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS) --out $(OUT)
