@@ -11,12 +11,12 @@ from test_methods import SMALL, build, eval_brightness
 # Toy settings under which each method must move the fixed-noise evaluation reward the rewarded way in 4 steps.
 # Every registered method is listed, so a new method cannot skip the learning check silently.
 LEARNS = {
-    "alignprop-k1": dict(lr=0.1, max_grad_norm=0.0, batch_size=4),
-    "draft-k": dict(lr=0.1, max_grad_norm=0.0, batch_size=4),
-    "draft-lv": dict(lr=0.1, max_grad_norm=0.0, batch_size=4),
-    "refl": dict(lr=0.1, max_grad_norm=0.0, batch_size=4),
-    "grpo": dict(lr=3e-2, max_grad_norm=0.0, batch_size=4),
-    "rwr": dict(lr=3e-2, batch_size=4, temperature=0.005),
+    "alignprop-k1": dict(steps=4, lr=0.1, max_grad_norm=0.0, batch_size=4),
+    "draft-k": dict(steps=4, lr=0.1, max_grad_norm=0.0, batch_size=4),
+    "draft-lv": dict(steps=4, lr=0.1, max_grad_norm=0.0, batch_size=4),
+    "refl": dict(steps=4, lr=0.1, max_grad_norm=0.0, batch_size=4),
+    "grpo": dict(steps=4, lr=3e-2, max_grad_norm=0.0, batch_size=4),
+    "rwr": dict(steps=4, lr=3e-2, batch_size=4, temperature=0.005),
 }
 ELSEWHERE = {  # checked by their own tests, or too slow for a 4-step toy run
     "alignprop": "randomized K: covered by alignprop-k1 and alignprop-full's shared sampler tests",
