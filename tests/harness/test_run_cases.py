@@ -102,13 +102,24 @@ def test_stand_in_reward_is_named_in_every_output(tmp_path):
 
 def test_training_does_not_depend_on_the_evaluation_schedule(tmp_path):
     # Evaluating used to draw from the global RNGs inside the worker: DDPO on tiny-shapes then trained differently with
-    # --eval-every 1 than with 0 (train reward off by 0.046 at step 2). The evaluation now gives the RNG states back.
+    # --eval-every 1 than with 0 (train reward off by 0.046 at step 2 of a smoke run). The evaluation now gives the RNG
+    # states back. Both runs go through the worker's own loop, in this process (no process start-ups).
+    from bench import run
+    from bench.harness.loop import Run
+    from bench.harness.recorder import ROWS
+
     train = []
     for every in ("0", "1"):
-        out = tmp_path / every
-        bench_run("--preset", "smoke", "--model", "tiny-shapes", "--prompts", "shapes-train", "--eval-prompts",
-                  "shapes-eval", "--methods", "ddpo", "--reward", "shape-aesthetic", "--max-steps", "2", "--eval-n", "2",
-                  "--eval-every", every, "--out", str(out))  # fmt: skip
-        m = pd.read_parquet(out / "metrics.parquet")
-        train.append(m[m.split == "train"].set_index(["step", "metric"]).value.sort_index())
+        args = run.build_parser().parse_args([
+            "--preset", "smoke", "--model", "tiny-shapes", "--prompts", "shapes-train", "--eval-prompts", "shapes-eval",
+            "--methods", "ddpo", "--reward", "shape-aesthetic", "--max-steps", "2", "--eval-n", "2",
+            "--eval-every", every])  # fmt: skip
+        (spec,), _ = run.plan(args)
+        run_dir = tmp_path / every
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(spec.to_json())
+        assert Run(run_dir).execute()["status"] == "max_steps"
+        rows = pd.read_json(run_dir / ROWS, lines=True)
+        assert sorted(rows.query("split == 'eval'").step.unique()) == ([0, 2] if every == "0" else [0, 1, 2])
+        train.append(rows[rows.split == "train"].set_index(["step", "metric"]).value.sort_index())
     pd.testing.assert_series_equal(train[0], train[1])
