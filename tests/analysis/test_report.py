@@ -197,16 +197,16 @@ def test_two_folders_of_the_same_command_pool_and_others_are_refused(tmp_path):
         loading.load_results([first, again])
 
 
-def test_cli_errors_exit_2_and_leave_nothing(two_folders, tmp_path):
+def test_cli_errors_exit_2_and_leave_nothing(two_folders, tmp_path, capsys):
+    from bench import report as report_cli  # in-process: test_cli_writes_default_folder covers the module entry
+
     out = tmp_path / "rep"
-    missing = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "nope"), "--out", str(out)],
-                             capture_output=True, text=True)  # fmt: skip
-    assert missing.returncode == 2
-    assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+    assert report_cli.main([str(tmp_path / "nope"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
     assert not out.exists()
-    dup = subprocess.run([sys.executable, "-m", "bench.report", str(two_folders[0]), str(two_folders[0]),
-                          "--out", str(out)], capture_output=True, text=True)  # fmt: skip
-    assert dup.returncode == 2 and "given twice" in dup.stderr
+    assert report_cli.main([str(two_folders[0]), str(two_folders[0]), "--out", str(out)]) == 2
+    assert "given twice" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".rep*"))
 
 
