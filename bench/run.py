@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "weights are missing (named in every output)")
     p.add_argument("--processes", type=int, default=1,
                    help="data-parallel processes per run (torch.distributed; gloo on CPU, nccl on GPUs)")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once with the local launcher; each worker gets cores/(jobs x processes) torch threads unless "
-                        "OMP_NUM_THREADS is set")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once with the local launcher; each worker gets cores/(jobs x processes) torch threads "
+                        "unless OMP_NUM_THREADS is set")
     p.add_argument("--launcher", default="local", choices=("local", "slurm"),
                    help="local subprocesses, or one SLURM job per run through submitit")
     p.add_argument("--slurm-partition", help="SLURM partition (slurm launcher)")

@@ -179,19 +179,3 @@ def curve_band(
                 warnings.simplefilter("ignore", RuntimeWarning)
                 lo[banded], hi[banded] = np.nanpercentile(boots[:, banded], [tail, 100 - tail], axis=0)
     return {"value": value, "lo": lo, "hi": hi, "n": n}
-
-
-def first_crossing(x: np.ndarray, y: np.ndarray, threshold: float, *, higher_is_better: bool = True) -> float:
-    """Smallest x at which ``y`` reaches ``threshold`` (linear between points); NaN if it never does."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[ok], y[ok]
-    if not higher_is_better:
-        y, threshold = -y, -threshold
-    for i in range(len(y)):
-        if y[i] >= threshold:
-            if i == 0 or y[i] == y[i - 1]:
-                return float(x[i])
-            frac = (threshold - y[i - 1]) / (y[i] - y[i - 1])
-            return float(x[i - 1] + frac * (x[i] - x[i - 1]))
-    return float("nan")

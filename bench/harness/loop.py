@@ -181,7 +181,7 @@ class Run:
                 ):
                     status, error = "diverged", "non-finite reward, loss or adapter weight"
                     break
-                every_q = getattr(spec, "eval_every_samples", 0)
+                every_q = spec.eval_every_samples
                 if (spec.eval_every and rec.step % spec.eval_every == 0) or (
                     every_q and rec.samples // every_q > (rec.samples - queried) // every_q
                 ):

@@ -119,7 +119,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         value = getattr(args, flag)
         if value is not None and (value < 0 or (flag == "eval_n" and value < 1)):
             raise UsageError(f"--{flag.replace('_', '-')} must be {'>= 1' if flag == 'eval_n' else '>= 0'}")
-    eval_every_samples = getattr(args, "eval_every_samples", None) or 0
+    eval_every_samples = args.eval_every_samples or 0
     # A query schedule replaces the preset's step schedule (an explicit --eval-every still adds to it).
     eval_every = (0 if eval_every_samples else preset.eval_every) if args.eval_every is None else args.eval_every
     checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every

@@ -97,10 +97,3 @@ def test_curve_band_single_seed_has_no_band_and_multi_seed_contains_mean():
     # Pointwise the band equals the scalar bootstrap with the same draws.
     point, lo, hi = stats.bootstrap_ci(curves[:, 2], "iqm", rng=np.random.default_rng(0), n_boot=500)
     assert (band["lo"][2], band["hi"][2]) == pytest.approx((lo, hi))
-
-
-def test_first_crossing():
-    x = np.array([0.0, 10.0, 20.0])
-    assert stats.first_crossing(x, np.array([0.0, 1.0, 2.0]), 1.5) == pytest.approx(15.0)
-    assert np.isnan(stats.first_crossing(x, np.array([0.0, 1.0, 2.0]), 3.0))
-    assert stats.first_crossing(x, np.array([0.0, -1.0, -2.0]), -0.5, higher_is_better=False) == pytest.approx(5.0)
