@@ -4,6 +4,11 @@ Runs every method's grid (``bench.harness.tuning``) on the tuning seeds under th
 picks each method's configuration with the best mean final eval reward, and writes it to ``--write`` (default
 ``OUT/tuned.json``) for ``python -m bench.run --config-from FILE`` on *other* seeds. Every flag it does not know
 goes to ``bench.run`` unchanged (``--preset``, ``--max-samples``, ``--model``, ``--eval-n``, ``--jobs``, ...).
+
+Candidates are scored on validation, not on the reported test: unless told otherwise, on the validation prompt set
+of the preset's evaluation set (``shapes-eval`` -> ``shapes-val``, disjoint, same distribution) and on evaluation
+noise seed ``tuning.TUNE_EVAL_SEED`` (bench.run reports on seed 1234). Told to tune on a reported evaluation set or its
+noise, it says so in its output and in the tuned file (``warnings``), as it does for unequal tuning effort.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 @command
 def main(argv: list[str] | None = None) -> int:
     args, passthrough = build_parser().parse_known_args(argv)
-    for flag in ("--set", "--out", "--resume", "--config-from", "--dry-run"):
+    for flag in ("--out", "--resume", "--config-from", "--dry-run"):
         if any(a == flag or a.startswith(flag + "=") for a in passthrough):
             raise UsageError(f"bench.tune does not take {flag}: it makes its own runs (tune keys go in --grid)")
     from methods import METHODS
@@ -49,20 +54,29 @@ def main(argv: list[str] | None = None) -> int:
     methods = parse_list(args.methods, "methods")
     seeds = parse_seeds(args.seeds)
     grid = tuning.parse_grid(args.grid)
+    tuning.check_fixed_sets(passthrough, grid)
     classes = {m: METHODS.get(m).Config for m in methods}
     tuning.check_grid_keys(grid, classes)
     out = Path(args.out or f"results/tune-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{str(out)!r} already holds results; choose another --out")
     cands = {m: tuning.candidates(m, classes[m], grid) for m in methods}
+    added, warnings = tuning.validation_flags(passthrough)
+    passthrough = [*passthrough, *added]
+    if len({len(c) for c in cands.values()}) > 1:
+        warnings.append("unequal tuning effort: " + ", ".join(f"{m} {len(c)}" for m, c in cands.items())
+                        + " configurations")
     total = sum(len(c) for c in cands.values())
     print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {args.reward}: "
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
+    for warning in warnings:
+        print(f"WARNING: {warning}", flush=True)
     for method, group in cands.items():
         for cand in group:
             folder = out / safe_name(cand.name, keep="-_.=,[]")
             sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
-            cmd = ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *passthrough,
+            flags = tuning.flags_for(passthrough, method, methods)
+            cmd = ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *flags,
                    "--out", str(folder)]
             print(f"$ python -m bench.run {shlex.join(cmd)}", flush=True)
             if run.main(cmd) == 2:  # bad bench.run flags: the same for every candidate, stop at the first
@@ -73,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     higher = reward_higher_is_better(args.reward)
     winners = {m: tuning.best(c, higher) for m, c in cands.items()}
     facts = dict(reward=args.reward, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
+                 candidates={m: len(c) for m, c in cands.items()}, warnings=warnings,
                  higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
     target = Path(args.write) if args.write else out / "tuned.json"
     tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts))
@@ -80,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                  **{"final eval reward (mean over tuning seeds)": fmt(c.score, 4)},
                  chosen="**yes**" if winners[c.method] is c else "")
             for group in cands.values() for c in group]
+    effort = ", ".join(f"{m} {len(c)}" for m, c in cands.items())
     text = (f"# Tuning: {args.reward}\n\nSeeds {args.seeds}; bench.run flags: `{shlex.join(passthrough)}`; "
-            f"{'higher' if higher else 'lower'} is better.\n\n{markdown_table(rows)}\n\nTuned file: `{target}`\n")
+            f"{'higher' if higher else 'lower'} is better.\n\nConfigurations per method: {effort}.\n\n"
+            + "".join(f"WARNING: {w}\n\n" for w in warnings)
+            + f"{markdown_table(rows)}\n\nTuned file: `{target}`\n")
     write_text(out / "tuning.md", text)
     print("\n" + text)
     missing = [m for m, w in winners.items() if w is None]

@@ -18,6 +18,7 @@ METHODS = Registry(
         "draft-k": "methods.alignprop:AlignPropK1",
         "refl": "methods.refl:ReFL",
         "grpo": "methods.grpo:GRPO",
+        "grpo-kl": "methods.grpo:GRPOKL",  # GRPO with Flow-GRPO's KL to the base model (beta 0.04)
     },
     plugins=True,  # --methods my_module:MyMethod or path/to/file.py:MyMethod (a methods.base.Method subclass)
 )

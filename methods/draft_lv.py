@@ -82,7 +82,7 @@ class DraftLV(AlignProp):
                 if not loss.requires_grad:
                     raise RuntimeError(f"reward {self.reward.name!r} returned scores without a graph although it is "
                                        "marked differentiable: it detaches its input (no_grad, .numpy(), ...)")
-                (loss / (cfg.grad_accum * cfg.draws)).backward()
+                self.backward(loss / (cfg.grad_accum * cfg.draws))
                 losses.append(float(loss.detach()))
                 if self.reward.differentiable:
                     true_scores.append(objective.detach() if self.reward.higher_is_better else -objective.detach())

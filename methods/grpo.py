@@ -18,11 +18,17 @@ One step:
 
 ``updates_per_batch`` > 1 reuses one sampled set for that many consecutive steps (each a different slice of
 rollout batches), as DanceGRPO's 2 updates per epoch; only then do ratios differ from 1 and clipping act (the
-ratio is exactly 1 on the first update after sampling; tests pin this). Groups never span processes: with
-``--processes N`` each process samples and normalises whole groups, and gradients are averaged.
+ratio is exactly 1 on the first update after sampling; tests pin this). A rollout batch's reward queries are
+counted by the step that trains on it (``samples``), so a query budget is spent on updates, never cut between the
+sampling of a set and its last update. Groups never span processes: with ``--processes N`` each process samples
+and normalises whole groups, and gradients are averaged.
+
+``drop_last_step`` (default, as DanceGRPO's ``[:, :-1]`` in train_grpo_sd.py) leaves the chain's last stochastic
+transition out of training: its noise std is about 20x smaller than the others' on a 20-step DDIM chain, and the
+log-probability's gradient scales like 1 / sigma, so it would dominate the update.
 
 Differences from DanceGRPO, on purpose: LoRA instead of the full UNet; one random subset of transitions per
-rollout batch instead of one per sample; the last transition is kept when it is stochastic (DanceGRPO drops it).
+rollout batch instead of one per sample.
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ class GRPOConfig(MethodConfig):
     """Weight of the per-transition KL to the base model (DanceGRPO SD: none, 0; Flow-GRPO's beta)."""
     updates_per_batch: int = 1
     """Optimizer updates per sampled set (dgx.py:hpsv2: 2 per epoch); each update uses grad_accum rollout batches."""
+    drop_last_step: bool = True
+    """Leave the last stochastic transition out of training (train_grpo_sd.py: ``log_probs[:, :-1]``, and
+    ``num_train_timesteps = (num_steps - 1) * timestep_fraction``)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -77,6 +86,9 @@ class GRPOConfig(MethodConfig):
             raise ValueError("clip_range and adv_clip_max must be > 0, kl_weight >= 0")
         if self.updates_per_batch < 1:
             raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
+        if self.drop_last_step and self.steps < 2:
+            raise ValueError("drop_last_step leaves no transition to train on with steps=1; set steps >= 2 or "
+                             "drop_last_step=false")
 
     def group(self) -> int:
         return self.group_size or self.batch_size
@@ -98,6 +110,24 @@ class GRPO(Method):
     Config = GRPOConfig
     preset_overrides = {"paper": {"batch_size": 16, "group_size": 16, "grad_accum": 1}}
     """DanceGRPO dgx.py:hpsv2: 16 samples per prompt."""
+    published = dict(
+        batch_size=16,  # dgx.py hpsv2(): num_generations = 16 samples of one prompt per rollout batch
+        group_size=16,  # dgx.py hpsv2(): num_generations = chosen_number = 16
+        grad_accum=1,
+        updates_per_batch=2,  # dgx.py hpsv2(): "2 gradient updates per epoch"
+        steps=50,  # base.py: sample.num_steps = 50
+        eta=1.0,  # base.py: sample.eta = 1.0
+        guidance_scale=5.0,  # base.py: sample.guidance_scale = 5.0 (train.cfg = True)
+        weight_decay=1e-4,  # base.py: train.adam_weight_decay = 1e-4
+        max_grad_norm=1.0,  # base.py: train.max_grad_norm = 1.0
+        clip_range=1e-4,  # base.py: train.clip_range = 1e-4
+        adv_clip_max=5.0,  # base.py: train.adv_clip_max = 5
+        timestep_fraction=1.0,  # base.py: train.timestep_fraction = 1.0
+        kl_weight=0.0,  # train_grpo_sd.py: no KL term
+        drop_last_step=True,  # train_grpo_sd.py: log_probs[:, :-1]
+    )
+    """Published protocol: XueZeyue/DanceGRPO ``fastvideo/config_sd/base.py`` and ``dgx.py`` ``hpsv2()``. Its
+    learning rate (base.py 1e-5) is for the full UNet; with LoRA the harness keeps its own default (DDPO's 3e-4)."""
 
     def setup(self) -> None:
         super().setup()
@@ -118,6 +148,7 @@ class GRPO(Method):
                 rewards = self.reward(rollout.images, prompts).float()
             signed = rewards if self.reward.higher_is_better else -rewards
             n = rollout.log_probs.shape[1]  # stochastic transitions (the last one is deterministic if final alpha = 1)
+            n -= int(cfg.drop_last_step and n > 1)
             chosen = torch.randperm(n, generator=self.generator)[: max(1, int(n * cfg.timestep_fraction))]
             batches.append(dict(
                 latents=rollout.latents, timesteps=rollout.timesteps, log_probs=rollout.log_probs,
@@ -156,18 +187,17 @@ class GRPO(Method):
 
     def step(self) -> dict[str, float]:
         cfg = self.config
-        queries = 0
         if not self.buffer:
             self.buffer = self.collect()
-            queries = cfg.batch_size * len(self.buffer)
         batches, self.buffer = self.buffer[: cfg.grad_accum], self.buffer[cfg.grad_accum:]
+        queries = cfg.batch_size * len(batches)  # counted when trained on (module docstring)
         self.pipe.unet.train()
         losses, infos = [], []
         for batch in batches:
             chosen = batch["chosen"].tolist()
             for j in chosen:
                 loss, info = self.transition_loss(batch, j)
-                (loss / (len(chosen) * cfg.grad_accum)).backward()
+                self.backward(loss / (len(chosen) * cfg.grad_accum))
                 losses.append(float(loss.detach()))
                 infos.append(info)
         grad_norm = self.clip_and_step()
@@ -189,3 +219,18 @@ class GRPO(Method):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer = [dict(b) for b in state.get("buffer", [])]
+
+
+@dataclass
+class GRPOKLConfig(GRPOConfig):
+    """GRPO with Flow-GRPO's KL regulariser on (the regularised configuration of the comparison)."""
+
+    kl_weight: float = 0.04
+    """Weight of the per-transition KL to the base model (Flow-GRPO ``config/grpo.py``: ``train.beta = 0.04``)."""
+
+
+class GRPOKL(GRPO):
+    """``grpo`` with ``kl_weight`` 0.04 by default: a run id of its own beside unregularised ``grpo``."""
+
+    name = "grpo-kl"
+    Config = GRPOKLConfig

@@ -106,7 +106,7 @@ class ReFL(Method):
             if not loss.requires_grad:
                 raise RuntimeError(f"reward {self.reward.name!r} returned scores without a graph although it is "
                                    "marked differentiable: it detaches its input (no_grad, .numpy(), ...)")
-            (loss / cfg.grad_accum).backward()
+            self.backward(loss / cfg.grad_accum)
             losses.append(float(loss.detach()))
             stops.append(s)
             if self.reward.differentiable:

@@ -19,8 +19,13 @@ PROMPT_SETS: dict[str, tuple[str, str]] = {
     "simple-animals": ("simple_animals.txt", "{}"),
     "eval-animals": ("eval_simple_animals.txt", "{}"),
     "shapes-train": ("shapes_train.txt", "{}"),  # shape world (bench/shapeworld.py): 90 training captions
-    "shapes-eval": ("shapes_eval.txt", "{}"),  # 30 captions whose count is held out for their colour and shape
+    # The 30 captions whose count is held out for their colour and shape (bench/core/shapes.py ``eval_scenes``),
+    # split by (colour, shape) pair: 20 report results, 10 tune hyper-parameters (every colour, shape, count).
+    "shapes-eval": ("shapes_eval.txt", "{}"),
+    "shapes-val": ("shapes_val.txt", "{}"),
 }
+VALIDATION_SETS: dict[str, str] = {"shapes-eval": "shapes-val"}
+"""Evaluation prompt set -> its disjoint validation set of the same distribution (what ``bench.tune`` scores on)."""
 
 
 @dataclass(frozen=True)

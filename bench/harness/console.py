@@ -23,7 +23,8 @@ def describe_config(spec: RunSpec) -> str:
 def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
     print(f"{len(runs)} run(s); preset {info['preset']}, protocol {info['protocol']}, precision {info['precision']}, "
           f"resolution {info['resolution'] or 'native'}, model {info['model']}, prompts {info['prompts']}, "
-          f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}); budget per run: {budget_text(info['budget'])}")
+          f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}, noise seed {info['eval']['config']['seed']}); "
+          f"budget per run: {budget_text(info['budget'])}")
     for stand_in in info.get("stand_ins", []):
         print(f"STAND-IN (random weights; its numbers say nothing about real models): {stand_in}")
     if args is not None:

@@ -141,7 +141,10 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     check_lora_targets(model, configs, method_classes)
     # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
     # so evaluations agree across methods and across invocations (folders a report combines).
-    eval_cfg = EvalConfig(n=n_eval, steps=preset.method.get("steps", 50),
+    eval_seed = getattr(args, "eval_seed", 1234)
+    if not 0 <= eval_seed <= 2**32 - 1 - n_eval:
+        raise UsageError(f"--eval-seed {eval_seed} is out of range; give an integer in 0..{2**32 - 1 - n_eval}")
+    eval_cfg = EvalConfig(n=n_eval, seed=eval_seed, steps=preset.method.get("steps", 50),
                           guidance_scale=preset.method.get("guidance_scale", 7.5), eta=0.0, **scale,
                           vae_fp32=global_sets.get("vae_fp32", "false").lower() in ("1", "true", "yes", "on"))
     if "steps" in global_sets:

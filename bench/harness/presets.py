@@ -85,9 +85,9 @@ def _presets() -> dict[str, Preset]:
         ),
         "paper": Preset(
             model="sd15", prompts="simple-animals", eval_prompts="eval-animals",
-            # budget in reward queries, equal for every method: 100 DDPO epochs of 256 samples (ddpo-pytorch
-            # config/base.py num_epochs = 100; dgx.py 256 samples per epoch)
-            max_steps=None, max_samples=25_600, max_seconds=None, eval_every=10, eval_n=12, checkpoint_every=10,
+            # budget in reward queries, equal for every method: ddpo-pytorch's aesthetic run, 200 DDPO epochs of 256
+            # samples (config/dgx.py aesthetic(): num_epochs = 200; 8 GPUs x 8 x 4 = 256 samples per epoch)
+            max_steps=None, max_samples=51_200, max_seconds=None, eval_every=10, eval_n=12, checkpoint_every=10,
             allow_stand_in=False,
             # 8 images per optimizer step for every method; methods that split them differently say so in their
             # own ``preset_overrides`` (AlignProp: 2 per GPU x 4 accumulated).

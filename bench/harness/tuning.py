@@ -8,6 +8,7 @@ defaults. Configurations are named like ``alignprop[lr=0.001,batch_size=8]``.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,39 @@ from bench.core.errors import UsageError
 from bench.core.files import read_json, write_json
 
 FORMAT = "bench-tuned/1"
+
+TUNE_EVAL_SEED = 4321
+"""Evaluation noise seed of tuning runs (bench.run's default, what results report, is 1234)."""
+
+
+def validation_flags(passthrough: list[str]) -> tuple[list[str], list[str]]:
+    """The ``--eval-prompts`` / ``--eval-seed`` flags to add so that tuning scores on validation, and warnings for
+    a tuning that scores on the reported evaluation set or noise."""
+    from bench.core.prompts import VALIDATION_SETS
+    from bench.harness.presets import get_preset
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--preset", default="default")
+    p.add_argument("--eval-prompts")
+    p.add_argument("--eval-seed", type=int)
+    known, _ = p.parse_known_args(passthrough)
+    added, warnings = [], []
+    reported = get_preset(known.preset).eval_prompts
+    if known.eval_prompts is None:
+        if reported in VALIDATION_SETS:
+            added += ["--eval-prompts", VALIDATION_SETS[reported]]
+        else:
+            warnings.append(f"no validation prompt set is registered for {reported!r}: tuning scores on the "
+                            "reported evaluation prompts (pass --eval-prompts with a held-out file)")
+    elif known.eval_prompts in VALIDATION_SETS or known.eval_prompts == reported:
+        warnings.append(f"--eval-prompts {known.eval_prompts} is a reported evaluation set: hyper-parameters chosen "
+                        f"on it flatter that set's results (its validation set: "
+                        f"{VALIDATION_SETS.get(known.eval_prompts, 'none')})")
+    if known.eval_seed is None:
+        added += ["--eval-seed", str(TUNE_EVAL_SEED)]
+    elif known.eval_seed == 1234:
+        warnings.append("--eval-seed 1234 is the reported evaluation noise; tune on another seed")
+    return added, warnings
 
 
 @dataclass
@@ -84,6 +118,36 @@ def check_grid_keys(grid: dict[str, list[str]], config_classes: dict) -> None:
                   and name in {f.name for f in fields(cls)}]
         if not owners:
             raise UsageError(f"--grid key {key!r}: no chosen method has a config field {name!r}")
+
+
+def check_fixed_sets(passthrough: list[str], grid: dict[str, list[str]]) -> None:
+    """``--set`` given to bench.tune fixes a value for every candidate alike (e.g. ``--set steps=10``); one that
+    names a grid key would silently override the grid, so it is refused."""
+    values = [b for a, b in zip(passthrough, passthrough[1:]) if a == "--set"]
+    values += [a.split("=", 1)[1] for a in passthrough if a.startswith("--set=")]
+    for value in values:
+        method, _, name = value.partition("=")[0].strip().rpartition(".")
+        for key in grid:
+            owner, _, grid_name = key.rpartition(".")
+            if name == grid_name and (not method or not owner or method == owner):
+                raise UsageError(f"--set {value!r} names the grid key {key!r}; give its values in --grid only")
+
+
+def flags_for(passthrough: list[str], method: str, methods: list[str]) -> list[str]:
+    """The bench.run flags of one method's tuning runs: ``--set other.key=v`` for another tuned method dropped."""
+    out, skip = [], False
+    for i, arg in enumerate(passthrough):
+        if skip:
+            skip = False
+            continue
+        value = passthrough[i + 1] if arg == "--set" and i + 1 < len(passthrough) else None
+        value = arg.split("=", 1)[1] if arg.startswith("--set=") else value
+        owner = (value or "").partition("=")[0].rpartition(".")[0]
+        if value is not None and owner in methods and owner != method:
+            skip = arg == "--set"
+            continue
+        out.append(arg)
+    return out
 
 
 def best(cands: list[Candidate], higher_is_better: bool) -> Candidate | None:

@@ -20,7 +20,7 @@ def test_paper_preset_uses_published_settings_and_ddpo_updates_several_times(cap
     assert "updates/step=2" in lines["ddpo"] and "images/step=256" in lines["ddpo"]  # ddpo-pytorch dgx.py aesthetic
     assert "sample_batches=32" in lines["ddpo"] and "train_grad_accum=32" in lines["ddpo"]
     assert "batch_size=4 grad_accum=32" in lines["alignprop"]  # AlignProp config/align_prop.py aesthetic()
-    assert "25600 reward queries" in out  # equal reward-query budget for every method
+    assert "51200 reward queries" in out  # equal reward-query budget for every method
 
 
 def test_matched_protocol_gives_every_method_the_same_images_per_update(capsys):

@@ -24,6 +24,7 @@ ELSEWHERE = {  # checked by their own tests, or too slow for a 4-step toy run
     "alignprop-trl": "trl's trainer; test_ddpo_and_alignprop_trl_go_through_trl_trainers",
     "ddpo": "trl's trainer; test_ddpo_and_alignprop_trl_go_through_trl_trainers",
     "rwr-sparse": "rwr with top-fraction weights; test_rwr_weights",
+    "grpo-kl": "grpo with kl_weight 0.04 by default; the KL term: test_grpo_ratio_is_one_before_the_first_update...",
 }
 
 
@@ -66,9 +67,10 @@ def test_grpo_advantages_are_group_relative():
 def test_grpo_ratio_is_one_before_the_first_update_and_not_after(tiny):
     method = build("grpo", tiny, updates_per_batch=2, lr=1e-2, kl_weight=0.1)
     first, second = method.step(), method.step()
-    assert first["ratio_max_dev"] == 0.0 and first["clipfrac"] == 0.0 and first["samples"] == 4
+    assert first["ratio_max_dev"] == 0.0 and first["clipfrac"] == 0.0 and first["samples"] == 2
     # the second update reuses the samples under changed weights: ratios move, the tiny clip range (1e-4) acts
-    assert second["ratio_max_dev"] > 0 and second["clipfrac"] > 0 and second["samples"] == 0
+    # its queries are counted by the step that trains on them, so a query budget never cuts the set's last update
+    assert second["ratio_max_dev"] > 0 and second["clipfrac"] > 0 and second["samples"] == 2
     # KL to the base model (adapter disabled): 0 while LoRA's B is still zero, positive after an update
     assert first["kl"] == 0.0 and second["kl"] > 0
 
@@ -119,3 +121,28 @@ def test_draft_lv_with_one_draw_equals_k1_on_the_same_noise(tiny):
 def test_draft_lv_scores_each_image_draws_times(tiny):
     method = build("draft-lv", tiny, draws=3)
     assert method.step()["samples"] == 2 * 3
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_grpo_drops_the_last_transition_as_dancegrpo(tiny, drop):
+    method = build("grpo", tiny, drop_last_step=drop)
+    batch = method.collect()[0]
+    n = batch["log_probs"].shape[1]
+    assert batch["chosen"].tolist() == list(range(n - 1 if drop else n))  # timestep_fraction 1: every kept one
+
+
+def test_grpo_has_dancegrpo_published_settings():
+    published = METHODS.get("grpo").published
+    assert published["updates_per_batch"] == 2 and published["group_size"] == 16 and published["drop_last_step"]
+    METHODS.get("grpo").Config(**published)  # a valid configuration
+
+
+@pytest.mark.parametrize("name", ["refl", "draft-lv", "grpo"])
+def test_fp16_step_goes_through_the_gradient_scaler(name):
+    # A bare .backward() bypassed the scaler, whose unscale_ then failed on the unscaled gradients at step 1.
+    method = build(name, load_model("tiny-random"), precision="fp16", steps=2)
+    scaled = []
+    original = method.scaler.scale
+    method.scaler.scale = lambda loss: scaled.append(1) or original(loss)
+    metrics = method.step()
+    assert scaled and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
