@@ -18,7 +18,9 @@ from bench.analysis.plots import reward_label, stand_in_note
 from bench.analysis.results import Results, eval_curves
 from bench.harness.recorder import COMPLETED
 
-CURVE_AXES = ("step", "wall_s", "samples")
+CURVE_AXES = ("step", "wall_s", "samples", "cpu_s")
+TARGET_AXES = ("samples", "cpu_s")
+"""Axes on which time-to-target targets are drawn (dashed lines)."""
 EXTRA_SKIP = ("reward_mean", "reward_std")
 """Evaluation metrics every run records; the others (exact_count, colour/shape accuracy, ...) get their own figure."""
 
@@ -49,9 +51,11 @@ def seeds_per_label(runs: pd.DataFrame) -> int:
     return int(runs.groupby("label")["seed"].nunique().max()) if len(runs) else 0
 
 
-def curve_figures(results: Results, out: Path, *, seed: int, n_boot: int, formats=("png", "pdf")) -> list[str]:
-    """``reward_vs_{step,wall_s,samples}``: one column per reward; with 2+ seeds a mean row and an IQM row, each
-    with seeded 95 % bootstrap bands; with 1 seed one row of the runs themselves."""
+def curve_figures(results: Results, out: Path, *, seed: int, n_boot: int, formats=("png", "pdf"),
+                  targets: dict | None = None) -> list[str]:
+    """``reward_vs_{step,wall_s,samples,cpu_s}``: one column per reward; with 2+ seeds a mean row and an IQM row,
+    each with seeded 95 % bootstrap bands; with 1 seed one row of the runs themselves. ``targets`` (reward -> list
+    of (name, value)) are drawn as dashed lines on the query and CPU-second figures."""
     curves = eval_curves(results)
     rewards = sorted(results.runs["reward"].unique())
     if not len(curves) or not rewards:
@@ -70,6 +74,11 @@ def curve_figures(results: Results, out: Path, *, seed: int, n_boot: int, format
                 plots.plot_reward_curves(axes[i, j], rc, x=x, stat=stat, rng=np.random.default_rng(seed),
                                          n_boot=n_boot, colors=colors, title=f"{reward}: {split}",
                                          ylabel=reward_label(reward))  # fmt: skip
+                if x in TARGET_AXES:
+                    for name, value in (targets or {}).get(reward, []):
+                        axes[i, j].axhline(value, color="gray", linestyle="--", linewidth=0.8)
+                        axes[i, j].annotate(name, (0.99, value), xycoords=("axes fraction", "data"), ha="right",
+                                            va="bottom", fontsize=7, color="dimgray")
         what = "mean and IQM over seeds, 95 % bootstrap bands" if several else "1 seed per method: no confidence band"
         names += finish(fig, f"Reward vs {plots.X_LABELS[x]} ({what})", results.runs, results.stand_ins, out,
                         f"reward_vs_{x}", formats)

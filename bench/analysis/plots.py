@@ -17,7 +17,8 @@ import pandas as pd  # noqa: E402
 
 from bench.analysis import stats  # noqa: E402
 
-X_LABELS = {"step": "optimizer step", "wall_s": "training wall-clock seconds", "samples": "reward queries"}
+X_LABELS = {"step": "optimizer step", "wall_s": "training wall-clock seconds", "samples": "reward queries",
+            "cpu_s": "training CPU seconds (all threads)"}
 DPI = 150
 """Resolution of every PNG the tools write."""
 REWARD_UNITS = {

@@ -29,6 +29,8 @@ from bench.analysis.configs import method_configurations
 from bench.analysis.effect import effect_figures, learned_vs_true_figures
 from bench.analysis.figures import image_figures, resource_figure
 from bench.analysis.figures_curves import curve_figures, extra_metrics_figure, seen_vs_heldout_figure
+from bench.analysis.hacking import fidelity_figures
+from bench.analysis import speedup
 from bench.analysis.results import add_labels, load_results
 from bench.analysis.summary import DEFINITIONS, FAILED, speedup_markdown, speedups, summarize, summary_markdown
 from bench.core.files import atomic_dir
@@ -43,8 +45,14 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
         print(f"warning: {problem}", file=sys.stderr)
     add_labels(results.runs, results.metrics)
     summary = summarize(results, rng=np.random.default_rng(seed), n_boot=n_boot)
+    reach = speedup.time_to_targets(results, reference, rng=np.random.default_rng(seed), n_boot=n_boot)
+    marks = {} if not len(reach) else {
+        reward: list(g[["target_name", "target"]].drop_duplicates().itertuples(index=False, name=None))
+        for reward, g in reach.groupby("reward")}
     with atomic_dir(out, "report.md", directories) as tmp:
-        curve_files = curve_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats)
+        curve_files = curve_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats, targets=marks)
+        hacking_files = fidelity_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats)
+        reach.to_csv(tmp / "time_to_target.csv", index=False)
         curve_files += seen_vs_heldout_figure(results, tmp, formats=formats)
         curve_files += extra_metrics_figure(results, tmp, formats=formats)
         resource_files = resource_figure(summary, tmp, runs=results.runs, stand_ins=results.stand_ins, formats=formats)
@@ -73,6 +81,7 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
                       "run); *tuned*: chosen by `python -m bench.tune` and applied with `--config-from`.", "",
                       markdown_table(configs), ""]
         lines += speedup_markdown(speedups(results, reference), reference)
+        lines += speedup.markdown(reach, reference)
         failed = results.runs[results.runs["status"].isin(FAILED + ("unknown",))]
         if len(failed):
             lines += ["### Runs that did not finish", ""]
@@ -91,6 +100,11 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
                          cpu_per_step=res["cpu_per_step"].map(fmt))
         lines += [markdown_table(res) if len(res) else "_no runs_", ""]
         lines += [f"![{f}]({f})" for f in resource_files if f.endswith(".png")] + [""]
+        shown = [f for f in hacking_files if f.endswith(".png")]
+        if shown:
+            lines += ["## Reward vs fidelity along training (the reward-hacking axis)", "", "Each evaluation a point "
+                      "(mean over seeds, 95 % intervals), each method a line from the start (star) to its end: compare "
+                      "methods at equal learned reward.", ""] + [f"![{f}]({f})" for f in shown] + [""]
         shown = [f for f in effect_files if f.endswith(".png")]
         if shown:
             lines += ["## What fine-tuning changed", "", "Base model and each method's final model on the same "
