@@ -65,3 +65,21 @@ def test_tune_writes_the_best_and_run_applies_it_on_other_seeds(tmp_path, capsys
     code, _, err = bench_run_inprocess(capsys, *both, "--config-from", f"{tuned},{tuned}")
     assert code == 2 and "both" in err and "tune rwr" in err
     assert tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1", "--set", "x=1"]) == 2
+
+
+def test_tuning_scores_on_validation_unless_told_otherwise():
+    added, warnings = tuning.validation_flags(["--preset", "default"])
+    assert added == ["--eval-prompts", "shapes-val", "--eval-seed", str(tuning.TUNE_EVAL_SEED)] and not warnings
+    added, warnings = tuning.validation_flags(["--eval-prompts", "shapes-eval", "--eval-seed", "1234"])
+    assert added == [] and len(warnings) == 2 and "reported evaluation set" in warnings[0]
+    _, warnings = tuning.validation_flags(["--preset", "smoke"])  # eval-animals has no validation set
+    assert "no validation prompt set" in warnings[0]
+
+
+def test_fixed_sets_reach_their_own_method_only_and_never_shadow_the_grid():
+    flags = ["--set", "steps=10", "--set", "ddpo.batch_size=32", "--set=grpo.group_size=8", "--jobs", "2"]
+    assert tuning.flags_for(flags, "grpo", ["ddpo", "grpo"]) == ["--set", "steps=10", "--set=grpo.group_size=8",
+                                                                  "--jobs", "2"]
+    tuning.check_fixed_sets(flags, {"rwr.batch_size": ["4"]})  # another method's key: fine
+    with pytest.raises(UsageError, match="names the grid key"):
+        tuning.check_fixed_sets(flags, {"batch_size": ["4", "8"]})
