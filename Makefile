@@ -7,14 +7,27 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 OUT ?= results/make-bench-$(shell date +%Y%m%d-%H%M%S)
-# The main job: three methods, each at its tuned configuration (results/tuned/, made by the bench.tune command in
-# the README), on the shape-aesthetic reward, 3 seeds, a budget of 80 reward queries per run (not wall-clock, so
-# machine load cannot change the result), evaluated every 20 queries on 30 fixed prompts and noises.
+# The validation-tuned comparison (README "The comparison"): the settings every method shares beside its tuned values
+# (the --set values bench.tune was given; results/tuned/shape-aesthetic-val.md has the tuning command).
+TUNED ?= results/tuned/shape-aesthetic-val.json
+SHARED_SETS = --set steps=10 --set ddpo.batch_size=32 --set ddpo.per_prompt_stat_tracking=true \
+	--set ddpo.stat_buffer_size=32 --set grpo.batch_size=32 --set grpo.group_size=8
+# grpo-kl is grpo with Flow-GRPO's KL (beta 0.04): it takes grpo's tuned values (the tuned file names grpo only).
+GRPO_KL_SETS = --set grpo-kl.batch_size=32 --set grpo-kl.group_size=8 --set grpo-kl.lr=GRPO_LR \
+	--set grpo-kl.updates_per_batch=GRPO_UPB
+# The main job: AlignProp, DDPO and RWR at their validation-tuned configurations on shape-aesthetic, 3 evaluation
+# seeds, the tuning budget (160 reward queries per run, not wall-clock, so machine load cannot change the result),
+# evaluated every 32 queries on the 20 shapes-eval prompts with fixed noise.
 BENCH_ARGS ?= --preset default --methods alignprop,ddpo,rwr --reward shape-aesthetic --seeds 0,1,2 \
-	--max-samples 80 --max-seconds 36000 --eval-every-samples 20 --eval-n 30 \
-	--config-from results/tuned/shape-aesthetic.json --jobs 2
+	--max-samples 160 --max-seconds 36000 --eval-every-samples 32 --eval-n 20 $(SHARED_SETS) \
+	--config-from $(TUNED) --jobs 2
+# The long-budget reference (results/reference/long/): every family at a budget where the policy gradients learn.
+LONG_OUT ?= results/bench-long-$(shell date +%Y%m%d-%H%M%S)
+LONG_ARGS ?= --preset default --methods alignprop,draft-lv,refl,ddpo,grpo,grpo-kl,rwr --reward shape-aesthetic \
+	--seeds 0,1,2 --max-samples LONG_BUDGET --max-seconds 36000 --eval-every-samples LONG_EVERY --eval-n 20 \
+	$(SHARED_SETS) $(GRPO_KL_SETS) --config-from $(TUNED) --jobs 2
 
-.PHONY: install test bench clean-venv gpu-check
+.PHONY: install test bench bench-long clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -32,6 +45,10 @@ test: install
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS) --out $(OUT)
 	$(BIN)/python -m bench.report $(OUT)
+
+bench-long: install
+	$(BIN)/python -m bench.run $(LONG_ARGS) --out $(LONG_OUT)
+	$(BIN)/python -m bench.report $(LONG_OUT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -32,7 +32,7 @@ from bench.analysis.figures_curves import curve_figures, extra_metrics_figure, s
 from bench.analysis.hacking import fidelity_figures
 from bench.analysis import speedup
 from bench.analysis.results import add_labels, load_results
-from bench.analysis.summary import DEFINITIONS, FAILED, speedup_markdown, speedups, summarize, summary_markdown
+from bench.analysis.summary import DEFINITIONS, FAILED, summarize, summary_markdown
 from bench.core.files import atomic_dir
 from bench.core.text import fmt, markdown_table
 
@@ -80,7 +80,6 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines += ["## Method configurations", "", "Settings that differ from each method's defaults (first seed's "
                       "run); *tuned*: chosen by `python -m bench.tune` and applied with `--config-from`.", "",
                       markdown_table(configs), ""]
-        lines += speedup_markdown(speedups(results, reference), reference)
         lines += speedup.markdown(reach, reference)
         failed = results.runs[results.runs["status"].isin(FAILED + ("unknown",))]
         if len(failed):

@@ -100,54 +100,6 @@ def time_to_reach(curve_rows: pd.DataFrame, target: float, higher: bool, x: str 
     return float("nan")
 
 
-def speedups(results: Results, reference: str) -> pd.DataFrame:
-    """Per reward, training seconds and optimizer steps each method needs to reach the ``reference`` method's mean
-    final eval reward, and the speed-up (reference's own time / the method's time), as the AlignProp paper's
-    "reaches DDPO's reward N times faster"."""
-    runs, curves = results.runs, eval_curves(results)
-    rows = []
-    for reward, rgroup in runs.groupby("reward", sort=True):
-        done = rgroup[rgroup["status"].isin(COMPLETED)]
-        ref = done[done["method"] == reference]["final_eval_reward"].dropna()
-        if ref.empty:
-            continue
-        target, higher = float(ref.mean()), reward_higher_is_better(reward)
-        rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval")]
-        start = rc.sort_values("step").groupby("run_id")["value"].first().mean() if len(rc) else float("nan")
-        improved = (target > start) if higher else (target < start)
-        ref_labels = set(rgroup[rgroup["method"] == reference]["label"])
-        ref_time = time_to_reach(rc[rc["label"].isin(ref_labels)], target, higher)
-        for label in sorted(rgroup["label"].unique()):
-            lc = rc[rc["label"] == label]
-            seconds = time_to_reach(lc, target, higher) if improved else float("nan")
-            rows.append(dict(reward=reward, method=label, start=start, target=target, improved=improved,
-                             seconds=seconds, steps=time_to_reach(lc, target, higher, x="step") if improved else float("nan"),
-                             speedup=ref_time / seconds if improved and seconds > 0 else float("nan")))
-    return pd.DataFrame(rows)
-
-def speedup_markdown(table: pd.DataFrame, reference: str) -> list[str]:
-    if not len(table):
-        return []
-    head = [f"## Time to reach {reference}'s final reward", ""]
-    flat = table[~table["improved"].astype(bool)].drop_duplicates("reward")
-    notes = [f"- {r.reward}: `{reference}`'s final eval reward ({fmt(r.target)}) is no improvement on the start "
-             f"({fmt(r.start)}): there is no speed-up to measure." for r in flat.itertuples()]
-    table = table[table["improved"].astype(bool)]
-    if not len(table):
-        return head + notes + [""]
-    shown = pd.DataFrame({
-        "reward": table["reward"], "method": table["method"], f"{reference} final reward": table["target"].map(fmt),
-        "train s to reach it": table["seconds"].map(lambda v: "not reached" if math.isnan(v) else fmt(v, 1)),
-        "steps to reach it": table["steps"].map(lambda v: "not reached" if math.isnan(v) else fmt(v, 1)),
-        f"speed-up vs {reference} (time)": table["speedup"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}x"),
-    })  # fmt: skip
-    return head + [
-            f"Training seconds (and optimizer steps), means over seeds, at the first evaluation where each method's mean "
-            f"over seeds reaches the mean final eval reward of `{reference}` (read at evaluations, never interpolated "
-            f"between them: an upper bound as fine as the evaluation schedule); speed-up = {reference}'s own time to it "
-            "/ the method's time (the AlignProp paper reports about 25x for AlignProp vs DDPO on aesthetics).", "",
-            markdown_table(shown), *notes, ""]
-
 def summary_markdown(summary: pd.DataFrame) -> str:
     rows = []
     for _, s in summary.iterrows():
