@@ -20,7 +20,8 @@ One step:
 rollout batches), as DanceGRPO's 2 updates per epoch; only then do ratios differ from 1 and clipping act (the
 ratio is exactly 1 on the first update after sampling; tests pin this). A rollout batch's reward queries are
 counted by the step that trains on it (``samples``), so a query budget is spent on updates, never cut between the
-sampling of a set and its last update. Groups never span processes: with ``--processes N`` each process samples
+sampling of a set and its last update; ``sampled`` records the queries each collection made (a budget that ends
+inside a set leaves its untrained batches made but uncounted: they cost time, not budget, and teach nothing). Groups never span processes: with ``--processes N`` each process samples
 and normalises whole groups, and gradients are averaged.
 
 ``drop_last_step`` (default, as DanceGRPO's ``[:, :-1]`` in train_grpo_sd.py) leaves the chain's last stochastic
@@ -187,8 +188,10 @@ class GRPO(Method):
 
     def step(self) -> dict[str, float]:
         cfg = self.config
+        sampled = 0
         if not self.buffer:
             self.buffer = self.collect()
+            sampled = cfg.batch_size * len(self.buffer)
         batches, self.buffer = self.buffer[: cfg.grad_accum], self.buffer[cfg.grad_accum:]
         queries = cfg.batch_size * len(batches)  # counted when trained on (module docstring)
         self.pipe.unet.train()
@@ -209,6 +212,7 @@ class GRPO(Method):
             grad_norm=grad_norm,
             grad_steps=float(len(losses)) / len(batches),
             samples=float(queries),
+            sampled=float(sampled),  # reward queries made by this step's sampling (all U updates' batches)
         )
         return metrics
 
