@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every-samples", type=int,
                    help="evaluate each time training reward queries cross a multiple of N (replaces the preset's --eval-every)")
     p.add_argument("--eval-n", type=int, help="number of evaluation images (fixed prompts and noise)")
-    p.add_argument("--eval-seed", type=int, default=1234,
+    p.add_argument("--eval-seed", type=int,
                    help="seed of the fixed evaluation noise: image i starts from seed + i (default 1234)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps for --resume (0: never)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(PRESET_NAMES)} (default: default)")

@@ -21,8 +21,9 @@ rollout batches), as DanceGRPO's 2 updates per epoch; only then do ratios differ
 ratio is exactly 1 on the first update after sampling; tests pin this). A rollout batch's reward queries are
 counted by the step that trains on it (``samples``), so a query budget is spent on updates, never cut between the
 sampling of a set and its last update; ``sampled`` records the queries each collection made (a budget that ends
-inside a set leaves its untrained batches made but uncounted: they cost time, not budget, and teach nothing). Groups never span processes: with ``--processes N`` each process samples
-and normalises whole groups, and gradients are averaged.
+inside a set leaves its untrained batches made but uncounted: they cost time, not budget, and teach nothing).
+Groups never span processes: with ``--processes N`` each process samples and normalises whole groups, and
+gradients are averaged.
 
 ``drop_last_step`` (default, as DanceGRPO's ``[:, :-1]`` in train_grpo_sd.py) leaves the chain's last stochastic
 transition out of training: its noise std is about 20x smaller than the others' on a 20-step DDIM chain, and the

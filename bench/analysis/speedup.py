@@ -58,9 +58,10 @@ def ratio_interval(ref: np.ndarray, mine: np.ndarray, *, rng: np.random.Generato
     return point, float(lo), float(hi)
 
 
-def targets(rc: pd.DataFrame, finals: dict[str, np.ndarray], reference: str, higher: bool, *,
-            rng: np.random.Generator, n_boot: int, fractions=FRACTIONS) -> list[dict]:
-    """The targets of one reward: name, value, and whether it lies inside the reference's noise around the start."""
+def targets(rc: pd.DataFrame, finals: dict[str, np.ndarray], reference: str, ref_label: str | None,
+            higher: bool, *, rng: np.random.Generator, n_boot: int, fractions=FRACTIONS) -> list[dict]:
+    """The targets of one reward: name, value, and whether it lies inside the reference's noise around the start.
+    ``finals``: final rewards by label; ``ref_label``: the reference method's label (None when it is absent)."""
     start = float(rc.sort_values("step").groupby("run_id")["value"].first().mean())
     means = {k: float(v.mean()) for k, v in finals.items() if len(v)}
     if not means or math.isnan(start):
@@ -68,10 +69,10 @@ def targets(rc: pd.DataFrame, finals: dict[str, np.ndarray], reference: str, hig
     best = (max if higher else min)(means, key=means.get)
     half = float("nan")
     found = []
-    if reference in finals and len(finals[reference]):
-        _, lo, hi = stats.bootstrap_ci(finals[reference], "mean", rng=rng, n_boot=n_boot)
+    if ref_label in means:
+        _, lo, hi = stats.bootstrap_ci(finals[ref_label], "mean", rng=rng, n_boot=n_boot)
         half = (hi - lo) / 2
-        ref_mean = means[reference]
+        ref_mean = means[ref_label]
         if (ref_mean > start) == higher and ref_mean != start:
             found.append(dict(name=f"{reference} final", value=ref_mean, start=start,
                               inside=bool(lo <= start <= hi)))
@@ -99,9 +100,7 @@ def time_to_targets(results: Results, reference: str, *, rng: np.random.Generato
         done = rgroup[rgroup["run_id"].isin(done_ids)]
         finals = {label: g["final_eval_reward"].dropna().to_numpy(float) for label, g in done.groupby("label")}
         ref_label = next((lab for lab, g in done.groupby("label") if g["method"].iloc[0] == reference), None)
-        if ref_label is not None:
-            finals[reference] = finals.pop(ref_label)
-        for target in targets(rc, finals, reference, higher, rng=rng, n_boot=n_boot, fractions=fractions):
+        for target in targets(rc, finals, reference, ref_label, higher, rng=rng, n_boot=n_boot, fractions=fractions):
             cost_of = {label: {c: np.array([first_reach(r, target["value"], higher, c)
                                             for _, r in lc.groupby("run_id")]) for c in COSTS}
                        for label, lc in rc.groupby("label")}

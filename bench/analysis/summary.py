@@ -1,4 +1,5 @@
-"""Numbers of a report: final rewards with bootstrap intervals, time to a target reward, speed-ups, as tables."""
+"""Numbers of a report: final rewards with bootstrap intervals and time to a target reward, as tables (speed-ups
+with intervals: ``bench.analysis.speedup``)."""
 
 from __future__ import annotations
 

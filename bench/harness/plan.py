@@ -141,7 +141,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     check_lora_targets(model, configs, method_classes)
     # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
     # so evaluations agree across methods and across invocations (folders a report combines).
-    eval_seed = getattr(args, "eval_seed", 1234)
+    eval_seed = EvalConfig.seed if getattr(args, "eval_seed", None) is None else args.eval_seed
     if not 0 <= eval_seed <= 2**32 - 1 - n_eval:
         raise UsageError(f"--eval-seed {eval_seed} is out of range; give an integer in 0..{2**32 - 1 - n_eval}")
     eval_cfg = EvalConfig(n=n_eval, seed=eval_seed, steps=preset.method.get("steps", 50),

@@ -26,6 +26,7 @@ TUNE_EVAL_SEED = 4321
 def validation_flags(passthrough: list[str]) -> tuple[list[str], list[str]]:
     """The ``--eval-prompts`` / ``--eval-seed`` flags to add so that tuning scores on validation, and warnings for
     a tuning that scores on the reported evaluation set or noise."""
+    from bench.core.evaluate import EvalConfig
     from bench.core.prompts import VALIDATION_SETS
     from bench.harness.presets import get_preset
 
@@ -48,8 +49,8 @@ def validation_flags(passthrough: list[str]) -> tuple[list[str], list[str]]:
                         f"{VALIDATION_SETS.get(known.eval_prompts, 'none')})")
     if known.eval_seed is None:
         added += ["--eval-seed", str(TUNE_EVAL_SEED)]
-    elif known.eval_seed == 1234:
-        warnings.append("--eval-seed 1234 is the reported evaluation noise; tune on another seed")
+    elif known.eval_seed == EvalConfig.seed:
+        warnings.append(f"--eval-seed {EvalConfig.seed} is the reported evaluation noise; tune on another seed")
     return added, warnings
 
 
@@ -120,12 +121,21 @@ def check_grid_keys(grid: dict[str, list[str]], config_classes: dict) -> None:
             raise UsageError(f"--grid key {key!r}: no chosen method has a config field {name!r}")
 
 
+def set_flags(passthrough: list[str]) -> list[tuple[int, str, int]]:
+    """Every ``--set`` in ``passthrough``: (index, ``key=value``, number of arguments it spans)."""
+    found = []
+    for i, arg in enumerate(passthrough):
+        if arg == "--set" and i + 1 < len(passthrough):
+            found.append((i, passthrough[i + 1], 2))
+        elif arg.startswith("--set="):
+            found.append((i, arg.split("=", 1)[1], 1))
+    return found
+
+
 def check_fixed_sets(passthrough: list[str], grid: dict[str, list[str]]) -> None:
     """``--set`` given to bench.tune fixes a value for every candidate alike (e.g. ``--set steps=10``); one that
     names a grid key would silently override the grid, so it is refused."""
-    values = [b for a, b in zip(passthrough, passthrough[1:]) if a == "--set"]
-    values += [a.split("=", 1)[1] for a in passthrough if a.startswith("--set=")]
-    for value in values:
+    for _, value, _ in set_flags(passthrough):
         method, _, name = value.partition("=")[0].strip().rpartition(".")
         for key in grid:
             owner, _, grid_name = key.rpartition(".")
@@ -135,19 +145,12 @@ def check_fixed_sets(passthrough: list[str], grid: dict[str, list[str]]) -> None
 
 def flags_for(passthrough: list[str], method: str, methods: list[str]) -> list[str]:
     """The bench.run flags of one method's tuning runs: ``--set other.key=v`` for another tuned method dropped."""
-    out, skip = [], False
-    for i, arg in enumerate(passthrough):
-        if skip:
-            skip = False
-            continue
-        value = passthrough[i + 1] if arg == "--set" and i + 1 < len(passthrough) else None
-        value = arg.split("=", 1)[1] if arg.startswith("--set=") else value
-        owner = (value or "").partition("=")[0].rpartition(".")[0]
-        if value is not None and owner in methods and owner != method:
-            skip = arg == "--set"
-            continue
-        out.append(arg)
-    return out
+    dropped = set()
+    for i, value, span in set_flags(passthrough):
+        owner = value.partition("=")[0].rpartition(".")[0]
+        if owner in methods and owner != method:
+            dropped.update(range(i, i + span))
+    return [arg for i, arg in enumerate(passthrough) if i not in dropped]
 
 
 def best(cands: list[Candidate], higher_is_better: bool) -> Candidate | None:
