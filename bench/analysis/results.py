@@ -182,7 +182,7 @@ def load_results(directories: list[str | Path]) -> Results:
         for col in ("method", "reward", "model"):
             frame[col] = frame[col].astype(str)
     for col in ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed", "cpu_s",
-                "cpu_per_step", "load_avg", "cores", "threads"):
+                "cpu_per_step", "load_avg", "cores", "threads", "calib_cpu_s", "cpu_per_step_norm"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["warning"] = runs["warning"].fillna("").astype(str)
     for col in ("step", "samples", "wall_s", "value", "peak_mem_mb", "seed", "cpu_s"):

@@ -89,6 +89,7 @@ class Run:
         return None
 
     def execute(self) -> dict:
+        from bench.core.calibrate import Calibration
         from bench.core.evaluate import evaluate
         from bench.core.models import load_model
         from bench.core.prompts import load_prompts
@@ -160,6 +161,9 @@ class Run:
 
         if saved is None:
             run_eval(first=True)
+        # the fixed workload of bench.core.calibrate, in this process, on its threads, its passes between the first
+        # steps: normalises CPU s/step for the regression gate
+        calibration = Calibration()
         status, error = None, ""
         try:
             while (status := distributed.agree(self.stop_reason(rec), STATUSES)) is None:
@@ -170,6 +174,7 @@ class Run:
                 rec.wall_s += time.perf_counter() - start
                 rec.cpu_s += time.process_time() - cpu_start
                 rec.note_load()
+                calibration.after_step()
                 metrics = distributed.combine_metrics(metrics)
                 rec.step += 1
                 queried = int(metrics.get("samples", 0))
@@ -197,7 +202,9 @@ class Run:
         except Exception as exc:  # keep the rows collected so far; the message goes to runs.csv
             keep_error_log(self.dir, traceback.format_exc())
             status, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        calib = calibration.cpu_s() if status not in ("interrupted", "oom") else None
         result = dict(base, status=status, error=error, steps=rec.step, samples=rec.samples, wall_s=rec.wall_s,
+                      calib_cpu_s=calib,
                       cpu_s=rec.cpu_s, load_avg=rec.load_max, cores=cores(), threads=torch.get_num_threads(),
                       peak_mem_mb=rec.peak_mb,
                       final_eval_reward=rec.last("eval", "reward_mean"))

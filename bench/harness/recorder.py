@@ -24,7 +24,8 @@ METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "sample
                   "value", "peak_mem_mb", "stand_in", "cpu_s"]
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
                "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "surrogate",
-               "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "threads", "warning"]
+               "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "threads", "warning",
+               "calib_cpu_s", "cpu_per_step_norm"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
 STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "skipped")
@@ -201,6 +202,7 @@ def run_row(spec, result: dict) -> dict:
     cap = spec.budget.max_memory_gb
     peak = result.get("peak_mem_mb")
     cpu, load, n_cores = result.get("cpu_s"), result.get("load_avg"), result.get("cores")
+    cpu_step, calib = median_step_cpu(result.get("rows") or []), result.get("calib_cpu_s")
     return dict(
         run_id=spec.run_id, method=spec.method, reward=spec.reward, model=spec.model, seed=spec.seed,
         status=result["status"], steps=steps, samples=result.get("samples") or 0, wall_s=round(wall, 4),
@@ -210,7 +212,8 @@ def run_row(spec, result: dict) -> dict:
         memory_overrun=bool(cap and peak and peak > cap * 1024), device=result.get("device", ""),
         surrogate=result.get("surrogate", ""),
         precision=getattr(spec, "precision", "fp32"), protocol=getattr(spec, "protocol", "matched"),
-        cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=median_step_cpu(result.get("rows") or []),
+        cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=cpu_step,
+        calib_cpu_s=calib, cpu_per_step_norm=round(cpu_step / calib, 4) if cpu_step and calib else None,
         load_avg=None if load is None else round(load, 2), cores=n_cores, threads=result.get("threads"),
         warning="; ".join(w for w in (result.get("warning", ""),
                                       timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores)) if w),
