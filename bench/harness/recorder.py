@@ -216,7 +216,8 @@ def run_row(spec, result: dict) -> dict:
         calib_cpu_s=calib, cpu_per_step_norm=round(cpu_step / calib, 4) if cpu_step and calib else None,
         load_avg=None if load is None else round(load, 2), cores=n_cores, threads=result.get("threads"),
         warning="; ".join(w for w in (result.get("warning", ""),
-                                      timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores)) if w),
+                                      timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores,
+                                                     own_load(result))) if w),
     )
 
 
@@ -229,14 +230,22 @@ def median_step_cpu(rows: list[dict]) -> float | None:
     return round(statistics.median(steps), 4) if steps else None
 
 
-def timing_warning(status: str, steps: int, max_steps: int | None, load: float | None, n_cores: int | None) -> str:
-    """Why a run's timings may mislead: it stopped on its time budget short of its step budget, or the machine was
-    busier than its cores (wall-clock then measures contention; compare cpu_per_step instead)."""
+def own_load(result: dict) -> int:
+    """The load the job itself makes: its workers running at once (processes included) times their torch threads."""
+    return int(result.get("job_workers") or 1) * int(result.get("threads") or 1)
+
+
+def timing_warning(status: str, steps: int, max_steps: int | None, load: float | None, n_cores: int | None,
+                   own: int = 1) -> str:
+    """Why a run's timings may mislead: it stopped on its time budget short of its step budget, or other processes
+    kept the machine busier than its cores (load above the cores by at least one runnable process beyond the job's
+    own ``own`` threads: wall-clock then measures contention; compare cpu_per_step instead)."""
     notes = []
     if status == "max_seconds" and max_steps and steps < max_steps:
         notes.append(f"stopped on --max-seconds after {steps} of {max_steps} steps")
-    if load is not None and n_cores and load > n_cores:
-        notes.append(f"machine busy: load {load:.1f} > {n_cores} cores (wall-clock inflated; see cpu_per_step)")
+    if load is not None and n_cores and round(load, 1) > n_cores and load - own >= 1:
+        notes.append(f"machine busy: load {load:.1f} on {n_cores} cores, {load - own:.1f} beyond this job's own "
+                     f"{own} thread(s) (wall-clock inflated; see cpu_per_step)")
     return "; ".join(notes)
 
 def summary_markdown(rows: list[dict]) -> str:

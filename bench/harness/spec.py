@@ -179,4 +179,4 @@ def method_config(method_cls, method: str, overrides: dict, sets: dict[str, str]
     try:
         return method_cls.Config(**values)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"{method} config: {exc}") from None
+        raise UsageError(f"{method} config: {exc} (set with --set {method}.KEY=VALUE)") from None

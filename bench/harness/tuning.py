@@ -121,7 +121,29 @@ def load_tuned(path: str | Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("methods"), dict):
         raise UsageError(f"--config-from {str(path)!r} is not a bench.tune file ({FORMAT}); write one with "
                          "python -m bench.tune")
+    problem = schema_problem(data)
+    if problem:
+        raise UsageError(f"--config-from {str(path)!r}: {problem}; write it again with python -m bench.tune")
     return data
+
+
+def schema_problem(data: dict) -> str | None:
+    """What in a tuned file's ``methods``, ``chosen`` values, ``reward`` or ``tuning_seeds`` has the wrong type."""
+    for method, entry in data["methods"].items():
+        if not isinstance(entry, dict):
+            return f"methods.{method} must be an object with a 'chosen' object, got {type(entry).__name__}"
+        chosen = entry.get("chosen")
+        if chosen is not None and not isinstance(chosen, dict):
+            return f"methods.{method}.chosen must be an object of KEY: value (or null), got {type(chosen).__name__}"
+        bad = [k for k, v in (chosen or {}).items() if isinstance(v, (dict, list)) or v is None]
+        if bad:
+            return f"methods.{method}.chosen.{bad[0]} must be a number, string or boolean"
+    if not isinstance(data.get("reward"), str):
+        return "'reward' must be the reward name it was tuned for"
+    seeds = data.get("tuning_seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(type(x) is int for x in seeds)):
+        return f"'tuning_seeds' must be a list of integers, got {seeds!r}"
+    return None
 
 
 def tuned_sets(data: dict, methods: list[str]) -> dict[str, dict[str, str]]:
