@@ -23,6 +23,7 @@ from bench.core.errors import UsageError
 from bench.core.files import write_text
 from bench.core.text import fmt, markdown_table, safe_name
 from bench.harness import tuning
+from bench.harness.plan import plan
 from bench.harness.recorder import COMPLETED
 from bench.harness.spec import parse_list, parse_seeds
 
@@ -52,18 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     classes = {m: METHODS.get(m).Config for m in methods}
     tuning.check_grid_keys(grid, classes)
     out = Path(args.out or f"results/tune-{datetime.now():%Y%m%d-%H%M%S}").resolve()
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{str(out)!r} already holds results; choose another --out")
+    target = Path(args.write) if args.write else out / "tuned.json"
+    tuning.check_targets(out, target)
     cands = {m: tuning.candidates(m, classes[m], grid) for m in methods}
+    for method, group in cands.items():  # every candidate's bench.run flags are checked before the first run
+        for cand in group:
+            plan(run.build_parser().parse_args(candidate_command(args, method, cand, passthrough, out)[0]))
     total = sum(len(c) for c in cands.values())
     print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {args.reward}: "
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
     for method, group in cands.items():
         for cand in group:
-            folder = out / safe_name(cand.name, keep="-_.=,[]")
-            sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
-            cmd = ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *passthrough,
-                   "--out", str(folder)]
+            cmd, folder = candidate_command(args, method, cand, passthrough, out)
             print(f"$ python -m bench.run {shlex.join(cmd)}", flush=True)
             if run.main(cmd) == 2:  # bad bench.run flags: the same for every candidate, stop at the first
                 return 2
@@ -74,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
     winners = {m: tuning.best(c, higher) for m, c in cands.items()}
     facts = dict(reward=args.reward, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
                  higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
-    target = Path(args.write) if args.write else out / "tuned.json"
     tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts))
     rows = [dict(method=c.method, configuration=c.name, runs=c.runs, finished=len(c.final),
                  **{"final eval reward (mean over tuning seeds)": fmt(c.score, 4)},
@@ -88,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no configuration of {', '.join(missing)} finished every tuning seed: left untuned", file=sys.stderr)
     return 0
+
+
+def candidate_command(args, method: str, cand, passthrough: list[str], out: Path) -> tuple[list[str], Path]:
+    """The bench.run arguments of one candidate's runs, and its folder."""
+    folder = out / safe_name(cand.name, keep="-_.=,[]")
+    sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
+    return ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *passthrough,
+            "--out", str(folder)], folder
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -56,10 +57,41 @@ def parse_grid(text: str) -> dict[str, list[str]]:
             raise UsageError(f"--grid part {part!r} is malformed; write key=v1,v2;key2=v3 (e.g. lr=1e-4,1e-3)")
         if key.strip() in grid:
             raise UsageError(f"--grid names {key.strip()!r} twice; list each key once")
+        same = repeated_value(items)
+        if same:
+            raise UsageError(f"--grid {key.strip()}: {same} gives the same value twice; list each value once")
         grid[key.strip()] = items
     if not grid:
         raise UsageError(f"--grid {text!r} is empty; write key=v1,v2;key2=v3 (e.g. lr=1e-4,1e-3)")
     return grid
+
+
+def repeated_value(items: list[str]) -> str | None:
+    """The first two grid values that are the same value ("1e-3" and "0.001" are), as text; None when all differ."""
+    seen = {}
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            value = item.lower()
+        if value in seen:
+            return f"{seen[value]!r} and {item!r}" if seen[value] != item else repr(item)
+        seen[value] = item
+    return None
+
+
+def check_targets(out: Path, target: Path) -> None:
+    """Before the first run: the runs' folder is new (or empty) and creatable, the tuned file is writable."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; choose a folder")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{str(out)!r} already holds results; choose another --out")
+    if target.is_dir():
+        raise UsageError(f"--write {str(target)!r} is a folder; name the tuned file to write, e.g. {target / 'tuned.json'}")
+    for path, flag in ((out, "--out"), (target.parent, "--write")):
+        ancestor = next(p for p in (path, *path.parents) if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {str(path)!r} cannot be written ({str(ancestor)!r} is not a writable folder)")
 
 
 def candidates(method: str, config_cls, grid: dict[str, list[str]]) -> list[Candidate]:

@@ -180,3 +180,23 @@ def test_load_warning_counts_only_load_beyond_the_jobs_own_threads(load, own, wa
     assert bool(text) == warned, text
     if warned:
         assert f"load {load:.1f} on 2 cores, {load - own:.1f} beyond this job's own {own} thread(s)" in text
+
+
+@pytest.mark.parametrize("grid, extra, message", [
+    ("lr=1e-3,1e-3", [], "'1e-3' gives the same value twice"),
+    ("lr=1e-3,0.001", [], "'1e-3' and '0.001' gives the same value twice"),
+    ("rwr.temperature=1,-1", [], "temperature must be > 0"),  # the second candidate: refused before the first runs
+    ("lr=1e-3", ["--write", "WRITE_DIR"], "is a folder; name the tuned file"),
+])
+def test_tune_checks_every_candidate_and_its_targets_before_the_first_run(tmp_path, capsys, grid, extra, message):
+    from bench import tune
+
+    (tmp_path / "WRITE_DIR").mkdir()
+    extra = [str(tmp_path / e) if e == "WRITE_DIR" else e for e in extra]
+    out = tmp_path / "tune"
+    capsys.readouterr()
+    code = tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", grid, "--seeds", "100",
+                      "--preset", "smoke", "--out", str(out), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not out.exists()
