@@ -297,7 +297,10 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
         if not isinstance(previous, dict):
             raise UsageError(f"{str(out / 'manifest.json')!r} is damaged (not a JSON object); it cannot be resumed: "
                              "start a new --out with the same flags")
-        before, now = sorted(previous.get("runs", {})), sorted(spec.run_id for spec in runs)
+        if not isinstance(previous.get("runs"), dict):
+            raise UsageError(f"{str(out / 'manifest.json')!r} holds no run specs; it cannot be resumed: start a new "
+                             "--out with the same flags")
+        before, now = sorted(previous["runs"]), sorted(spec.run_id for spec in runs)
         if before != now:
             raise UsageError(f"--resume: {str(out)!r} holds runs {', '.join(before)}, the flags give "
                              f"{', '.join(now)}; repeat the original --methods, --reward and --seeds")

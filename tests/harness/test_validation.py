@@ -3,6 +3,7 @@ worker starts: each case is refused in planning), and the pieces that decide res
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +201,45 @@ def test_tune_checks_every_candidate_and_its_targets_before_the_first_run(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and message in err[0], err
     assert not out.exists()
+
+
+def test_a_full_disk_mid_checkpoint_is_named_and_error_log_keeps_the_traceback(tmp_path, monkeypatch):
+    import traceback
+
+    import torch
+
+    from bench.core import files
+    from bench.harness import guard, loop
+    from bench.harness.recorder import Recorder
+
+    run = object.__new__(loop.Run)
+    run.dir = tmp_path
+    guard.reserve_error_log(tmp_path)
+
+    def torch_writer_fails(state, path):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", torch_writer_fails)
+    monkeypatch.setattr(files, "free_bytes", lambda path: 4096)  # the disk is full while the writer fails
+
+    class Method:
+        def state_dict(self):
+            return {}
+
+    with pytest.raises(OSError) as caught:
+        run.checkpoint(Method(), Recorder({}, torch.device("cpu")))
+    line = loop.failure_text(caught.value, tmp_path)
+    assert line.startswith(f"no space left on {tmp_path}") and "inline_container" in line and "--resume" in line
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / loop.CHECKPOINT).exists()
+
+    def no_new_files(self, *args, **kwargs):
+        raise OSError(28, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", no_new_files)  # only the reserved space can take the traceback
+    guard.keep_error_log(tmp_path, "".join(traceback.format_exception(caught.value)))
+    log = (tmp_path / "error.log").read_text()
+    assert "no space left on" in log and "inline_container" in log and not (tmp_path / guard.ERROR_RESERVE).exists()
+    full = OSError(28, "No space left on device", str(tmp_path / "rows.jsonl"))
+    assert loop.failure_text(full, tmp_path).startswith(f"no space left on {tmp_path / 'rows.jsonl'}")
+    assert loop.failure_text(ValueError("bad"), tmp_path) == "ValueError: bad"
