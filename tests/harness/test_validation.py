@@ -243,3 +243,39 @@ def test_a_full_disk_mid_checkpoint_is_named_and_error_log_keeps_the_traceback(t
     full = OSError(28, "No space left on device", str(tmp_path / "rows.jsonl"))
     assert loop.failure_text(full, tmp_path).startswith(f"no space left on {tmp_path / 'rows.jsonl'}")
     assert loop.failure_text(ValueError("bad"), tmp_path) == "ValueError: bad"
+
+
+def test_report_reads_a_killed_runners_folder_from_its_manifest_and_rows(tmp_path, capsys):
+    import torch
+
+    from bench.analysis.results import load_results
+    from bench.harness.launch import prepare_out
+    from bench.harness.plan import plan
+    from bench.harness.recorder import ROWS, Recorder, write_manifest
+    from bench.run import build_parser
+
+    out = tmp_path / "r"
+    runs, _ = plan(build_parser().parse_args([*BASE, "--methods", "rwr,ddpo", "--out", str(out)]))
+    prepare_out(out, runs, resume=False)[1].close()
+    write_manifest(out, dict(runs={s.run_id: s.to_dict() for s in runs}))
+    for spec, finished in zip(runs, (True, False)):  # as a SIGKILL leaves it: rows, one result.json, no tables
+        run_dir = out / "runs" / spec.run_id
+        rec = Recorder(dict(run_id=spec.run_id, method=spec.method, reward=spec.reward, model=spec.model,
+                            seed=spec.seed, stand_in="random weights"), torch.device("cpu"), log=run_dir / ROWS)
+        rec.add("eval", {"reward_mean": 0.5})
+        rec.step, rec.samples = 1, 2
+        rec.add("train", {"reward_mean": 0.52, "loss": 0.1})
+        if finished:
+            rec.add("eval", {"reward_mean": 0.55})
+            (run_dir / "result.json").write_text(json.dumps(dict(status="max_steps", steps=1, samples=2, wall_s=1.0,
+                                                                 final_eval_reward=0.55)))
+    results = load_results([out])
+    status = dict(zip(results.runs.run_id, results.runs.status))
+    assert status == {runs[0].run_id: "max_steps", runs[1].run_id: "unknown"}
+    assert set(results.metrics.run_id) == {s.run_id for s in runs} and len(results.metrics) == 7
+    assert any("--resume" in p and "manifest.json" in p for p in results.problems)
+    (out / "manifest.json").unlink()
+    from bench.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="not a results folder"):
+        load_results([out])
