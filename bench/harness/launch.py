@@ -305,12 +305,10 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
             raise UsageError(f"--resume: {str(out)!r} holds runs {', '.join(before)}, the flags give "
                              f"{', '.join(now)}; repeat the original --methods, --reward and --seeds")
         for spec in runs:
-            recorded = previous["runs"][spec.run_id]
-            planned = json.loads(spec.to_json())
-            if not isinstance(recorded, dict) or any(recorded[k] != planned[k] for k in planned if k in recorded):
-                changed = sorted(k for k in planned if isinstance(recorded, dict) and recorded.get(k, planned[k]) != planned[k])
-                raise UsageError(f"--resume: run {spec.run_id} was made with other settings ({', '.join(changed) or 'its spec'}"
-                                 " differ from manifest.json); repeat the original flags")
+            changed = spec_changes(previous["runs"][spec.run_id], spec)
+            if changed:
+                raise UsageError(f"--resume: run {spec.run_id} was made with other settings ({', '.join(changed)} "
+                                 "differ from manifest.json); repeat the original flags")
             stored = out / "runs" / spec.run_id / "config.json"
             if not stored.is_file():
                 continue  # written again from the manifest's (equal) spec
@@ -324,6 +322,14 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
     elif out.exists() and any(p.name != LOCK for p in out.iterdir()):
         raise UsageError(f"{str(out)!r} already holds results; pass --resume to continue them or choose another --out")
     return previous
+
+def spec_changes(recorded, spec: RunSpec) -> list[str]:
+    """The fields in which the manifest's recorded spec of a run differs from the planned one (fields an older
+    manifest lacks are not compared); empty when they agree."""
+    planned = json.loads(spec.to_json())
+    if not isinstance(recorded, dict):
+        return ["its whole spec"]
+    return sorted(k for k in planned if k in recorded and recorded[k] != planned[k])
 
 def prepare_out(out: Path, runs: list[RunSpec], resume: bool):
     """Check, lock and lay out the results folder; returns (the earlier manifest on --resume, the held lock).

@@ -118,6 +118,9 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     from bench.core.prompts import load_prompts
     from methods import METHODS
 
+    from bench.core.calibrate import repeats_from_env
+
+    repeats_from_env()  # BENCH_CALIBRATE_REPEATS, read by every worker: checked once, here
     if not args.methods or not args.reward:
         raise UsageError("--methods and --reward are required (see --list for the valid names)")
     if args.out is not None and not args.out.strip():
