@@ -28,6 +28,7 @@ from bench.core.errors import UsageError
 from bench.core.files import write_text
 from bench.core.text import fmt, markdown_table, safe_name
 from bench.harness import tuning
+from bench.harness.plan import plan
 from bench.harness.recorder import COMPLETED
 from bench.harness.spec import parse_list, parse_seeds
 
@@ -58,14 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     classes = {m: METHODS.get(m).Config for m in methods}
     tuning.check_grid_keys(grid, classes)
     out = Path(args.out or f"results/tune-{datetime.now():%Y%m%d-%H%M%S}").resolve()
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{str(out)!r} already holds results; choose another --out")
+    target = Path(args.write) if args.write else out / "tuned.json"
+    tuning.check_targets(out, target)
     cands = {m: tuning.candidates(m, classes[m], grid) for m in methods}
     added, warnings = tuning.validation_flags(passthrough)
     passthrough = [*passthrough, *added]
     if len({len(c) for c in cands.values()}) > 1:
         warnings.append("unequal tuning effort: " + ", ".join(f"{m} {len(c)}" for m, c in cands.items())
                         + " configurations")
+    for method, group in cands.items():  # every candidate's bench.run flags are checked before the first run
+        for cand in group:
+            plan(run.build_parser().parse_args(candidate_command(args, method, cand, passthrough, methods, out)[0]))
     total = sum(len(c) for c in cands.values())
     print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {args.reward}: "
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
@@ -73,11 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {warning}", flush=True)
     for method, group in cands.items():
         for cand in group:
-            folder = out / safe_name(cand.name, keep="-_.=,[]")
-            sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
-            flags = tuning.flags_for(passthrough, method, methods)
-            cmd = ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *flags,
-                   "--out", str(folder)]
+            cmd, folder = candidate_command(args, method, cand, passthrough, methods, out)
             print(f"$ python -m bench.run {shlex.join(cmd)}", flush=True)
             if run.main(cmd) == 2:  # bad bench.run flags: the same for every candidate, stop at the first
                 return 2
@@ -89,7 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     facts = dict(reward=args.reward, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
                  candidates={m: len(c) for m, c in cands.items()}, warnings=warnings,
                  higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
-    target = Path(args.write) if args.write else out / "tuned.json"
     tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts))
     rows = [dict(method=c.method, configuration=c.name, runs=c.runs, finished=len(c.final),
                  **{"final eval reward (mean over tuning seeds)": fmt(c.score, 4)},
@@ -106,6 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no configuration of {', '.join(missing)} finished every tuning seed: left untuned", file=sys.stderr)
     return 0
+
+
+def candidate_command(args, method: str, cand, passthrough: list[str], methods: list[str],
+                      out: Path) -> tuple[list[str], Path]:
+    """The bench.run arguments of one candidate's runs (other methods' --set values dropped), and its folder."""
+    folder = out / safe_name(cand.name, keep="-_.=,[]")
+    sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
+    flags = tuning.flags_for(passthrough, method, methods)
+    return ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *flags,
+            "--out", str(folder)], folder
 
 
 if __name__ == "__main__":

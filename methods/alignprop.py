@@ -30,6 +30,7 @@ import torch
 
 from bench.core.activations import step_budget_bytes
 from bench.core.sampler import GRAD_MODES, GradMode, activation_bytes
+from bench.core.checks import ANY, above, at_least
 from methods.base import Method, MethodConfig, batch_stats
 
 TRAINING_MODES = tuple(m for m in GRAD_MODES if m != "none")
@@ -81,20 +82,20 @@ class AlignPropConfig(MethodConfig):
     loss_scale: float = 0.01
     """Multiplier of the loss (official code: loss_coeff 0.01)."""
 
+    RANGES = dict(k=at_least(1), k_min=at_least(1), k_max=at_least(0, "0: the step count"), code_min=at_least(0),
+                  code_max=at_least(0, "0: the step count"), memory_budget_mb=at_least(0, "0: from max_memory_gb"),
+                  max_memory_gb=at_least(0, "0: from the device"), target=ANY, loss_scale=above(0))
+
     def __post_init__(self):
         super().__post_init__()
         if self.truncation not in TRAINING_MODES:
             raise ValueError(f"truncation must be one of {', '.join(TRAINING_MODES)}, got {self.truncation!r}")
         if self.loss not in ("neg", "target"):
             raise ValueError(f"loss must be 'neg' or 'target', got {self.loss!r}")
-        if self.loss_scale <= 0:
-            raise ValueError(f"loss_scale must be > 0, got {self.loss_scale}")
         mode = CHECKPOINTING.get(str(self.checkpointing).lower())
         if mode is None:
             raise ValueError(f"checkpointing must be auto, on or off, got {self.checkpointing!r}")
         self.checkpointing = mode
-        if self.memory_budget_mb < 0 or self.max_memory_gb < 0:
-            raise ValueError("memory_budget_mb and max_memory_gb must be >= 0 (0: derive from the device)")
         self.grad_mode().validate(self.steps)
 
     def grad_mode(self) -> GradMode:

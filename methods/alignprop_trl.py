@@ -22,6 +22,7 @@ import torch
 from bench.core.sampler import GradMode
 from methods.alignprop import AlignProp
 from methods.trl_driver import TrlMethod
+from bench.core.checks import above, at_least
 from methods.base import MethodConfig
 
 
@@ -52,10 +53,11 @@ class AlignPropTrlConfig(MethodConfig):
     def code_range(self) -> tuple[int, int]:
         return (self.code_min, self.code_max or self.steps)
 
+    RANGES = dict(code_min=at_least(0), code_max=at_least(0, "0: the step count"), truncation_step=at_least(0),
+                  loss_scale=above(0))
+
     def __post_init__(self):
         super().__post_init__()
-        if self.loss_scale <= 0:
-            raise ValueError(f"loss_scale must be > 0, got {self.loss_scale}")
         if self.random_truncation:
             GradMode(mode="alignprop-code", code_range=self.code_range()).validate(self.steps)
         elif not 0 <= self.truncation_step <= self.steps - 1:

@@ -19,9 +19,15 @@ import torch.nn.functional as F
 
 from bench.core import distributed
 from bench.core import precision as mp
+from bench.core.checks import FRACTION, Range, above, at_least, check_ranges
 from bench.core.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
 from bench.core.prompts import PromptSet
 from bench.core.sampler import Sampler, SamplerConfig
+
+
+PPO_RANGES = dict(clip_range=above(0, "the PPO ratio clip; <= 0 clips every ratio"),
+                  adv_clip_max=above(0, "advantages are clipped to [-value, value]"), timestep_fraction=FRACTION)
+"""The policy-gradient fields DDPO and GRPO share, checked by one rule."""
 
 
 @dataclass
@@ -57,15 +63,15 @@ class MethodConfig:
     resolution: int = 0
     """Image height = width for sampling and training (``--resolution``); 0: the model's native size."""
 
+    RANGES = dict(steps=at_least(1), guidance_scale=at_least(0), eta=Range(0, 1), batch_size=at_least(1),
+                  grad_accum=at_least(1), lr=above(0), weight_decay=at_least(0),
+                  max_grad_norm=at_least(0, "0 disables clipping"), lora_rank=at_least(1), lora_alpha=above(0),
+                  resolution=at_least(0, "0: the model's native size"))
+    """The range of every numeric field (``bench.core.checks``); each subclass declares its own fields' ranges."""
+
     def __post_init__(self):
+        check_ranges(self)  # every numeric field, subclasses' included, before any rule that combines them
         SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta)
-        for name in ("batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.max_grad_norm < 0 or self.weight_decay < 0:
-            raise ValueError("max_grad_norm and weight_decay must be >= 0")
         self.lora_settings()
         mp.check(self.precision)
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from methods.trl_driver import TrlMethod
-from methods.base import MethodConfig
+from bench.core.checks import at_least
+from methods.base import PPO_RANGES, MethodConfig
 
 
 @dataclass
@@ -65,12 +66,12 @@ class DDPOConfig(MethodConfig):
     def updates_per_step(self) -> int:
         return self.images_per_step() // (self.micro_batch() * self.train_grad_accum) * self.inner_epochs
 
+    RANGES = dict(PPO_RANGES, stat_buffer_size=at_least(1), stat_min_count=at_least(0), sample_batches=at_least(1),
+                  train_batch_size=at_least(0, "0: batch_size"), train_grad_accum=at_least(1), inner_epochs=at_least(1))
+
     def __post_init__(self):
         super().__post_init__()
-        for name in ("sample_batches", "train_grad_accum", "inner_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.train_batch_size < 0 or self.batch_size % self.micro_batch():
+        if self.batch_size % self.micro_batch():
             raise ValueError(f"train_batch_size={self.train_batch_size} must divide batch_size={self.batch_size} "
                              "(trl's rule)")
         if self.images_per_step() % (self.micro_batch() * self.train_grad_accum):
@@ -81,8 +82,6 @@ class DDPOConfig(MethodConfig):
         if self.grad_accum != 1:
             raise ValueError("ddpo: grad_accum must be 1 (one trl epoch = one step); use sample_batches and "
                              "train_grad_accum")
-        if not 0 < self.timestep_fraction <= 1:
-            raise ValueError(f"timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
         if int(self.steps * self.timestep_fraction) < 1:
             raise ValueError(f"timestep_fraction={self.timestep_fraction} of steps={self.steps} trains on no timestep "
                              "(trl would silently make no update); raise it")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.core.checks import at_least
 from methods.alignprop import AlignProp, AlignPropConfig
 from methods.base import batch_stats
 
@@ -43,12 +44,12 @@ class DraftLVConfig(AlignPropConfig):
     draws: int = 2
     """Noise draws n at the last step per sample (DRaFT paper, Algorithm 1 / section 4: n = 2)."""
 
+    RANGES = dict(draws=at_least(1))
+
     def __post_init__(self):
         super().__post_init__()
         if self.truncation != "last-k" or self.k != 1:
             raise ValueError("draft-lv is defined for K = 1 (truncation='last-k', k=1); for K > 1 use draft-k")
-        if self.draws < 1:
-            raise ValueError(f"draws must be >= 1, got {self.draws}")
 
 
 class DraftLV(AlignProp):

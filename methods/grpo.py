@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.base import Method, MethodConfig, batch_stats
+from bench.core.checks import at_least
+from methods.base import PPO_RANGES, Method, MethodConfig, batch_stats
 
 
 @dataclass
@@ -74,6 +75,9 @@ class GRPOConfig(MethodConfig):
     """Leave the last stochastic transition out of training (train_grpo_sd.py: ``log_probs[:, :-1]``, and
     ``num_train_timesteps = (num_steps - 1) * timestep_fraction``)."""
 
+    RANGES = dict(PPO_RANGES, group_size=at_least(0, "0: batch_size"), kl_weight=at_least(0),
+                  updates_per_batch=at_least(1))
+
     def __post_init__(self):
         super().__post_init__()
         if self.eta <= 0:
@@ -82,10 +86,6 @@ class GRPOConfig(MethodConfig):
         if g < 2 or self.batch_size % g:
             raise ValueError(f"group_size must be >= 2 and divide batch_size={self.batch_size}, got {g}; "
                              "a group of one has no relative advantage")
-        if not 0 < self.timestep_fraction <= 1:
-            raise ValueError(f"timestep_fraction must lie in (0, 1], got {self.timestep_fraction}")
-        if self.clip_range <= 0 or self.adv_clip_max <= 0 or self.kl_weight < 0:
-            raise ValueError("clip_range and adv_clip_max must be > 0, kl_weight >= 0")
         if self.updates_per_batch < 1:
             raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
         if self.drop_last_step and self.steps < 2:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.ddim import predict_x0
+from bench.core.checks import ANY, Range, above, at_least
 from methods.base import Method, MethodConfig, batch_stats, denoising_loss
 
 
@@ -51,14 +52,13 @@ class ReFLConfig(MethodConfig):
     checkpointing: bool = True
     """Activation checkpointing on the gradient-carrying UNet call and the decode."""
 
+    RANGES = dict(stop_from=Range(0, 1, high_open=True), hinge_target=ANY, loss_scale=above(0),
+                  pretrain_weight=at_least(0))
+
     def __post_init__(self):
         super().__post_init__()
-        if not 0 <= self.stop_from < 1:
-            raise ValueError(f"stop_from must lie in [0, 1), got {self.stop_from}")
         if self.loss not in ("neg", "hinge"):
             raise ValueError(f"loss must be 'neg' or 'hinge', got {self.loss!r}")
-        if self.loss_scale <= 0 or self.pretrain_weight < 0:
-            raise ValueError("loss_scale must be > 0 and pretrain_weight >= 0")
 
     def stop_range(self) -> tuple[int, int]:
         """Inclusive range of the gradient step index s."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.core import distributed
+from bench.core.checks import FRACTION, above, at_least
 from methods.base import Method, MethodConfig, batch_stats, denoising_loss
 
 
@@ -35,14 +36,7 @@ class RWRConfig(MethodConfig):
     noise_draws: int = 1
     """Random (timestep, noise) pairs per sample in the denoising loss."""
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 < self.top_fraction <= 1:
-            raise ValueError(f"top_fraction must lie in (0, 1], got {self.top_fraction}")
-        if self.noise_draws < 1:
-            raise ValueError(f"noise_draws must be >= 1, got {self.noise_draws}")
+    RANGES = dict(temperature=above(0), top_fraction=FRACTION, noise_draws=at_least(1))
 
 
 class RWR(Method):

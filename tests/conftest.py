@@ -2,6 +2,8 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The CI gate's calibration workload (bench.core.calibrate, ~0.7 s a worker) only where a test asks for it.
+os.environ.setdefault("BENCH_CALIBRATE_REPEATS", "0")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two xdist workers share the machine's cores: the bench.run and worker subprocesses the tests start inherit one
     # thread each too (two threads per process on 2 busy cores made one in-process measurement 17x slower: 164 s vs 9 s).

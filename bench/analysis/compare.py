@@ -8,9 +8,13 @@ file written by ``--write-baseline``):
   standard error of the difference across seeds (a side with one seed borrows the other side's spread);
   "worse" follows the reward's ``higher_is_better``;
 - time per step and peak memory: a regression when new / baseline exceeds ``time_tol`` / ``mem_tol``. Time is
-  the process's CPU seconds per optimizer step (``cpu_per_step``), which other processes on a busy machine do not
-  inflate the way they inflate wall-clock (a run on 2 cores at load 8 took 18x the wall time at the same CPU
-  time); wall-clock s/step is used only where a side lacks CPU time (an older baseline), and the check says so.
+  the process's CPU seconds per optimizer step divided by the calibration workload's CPU seconds measured in the
+  same worker process (``cpu_per_step_norm`` = ``cpu_per_step / calib_cpu_s``, ``bench.core.calibrate``), so a
+  machine that is slower per CPU second, or busier, moves both alike (CPU seconds alone differed 1.4x between two
+  machines of the same kind, quiet). Un-normalised CPU seconds are compared where a side has no calibration (an
+  older baseline), wall-clock s/step where a side lacks CPU time; the check says which. CPU time is itself far
+  less inflated by other processes than wall-clock (a run on 2 cores at load 8 took 18x the wall time at the same
+  CPU time). The absolute figures stay in the table.
   CPU seconds depend on the number of torch threads (two threads spend CPU time on each other: 0.37 CPU s/step
   on 2 threads vs 0.26 on 1 for the same rwr smoke step), so both sides must have run with the same thread count
   (``threads`` in runs.csv); a mismatch fails the check and names the fix (CI runs the smoke with
@@ -92,6 +96,8 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
                 reward_std=float(finals.std(ddof=1)) if len(finals) > 1 else float("nan"),
                 sec_per_step=float(g["sec_per_step"].mean()),
                 cpu_per_step=float(g["cpu_per_step"].mean()),
+                calib_cpu_s=float(g["calib_cpu_s"].mean()) if "calib_cpu_s" in g else float("nan"),
+                cpu_per_step_norm=float(g["cpu_per_step_norm"].mean()) if "cpu_per_step_norm" in g else float("nan"),
                 load_avg=float(g["load_avg"].max()),
                 threads=_threads(g),
                 peak_mem_mb=float(g["peak_mem_mb"].mean()),
@@ -100,7 +106,8 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows, columns=KEY + ["runs", "n", "reward_mean", "reward_std", "sec_per_step",
-                                             "cpu_per_step", "load_avg", "threads", "peak_mem_mb", "status", "stand_in"])  # fmt: skip
+                                             "cpu_per_step", "calib_cpu_s", "cpu_per_step_norm", "load_avg", "threads",
+                                             "peak_mem_mb", "status", "stand_in"])  # fmt: skip
 
 
 def load_summary(source: str | Path) -> pd.DataFrame:
@@ -117,7 +124,7 @@ def load_summary(source: str | Path) -> pd.DataFrame:
     missing = [c for c in KEY + ["n", "reward_mean"] if c not in frame.columns]
     if missing:
         raise UsageError(f"baseline {str(path)!r} entries lack {missing}; regenerate it with --write-baseline")
-    for col in ("reward_std", "sec_per_step", "cpu_per_step", "peak_mem_mb"):
+    for col in ("reward_std", "sec_per_step", "cpu_per_step", "calib_cpu_s", "cpu_per_step_norm", "peak_mem_mb"):
         frame[col] = pd.to_numeric(frame.get(col, np.nan), errors="coerce")
     return frame
 
@@ -154,14 +161,18 @@ def _ratio_check(new, base, limit: float) -> tuple[float, str]:
 
 
 def time_check(new: pd.Series, base: pd.Series, limit: float) -> tuple[float, str]:
-    """CPU seconds per step new / baseline; wall-clock (marked "wall") where either side has no CPU time."""
+    """Calibrated CPU seconds per step new / baseline (marked "CPU/calib"); raw CPU seconds (marked "CPU", saying
+    the calibration is missing) or wall-clock (marked "wall") where either side lacks the finer figure."""
     if not is_nan(new.get("cpu_per_step")) and not is_nan(base.get("cpu_per_step")):
         t_new, t_base = _text(new.get("threads")), _text(base.get("threads"))
         if t_new and t_base and t_new != t_base:
             return float("nan"), (f"CPU REGRESSION (not comparable: {t_new} torch thread(s) vs the baseline's {t_base};"
                                   f" rerun with OMP_NUM_THREADS={t_base} or rewrite the baseline)")
+        if not is_nan(new.get("cpu_per_step_norm")) and not is_nan(base.get("cpu_per_step_norm")):
+            ratio, verdict = _ratio_check(new.get("cpu_per_step_norm"), base.get("cpu_per_step_norm"), limit)
+            return ratio, f"CPU/calib {verdict}"
         ratio, verdict = _ratio_check(new.get("cpu_per_step"), base.get("cpu_per_step"), limit)
-        return ratio, f"CPU {verdict}"
+        return ratio, f"CPU {verdict} (no calibration: machine-dependent)"
     ratio, verdict = _ratio_check(new.get("sec_per_step"), base.get("sec_per_step"), limit)
     return ratio, f"wall {verdict} (no CPU time recorded)"
 
@@ -175,7 +186,8 @@ def compare(new: pd.DataFrame, base: pd.DataFrame, tol: Tolerance) -> pd.DataFra
         b = pd.Series({k[:-5]: m[k] for k in m.index if k.endswith("_base")})
         n = pd.Series({k[:-4]: m[k] for k in m.index if k.endswith("_new")})
         row.update(base_reward=b.get("reward_mean"), new_reward=n.get("reward_mean"), margin=float("nan"),
-                   time_ratio=float("nan"), mem_ratio=float("nan"))  # fmt: skip
+                   time_ratio=float("nan"), mem_ratio=float("nan"), base_cpu=b.get("cpu_per_step"),
+                   new_cpu=n.get("cpu_per_step"), base_calib=b.get("calib_cpu_s"), new_calib=n.get("calib_cpu_s"))  # fmt: skip
         checks = []
         if m["_merge"] == "right_only":
             row.update(reward_check="new (no baseline)", time_check="n/a", mem_check="n/a")
@@ -218,6 +230,8 @@ def render(table: pd.DataFrame) -> str:
                 "final eval reward base → new (margin)": f"{fmt(r['base_reward'], spec='.4g')} → {fmt(r['new_reward'], spec='.4g')} (±{fmt(r['margin'], spec='.4g')})",
                 "reward check": r["reward_check"],
                 "time/step new/base": f"{fmt(r['time_ratio'], spec='.2f', suffix='x')} {r['time_check']}",
+                "CPU s/step base → new (calib s)": f"{fmt(r.get('base_cpu'), spec='.3f')} ({fmt(r.get('base_calib'), spec='.3f')}) → "
+                                                   f"{fmt(r.get('new_cpu'), spec='.3f')} ({fmt(r.get('new_calib'), spec='.3f')})",
                 "peak mem new/base": f"{fmt(r['mem_ratio'], spec='.2f', suffix='x')} {r['mem_check']}",
             }
         )

@@ -94,6 +94,33 @@ def _check(frame: pd.DataFrame, path: Path, kind: str, problems: list[str]) -> p
         frame = frame[~bad].reset_index(drop=True)
     return frame
 
+def from_manifest(directory: Path, problems: list[str]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The tables of a folder whose runner died before writing them (SIGKILL), rebuilt in memory from
+    ``manifest.json`` and each run's ``rows.jsonl`` / ``result.json``, the way the runner writes them; (None, None)
+    when the folder has no readable manifest."""
+    from bench.harness.recorder import ROWS, counters, read_rows, run_row
+    from bench.harness.spec import RunSpec
+
+    try:
+        specs = json.loads((directory / "manifest.json").read_text())["runs"]
+        specs = {run_id: RunSpec.from_dict(spec) for run_id, spec in specs.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, None
+    rows, table = [], []
+    for run_id, spec in specs.items():
+        run_rows = read_rows(directory / "runs" / run_id / ROWS)
+        try:
+            result = json.loads((directory / "runs" / run_id / "result.json").read_text())
+        except (OSError, ValueError):
+            result = dict(status="unknown", error="the runner stopped before this run ended", **counters(run_rows))
+        rows += run_rows
+        table.append(run_row(spec, dict(result, rows=run_rows)))
+    problems.append(f"{directory}: no runs.csv or metrics (the runner was stopped before writing them); read from "
+                    "manifest.json and each run's rows: run bench.run again with the same flags and --resume to "
+                    "finish it")
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS), pd.DataFrame(table, columns=RUN_COLUMNS)
+
+
 def _clean_stand_in(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -138,6 +165,8 @@ def load_results(directories: list[str | Path]) -> Results:
         seen.add(directory.resolve())
         found = len(problems)
         metrics, runs = _read_metrics(directory, problems), _read_runs(directory, problems)
+        if metrics is None and runs is None and not (directory / "runs.csv").exists():
+            metrics, runs = from_manifest(directory, problems)
         if metrics is None and runs is None:
             damage = "; ".join(problems[found:])
             raise UsageError(f"{str(directory)!r} holds nothing usable ({damage}); re-run or --resume it" if damage else
@@ -182,7 +211,7 @@ def load_results(directories: list[str | Path]) -> Results:
         for col in ("method", "reward", "model"):
             frame[col] = frame[col].astype(str)
     for col in ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed", "cpu_s",
-                "cpu_per_step", "load_avg", "cores", "threads"):
+                "cpu_per_step", "load_avg", "cores", "threads", "calib_cpu_s", "cpu_per_step_norm"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["warning"] = runs["warning"].fillna("").astype(str)
     for col in ("step", "samples", "wall_s", "value", "peak_mem_mb", "seed", "cpu_s"):

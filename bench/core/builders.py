@@ -77,6 +77,21 @@ def load_tokenizer(words: list[str] = (), max_length: int = 77):
                              model_max_length=max_length)
 
 
+TINY_UNET = dict(
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=32,
+    attention_head_dim=8,
+    norm_num_groups=32,
+)
+"""``tiny-random``'s UNet (also the calibration workload of ``bench.core.calibrate``)."""
+
+
 def build_tiny_random(seed: int = 0, words: list[str] = ()):
     """A Stable-Diffusion-architecture pipeline with seeded random weights: 32x32 images, 16x16x4 latents."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -85,18 +100,7 @@ def build_tiny_random(seed: int = 0, words: list[str] = ()):
     tokenizer = load_tokenizer(words)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
+        unet = UNet2DConditionModel(**TINY_UNET)
         torch.manual_seed(seed + 1)
         vae = AutoencoderKL(
             in_channels=3,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -25,6 +26,47 @@ def atomic_write(path: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+LOW_SPACE_BYTES = 8 * 2**20
+"""Below this much free space, a writer's failure without an errno (torch's) is taken for a full disk."""
+
+
+WRITER_FAILURES = ("inline_container", "PytorchStreamWriter", "unexpected pos")
+"""Texts of torch's serialisation errors when a write fails (they carry no errno)."""
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes this process may still write on ``path``'s file system (root may use the reserved blocks)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+class NoSpaceError(OSError):
+    """A write that met a full disk, its message already the cause ("no space left on PATH ...")."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def storage_cause(exc: BaseException, path: Path) -> str | None:
+    """"no space left on PATH (...)" for a write that failed on a full disk: an ``OSError`` ENOSPC / EDQUOT, or
+    torch's writer failing (its RuntimeError names no errno) while under ``LOW_SPACE_BYTES`` are free; None for any
+    other error."""
+    if isinstance(exc, NoSpaceError):
+        return str(exc)
+    first = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+        return f"no space left on {exc.filename or path} ({first}); free space, then run again with --resume"
+    writer = isinstance(exc, RuntimeError) and any(m in str(exc) for m in WRITER_FAILURES)
+    free = free_bytes(path) if writer else None
+    if free is not None and free < LOW_SPACE_BYTES:
+        return f"no space left on {path} ({free // 1024} KiB free; {first}); free space, then run again with --resume"
+    return None
 
 
 def current_umask() -> int:

@@ -3,6 +3,7 @@ a results folder (and each run folder) is used by one process at a time, and an 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -142,3 +143,43 @@ class SafeStream:
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
+
+
+ERROR_RESERVE = ".error.log.reserve"
+RESERVE_BYTES = 64 * 1024
+"""Space set aside when a worker starts, so a full disk still gets its traceback into ``error.log``."""
+
+
+def reserve_error_log(run_dir: Path) -> None:
+    """Best effort: allocate ``ERROR_RESERVE`` (``keep_error_log`` overwrites it in place: no new space needed)."""
+    path = run_dir / ERROR_RESERVE
+    try:
+        if not path.is_file() or path.stat().st_size < RESERVE_BYTES:
+            with open(path, "wb") as f:
+                f.write(b"\n" * RESERVE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+    except OSError:
+        pass
+
+
+def release_error_log(run_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (run_dir / ERROR_RESERVE).unlink(missing_ok=True)
+
+
+def keep_error_log(run_dir: Path, text: str) -> None:
+    """Best effort: the traceback into ``error.log``, written into the reserved space where there is one (a full
+    disk has no room for a new file); must never replace the original error with a disk-full one."""
+    data = text.encode()[-RESERVE_BYTES:]
+    reserve = run_dir / ERROR_RESERVE
+    try:
+        if reserve.is_file():
+            with open(reserve, "r+b") as f:
+                f.write(data)
+                f.truncate(len(data))
+            os.replace(reserve, run_dir / "error.log")
+        else:
+            (run_dir / "error.log").write_text(text)
+    except OSError:
+        pass

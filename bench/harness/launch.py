@@ -209,6 +209,7 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
         print(f"{tag}: start", file=sys.stderr, flush=True)
         started = time.monotonic()
         result = run_worker(spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd, threads)
+        result["job_workers"] = min(args.jobs, len(todo)) * args.processes  # the load this job itself makes
         print(f"{tag}: end, {run_end_line(result, time.monotonic() - started)}", file=sys.stderr, flush=True)
         return result
 
@@ -296,14 +297,21 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
         if not isinstance(previous, dict):
             raise UsageError(f"{str(out / 'manifest.json')!r} is damaged (not a JSON object); it cannot be resumed: "
                              "start a new --out with the same flags")
-        before, now = sorted(previous.get("runs", {})), sorted(spec.run_id for spec in runs)
+        if not isinstance(previous.get("runs"), dict):
+            raise UsageError(f"{str(out / 'manifest.json')!r} holds no run specs; it cannot be resumed: start a new "
+                             "--out with the same flags")
+        before, now = sorted(previous["runs"]), sorted(spec.run_id for spec in runs)
         if before != now:
             raise UsageError(f"--resume: {str(out)!r} holds runs {', '.join(before)}, the flags give "
                              f"{', '.join(now)}; repeat the original --methods, --reward and --seeds")
         for spec in runs:
+            changed = spec_changes(previous["runs"][spec.run_id], spec)
+            if changed:
+                raise UsageError(f"--resume: run {spec.run_id} was made with other settings ({', '.join(changed)} "
+                                 "differ from manifest.json); repeat the original flags")
             stored = out / "runs" / spec.run_id / "config.json"
             if not stored.is_file():
-                continue
+                continue  # written again from the manifest's (equal) spec
             try:
                 same = RunSpec.from_file(stored).to_json() == spec.to_json()
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
@@ -315,11 +323,21 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
         raise UsageError(f"{str(out)!r} already holds results; pass --resume to continue them or choose another --out")
     return previous
 
+def spec_changes(recorded, spec: RunSpec) -> list[str]:
+    """The fields in which the manifest's recorded spec of a run differs from the planned one (fields an older
+    manifest lacks are not compared); empty when they agree."""
+    planned = json.loads(spec.to_json())
+    if not isinstance(recorded, dict):
+        return ["its whole spec"]
+    return sorted(k for k in planned if k in recorded and recorded[k] != planned[k])
+
 def prepare_out(out: Path, runs: list[RunSpec], resume: bool):
     """Check, lock and lay out the results folder; returns (the earlier manifest on --resume, the held lock).
     Another ``bench.run`` on the folder, or a folder that cannot be made, is a ``UsageError``."""
     lock = None
-    if resume and out.is_dir():  # before the checks: another runner may be rewriting what they read
+    # On a results folder, lock before the checks (another runner may be rewriting what they read); any other
+    # folder is locked only once accepted, so a refusal leaves nothing in it.
+    if resume and (out / "manifest.json").is_file():
         try:
             lock = lock_folder(out, "bench.run")
         except OSError:

@@ -9,6 +9,7 @@ to the previous, else the run restarts, saying so), and returns the result (stat
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -22,8 +23,8 @@ import numpy as np
 import torch
 
 from bench.core import distributed
-from bench.core.files import atomic_write, write_json
-from bench.harness.guard import Interrupted
+from bench.core.files import NoSpaceError, atomic_write, storage_cause, write_json
+from bench.harness.guard import Interrupted, keep_error_log
 from bench.harness.recorder import ROWS, STATUSES, Recorder, cores, is_finite, read_rows, write_rows
 from bench.harness.spec import Budget, RunSpec
 
@@ -89,6 +90,7 @@ class Run:
         return None
 
     def execute(self) -> dict:
+        from bench.core.calibrate import Calibration
         from bench.core.evaluate import evaluate
         from bench.core.models import load_model
         from bench.core.prompts import load_prompts
@@ -160,6 +162,9 @@ class Run:
 
         if saved is None:
             run_eval(first=True)
+        # the fixed workload of bench.core.calibrate, in this process, on its threads, its passes between the first
+        # steps: normalises CPU s/step for the regression gate
+        calibration = Calibration()
         status, error = None, ""
         try:
             while (status := distributed.agree(self.stop_reason(rec), STATUSES)) is None:
@@ -170,6 +175,7 @@ class Run:
                 rec.wall_s += time.perf_counter() - start
                 rec.cpu_s += time.process_time() - cpu_start
                 rec.note_load()
+                calibration.after_step()
                 metrics = distributed.combine_metrics(metrics)
                 rec.step += 1
                 queried = int(metrics.get("samples", 0))
@@ -196,8 +202,10 @@ class Run:
             status, error = "oom", f"MemoryError: {exc}"
         except Exception as exc:  # keep the rows collected so far; the message goes to runs.csv
             keep_error_log(self.dir, traceback.format_exc())
-            status, error = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            status, error = "error", failure_text(exc, self.dir)
+        calib = calibration.cpu_s() if status not in ("interrupted", "oom") else None
         result = dict(base, status=status, error=error, steps=rec.step, samples=rec.samples, wall_s=rec.wall_s,
+                      calib_cpu_s=calib,
                       cpu_s=rec.cpu_s, load_avg=rec.load_max, cores=cores(), threads=torch.get_num_threads(),
                       peak_mem_mb=rec.peak_mb,
                       final_eval_reward=rec.last("eval", "reward_mean"))
@@ -227,7 +235,13 @@ class Run:
         path = self.dir / CHECKPOINT
 
         def write(tmp: Path) -> None:
-            torch.save(state, tmp)
+            try:
+                torch.save(state, tmp)
+            except Exception as exc:  # named while the partial file still fills the disk (removed right after)
+                cause = storage_cause(exc, self.dir)
+                if cause:
+                    raise NoSpaceError(errno.ENOSPC, cause, str(self.dir)) from exc
+                raise
             if path.is_file():
                 os.replace(path, self.dir / PREVIOUS)
 
@@ -263,12 +277,9 @@ def load_checkpoint(run_dir: Path) -> tuple[dict | None, str]:
     return None, "; ".join(notes)
 
 
-def keep_error_log(run_dir: Path, text: str) -> None:
-    """Best effort: ``error.log`` must not replace the original error with a disk-full one."""
-    try:
-        (run_dir / "error.log").write_text(text)
-    except OSError:
-        pass
+def failure_text(exc: BaseException, run_dir: Path) -> str:
+    """The one line runs.csv gets for a failed run: the storage cause where a write met a full disk."""
+    return (storage_cause(exc, run_dir) or f"{type(exc).__name__}: {exc}").splitlines()[0][:500]
 
 
 def rng_devices(device: torch.device) -> list:

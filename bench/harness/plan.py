@@ -57,6 +57,37 @@ def check_lora_targets(model: str, configs: dict, method_classes: dict) -> None:
                                  "such as to_q,to_k,to_v,to_out.0 (attention) or proj_in,proj_out,ff.net.2")
 
 
+RUN_WIDE = ("precision", "resolution")
+"""Config keys that are run-wide settings: ``--set KEY=VALUE`` means ``--KEY VALUE`` (training, the plan, runs.csv
+and evaluation all use it); a per-method ``--set METHOD.KEY`` is refused."""
+
+
+def fold_run_wide(args, global_sets: dict[str, str], per_method: dict[str, dict]):
+    """``args`` with each run-wide ``--set KEY=VALUE`` moved onto its flag (a contradicting flag is refused)."""
+    import argparse
+
+    for method, sets in per_method.items():
+        for key in RUN_WIDE:
+            if key in sets:
+                raise UsageError(f"--set {method}.{key}: {key} is run-wide (training and evaluation); use --{key} "
+                                 f"VALUE or --set {key}=VALUE")
+    moved = {}
+    for key in [k for k in RUN_WIDE if k in global_sets]:
+        raw = global_sets.pop(key)
+        value = raw.strip()
+        if key == "resolution":
+            try:
+                value = float(value)
+            except ValueError:
+                raise UsageError(f"--set resolution={raw}: expected a whole number of pixels") from None
+            value = value or None  # 0: the model's native size, as the flag left out
+        flag = getattr(args, key, None)
+        if flag is not None and flag != value:
+            raise UsageError(f"--set {key}={raw} contradicts --{key} {flag}; give one of them")
+        moved[key] = value
+    return argparse.Namespace(**{**vars(args), **moved}) if moved else args
+
+
 def resolve_scale(args, model: str) -> dict:
     """``--precision`` (default: bf16 on a CUDA device that supports it, else fp32) and ``--resolution`` (checked
     against the model's VAE and UNet factors where its configs can be read here; else when the run builds it)."""
@@ -64,7 +95,10 @@ def resolve_scale(args, model: str) -> dict:
     from bench.core.models import model_geometry
     from bench.core.sampler import check_resolution
 
-    name = getattr(args, "precision", None) or mp.default_precision()
+    name = getattr(args, "precision", None)
+    if name is not None and not name.strip():
+        raise UsageError(f"--precision is empty; give one of {', '.join(mp.PRECISIONS)}, or leave it out for the default")
+    name = name or mp.default_precision()
     if name not in mp.PRECISIONS:
         raise UsageError(f"--precision {name!r} unknown; valid: {', '.join(mp.PRECISIONS)}")
     resolution = positive(getattr(args, "resolution", None), "--resolution", integer=True) or 0
@@ -84,6 +118,9 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     from bench.core.prompts import load_prompts
     from methods import METHODS
 
+    from bench.core.calibrate import repeats_from_env
+
+    repeats_from_env()  # BENCH_CALIBRATE_REPEATS, read by every worker: checked once, here
     if not args.methods or not args.reward:
         raise UsageError("--methods and --reward are required (see --list for the valid names)")
     if args.out is not None and not args.out.strip():
@@ -126,6 +163,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
     tuned = apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method)
+    args = fold_run_wide(args, global_sets, per_method)
     scale = resolve_scale(args, model)
     protocol = getattr(args, "protocol", None) or preset.protocol
     if protocol not in PROTOCOLS:
@@ -181,12 +219,15 @@ def apply_tuned(paths: str | None, reward: str, seeds: list[int], per_method: di
     """Merge the chosen values of one or more ``bench.tune`` files (comma-separated) under each method's own
     ``--set`` values (which win); refuses a file tuned for another reward or on the seeds being evaluated, and a
     method two files both tune. Returns what was applied, for the manifest."""
-    if not paths:
+    if paths is None:
         return None
     from bench.harness import tuning
 
     applied, files, tuning_seeds = {}, {}, set()
-    for path in [p.strip() for p in paths.split(",") if p.strip()]:
+    items = [p.strip() for p in paths.split(",")]
+    if not all(items):
+        raise UsageError(f"--config-from {paths!r} is empty or malformed; give bench.tune files, comma-separated")
+    for path in items:
         data = tuning.load_tuned(path)
         if data.get("reward") != reward:
             raise UsageError(f"--config-from {path!r} was tuned for reward {data.get('reward')!r}, not {reward!r}; "

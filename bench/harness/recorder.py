@@ -24,7 +24,8 @@ METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "sample
                   "value", "peak_mem_mb", "stand_in", "cpu_s"]
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
                "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "surrogate",
-               "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "threads", "warning"]
+               "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "threads", "warning",
+               "calib_cpu_s", "cpu_per_step_norm"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
 STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "skipped")
@@ -201,6 +202,7 @@ def run_row(spec, result: dict) -> dict:
     cap = spec.budget.max_memory_gb
     peak = result.get("peak_mem_mb")
     cpu, load, n_cores = result.get("cpu_s"), result.get("load_avg"), result.get("cores")
+    cpu_step, calib = median_step_cpu(result.get("rows") or []), result.get("calib_cpu_s")
     return dict(
         run_id=spec.run_id, method=spec.method, reward=spec.reward, model=spec.model, seed=spec.seed,
         status=result["status"], steps=steps, samples=result.get("samples") or 0, wall_s=round(wall, 4),
@@ -210,10 +212,12 @@ def run_row(spec, result: dict) -> dict:
         memory_overrun=bool(cap and peak and peak > cap * 1024), device=result.get("device", ""),
         surrogate=result.get("surrogate", ""),
         precision=getattr(spec, "precision", "fp32"), protocol=getattr(spec, "protocol", "matched"),
-        cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=median_step_cpu(result.get("rows") or []),
+        cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=cpu_step,
+        calib_cpu_s=calib, cpu_per_step_norm=round(cpu_step / calib, 4) if cpu_step and calib else None,
         load_avg=None if load is None else round(load, 2), cores=n_cores, threads=result.get("threads"),
         warning="; ".join(w for w in (result.get("warning", ""),
-                                      timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores)) if w),
+                                      timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores,
+                                                     own_load(result))) if w),
     )
 
 
@@ -226,14 +230,22 @@ def median_step_cpu(rows: list[dict]) -> float | None:
     return round(statistics.median(steps), 4) if steps else None
 
 
-def timing_warning(status: str, steps: int, max_steps: int | None, load: float | None, n_cores: int | None) -> str:
-    """Why a run's timings may mislead: it stopped on its time budget short of its step budget, or the machine was
-    busier than its cores (wall-clock then measures contention; compare cpu_per_step instead)."""
+def own_load(result: dict) -> int:
+    """The load the job itself makes: its workers running at once (processes included) times their torch threads."""
+    return int(result.get("job_workers") or 1) * int(result.get("threads") or 1)
+
+
+def timing_warning(status: str, steps: int, max_steps: int | None, load: float | None, n_cores: int | None,
+                   own: int = 1) -> str:
+    """Why a run's timings may mislead: it stopped on its time budget short of its step budget, or other processes
+    kept the machine busier than its cores (load above the cores by at least one runnable process beyond the job's
+    own ``own`` threads: wall-clock then measures contention; compare cpu_per_step instead)."""
     notes = []
     if status == "max_seconds" and max_steps and steps < max_steps:
         notes.append(f"stopped on --max-seconds after {steps} of {max_steps} steps")
-    if load is not None and n_cores and load > n_cores:
-        notes.append(f"machine busy: load {load:.1f} > {n_cores} cores (wall-clock inflated; see cpu_per_step)")
+    if load is not None and n_cores and round(load, 1) > n_cores and load - own >= 1:
+        notes.append(f"machine busy: load {load:.1f} on {n_cores} cores, {load - own:.1f} beyond this job's own "
+                     f"{own} thread(s) (wall-clock inflated; see cpu_per_step)")
     return "; ".join(notes)
 
 def summary_markdown(rows: list[dict]) -> str:

@@ -82,8 +82,12 @@ class RunSpec:
 
     @classmethod
     def from_file(cls, path: Path) -> "RunSpec":
-        data = json.loads(Path(path).read_text())
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}  # older folders lack later fields
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunSpec":
+        """From a config.json's (or the manifest's) spec; older folders lack later fields."""
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
         values.update(eval=EvalSettings.from_dict(data["eval"]), budget=Budget(**data["budget"]))
         return cls(**values)
 
@@ -179,4 +183,4 @@ def method_config(method_cls, method: str, overrides: dict, sets: dict[str, str]
     try:
         return method_cls.Config(**values)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"{method} config: {exc}") from None
+        raise UsageError(f"{method} config: {exc} (set with --set {method}.KEY=VALUE)") from None

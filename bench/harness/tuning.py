@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -91,10 +92,41 @@ def parse_grid(text: str) -> dict[str, list[str]]:
             raise UsageError(f"--grid part {part!r} is malformed; write key=v1,v2;key2=v3 (e.g. lr=1e-4,1e-3)")
         if key.strip() in grid:
             raise UsageError(f"--grid names {key.strip()!r} twice; list each key once")
+        same = repeated_value(items)
+        if same:
+            raise UsageError(f"--grid {key.strip()}: {same} gives the same value twice; list each value once")
         grid[key.strip()] = items
     if not grid:
         raise UsageError(f"--grid {text!r} is empty; write key=v1,v2;key2=v3 (e.g. lr=1e-4,1e-3)")
     return grid
+
+
+def repeated_value(items: list[str]) -> str | None:
+    """The first two grid values that are the same value ("1e-3" and "0.001" are), as text; None when all differ."""
+    seen = {}
+    for item in items:
+        try:
+            value = float(item)
+        except ValueError:
+            value = item.lower()
+        if value in seen:
+            return f"{seen[value]!r} and {item!r}" if seen[value] != item else repr(item)
+        seen[value] = item
+    return None
+
+
+def check_targets(out: Path, target: Path) -> None:
+    """Before the first run: the runs' folder is new (or empty) and creatable, the tuned file is writable."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file; choose a folder")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{str(out)!r} already holds results; choose another --out")
+    if target.is_dir():
+        raise UsageError(f"--write {str(target)!r} is a folder; name the tuned file to write, e.g. {target / 'tuned.json'}")
+    for path, flag in ((out, "--out"), (target.parent, "--write")):
+        ancestor = next(p for p in (path, *path.parents) if p.exists())
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UsageError(f"{flag} {str(path)!r} cannot be written ({str(ancestor)!r} is not a writable folder)")
 
 
 def candidates(method: str, config_cls, grid: dict[str, list[str]]) -> list[Candidate]:
@@ -188,7 +220,29 @@ def load_tuned(path: str | Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("methods"), dict):
         raise UsageError(f"--config-from {str(path)!r} is not a bench.tune file ({FORMAT}); write one with "
                          "python -m bench.tune")
+    problem = schema_problem(data)
+    if problem:
+        raise UsageError(f"--config-from {str(path)!r}: {problem}; write it again with python -m bench.tune")
     return data
+
+
+def schema_problem(data: dict) -> str | None:
+    """What in a tuned file's ``methods``, ``chosen`` values, ``reward`` or ``tuning_seeds`` has the wrong type."""
+    for method, entry in data["methods"].items():
+        if not isinstance(entry, dict):
+            return f"methods.{method} must be an object with a 'chosen' object, got {type(entry).__name__}"
+        chosen = entry.get("chosen")
+        if chosen is not None and not isinstance(chosen, dict):
+            return f"methods.{method}.chosen must be an object of KEY: value (or null), got {type(chosen).__name__}"
+        bad = [k for k, v in (chosen or {}).items() if isinstance(v, (dict, list)) or v is None]
+        if bad:
+            return f"methods.{method}.chosen.{bad[0]} must be a number, string or boolean"
+    if not isinstance(data.get("reward"), str):
+        return "'reward' must be the reward name it was tuned for"
+    seeds = data.get("tuning_seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(type(x) is int for x in seeds)):
+        return f"'tuning_seeds' must be a list of integers, got {seeds!r}"
+    return None
 
 
 def tuned_sets(data: dict, methods: list[str]) -> dict[str, dict[str, str]]:

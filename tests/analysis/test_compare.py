@@ -112,6 +112,47 @@ def test_speed_check_uses_cpu_time_so_a_busy_machine_passes_and_a_real_slowdown_
     assert done.returncode == 1 and "wall REGRESSION" in done.stdout and "no CPU time" in done.stdout
 
 
+def test_speed_check_normalised_by_the_calibration_is_machine_independent(tmp_path):
+    def folder(name, cpu, calib):
+        return write_runs(tmp_path / name, runs("ddpo", [0.5], cpu_per_step=cpu, calib_cpu_s=calib,
+                                                cpu_per_step_norm=cpu / calib, threads=1))
+
+    base = folder("base", 0.60, 0.11)
+    # A machine 1.4x slower per CPU second: the step and the calibration slow alike; raw CPU s would read 1.45x.
+    done = gate(folder("slower", 0.87, 0.155), base, "--time-tol", "1.3")
+    assert done.returncode == 0 and "1.03x CPU/calib ok" in done.stdout, done.stdout
+    assert "0.600 (0.110) → 0.870 (0.155)" in done.stdout  # the absolute figures stay in the table
+    # Twice the work per step on the same machine: the calibration stays, the ratio doubles.
+    done = gate(folder("double", 1.21, 0.11), base, "--time-tol", "1.5")
+    assert done.returncode == 1 and "CPU/calib REGRESSION (>1.5x)" in done.stdout
+    # An uncalibrated side falls back to raw CPU seconds and says the verdict depends on the machine.
+    old = write_runs(tmp_path / "old", runs("ddpo", [0.5], cpu_per_step=0.60, threads=1))
+    done = gate(folder("slower2", 0.87, 0.155), old, "--time-tol", "1.3")
+    assert done.returncode == 1 and "no calibration: machine-dependent" in done.stdout
+
+
+def test_calibration_workload_is_cheap_positive_and_leaves_the_random_streams():
+    import torch
+
+    from bench.core.calibrate import Calibration
+
+    torch.manual_seed(3)
+    expected = torch.rand(3)
+    torch.manual_seed(3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the gate runs it (two threads on two busy cores can take 17x the time)
+    try:
+        calib = Calibration(repeats=2)
+        calib.after_step()
+        assert len(calib.times) == 1
+        value = calib.cpu_s()
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calib.times) == 2 and 0 < value < 2
+    assert torch.equal(torch.rand(3), expected)
+    assert Calibration(repeats=0).cpu_s() is None
+
+
 def test_cpu_time_on_a_different_thread_count_is_not_compared(tmp_path):
     # Two torch threads bill each other's overhead as CPU time: the same step costs more CPU seconds than on one.
     base = write_runs(tmp_path / "base", runs("alignprop", [0.5], cpu_per_step=0.25, threads=1))

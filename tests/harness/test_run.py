@@ -40,7 +40,7 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "r"
     proc = bench_run("--preset", "smoke", "--methods", f"alignprop-k1,rwr,{PLUGINS}:Boom", "--reward", "mean-brightness",
                      "--seeds", "0,1", "--max-steps", "2", "--eval-every", "1", "--jobs", "2", "--out", str(out),
-                     env={"BENCH_PROGRESS_S": "0.5"})  # fmt: skip
+                     env={"BENCH_PROGRESS_S": "0.5", "BENCH_CALIBRATE_REPEATS": "2"})  # fmt: skip
     (out.parent / "stderr.txt").write_text(proc.stderr)  # output redirected, as in `make bench > log`
     return out
 
@@ -55,6 +55,8 @@ def test_redirected_log_shows_each_run_start_end_and_status_lines(smoke):
     done = runs.loc["alignprop-k1__mean-brightness__s0"]
     assert 0 < done.cpu_s and done.cpu_per_step == pytest.approx(done.cpu_s / 2, rel=1e-3)
     assert done.cores >= 1 and done.load_avg >= 0
+    assert 0 < done.calib_cpu_s < 2 and done.cpu_per_step_norm == pytest.approx(done.cpu_per_step / done.calib_cpu_s,
+                                                                                  rel=1e-2)
 
 
 def test_results_schema(smoke):
