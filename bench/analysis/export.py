@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -40,7 +41,8 @@ def finished_run(run_dir: Path) -> tuple[RunSpec, dict]:
     try:
         spec = RunSpec.from_file(run_dir / "config.json")
     except (ValueError, KeyError, TypeError):
-        raise UsageError(f"{str(run_dir / 'config.json')!r} is damaged; pass a run folder written by bench.run") from None
+        raise UsageError(f"{str(run_dir / 'config.json')!r} is damaged; pass a run folder written by "
+                         "bench.run") from None
     return spec, result
 
 
@@ -81,8 +83,9 @@ def base_code(model: str) -> str:
     from bench.core.models import BUILDERS, HUB_ALIASES
 
     if model in BUILDERS:  # built by this harness (tiny-random is built from code, seeded)
-        return f'pipe = load_model("{model}").pipe  # from bench.core.models import load_model'
-    return f'pipe = DiffusionPipeline.from_pretrained("{HUB_ALIASES.get(model, model)}")'
+        return f'from bench.core.models import load_model  # diffusion-reward-bench\npipe = load_model("{model}").pipe'
+    return (f'pipe = DiffusionPipeline.from_pretrained("{HUB_ALIASES.get(model, model)}")\n'
+            "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the run sampled with DDIM")
 
 
 def model_card(spec: RunSpec, result: dict, interval, merged: bool) -> str:
@@ -118,7 +121,7 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool) -> str:
         f"| final evaluation reward | {final} |",
         f"| evaluation | {cfg.n} images of the run's held-out prompts, DDIM {cfg.steps} steps, guidance "
         f"{cfg.guidance_scale:g}, eta 0, noise seed {cfg.seed} + image index |", "",
-        "## Use", "", "```python", "from diffusers import DiffusionPipeline", "",
+        "## Use", "", "```python", "from diffusers import DDIMScheduler, DiffusionPipeline", "",
     ]
     if merged:
         lines += ['pipe = DiffusionPipeline.from_pretrained("THIS_FOLDER")  # the LoRA is fused into the UNet']
@@ -140,12 +143,21 @@ def merge(spec: RunSpec, lora_file: Path, base: str, dest: Path) -> None:
     component = lora_component(pipe)
     with safe_open(str(lora_file), framework="pt") as handle:
         expected = sum(".lora_A." in k for k in handle.keys() if k.startswith(component + "."))
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)  # its error log would repeat the exception's lines
     try:
-        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # peft's note on modules the state dict lacks: judged below
+            pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
     except (RuntimeError, ValueError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()
-        raise UsageError(f"the adapter of {spec.run_id} does not fit base model {base!r} "
-                         f"({' '.join(reason[:2])[:200]}); merge into the model it was trained on, {spec.model!r}") from None
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(exc).__name__)
+        raise UsageError(f"the adapter of {spec.run_id} does not fit base model {base!r} ({reason[:160]}); merge "
+                         f"into the model it was trained on, {spec.model!r}") from None
+    finally:
+        diffusers_logging.set_verbosity(level)
     loaded = sum(".lora_A." in n for n, _ in getattr(pipe, component).named_parameters())
     if loaded != expected:
         raise UsageError(f"base model {base!r} took {loaded} of the {expected} LoRA modules of {spec.run_id}; merge "
@@ -171,6 +183,7 @@ def export_run(run_dir: Path, out: Path, merged: bool = False, base: str | None 
         write_text(tmp / "README.md", model_card(spec, result, interval, merged))
         write_json(tmp / MARKER, dict(run=str(run_dir.resolve()), run_id=spec.run_id, model=spec.model,
                                       merged_into=base if merged else None, method=spec.method, reward=spec.reward,
-                                      seed=spec.seed, status=result["status"], final_eval_reward=interval and interval[0],
+                                      seed=spec.seed, status=result["status"],
+                                      final_eval_reward=interval[0] if interval else None,
                                       versions=versions(), config=json.loads(spec.to_json())))
     return Path(out)

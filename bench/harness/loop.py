@@ -337,6 +337,7 @@ class Progress:
         self.eval_reward = None
         self.bar = tqdm(total=total, initial=getattr(initial, self.counter, 0) if initial is not None else 0,
                         desc=spec.run_id, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True,
+                        position=int(os.environ.get("BENCH_BAR_SLOT", 0)),  # its line among the runs at once
                         disable=not self.tty or not distributed.is_main())
         self.stop = threading.Event()
         self.thread = None

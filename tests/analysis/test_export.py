@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
     out = root / "results"
     args = run.build_parser().parse_args([
         "--preset", "smoke", "--model", str(base), "--methods", "rwr", "--reward", "mean-brightness",
-        "--max-steps", "2", "--set", "lora_alpha=8", "--set", "lr=3e-2", "--tracker", "tensorboard",
+        "--max-steps", "2", "--eval-n", "2", "--set", "lora_alpha=8", "--set", "lr=3e-2", "--tracker", "tensorboard",
         "--out", str(out)])  # fmt: skip
     (spec,), _ = run.plan(args)
     run_dir = out / "runs" / spec.run_id
@@ -61,7 +61,8 @@ def sample(pipe, spec) -> torch.Tensor:
     cfg, images = spec.eval.config, []
     h = pipe.unet.config.sample_size
     for i, prompt in enumerate(spec.eval.prompt_per_image()):
-        latents = torch.randn((1, pipe.unet.config.in_channels, h, h), generator=torch.Generator().manual_seed(cfg.seed + i))
+        noise = torch.Generator().manual_seed(cfg.seed + i)
+        latents = torch.randn((1, pipe.unet.config.in_channels, h, h), generator=noise)
         images.append(pipe(prompt, latents=latents, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
                            eta=0.0, output_type="pt").images)
     return torch.cat(images)
