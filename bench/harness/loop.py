@@ -146,7 +146,7 @@ class Run:
 
         if distributed.is_main():  # a resumed run continues its tracker run from the checkpoint's step
             rec.tracker = open_tracker(spec, self.dir, saved["step"] if saved is not None else
-                                       (0 if (self.dir / ROWS).is_file() else None))
+                                       (-1 if (self.dir / ROWS).is_file() else None))
         progress = Progress(spec, self.budget, initial=rec)
 
         def run_eval(first: bool = False) -> float | None:
@@ -325,7 +325,7 @@ class Progress:
 
         self.tty = sys.stderr.isatty()
         self.run_id, self.total = spec.run_id, budget.max_steps
-        self.state = f"step {initial}{f'/{self.total}' if self.total else ''}: training"
+        self.state = f"step {initial.step if initial else 0}{f'/{self.total}' if self.total else ''}: training"
         # The bar counts what the budget counts (steps, else reward queries, else training seconds): tqdm's ETA is then
         # the time to the budget. ``initial`` (a resumed run's Recorder) starts it where the run is.
         if budget.max_steps or not (budget.max_samples or budget.max_seconds):

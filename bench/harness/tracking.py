@@ -48,7 +48,7 @@ def check_tracker(name: str | None) -> None:
 
 def open_tracker(spec, run_dir: Path, resume_step: int | None):
     """The run's tracker (None for ``none``). ``resume_step``: the checkpoint's step when the run continues (rows
-    after it are recorded again), 0 when it restarts in a folder that already logged, None for a fresh run."""
+    after it are recorded again), -1 when it restarts in a folder that already logged, None for a fresh run."""
     name = getattr(spec, "tracker", "none") or "none"
     if name == "none":
         return None
@@ -108,7 +108,7 @@ class TensorBoard(Tracker):
         again = resume_step is not None and self.logdir.is_dir()
         # purge_step: TensorBoard drops the earlier attempt's events from this step on (they are recorded again)
         self.writer = SummaryWriter(str(self.logdir), purge_step=resume_step + 1 if again else None)
-        if not again:
+        if not again or resume_step < 0:  # (a restart purges step 0, the config's step, too)
             self.writer.add_text("config", "```\n" + json.dumps(self.config, indent=2, sort_keys=True) + "\n```", 0)
 
     def log_scalars(self, values, step):
@@ -130,6 +130,7 @@ class WandB(Tracker):
         import wandb
 
         self.wandb = wandb
+        os.environ.setdefault("WANDB_SILENT", "true")  # its banner would bury the run's own lines
         (out / "wandb").mkdir(exist_ok=True)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), group=self.group, name=self.run_id,
                               id=self.run_key(), resume="allow", dir=str(out), config=self.config,
@@ -154,7 +155,8 @@ class Trackio(Tracker):
 
         self.trackio = trackio
         self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT", PROJECT), name=self.run_id,
-                                group=self.group, config=self.config, resume="allow")
+                                group=self.group, config=self.config,
+                                resume="never" if resume_step is None else "allow")  # runs are found by name
 
     def log_scalars(self, values, step):
         self.trackio.log(values, step=step)

@@ -17,7 +17,9 @@ class Terminal(io.StringIO):
 
 def drive(monkeypatch, stream, budget: Budget) -> loop.Progress:
     monkeypatch.setattr(loop.sys, "stderr", stream)
-    progress = loop.Progress(SimpleNamespace(run_id="rwr__r__s0"), budget, initial=None)
+    resumed = SimpleNamespace(step=0, samples=0, wall_s=0.0)  # a Recorder at its start
+    progress = loop.Progress(SimpleNamespace(run_id="rwr__r__s0"), budget, initial=resumed)
+    assert progress.state == f"step 0{f'/{budget.max_steps}' if budget.max_steps else ''}: training"
     for step in (1, 2):
         rec = SimpleNamespace(step=step, samples=2 * step, wall_s=0.5 * step, cpu_s=0.4 * step)
         progress.update(rec, {"reward_mean": 0.5})
