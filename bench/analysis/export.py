@@ -121,7 +121,8 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool) -> str:
         f"| final evaluation reward | {final} |",
         f"| evaluation | {cfg.n} images of the run's held-out prompts, DDIM {cfg.steps} steps, guidance "
         f"{cfg.guidance_scale:g}, eta 0, noise seed {cfg.seed} + image index |", "",
-        "## Use", "", "```python", "from diffusers import DDIMScheduler, DiffusionPipeline", "",
+        "## Use", "", "```python",
+        f"from diffusers import {'' if merged else 'DDIMScheduler, '}DiffusionPipeline", "",
     ]
     if merged:
         lines += ['pipe = DiffusionPipeline.from_pretrained("THIS_FOLDER")  # the LoRA is fused into the UNet']

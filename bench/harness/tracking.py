@@ -131,7 +131,7 @@ class WandB(Tracker):
 
         self.wandb = wandb
         os.environ.setdefault("WANDB_SILENT", "true")  # its banner would bury the run's own lines
-        (out / "wandb").mkdir(exist_ok=True)
+        (out / "wandb").mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), group=self.group, name=self.run_id,
                               id=self.run_key(), resume="allow", dir=str(out), config=self.config,
                               mode=os.environ.get("WANDB_MODE", "offline"))

@@ -188,3 +188,51 @@ def test_missing_tracker_package_exits_2_before_any_run(tmp_path, monkeypatch, c
                      "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install -e '.[wandb]'" in err and not out.exists()
+
+
+class FakeLibrary:
+    """Stands in for wandb / trackio: records what the tracker calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+        return self
+
+    def log(self, values, step=None):
+        self.calls.append(("log", values, step))
+
+    def finish(self):
+        self.calls.append(("finish",))
+
+    def Image(self, array):  # noqa: N802 (the libraries' spelling)
+        return ("image", array.shape)
+
+
+@pytest.mark.parametrize("name", ["wandb", "trackio"])
+def test_wandb_and_trackio_runs_are_offline_named_grouped_and_resumable(name, tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from bench.harness.tracking import open_tracker
+
+    fake = FakeLibrary()
+    monkeypatch.setitem(sys.modules, name, fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    spec = SimpleNamespace(run_id="m__r__s0", tracker=name, to_json=lambda: '{"seed": 0}')
+    run_dir = tmp_path / "folder" / "runs" / spec.run_id
+    for resume in (None, 3):
+        tracker = open_tracker(spec, run_dir, resume)
+        tracker.log("eval", {"reward_mean": 0.5, "samples": 4}, {}, 3)
+        tracker.log_image("eval/images", torch.zeros(2, 3, 4, 4), 3)
+        tracker.close()
+    inits = [c[1] for c in fake.calls if c[0] == "init"]
+    assert all(i["name"] == "m__r__s0" and i["group"] == "folder" and i["config"] == {"seed": 0} for i in inits)
+    if name == "wandb":
+        assert inits[0]["mode"] == "offline" and inits[0]["id"] == inits[1]["id"] and inits[0]["resume"] == "allow"
+    else:
+        assert [i["resume"] for i in inits] == ["never", "allow"]
+    assert ("log", {"eval/reward_mean": 0.5}, 3) in fake.calls
+    assert ("log", {"eval/images": ("image", (4, 8, 3))}, 3) in fake.calls
+    assert [c[0] for c in fake.calls].count("finish") == 2
