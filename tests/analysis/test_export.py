@@ -236,3 +236,18 @@ def test_wandb_and_trackio_runs_are_offline_named_grouped_and_resumable(name, tm
     assert ("log", {"eval/reward_mean": 0.5}, 3) in fake.calls
     assert ("log", {"eval/images": ("image", (4, 8, 3))}, 3) in fake.calls
     assert [c[0] for c in fake.calls].count("finish") == 2
+
+
+def test_lora_prefix_is_the_pipelines_own_component_name():
+    """The prefix comes from the pipeline's LoRA loader (SD3 and Flux name a transformer), not from a family branch."""
+    from diffusers.loaders import SD3LoraLoaderMixin, StableDiffusionLoraLoaderMixin  # the pipelines' LoRA loaders
+
+    from bench.core.lora import LoraSettings, diffusers_lora, lora_component
+
+    assert lora_component(StableDiffusionLoraLoaderMixin) == "unet"
+    assert lora_component(SD3LoraLoaderMixin) == "transformer"
+    state = {"blocks.0.attn.to_q.lora_A.default.weight": torch.ones(2, 3)}
+    tensors, meta = diffusers_lora(state, LoraSettings(rank=2, alpha=6.0, target_modules=("to_q",)), "transformer")
+    assert list(tensors) == ["transformer.blocks.0.attn.to_q.lora_A.weight"]
+    config = json.loads(meta["lora_adapter_metadata"])
+    assert (config["transformer.r"], config["transformer.lora_alpha"]) == (2, 6.0)
