@@ -88,7 +88,7 @@ def base_code(model: str) -> str:
             "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the run sampled with DDIM")
 
 
-def model_card(spec: RunSpec, result: dict, interval, merged: bool) -> str:
+def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | None = None) -> str:
     """README.md: Hub front matter, what was trained how, the final reward with its interval, how to load it."""
     from bench.core.models import HUB_ALIASES
 
@@ -110,7 +110,7 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool) -> str:
           if stand_in else []),
         "Made by diffusion-reward-bench (`python -m bench.run`, exported with `python -m bench.export`).", "",
         "| | |", "|---|---|",
-        f"| base model | `{spec.model}` |",
+        f"| base model | `{spec.model}`{f' (fused into `{base}`)' if merged and base and base != spec.model else ''} |",
         f"| method | `{spec.method}` (protocol {spec.protocol}, precision {spec.precision}) |",
         f"| reward | `{spec.reward}` |",
         f"| budget | {budget_text(asdict(spec.budget))}; ended on `{result['status']}` after {result.get('steps')} "
@@ -181,7 +181,7 @@ def export_run(run_dir: Path, out: Path, merged: bool = False, base: str | None 
         if merged:
             merge(spec, tmp / DIFFUSERS_WEIGHTS, base, tmp)
             (tmp / DIFFUSERS_WEIGHTS).unlink()  # fused: loading it again would apply the update twice
-        write_text(tmp / "README.md", model_card(spec, result, interval, merged))
+        write_text(tmp / "README.md", model_card(spec, result, interval, merged, base))
         write_json(tmp / MARKER, dict(run=str(run_dir.resolve()), run_id=spec.run_id, model=spec.model,
                                       merged_into=base if merged else None, method=spec.method, reward=spec.reward,
                                       seed=spec.seed, status=result["status"],
