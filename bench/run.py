@@ -22,6 +22,7 @@ from bench.harness.guard import INTERRUPT_EXIT, Interrupted, raise_on_signals
 from bench.harness.launch import check_submitit, launch, prepare_out
 from bench.harness.plan import default_out, plan
 from bench.harness.presets import PRESET_NAMES, PROTOCOLS
+from bench.harness.tracking import TRACKER_NAMES
 from bench.harness.recorder import COMPLETED, summary_markdown, write_manifest, write_results
 from bench.harness.console import print_listing, print_plan
 
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-timeout", type=float,
                    help="seconds after which a run's worker is stopped and recorded as error (default: 10 x "
                         "--max-seconds + 900 when there is a time budget, else none)")
+    p.add_argument("--tracker", default="none", choices=TRACKER_NAMES,
+                   help="also log every run to an experiment tracker (offline where it can be; default none)")
     p.add_argument("--out", help="results folder (default results/<timestamp>_<methods>_<reward>/)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs in --out, skip finished ones")
     p.add_argument("--dry-run", action="store_true", help="print the runs that would be made and exit")

@@ -132,8 +132,12 @@ def config_difference(first: Path, second: Path) -> str | None:
         a, b = json.loads((first / "config.json").read_text()), json.loads((second / "config.json").read_text())
     except (OSError, ValueError):
         return "config.json missing or damaged, so the settings cannot be compared"
-    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    keys = sorted(k for k in (set(a) | set(b)) - NOT_SETTINGS if a.get(k) != b.get(k))
     return f"settings differ in {', '.join(keys)}" if keys else None
+
+
+NOT_SETTINGS = {"tracker"}
+"""config.json keys that change where a run is watched, not what it computes: runs differing in them pool."""
 
 
 def pool_repeat(run_id: str, sources: dict, directory: Path) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 import torch
+
+from bench.core.files import atomic_write
 
 ADAPTER = "default"
 
@@ -73,3 +77,53 @@ def load_adapter_state_dict(unet: torch.nn.Module, state: dict[str, torch.Tensor
     with torch.no_grad():
         for k, v in state.items():
             params[k].copy_(v)
+
+
+DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
+"""The file name diffusers' ``load_lora_weights(folder)`` looks for first."""
+
+
+def lora_component(pipe) -> str:
+    """The pipeline component the LoRA adapts, named as diffusers' LoRA loader prefixes its keys: ``unet`` for the
+    Stable Diffusion family, ``transformer`` for pipelines whose loader names a transformer (SD3)."""
+    return getattr(pipe, "transformer_name", None) or getattr(pipe, "unet_name", None) or "unet"
+
+
+def diffusers_lora(state: dict[str, torch.Tensor], settings: LoraSettings, component: str = "unet"):
+    """(tensors, metadata) of ``state`` (peft's in-model names, ``...to_q.lora_A.default.weight``) in the format
+    diffusers' ``load_lora_weights`` reads: keys ``<component>.<module>.lora_A.weight`` and the peft ``LoraConfig``
+    arguments under ``lora_adapter_metadata``, so rank and alpha load as trained (without them diffusers assumes
+    alpha = rank)."""
+    marker = re.compile(rf"\.(lora_[AB])\.{re.escape(ADAPTER)}\.")
+    tensors = {f"{component}." + marker.sub(r".\1.", key): value.detach().cpu().contiguous()
+               for key, value in state.items()}
+    config = dict(r=settings.rank, lora_alpha=settings.alpha, target_modules=sorted(settings.target_modules),
+                  rank_pattern={}, alpha_pattern={}, init_lora_weights=True)
+    packed = {f"{component}.{k}": v for k, v in config.items()}
+    return tensors, {"format": "pt", "lora_adapter_metadata": json.dumps(packed, indent=2, sort_keys=True)}
+
+
+def save_diffusers_lora(path, state: dict[str, torch.Tensor], settings: LoraSettings, component: str = "unet",
+                        extra: dict[str, str] | None = None) -> None:
+    """Write ``state`` as ``diffusers_lora`` (plus ``extra`` metadata strings) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    tensors, metadata = diffusers_lora(state, settings, component)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), {**(extra or {}), **metadata}))
+
+
+def save_run_adapter(path, state: dict[str, torch.Tensor], method_config: dict, component: str = "unet",
+                     **metadata: str) -> None:
+    """A run's ``adapter.safetensors`` (peft's in-model names, the LoRA settings and ``metadata`` in its header) and
+    beside it the same weights as diffusers' ``pytorch_lora_weights.safetensors`` (keys prefixed by ``component``)."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    lora = {k: method_config[k] for k in ("lora_rank", "lora_alpha", "lora_targets") if k in method_config}
+    header = dict(metadata, lora=json.dumps(lora))
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), header))
+    base = LoraSettings()
+    settings = LoraSettings(rank=lora.get("lora_rank", base.rank), alpha=lora.get("lora_alpha", base.alpha),
+                            target_modules=lora.get("lora_targets", base.target_modules))
+    save_diffusers_lora(Path(path).with_name(DIFFUSERS_WEIGHTS), state, settings, component, extra=header)

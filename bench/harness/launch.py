@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from bench.harness.plan import REPO
 from bench.harness.recorder import COMPLETED, ROWS, cores, counters, read_rows
 from bench.harness.spec import RunSpec
 
+BAR_SLOT_ENV = "BENCH_BAR_SLOT"
+"""The worker's progress-bar line among the runs at once (tqdm ``position``)."""
 STOP_GRACE_S = 15.0
 """Seconds a stopped worker gets to record ``interrupted`` before its process group is killed."""
 
@@ -69,6 +72,20 @@ class Workers:
         return timer
 
 
+def copy_window_size(stream, fd: int) -> None:
+    """Give the worker's pseudo-terminal our terminal's size (a new one has 0 columns, where tqdm draws nothing);
+    80 x 24 when ours reports none."""
+    import fcntl
+    import struct
+    import termios
+
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8))[:2]
+    except (OSError, ValueError, AttributeError):
+        rows, cols = 0, 0
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
+
+
 class StderrTail:
     """Pass a worker's stderr through to ours and keep its last lines."""
 
@@ -82,6 +99,7 @@ class StderrTail:
             attrs = termios.tcgetattr(self.child_fd)
             attrs[1] &= ~termios.ONLCR  # pass the worker's bytes unchanged
             termios.tcsetattr(self.child_fd, termios.TCSANOW, attrs)
+            copy_window_size(sys.stderr, self.child_fd)
         else:
             self.fd, self.child_fd = os.pipe()
         self.thread = threading.Thread(target=self.pump, daemon=True)
@@ -120,12 +138,13 @@ class StderrTail:
 
 
 def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | None = None, cwd: str | None = None,
-               threads: int | None = None) -> dict:
+               threads: int | None = None, slot: int = 0) -> dict:
     """Run one spec in a subprocess; a crash, hang or kill becomes a result with its cause, never lost rows.
 
     The worker runs in the user's working directory (``cwd``), so relative paths given on the command line
     (prompt files, model folders, weights, plug-in files) mean there what they meant here; the package is found
-    through PYTHONPATH. ``threads``: the worker's torch threads (``OMP_NUM_THREADS``) unless the user set them."""
+    through PYTHONPATH. ``threads``: the worker's torch threads (``OMP_NUM_THREADS``) unless the user set them.
+    ``slot``: which of the runs at once this is (its progress bar's line on a terminal)."""
     run_dir = Path(out).resolve() / "runs" / spec.run_id
     result_file = run_dir / "result.json"
     if Workers.stopping.is_set():
@@ -133,6 +152,7 @@ def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | No
                     **counters(read_rows(run_dir / ROWS)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     env[PARENT_ENV] = str(os.getpid())
+    env[BAR_SLOT_ENV] = str(slot)
     # OpenMP threads that spin while they wait bill a busy machine's waiting as CPU time (measured: 8.3 CPU s per
     # smoke step at load 22 on 2 cores, 0.40 s with passive waiting) and slow each other down; a user's setting wins.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -204,11 +224,19 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     # every process slower; a user's OMP_NUM_THREADS wins).
     threads = max(1, cores() // (args.jobs * args.processes)) if args.jobs > 1 else None
 
+    slots: queue.SimpleQueue = queue.SimpleQueue()  # each running worker draws its bar on its own line
+    for slot in range(args.jobs):
+        slots.put(slot)
+
     def logged(index: int, spec: RunSpec) -> dict:
         tag = f"[{index + 1}/{len(todo)}] {spec.run_id}"
         print(f"{tag}: start", file=sys.stderr, flush=True)
         started = time.monotonic()
-        result = run_worker(spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd, threads)
+        slot = slots.get()
+        try:
+            result = run_worker(spec, out, args.processes, run_timeout(spec, args.run_timeout), cwd, threads, slot)
+        finally:
+            slots.put(slot)
         result["job_workers"] = min(args.jobs, len(todo)) * args.processes  # the load this job itself makes
         print(f"{tag}: end, {run_end_line(result, time.monotonic() - started)}", file=sys.stderr, flush=True)
         return result

@@ -10,7 +10,6 @@ to the previous, else the run restarts, saying so), and returns the result (stat
 from __future__ import annotations
 
 import errno
-import json
 import os
 import random
 import sys
@@ -27,6 +26,7 @@ from bench.core.files import NoSpaceError, atomic_write, storage_cause, write_js
 from bench.harness.guard import Interrupted, keep_error_log
 from bench.harness.recorder import ROWS, STATUSES, Recorder, cores, is_finite, read_rows, write_rows
 from bench.harness.spec import Budget, RunSpec
+from bench.harness.tracking import open_tracker
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
@@ -62,14 +62,6 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
-def save_adapter(state: dict, spec: RunSpec, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    lora = {k: spec.method_config[k] for k in ("lora_rank", "lora_alpha", "lora_targets") if k in spec.method_config}
-    metadata = {"model": spec.model, "lora": json.dumps(lora), "method": spec.method, "seed": str(spec.seed)}
-    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata))
-
-
 class Run:
     """The training loop around a method: budgets, evaluation, checkpoints, result."""
 
@@ -92,6 +84,7 @@ class Run:
     def execute(self) -> dict:
         from bench.core.calibrate import Calibration
         from bench.core.evaluate import evaluate
+        from bench.core.lora import lora_component, save_run_adapter
         from bench.core.models import load_model
         from bench.core.prompts import load_prompts
         from methods import METHODS
@@ -136,7 +129,10 @@ class Run:
             if not distributed.is_main():  # the checkpoint holds the main process's stream: re-derive this one
                 method.generator.manual_seed(spec.seed + 100_003 * distributed.rank() + 7_919 * rec.step)
 
-        progress = Progress(spec, self.budget, initial=rec.step)
+        if distributed.is_main():  # a resumed run continues its tracker run from the checkpoint's step
+            rec.tracker = open_tracker(spec, self.dir, saved["step"] if saved is not None else
+                                       (-1 if (self.dir / ROWS).is_file() else None))
+        progress = Progress(spec, self.budget, initial=rec)
 
         def run_eval(first: bool = False) -> float | None:
             """Main process only (the others wait): the true reward on the fixed prompts and noise."""
@@ -151,11 +147,13 @@ class Run:
                 extra = reward.eval_metrics(images.to(device), eval_prompts)
             random.setstate(py_state)
             np.random.set_state(np_state)
-            progress.say(f"eval at step {rec.step}: reward {float(scores.mean()):.4g} ({eval_cfg.n} images)")
+            progress.evaluated(rec.step, float(scores.mean()), eval_cfg.n)
             rec.add("eval", {"reward_mean": float(scores.mean()), "reward_std": float(scores.std(unbiased=False)),
                              **extra})
             which = "eval_first" if first else "eval_last"
             save_grid(images, self.dir / f"{which}.png")
+            if rec.tracker is not None:
+                rec.tracker.log_image("eval/images", images, rec.step)
             write_json(self.dir / f"{which}.json", {"step": rec.step, "reward": [float(s) for s in scores]})
             distributed.barrier()
             return float(scores.mean())
@@ -213,15 +211,18 @@ class Run:
             result["warning"] = note
         if status == "interrupted":
             progress.close()
+            close_tracker(rec)
             return result
         if status in ("oom", "error", "diverged") or last_eval_step(rec) == rec.step:
             final = rec.last("eval", "reward_mean")  # a diverged adapter is not evaluated: its weights are not finite
         else:
             final = run_eval()
         progress.close()
+        close_tracker(rec)
         spread = distributed.weight_spread(method.trainable_parameters())
         if distributed.is_main():
-            save_adapter(method.adapter_state_dict(), spec, self.dir / "adapter.safetensors")
+            save_run_adapter(self.dir / "adapter.safetensors", method.adapter_state_dict(), spec.method_config,
+                             lora_component(model.pipe), model=spec.model, method=spec.method, seed=str(spec.seed))
             if status not in ("oom", "error"):  # an ended run's rows are exactly this attempt's; a failed one keeps
                 rec.compact()                   # an earlier attempt's later rows until it is retried
         return dict(result, final_eval_reward=final, peak_mem_mb=rec.peak_mb, processes=distributed.world_size(),
@@ -282,6 +283,12 @@ def failure_text(exc: BaseException, run_dir: Path) -> str:
     return (storage_cause(exc, run_dir) or f"{type(exc).__name__}: {exc}").splitlines()[0][:500]
 
 
+def close_tracker(rec: Recorder) -> None:
+    if rec.tracker is not None:
+        rec.tracker.close()
+        rec.tracker = None
+
+
 def rng_devices(device: torch.device) -> list:
     """The CUDA devices whose RNG ``torch.random.fork_rng`` must save (none on CPU)."""
     return [device] if device.type == "cuda" else []
@@ -307,14 +314,25 @@ class Progress:
     """A run's progress on stderr: on a terminal a tqdm bar (and one per evaluation); redirected to a file, a plain
     status line at least every ``PROGRESS_EVERY_S`` seconds from a timer thread, so a log shows a live job."""
 
-    def __init__(self, spec: RunSpec, budget: Budget, initial: int = 0):
+    def __init__(self, spec: RunSpec, budget: Budget, initial: Recorder | None = None):
         from tqdm.auto import tqdm
 
         self.tty = sys.stderr.isatty()
         self.run_id, self.total = spec.run_id, budget.max_steps
-        self.state = f"step {initial}{f'/{self.total}' if self.total else ''}: training"
-        self.bar = tqdm(total=budget.max_steps, initial=initial, desc=spec.run_id, unit="step", file=sys.stderr,
-                        dynamic_ncols=True, leave=True, disable=not self.tty or not distributed.is_main())
+        self.state = f"step {initial.step if initial else 0}{f'/{self.total}' if self.total else ''}: training"
+        # The bar counts what the budget counts (steps, else reward queries, else training seconds): tqdm's ETA is then
+        # the time to the budget. ``initial`` (a resumed run's Recorder) starts it where the run is.
+        if budget.max_steps or not (budget.max_samples or budget.max_seconds):
+            self.counter, total, unit = "step", budget.max_steps, "step"
+        elif budget.max_samples:
+            self.counter, total, unit = "samples", budget.max_samples, "query"
+        else:
+            self.counter, total, unit = "wall_s", budget.max_seconds, "s"
+        self.eval_reward = None
+        self.bar = tqdm(total=total, initial=getattr(initial, self.counter, 0) if initial is not None else 0,
+                        desc=spec.run_id, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=True,
+                        position=int(os.environ.get("BENCH_BAR_SLOT", 0)),  # its line among the runs at once
+                        disable=not self.tty or not distributed.is_main())
         self.stop = threading.Event()
         self.thread = None
         if not self.tty and distributed.is_main():
@@ -337,8 +355,15 @@ class Progress:
         of = f"/{self.total}" if self.total else ""
         self.state = (f"step {rec.step}{of}: train reward {metrics.get('reward_mean', float('nan')):.4g}, "
                       f"train {rec.wall_s:.1f} s, CPU {rec.cpu_s:.1f} s")
-        self.bar.set_postfix(reward=f"{metrics.get('reward_mean', float('nan')):.4g}", train_s=f"{rec.wall_s:.1f}")
-        self.bar.update(1)
+        eval_part = {} if self.eval_reward is None else {"eval": f"{self.eval_reward:.4g}"}
+        self.bar.set_postfix(reward=f"{metrics.get('reward_mean', float('nan')):.4g}", **eval_part,
+                             train_s=f"{rec.wall_s:.1f}", refresh=False)
+        self.bar.update(getattr(rec, self.counter) - self.bar.n)
+
+    def evaluated(self, step: int, reward: float, n: int) -> None:
+        """An evaluation's line (the same on a terminal and in a log); the bar shows the last eval reward."""
+        self.eval_reward = reward
+        self.say(f"eval at step {step}: reward {reward:.4g} ({n} images)")
 
     def evaluating(self, n: int):
         """A context whose value is ``evaluate``'s progress callback (images done): a bar on a terminal."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.core.errors import UsageError
 from bench.core.text import safe_name
 from bench.harness.presets import PROTOCOLS, get_preset
+from bench.harness.tracking import check_tracker
 from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, method_config, parse_list, parse_seeds,
                                  parse_sets, run_id)
 
@@ -127,6 +128,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         raise UsageError("--out is empty; name a results folder, or leave --out out for the default")
     for flag in ("processes", "jobs", "slurm_gpus", "slurm_time_min", "run_timeout"):
         positive(getattr(args, flag), "--" + flag.replace("_", "-"), integer=flag != "run_timeout")
+    check_tracker(getattr(args, "tracker", None))
     preset = get_preset(args.preset)
     methods = parse_list(args.methods, "methods")
     method_classes = {m: METHODS.get(m) for m in methods}
@@ -203,7 +205,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
                 eval=EvalSettings(eval_block["prompts"], eval_cfg), budget=Budget(**budget), eval_every=eval_every,
                 eval_every_samples=eval_every_samples, checkpoint_every=checkpoint_every, allow_stand_in=allow_stand_in,
                 reward_weights=args.reward_weights, preset=args.preset, protocol=protocol,
-                precision=scale["precision"])
+                precision=scale["precision"], tracker=getattr(args, "tracker", None) or "none")
         for m in methods for seed in seeds
     ]
     ids = [spec.run_id for spec in runs]

@@ -74,6 +74,8 @@ class Recorder:
         self.load_max: float | None = None
         """The highest 1-minute load average seen at a training step."""
         self._peak_before = peak_mb
+        self.tracker = None
+        """An experiment tracker mirroring every recorded row (``bench.harness.tracking``); None: none."""
 
     def note_load(self) -> None:
         load = load_average()
@@ -93,6 +95,9 @@ class Recorder:
         if self.log is not None and new:
             with open(self.log, "a") as f:
                 f.write("".join(json.dumps(row) + "\n" for row in new))
+        if self.tracker is not None and new:
+            self.tracker.log(split, metrics, dict(samples=self.samples, wall_s=self.wall_s, cpu_s=self.cpu_s,
+                                                  peak_mem_mb=self.peak_mb), self.step)
 
     def compact(self) -> None:
         """Replace the log with exactly this run's rows (drops rows of an earlier attempt past its checkpoint)."""

@@ -76,6 +76,8 @@ class RunSpec:
     eval_every_samples: int = 0
     """Also evaluate each time the training reward queries cross a multiple of this (0: off), so methods with
     different images per step are evaluated at the same query counts."""
+    tracker: str = "none"
+    """Experiment tracker the worker mirrors its rows to: none, tensorboard, wandb or trackio (``--tracker``)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

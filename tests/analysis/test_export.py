@@ -1,0 +1,253 @@
+"""The ecosystem round trip of one trained smoke run (made once, in this process, through the worker's own loop):
+its exported adapter loads into a plain diffusers pipeline and redraws the run's last evaluation images; the merged
+pipeline does too; a mismatched base fails loudly; ``--tracker tensorboard`` wrote what ``metrics.csv`` holds."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.core.lora import DIFFUSERS_WEIGHTS
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step rwr smoke run on a saved tiny-random pipeline (lora alpha 8 = 2 x rank, so metadata matters), with
+    ``--tracker tensorboard``; returns its folders, spec and the exact evaluation tensors its PNGs were made from."""
+    from bench import run
+    from bench.core.files import write_json
+    from bench.core.models import load_model, save_model
+    from bench.harness import loop
+    from bench.harness.recorder import write_results
+
+    root = tmp_path_factory.mktemp("export")
+    base = save_model(load_model("tiny-random"), root / "base")
+    out = root / "results"
+    args = run.build_parser().parse_args([
+        "--preset", "smoke", "--model", str(base), "--methods", "rwr", "--reward", "mean-brightness",
+        "--max-steps", "2", "--eval-n", "2", "--set", "lora_alpha=8", "--set", "lr=3e-2", "--tracker", "tensorboard",
+        "--out", str(out)])  # fmt: skip
+    (spec,), _ = run.plan(args)
+    run_dir = out / "runs" / spec.run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(spec.to_json())
+    grids = {}
+    save_grid = loop.save_grid
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "save_grid", lambda images, path: (grids.update({path.stem: images.clone()}),
+                                                            save_grid(images, path)))
+        result = loop.Run(run_dir).execute()
+    assert result["status"] == "max_steps"
+    write_json(run_dir / loop.RESULT, result)
+    write_results(out, [spec], {spec.run_id: result}, {})
+    return dict(base=base, out=out, run_dir=run_dir, spec=spec, grids=grids, root=root)
+
+
+def plain_pipeline(folder):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sample(pipe, spec) -> torch.Tensor:
+    """diffusers' own sampling of the run's evaluation: image i from N(0, I) latents seeded seed + i, eta 0."""
+    cfg, images = spec.eval.config, []
+    h = pipe.unet.config.sample_size
+    for i, prompt in enumerate(spec.eval.prompt_per_image()):
+        noise = torch.Generator().manual_seed(cfg.seed + i)
+        latents = torch.randn((1, pipe.unet.config.in_channels, h, h), generator=noise)
+        images.append(pipe(prompt, latents=latents, num_inference_steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                           eta=0.0, output_type="pt").images)
+    return torch.cat(images)
+
+
+def export(*argv) -> int:
+    from bench import export as cli
+
+    return cli.main([str(a) for a in argv])
+
+
+def test_exported_adapter_redraws_the_runs_last_evaluation(trained, monkeypatch):
+    import diffusers.loaders.lora_base as lora_base
+    from safetensors import safe_open
+
+    spec, folder = trained["spec"], trained["root"] / "adapter"
+    assert export(trained["run_dir"], "--out", folder) == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "bench_export.json", DIFFUSERS_WEIGHTS]
+    with safe_open(str(folder / DIFFUSERS_WEIGHTS), framework="pt") as f:
+        assert all(k.startswith("unet.") and ".default" not in k for k in f.keys())
+    pipe = plain_pipeline(trained["base"])
+    before = sample(pipe, spec)
+    assert (before - trained["grids"]["eval_first"]).abs().max() <= TOL  # the evaluation noise is understood
+    # diffusers demands a weight_name in offline mode (HF_HUB_OFFLINE=1, as the suite runs) even for a local folder;
+    # online, load_lora_weights(folder) finds the file itself: let it, to test exactly that call.
+    monkeypatch.setattr(lora_base, "HF_HUB_OFFLINE", False)
+    pipe.load_lora_weights(str(folder))
+    assert pipe.get_list_adapters() == {"unet": ["default_0"]}
+    config = pipe.unet.peft_config["default_0"]
+    assert (config.r, config.lora_alpha) == (4, 8.0)
+    after = sample(pipe, spec)
+    assert (after - before).abs().max() > 100 * TOL  # the adapter changes the images: the match below means something
+    assert (after - trained["grids"]["eval_last"]).abs().max() <= TOL
+    card = (folder / "README.md").read_text()
+    final = pd.read_csv(trained["out"] / "runs.csv").final_eval_reward[0]
+    for text in (str(trained["base"]), "`rwr`", "`mean-brightness`", "2 optimizer steps", "STAND-IN", f"{final:.4g} ["):
+        assert text in card
+
+
+def test_merged_pipeline_and_mismatched_base(trained, capsys):
+    from bench.core.builders import ASSET
+
+    spec, merged = trained["spec"], trained["root"] / "merged"
+    assert export(trained["run_dir"], "--out", merged, "--merge") == 0
+    assert (merged / "model_index.json").is_file() and not (merged / DIFFUSERS_WEIGHTS).exists()
+    assert (sample(plain_pipeline(merged), spec) - trained["grids"]["eval_last"]).abs().max() <= TOL
+    # tiny-shapes has the same module names at other widths: diffusers itself raises, and so does --merge (one line)
+    other = plain_pipeline(ASSET)
+    with pytest.raises(RuntimeError, match="size mismatch"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft's note on the modules the file lacks, before the error
+        other.load_lora_weights(str(trained["root"] / "adapter"), weight_name=DIFFUSERS_WEIGHTS)
+    capsys.readouterr()
+    bad = trained["root"] / "bad"
+    assert export(trained["run_dir"], "--out", bad, "--merge", "--base", "tiny-shapes") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not fit base model 'tiny-shapes'" in err and not bad.exists()
+
+
+def test_export_refuses_bad_input(trained, tmp_path, capsys):
+    unfinished = tmp_path / "runs" / "x"
+    unfinished.mkdir(parents=True)
+    (unfinished / "config.json").write_text(trained["spec"].to_json())
+    (unfinished / "result.json").write_text(json.dumps({"status": "error"}))
+    cases = [((tmp_path, "--out", tmp_path / "o1"), "not a run folder"),
+             ((unfinished, "--out", tmp_path / "o2"), "ended as 'error'"),
+             ((trained["run_dir"], "--out", tmp_path / "o3", "--base", "tiny-shapes"), "--base only applies"),
+             ((trained["run_dir"], "--out", trained["base"]), "not an earlier output")]
+    for argv, message in cases:
+        assert export(*argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not any((tmp_path / f"o{i}").exists() for i in (1, 2, 3))
+
+
+def scalar_events(logdir) -> dict[str, list]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc, {tag: acc.Scalars(tag) for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_events_match_metrics_csv(trained):
+    metrics = pd.read_csv(trained["out"] / "metrics.csv")
+    acc, events = scalar_events(trained["out"] / "tensorboard" / trained["spec"].run_id)
+    expected = {f"{split}/{metric}": group.sort_values("step") for (split, metric), group in
+                metrics.groupby(["split", "metric"])}
+    assert set(expected) == {t for t in events if not t.startswith("counters/")}
+    for tag, rows in expected.items():
+        assert [e.step for e in events[tag]] == rows.step.tolist(), tag
+        assert [e.value for e in events[tag]] == pytest.approx(rows.value.tolist(), rel=1e-6, abs=1e-7), tag
+    train = metrics[metrics.split == "train"].drop_duplicates("step").sort_values("step")
+    assert [e.value for e in events["counters/samples"]] == train.samples.tolist() == [2, 4]
+    assert [e.step for e in acc.Images("eval/images")] == [0, 2]
+    assert "config" in "".join(acc.Tags()["tensors"])
+
+
+def test_tensorboard_resume_continues_the_same_run(tmp_path):
+    """A resume from step 1 records step 2 again: the events show it once, with the new value."""
+    from types import SimpleNamespace
+
+    from bench.harness.tracking import open_tracker
+
+    spec = SimpleNamespace(run_id="m__r__s0", tracker="tensorboard", to_json=lambda: "{}")
+    run_dir = tmp_path / "runs" / spec.run_id
+    for resume, values in ((None, {1: 0.1, 2: 0.2}), (1, {2: 0.5, 3: 0.6})):
+        tracker = open_tracker(spec, run_dir, resume)
+        for step, value in values.items():
+            tracker.log("train", {"loss": value}, {}, step)
+        tracker.close()
+    _, events = scalar_events(tmp_path / "tensorboard" / spec.run_id)
+    assert [(e.step, round(e.value, 6)) for e in events["train/loss"]] == [(1, 0.1), (2, 0.5), (3, 0.6)]
+
+
+def test_missing_tracker_package_exits_2_before_any_run(tmp_path, monkeypatch, capsys):
+    from bench import run
+    from bench.harness import tracking
+
+    monkeypatch.setitem(tracking.PACKAGES, "wandb", "no_such_module_for_this_test")
+    out = tmp_path / "out"
+    assert run.main(["--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--tracker", "wandb",
+                     "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pip install -e '.[wandb]'" in err and not out.exists()
+
+
+class FakeLibrary:
+    """Stands in for wandb / trackio: records what the tracker calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs))
+        return self
+
+    def log(self, values, step=None):
+        self.calls.append(("log", values, step))
+
+    def finish(self):
+        self.calls.append(("finish",))
+
+    def Image(self, array):  # noqa: N802 (the libraries' spelling)
+        return ("image", array.shape)
+
+
+@pytest.mark.parametrize("name", ["wandb", "trackio"])
+def test_wandb_and_trackio_runs_are_offline_named_grouped_and_resumable(name, tmp_path, monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from bench.harness.tracking import open_tracker
+
+    fake = FakeLibrary()
+    monkeypatch.setitem(sys.modules, name, fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    spec = SimpleNamespace(run_id="m__r__s0", tracker=name, to_json=lambda: '{"seed": 0}')
+    run_dir = tmp_path / "folder" / "runs" / spec.run_id
+    for resume in (None, 3):
+        tracker = open_tracker(spec, run_dir, resume)
+        tracker.log("eval", {"reward_mean": 0.5, "samples": 4}, {}, 3)
+        tracker.log_image("eval/images", torch.zeros(2, 3, 4, 4), 3)
+        tracker.close()
+    inits = [c[1] for c in fake.calls if c[0] == "init"]
+    assert all(i["name"] == "m__r__s0" and i["group"] == "folder" and i["config"] == {"seed": 0} for i in inits)
+    if name == "wandb":
+        assert inits[0]["mode"] == "offline" and inits[0]["id"] == inits[1]["id"] and inits[0]["resume"] == "allow"
+    else:
+        assert [i["resume"] for i in inits] == ["never", "allow"]
+    assert ("log", {"eval/reward_mean": 0.5}, 3) in fake.calls
+    assert ("log", {"eval/images": ("image", (4, 8, 3))}, 3) in fake.calls
+    assert [c[0] for c in fake.calls].count("finish") == 2
+
+
+def test_lora_prefix_is_the_pipelines_own_component_name():
+    """The prefix comes from the pipeline's LoRA loader (SD3 and Flux name a transformer), not from a family branch."""
+    from diffusers.loaders import SD3LoraLoaderMixin, StableDiffusionLoraLoaderMixin  # the pipelines' LoRA loaders
+
+    from bench.core.lora import LoraSettings, diffusers_lora, lora_component
+
+    assert lora_component(StableDiffusionLoraLoaderMixin) == "unet"
+    assert lora_component(SD3LoraLoaderMixin) == "transformer"
+    state = {"blocks.0.attn.to_q.lora_A.default.weight": torch.ones(2, 3)}
+    tensors, meta = diffusers_lora(state, LoraSettings(rank=2, alpha=6.0, target_modules=("to_q",)), "transformer")
+    assert list(tensors) == ["transformer.blocks.0.attn.to_q.lora_A.weight"]
+    config = json.loads(meta["lora_adapter_metadata"])
+    assert (config["transformer.r"], config["transformer.lora_alpha"]) == (2, 6.0)
