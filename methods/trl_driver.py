@@ -116,6 +116,8 @@ class TrlMethod(Method):
     """
 
     supports_processes = False
+    families = ("sd",)
+    """trl's DDPOStableDiffusionPipeline wraps a Stable Diffusion UNet + DDIM pipeline only."""
 
     def common_trl_config(self) -> dict:
         """trl config fields both trainers share, from the harness config."""
