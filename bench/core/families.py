@@ -34,11 +34,11 @@ class Family:
 
 FAMILIES = {
     "sd": Family("sd", "StableDiffusionPipeline", "unet", ("to_q", "to_k", "to_v", "to_out.0"), True,
-                 "UNet + DDIM (Stable Diffusion 1.x / 2.x)"),
+                 "UNet + DDIM, SD 1.x/2.x"),
     # Joint attention: the text stream's own projections (add_*) as Flow-GRPO's SD3 LoRA configs.
     "sd3": Family("sd3", "StableDiffusion3Pipeline", "transformer",
                   ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
-                  False, "MMDiT + flow-matching Euler ODE (Stable Diffusion 3 / 3.5)"),
+                  False, "MMDiT + flow-matching Euler ODE, SD 3/3.5"),
 }
 CHAINS = Registry("chain", {"sd": "bench.core.chain:DDIMChain", "sd3": "bench.core.flow:FlowChain"})
 
