@@ -86,13 +86,15 @@ def test_lora_reaches_joint_attention_and_checkpointing_keeps_gradients(flow):
     assert any(float(g.abs().sum()) > 0 for g in add)  # gradient reaches the text stream's projections
 
 
-@pytest.mark.parametrize("name", ["alignprop", "draft-lv", "refl", "rwr"])
-def test_methods_train_the_transformer_adapters(flow, name):
+@pytest.mark.parametrize("name, extra", [
+    ("alignprop", {}), ("alignprop", {"truncation": "alignprop-code", "code_max": 1}), ("alignprop-full", {}),
+    ("draft-k", {}), ("draft-lv", {}), ("refl", {}), ("rwr", {})])
+def test_methods_train_the_transformer_adapters(flow, name, extra):
     from bench.core.prompts import load_prompts
 
     model = fresh(flow)
     cls = METHODS.get(name)
-    config = cls.Config(steps=2, batch_size=2, guidance_scale=3.0, eta=0.0, lr=1e-2)
+    config = cls.Config(steps=2, batch_size=2, guidance_scale=3.0, eta=0.0, lr=1e-2, **extra)
     method = cls(model.pipe, MeanBrightness(), load_prompts("simple-animals"), config, seed=0)
     before = {n: p.detach().clone() for n, p in method.denoiser.named_parameters() if "lora_B" in n}
     assert any("add_k_proj" in n for n in before)
