@@ -2,7 +2,8 @@
 
     python -m bench.gpu_check [--wheels DIR] [--out results/gpu-check] [--dry-run]
 
-On one GPU, in this order, each command with its own time limit (at most 470 s in all, install excluded):
+On one GPU, in this order, each command with its own time limit (at most 770 s in all, install excluded; 470 s
+with ``--families sd``, 300 s with ``--families sd3``):
 1. with ``--wheels DIR``: ``pip install --no-index --find-links DIR`` of the pinned packages (constraints.txt, not
    torch: the machine's CUDA torch is kept), so a machine without internet gets the project's pins;
 2. the memory ladder of the SD 1.5 architecture (``sd15-random``) at 512x512, T=50, batch 1, in fp32 and bf16
@@ -11,6 +12,8 @@ On one GPU, in this order, each command with its own time limit (at most 470 s i
 3. a 5-step ``--preset paper --model sd15-random`` run of alignprop, ddpo and rwr (published protocol) with
    ``mean-brightness`` (a differentiable stand-in reward), each method's accumulation cut to fit the time
    (alignprop 4 and rwr 8 images per step, ddpo one batch of 8 per epoch in 2 updates), stated in the output.
+4. (family sd3) the SD 3.5 Medium ladder (``sd35m-random``, bf16, 512x512, 28 steps, batch 1): alignprop K=1,
+   randomized K and full with checkpointing, rwr, and the sampler against diffusers' StableDiffusion3Pipeline.
 It writes ``gpu_check.json`` (every command, its exit code, seconds, and the tables) and ``gpu_check.md``. This
 module imports nothing beyond the standard library, so it runs before the pinned packages are installed.
 """
@@ -33,7 +36,10 @@ CUTS = ("alignprop.grad_accum=1", "rwr.grad_accum=1", "ddpo.sample_batches=1", "
 """The paper run's cuts (the published settings make 128-256 images per step: minutes each)."""
 
 
-def commands(out: Path, wheels: str | None) -> list[tuple[str, list[str], int]]:
+SD35M_ROWS = "alignprop-k1,alignprop,alignprop-full,rwr,sampler"
+
+
+def commands(out: Path, wheels: str | None, families: str = "sd,sd3") -> list[tuple[str, list[str], int]]:
     """(name, command, time limit in seconds) of every step, in order."""
     py = sys.executable
     steps = []
@@ -52,7 +58,12 @@ def commands(out: Path, wheels: str | None) -> list[tuple[str, list[str], int]]:
                             "alignprop,ddpo,rwr", "--reward", "mean-brightness", "--max-steps", "5", "--eval-n", "2",
                             "--eval-every", "0", "--checkpoint-every", "0", *cuts, "--run-timeout", "70",
                             "--out", str(out / "paper")], 160))
-    return steps
+    sd3 = [py, "-m", "bench.memory_ladder", "--model", "sd35m-random", "--steps", "28", "--batch", "1", "--dtypes",
+           "bf16", "--resolution", "512", "--rows", SD35M_ROWS, "--warmup", "0", "--row-timeout", "60", "--out"]
+    steps.append(("ladder-sd35m-bf16", [*sd3, str(out / "ladder-sd35m-bf16")], 300))
+    keep = {"sd": ("ladder-fp32", "ladder-bf16", "paper"), "sd3": ("ladder-sd35m-bf16",)}
+    chosen = {n for f in families.split(",") for n in keep.get(f, ())} | {"install"}
+    return [step for step in steps if step[0] in chosen]
 
 
 def run_step(name: str, command: list[str], limit: int) -> dict:
@@ -78,7 +89,7 @@ def markdown(report: dict, out: Path) -> str:
              f"Paper run: published protocol with these cuts to fit the time: {', '.join(CUTS)}.", "",
              "| step | exit | seconds |", "|---|---|---|"]
     lines += [f"| {s['name']} | {s['exit_code']} | {s['seconds']} |" for s in report["steps"]]
-    for name in ("ladder-fp32/ladder.md", "ladder-bf16/ladder.md", "paper/summary.md"):
+    for name in ("ladder-fp32/ladder.md", "ladder-bf16/ladder.md", "paper/summary.md", "ladder-sd35m-bf16/ladder.md"):
         if (out / name).is_file():
             lines += ["", f"## {name}", "", (out / name).read_text().strip()]
     return "\n".join(lines) + "\n"
@@ -89,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wheels", help="folder of the pinned wheels (pip download, see README) to install offline first")
     p.add_argument("--out", default="results/gpu-check", help="output folder (gpu_check.json, gpu_check.md)")
     p.add_argument("--dry-run", action="store_true", help="print every command with its time limit and exit")
+    p.add_argument("--families", default="sd,sd3", help="model families to measure: sd (SD 1.5), sd3 (SD 3.5 M)")
     args = p.parse_args(argv)
     out = Path(args.out).resolve()
     if args.wheels and not Path(args.wheels).is_dir():
         print(f"error: --wheels {args.wheels!r} is not a folder; pip download the wheels first (README)",
               file=sys.stderr)
         return 2
-    steps = commands(out, args.wheels)
+    steps = commands(out, args.wheels, args.families)
     if args.dry_run:
         for name, command, limit in steps:
             print(f"# {name} (at most {limit} s)\n$ " + " ".join(command))
@@ -109,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu-check] {name}: exit {report['steps'][-1]['exit_code']} in {report['steps'][-1]['seconds']} s")
         if name == "install" and report["steps"][-1]["exit_code"] != 0:
             break  # without the pins nothing else can run
-    for name in ("ladder-fp32", "ladder-bf16"):
+    for name in ("ladder-fp32", "ladder-bf16", "ladder-sd35m-bf16"):
         table = out / name / "ladder.csv"
         report[name] = table.read_text() if table.is_file() else None
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -20,8 +20,9 @@ from bench.perf.ladder import DEFAULT_ROWS, ROWS, TRL_PAIRS, ladder_figure, ladd
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.memory_ladder", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="sd15-random", help="model (default sd15-random: SD 1.5 architecture)")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps T (default 50)")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps T (default 50)")
     p.add_argument("--batch", type=int, default=1, help="images per step (default 1)")
+    p.add_argument("--resolution", type=int, default=0, help="image size in pixels (default 0: the model's own)")
     p.add_argument("--dtypes", default="fp32,bf16", help="precisions, comma-separated: fp32, bf16, fp16")
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
                    help=f"rows, comma-separated, from {', '.join(ROWS)}, sampler, or 'all' (default: the GPU ladder's)")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         step_mb = {}
         for row in rows:
             spec = dict(row=row, model=args.model, steps=args.steps, batch=args.batch, dtype=dtype, warmup=args.warmup,
-                        repeats=args.repeats)
+                        repeats=args.repeats, resolution=args.resolution)
             base, mult = parse_row(row)
             if mult is not None:
                 if step_mb.get(TRL_PAIRS[base]) is None:  # the trl pair failed: no budget to measure against

@@ -158,7 +158,7 @@ class AlignProp(Method):
 
     def step(self) -> dict[str, float]:
         cfg = self.config
-        self.pipe.unet.train()
+        self.denoiser.train()
         true_scores, losses, grad_steps = [], [], []
         for _ in range(cfg.grad_accum):
             prompts = self.prompts.sample(cfg.batch_size, self.generator)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from bench.core import distributed
 from bench.core import precision as mp
 from bench.core.checks import FRACTION, Range, above, at_least, check_ranges
+from bench.core.families import FAMILIES
 from bench.core.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
 from bench.core.prompts import PromptSet
 from bench.core.sampler import Sampler, SamplerConfig
@@ -35,11 +36,11 @@ class MethodConfig:
     """Settings shared by every method (sampling, batch, optimizer, LoRA)."""
 
     steps: int = 50
-    """DDIM sampling steps T per rollout."""
+    """Sampling steps T per rollout (DDIM steps for the sd family, flow-ODE Euler steps for sd3)."""
     guidance_scale: float = 7.5
     """Classifier-free guidance weight while sampling."""
     eta: float = 0.0
-    """DDIM eta while sampling (0 deterministic, 1 DDPM-like)."""
+    """DDIM eta while sampling (0 deterministic, 1 DDPM-like); 0 on the sd3 family (its chain is the flow ODE)."""
     batch_size: int = 2
     """Images per rollout batch."""
     grad_accum: int = 1
@@ -51,11 +52,13 @@ class MethodConfig:
     max_grad_norm: float = 1.0
     """Gradient-norm clipping threshold (0 disables clipping)."""
     lora_rank: int = 4
-    """LoRA rank on the UNet attention projections."""
+    """LoRA rank on the denoiser's attention projections."""
     lora_alpha: float = 4.0
     """LoRA alpha (update scaled by alpha / rank)."""
-    lora_targets: str = "to_q,to_k,to_v,to_out.0"
-    """Comma-separated UNet module names that get LoRA adapters."""
+    lora_targets: str = ""
+    """Comma-separated denoiser module names that get LoRA adapters; empty: the model family's default
+    (``bench.core.families``: sd to_q,to_k,to_v,to_out.0; sd3 adds joint attention's add_q_proj,add_k_proj,
+    add_v_proj,to_add_out). The planner writes the family's names into every run's config."""
     precision: str = "fp32"
     """fp32, bf16 or fp16: frozen weights' dtype and autocast (``--precision``; LoRA and optimizer stay fp32)."""
     vae_fp32: bool = False
@@ -83,8 +86,9 @@ class MethodConfig:
         """Optimizer updates one step makes."""
         return 1
 
-    def lora_settings(self) -> LoraSettings:
-        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, target_modules=self.lora_targets)
+    def lora_settings(self, default: tuple[str, ...] = FAMILIES["sd"].lora_targets) -> LoraSettings:
+        """The LoRA settings; ``default``: the family's targets, used when ``lora_targets`` is empty."""
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, target_modules=self.lora_targets or default)
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta,
@@ -105,6 +109,8 @@ class Method:
     Config = MethodConfig
     needs_reward_gradient = False
     """True for methods that backpropagate through the reward (refused for non-differentiable rewards)."""
+    families: tuple[str, ...] = ("sd", "sd3")
+    """Model families (``bench.core.families``) the method runs on; the planner refuses others before any run."""
     supports_processes = True
     """Whether the method keeps its adapter synchronised across data-parallel processes (``--processes N``)."""
     preset_overrides: dict[str, dict] = {}
@@ -127,17 +133,19 @@ class Method:
     # -- set-up shared by the methods that use the harness's own sampler and optimizer ------------------------
     def setup(self) -> None:
         cfg = self.config
-        settings = cfg.lora_settings()
-        settings.init_seed = self.seed
         mp.cast_frozen(self.pipe, cfg.precision, cfg.vae_fp32)
-        self.params = add_lora(self.pipe.unet, settings)
         self.sampler = Sampler(self.pipe, cfg.sampler_config())
+        self.denoiser = self.sampler.denoiser
+        """The module LoRA trains: the UNet (sd) or the transformer (sd3)."""
+        settings = cfg.lora_settings(self.sampler.chain.lora_targets)
+        settings.init_seed = self.seed
+        self.params = add_lora(self.denoiser, settings)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = mp.grad_scaler(self.pipe.unet.device, cfg.precision)
+        self.scaler = mp.grad_scaler(self.denoiser.device, cfg.precision)
 
     def autocast(self):
         """Autocast at the method's precision (no cast cache), for reward forwards; a no-op in fp32."""
-        return mp.autocast(self.pipe.unet.device, self.config.precision)
+        return mp.autocast(self.denoiser.device, self.config.precision)
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` through the gradient scaler (a pass-through except in fp16)."""
@@ -158,10 +166,10 @@ class Method:
         raise NotImplementedError
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return lora_parameters(self.pipe.unet)
+        return lora_parameters(self.denoiser)
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
-        return adapter_state_dict(self.pipe.unet)
+        return adapter_state_dict(self.denoiser)
 
     def state_dict(self) -> dict:
         """Everything needed to resume: adapter, optimizer and random-number states."""
@@ -178,7 +186,7 @@ class Method:
     def load_state_dict(self, state: dict) -> None:
         from bench.core.lora import load_adapter_state_dict
 
-        load_adapter_state_dict(self.pipe.unet, state["adapter"])
+        load_adapter_state_dict(self.denoiser, state["adapter"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -194,20 +202,14 @@ def batch_stats(values: torch.Tensor) -> dict[str, float]:
 
 
 def denoising_loss(sampler, x0, embeds, weights, draws: int, generator: torch.Generator) -> torch.Tensor:
-    """Weighted epsilon- (or v-) prediction loss of the sampler's UNet (at its precision, ``Sampler.unet_forward``)
-    at random training timesteps, ``draws`` per sample.
+    """Weighted pre-training loss of the sampler's denoiser (at its precision, ``Sampler.denoiser_forward``) at
+    random noise levels, ``draws`` per sample: the family's own regression target (``Chain.training_pair``: epsilon
+    or v for sd, the flow velocity noise - x0 for sd3).
 
-    The standard diffusion training loss on latents ``x0``: RWR's regression target and ReFL's pre-training
-    regulariser.
+    RWR's regression target and ReFL's pre-training regulariser.
     """
-    sched = sampler.scheduler
-    n = len(x0) * draws
     x0, embeds, weights = (t.repeat_interleave(draws, dim=0) for t in (x0, embeds, weights))
-    t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=generator)
-    noise = torch.randn(x0.shape, generator=generator).to(x0)
-    noisy = sched.add_noise(x0, noise, t.to(x0.device))
-    pred = sampler.unet_forward(noisy, t.to(x0.device), embeds)
-    if sched.config.prediction_type == "v_prediction":
-        noise = sched.get_velocity(x0, noise, t.to(x0.device))
-    per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+    noisy, t, target = sampler.chain.training_pair(x0, generator)
+    pred = sampler.denoiser_forward(noisy, t, embeds)
+    per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     return (weights * per_sample).mean()

@@ -4,7 +4,8 @@ DRaFT-K backpropagates the reward through the last K sampling steps only; with K
 noisy. DRaFT-LV keeps K = 1 and lowers the variance by re-using the generated sample: the chain runs to its end
 without a graph, giving the clean latent x_0 (held constant); then, ``draws`` times (the paper: n = 2), fresh
 noise eps is drawn, x_0 is forward-diffused to the last sampling timestep t_1,
-x_1 = sqrt(a_{t_1}) x_0 + sqrt(1 - a_{t_1}) eps, one gradient-carrying sampling step maps x_1 back to a clean
+x_1 = sqrt(a_{t_1}) x_0 + sqrt(1 - a_{t_1}) eps (flow family: x_1 = sigma_1 eps + (1 - sigma_1) x_0, the last sigma of
+the schedule), one gradient-carrying sampling step maps x_1 back to a clean
 latent, it is decoded and scored, and the reward gradients of all draws are summed (averaged here, so the
 loss scale does not depend on ``draws``). Each draw is one reward query, so a step makes
 ``batch_size * grad_accum * draws`` of them.
@@ -62,14 +63,14 @@ class DraftLV(AlignProp):
 
     def last_step(self, x1, embeds, prompts: list[str], noise=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(sign-corrected training reward, images) of one gradient-carrying sampling step from ``x1`` at t_1."""
-        t_last = self.sampler.scheduler.timesteps[-1]
+        t_last = self.sampler.set_steps()[-1]
         x0, _ = self.sampler.transition(x1, t_last, embeds, noise, use_checkpoint=self.grad.checkpoint)
         images = self.sampler.decode(x0, use_checkpoint=self.grad.checkpoint)
         return self.reward.objective(images, prompts), images
 
     def step(self) -> dict[str, float]:
         cfg = self.config
-        self.pipe.unet.train()
+        self.denoiser.train()
         true_scores, losses = [], []
         for _ in range(cfg.grad_accum):
             prompts = self.prompts.sample(cfg.batch_size, self.generator)

@@ -110,6 +110,7 @@ class GRPO(Method):
 
     name = "grpo"
     Config = GRPOConfig
+    families = ("sd",)  # needs stochastic transitions; the flow SDEs (bench.core.flow.SDE_STEPS) come next
     preset_overrides = {"paper": {"batch_size": 16, "group_size": 16, "grad_accum": 1}}
     """DanceGRPO dgx.py:hpsv2: 16 samples per prompt."""
     published = dict(

@@ -8,6 +8,11 @@ rollout carries gradient (tests pin this). The paper's optional regulariser, the
 L_pre, is ``pretrain_weight`` (0 = the released code, which has none); the harness has no pre-training image set,
 so L_pre is the denoising loss on the batch's own detached x0_hat, a stand-in for the paper's data.
 
+On the flow family (``sd3``) the same step is x0_hat = x - sigma v from one gradient-carrying velocity call at a
+late sigma: the core step of Direct-Align (SRPO, Shen et al., arXiv 2509.06942), which recovers the clean image in
+one step from a noisy state and backpropagates the reward through it (its noise-injection interpolation and
+reward-discounting are not reproduced here).
+
 Differences from the released code, on purpose: the code passes the step *index* (30-39) to the UNet as the
 timestep and takes the step's alphas from the previous timestep; here both use the timestep of step s, as the
 paper describes. The code samples and trains without guidance; here the sampler's guidance (what evaluation uses)
@@ -20,7 +25,6 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.ddim import predict_x0
 from bench.core.checks import ANY, Range, above, at_least
 from methods.base import Method, MethodConfig, batch_stats, denoising_loss
 
@@ -87,12 +91,12 @@ class ReFL(Method):
         x, embeds, timesteps = self.sampler.sample_until(prompts, s, generator=self.generator)
         t = timesteps[s]
         out = self.sampler.model_output(x, t, embeds, use_checkpoint=cfg.checkpointing)
-        x0, _ = predict_x0(self.sampler.scheduler, out, int(t), x)
+        x0 = self.sampler.predict_x0(out, t, x)  # DDIM: pred_original_sample; flow: x - sigma v
         return self.sampler.decode(x0, use_checkpoint=cfg.checkpointing), x0, embeds, s
 
     def step(self) -> dict[str, float]:
         cfg = self.config
-        self.pipe.unet.train()
+        self.denoiser.train()
         true_scores, losses, stops = [], [], []
         for _ in range(cfg.grad_accum):
             prompts = self.prompts.sample(cfg.batch_size, self.generator)

@@ -77,7 +77,7 @@ class RWR(Method):
         # Sample and score every rollout batch of the step first: the weights are normalised over all images of
         # the optimizer step (on every process), not per batch, so batch_size x grad_accum acts as one batch.
         batches = []
-        self.pipe.unet.eval()
+        self.denoiser.eval()
         for _ in range(cfg.grad_accum):
             prompts = self.prompts.sample(cfg.batch_size, self.generator)
             with torch.no_grad():
@@ -89,7 +89,7 @@ class RWR(Method):
         signed = rewards if self.reward.higher_is_better else -rewards
         everywhere, offset = distributed.gather_cat(signed)
         weights = self.weights(everywhere)[offset : offset + len(signed)].to(rewards)
-        self.pipe.unet.train()
+        self.denoiser.train()
         losses = []
         for j, (x0, embeds, _) in enumerate(batches):
             w = weights[j * cfg.batch_size : (j + 1) * cfg.batch_size]

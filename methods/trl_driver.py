@@ -116,6 +116,8 @@ class TrlMethod(Method):
     """
 
     supports_processes = False
+    families = ("sd",)
+    """trl's DDPOStableDiffusionPipeline wraps a Stable Diffusion UNet + DDIM pipeline only."""
 
     def common_trl_config(self) -> dict:
         """trl config fields both trainers share, from the harness config."""
@@ -150,6 +152,7 @@ class TrlMethod(Method):
         settings = self.config.lora_settings()
         settings.init_seed = self.seed
         self.trl_pipe = trl_pipeline(self.pipe, settings, self.config.resolution)
+        self.denoiser = self.pipe.unet  # the module trl's LoRA trains (the base's adapter and state methods read it)
         with quiet_trl():
             self.trainer = trainer_cls(trl_config, self._reward_fn, self._prompt_fn, self.trl_pipe)
         silence_progress(self.trainer)

@@ -215,10 +215,13 @@ def run_mix(run_a: str, run_b: str, alphas: list[float], *, device: str = "cpu",
                for s in reward_specs]
     loaded = load_model(a.model, seed=int(a.config.get("model_seed", model_seed)), device=device)
     rank = a.rank + (b.rank if b is not None else 0)
-    add_lora(loaded.pipe.unet, LoraSettings(rank=rank, alpha=float(rank), target_modules=a.target_modules))
+    from bench.core.families import family_of_pipe
+
+    denoiser = getattr(loaded.pipe, family_of_pipe(loaded.pipe).denoiser)  # the UNet (sd) or transformer (sd3)
+    add_lora(denoiser, LoraSettings(rank=rank, alpha=float(rank), target_modules=a.target_modules))
     rows, strips = [], {}
     for alpha in alphas:
-        load_adapter_state_dict(loaded.pipe.unet, mixed_state(a, b, alpha if b is not None else 1.0 - alpha))
+        load_adapter_state_dict(denoiser, mixed_state(a, b, alpha if b is not None else 1.0 - alpha))
         scorer = _BothRewards(rewards[0].to(device), [r.to(device) for r in rewards[1:]])
         scores, images = evaluate(loaded.pipe, scorer, prompts, cfg)
         per_reward = [scores] + [torch.cat(s) for s in scorer.recorded]

@@ -54,8 +54,8 @@ def evaluate(pipe, reward, prompts: list[str], config: EvalConfig, progress=None
     batch size. ``progress``, if given, is called with the number of images done after each batch.
     """
     sampler = eval_sampler(pipe, config)
-    was_training = pipe.unet.training
-    pipe.unet.eval()
+    was_training = sampler.denoiser.training
+    sampler.denoiser.eval()
     scores, images = [], []
     try:
         for start in range(0, len(prompts), config.batch_size):
@@ -70,5 +70,5 @@ def evaluate(pipe, reward, prompts: list[str], config: EvalConfig, progress=None
             if progress is not None:
                 progress(start + len(chunk))
     finally:
-        pipe.unet.train(was_training)
+        sampler.denoiser.train(was_training)
     return torch.cat(scores), torch.cat(images)

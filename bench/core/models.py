@@ -1,4 +1,5 @@
-"""Model registry: built-in tiny models by name, any diffusers Stable Diffusion directory, or a hub id."""
+"""Model registry: built-in tiny models by name, any diffusers Stable Diffusion (1.x/2.x or 3/3.5) directory, or a
+hub id. Each model belongs to a family (``bench.core.families``: ``sd`` or ``sd3``), which decides its chain."""
 
 from __future__ import annotations
 
@@ -14,13 +15,22 @@ BUILDERS = Registry("model", {
     "tiny-random": "bench.core.builders:build_tiny_random",
     "tiny-shapes": "bench.core.builders:load_tiny_shapes",  # trained on the shape world, weights ship in the repo
     "sd15-random": "bench.core.builders:build_sd15_random",  # SD 1.5 architecture, random weights: GPU measurements
+    "tiny-flow-random": "bench.core.builders_flow:build_tiny_flow_random",
+    "tiny-shapes-flow": "bench.core.builders_flow:load_tiny_shapes_flow",  # shape world as a rectified flow
+    "sd35m-random": "bench.core.builders_flow:build_sd35m_random",  # SD 3.5 Medium architecture, random weights
 })
 # Short names for hub checkpoints (need the weights in the Hugging Face cache, or a connection).
-HUB_ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+HUB_ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+               "sd35m": "stabilityai/stable-diffusion-3.5-medium"}
+# The family of every built-in model and hub alias (directories and other hub ids: read from model_index.json).
+FAMILY_OF = {"tiny-random": "sd", "tiny-shapes": "sd", "sd15-random": "sd", "sd15": "sd",
+             "tiny-flow-random": "sd3", "tiny-shapes-flow": "sd3", "sd35m-random": "sd3", "sd35m": "sd3"}
 # Models whose weights are random: every output that uses them is labelled.
 STAND_INS = {
     "tiny-random": "random weights (tiny-random: SD architecture at toy width)",
     "sd15-random": "random weights (sd15-random: SD 1.5 architecture at full size)",
+    "tiny-flow-random": "random weights (tiny-flow-random: SD3 architecture at toy width)",
+    "sd35m-random": "random weights (sd35m-random: SD 3.5 Medium architecture at full size, no T5)",
 }
 STAND_IN_MARKER = "BENCH_STAND_IN.txt"
 
@@ -64,8 +74,44 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
-GEOMETRY = {"tiny-random": (2, 2), "sd15-random": (8, 8)}
-"""Built-in models built from code: (VAE factor, UNet down-sampling factor); tiny-shapes' is read from its files."""
+GEOMETRY = {"tiny-random": (2, 2), "sd15-random": (8, 8), "tiny-flow-random": (2, 2), "sd35m-random": (8, 2)}
+"""Built-in models built from code: (VAE factor, denoiser down-sampling factor: UNet levels or the transformer's
+patch size); the shipped models' are read from their files."""
+
+
+def model_family(spec: str) -> str:
+    """The family (``sd`` or ``sd3``) of a model spec, read without loading weights; a hub id whose
+    model_index.json is not on this machine counts as ``sd``."""
+    import json
+
+    if spec in FAMILY_OF:
+        return FAMILY_OF[spec]
+    index = _config_folder(spec)
+    try:
+        name = json.loads((index / "model_index.json").read_text()).get("_class_name", "") if index else ""
+    except (OSError, ValueError):
+        name = ""
+    from bench.core.families import family_of_pipeline_class
+
+    try:
+        return family_of_pipeline_class(name).name
+    except ValueError:
+        return "sd"
+
+
+def _config_folder(spec: str) -> Path | None:
+    """The folder holding the model's configs (a directory, a shipped asset or the hub cache), or None."""
+    from bench.core.builders import ASSET
+    from bench.core.builders_flow import SHAPES_FLOW_ASSET
+
+    if spec in ("tiny-shapes", "tiny-shapes-flow"):
+        return ASSET if spec == "tiny-shapes" else SHAPES_FLOW_ASSET
+    if Path(spec).is_dir():
+        return Path(spec)
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(HUB_ALIASES.get(spec, spec), "model_index.json")
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def model_geometry(spec: str) -> tuple[int, int] | None:
@@ -75,67 +121,71 @@ def model_geometry(spec: str) -> tuple[int, int] | None:
 
     if spec in GEOMETRY:
         return GEOMETRY[spec]
-    if spec == "tiny-shapes":
-        from bench.core.builders import ASSET
-
-        folder = ASSET
-    elif Path(spec).is_dir():
-        folder = Path(spec)
-    else:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(HUB_ALIASES.get(spec, spec), "vae/config.json")
-        if not isinstance(found, str):
-            return None
-        folder = Path(found).parents[1]
+    folder = _config_folder(spec)
+    if folder is None:
+        return None
     try:
         vae = json.loads((folder / "vae" / "config.json").read_text())
+        if model_family(spec) == "sd3":
+            return 2 ** (len(vae["block_out_channels"]) - 1), json.loads(
+                (folder / "transformer" / "config.json").read_text())["patch_size"]
         unet = json.loads((folder / "unet" / "config.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError):
         return None
     return 2 ** (len(vae["block_out_channels"]) - 1), 2 ** (len(unet["down_block_types"]) - 1)
 
 
 def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
-    """Load ``spec`` (a registry name, a diffusers directory or a hub id) with a DDIM scheduler on ``device``."""
+    """Load ``spec`` (a registry name, a diffusers directory or a hub id) on ``device``; an ``sd`` pipeline gets a
+    DDIM scheduler, an ``sd3`` one keeps its flow-matching Euler scheduler."""
+    import torch
+
     check_model(spec)
     if spec in BUILDERS:
         pipe, stand_in = BUILDERS.get(spec)(seed=seed), STAND_INS.get(spec)
     else:
         source = HUB_ALIASES.get(spec, spec)
-        pipe = _from_pretrained(source)
+        pipe = _from_pretrained(source, model_family(spec))
         marker = Path(source) / STAND_IN_MARKER
         stand_in = marker.read_text().strip() if marker.is_file() else None
-    _use_ddim(pipe)
+    if model_family(spec) == "sd":
+        _use_ddim(pipe)
     pipe.to(device)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.requires_grad_(False)
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe=pipe, name=spec, stand_in=stand_in)
 
 
 def unet_module_names(spec: str) -> set[str] | None:
-    """Module names of the model's UNet, built without weights where it can be (what LoRA targets are matched
-    against); the built-in models share the Stable Diffusion UNet's blocks, so tiny-random's stand for them. None
-    when the UNet's config is not on this machine (a hub id not in the cache)."""
-    from diffusers import UNet2DConditionModel
+    """Module names of the model's denoiser (UNet or SD3 transformer), built without weights where it can be (what
+    LoRA targets are matched against); the built-in models of a family share its blocks, so the family's tiny
+    random model stands for them. None when the denoiser's config is not on this machine (a hub id not in the
+    cache)."""
+    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
 
+    from bench.core.families import family
+
+    fam = family(model_family(spec))
     if spec in BUILDERS:
-        return {name for name, _ in BUILDERS.get("tiny-random")(seed=0).unet.named_modules()}
+        tiny = BUILDERS.get("tiny-random" if fam.name == "sd" else "tiny-flow-random")(seed=0)
+        return {name for name, _ in getattr(tiny, fam.denoiser).named_modules()}
     source = HUB_ALIASES.get(spec, spec)
-    config = Path(source) / "unet" / "config.json"
+    config = Path(source) / fam.denoiser / "config.json"
     if not config.is_file():
         from huggingface_hub import try_to_load_from_cache
 
-        cached = try_to_load_from_cache(source, "unet/config.json")
+        cached = try_to_load_from_cache(source, f"{fam.denoiser}/config.json")
         if not isinstance(cached, str):
             return None
         config = Path(cached)
     from accelerate import init_empty_weights
 
+    cls = UNet2DConditionModel if fam.name == "sd" else SD3Transformer2DModel
     with init_empty_weights():
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(str(config)))
-    return {name for name, _ in unet.named_modules()}
+        module = cls.from_config(cls.load_config(str(config)))
+    return {name for name, _ in module.named_modules()}
 
 
 def save_model(model: LoadedModel, directory: str | Path) -> Path:
@@ -147,13 +197,15 @@ def save_model(model: LoadedModel, directory: str | Path) -> Path:
     return directory
 
 
-def _from_pretrained(source: str):
-    from diffusers import StableDiffusionPipeline
+def _from_pretrained(source: str, family: str = "sd"):
+    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
 
     is_dir = Path(source).is_dir()
     if is_dir and not (Path(source) / "model_index.json").is_file():
         raise UsageError(f"{source!r} has no model_index.json; pass a diffusers pipeline directory (save_pretrained)")
     try:
+        if family == "sd3":
+            return StableDiffusion3Pipeline.from_pretrained(source)
         return StableDiffusionPipeline.from_pretrained(source, safety_checker=None, requires_safety_checker=False)
     except (OSError, ValueError) as exc:
         if is_dir:

@@ -49,11 +49,12 @@ def autocast(device: torch.device | str, name: str, enabled: bool = True):
 
 
 def cast_frozen(pipe, name: str, vae_fp32: bool = False) -> None:
-    """Frozen UNet, text encoder and VAE to the precision's dtype (the VAE stays float32 with ``vae_fp32``)."""
+    """Frozen denoiser (UNet or transformer), text encoders and VAE to the precision's dtype (the VAE stays float32
+    with ``vae_fp32``)."""
     target = dtype(name)
-    pipe.unet.to(dtype=target)
-    pipe.text_encoder.to(dtype=target)
-    pipe.vae.to(dtype=torch.float32 if vae_fp32 else target)
+    for key, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module):
+            module.to(dtype=torch.float32 if key == "vae" and vae_fp32 else target)
 
 
 def grad_scaler(device: torch.device | str, name: str) -> torch.amp.GradScaler:

@@ -1,8 +1,11 @@
-"""The one DDIM sampler every method uses; which steps carry gradient is a parameter (``GradMode``).
+"""The one sampler every method uses; which steps carry gradient is a parameter (``GradMode``).
 
-A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance and DDIM's eta, decodes x_0 with the VAE
+A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance over the model family's chain
+(``bench.core.chain``: DDIM with eta for ``sd``, the flow-matching Euler ODE for ``sd3``), decodes x_0 with the VAE
 and returns images in [0, 1] plus what the policy-gradient and regression methods need: every latent, the
-timesteps and the log-probability of each transition under the sampling policy.
+timesteps and the log-probability of each stochastic transition under the sampling policy. Gradient modes,
+checkpointing, precision and the order randomness is drawn in are the same for every family ("UNet call" below
+means a denoiser call: the UNet or the SD3 transformer).
 
 Gradient modes (``GradMode.mode``):
 
@@ -31,13 +34,12 @@ height and width (0: the model's native size).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from bench.core.ddim import ddim_step, gaussian_log_prob
+from bench.core.ddim import gaussian_log_prob
 
 from bench.core import precision as mp
 
@@ -151,29 +153,34 @@ class Rollout:
 
 
 class Sampler:
-    """DDIM sampling with classifier-free guidance on a diffusers Stable Diffusion pipeline."""
+    """Sampling with classifier-free guidance over a model family's chain (``bench.core.chain``): DDIM for
+    Stable Diffusion pipelines, the flow-matching Euler ODE for Stable Diffusion 3 pipelines."""
 
     def __init__(self, pipe, config: SamplerConfig):
+        from bench.core.families import CHAINS, family_of_pipe
+
         self.pipe = pipe
         self.config = config
-        self.unet, self.vae = pipe.unet, pipe.vae
+        self.chain = CHAINS.get(family_of_pipe(pipe).name)(pipe, config)
+        self.chain.check_eta(config.eta)
+        self.denoiser, self.vae = self.chain.denoiser, pipe.vae
         self.scheduler = pipe.scheduler
         self._negative: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        return self.denoiser.device
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        size = self.unet.config.sample_size
+        size = self.chain.native_latent_size
         if self.config.resolution:
-            size = latent_size(self.pipe, self.config.resolution)
-        return (self.unet.config.in_channels, size, size)
+            size = latent_size(self.pipe, self.config.resolution, self.chain)
+        return (self.chain.latent_channels, size, size)
 
     @property
     def image_size(self) -> int:
-        return self.latent_shape[-1] * vae_factor(self.pipe)
+        return self.latent_shape[-1] * self.chain.vae_factor
 
     def autocast(self, enabled: bool = True):
         return mp.autocast(self.device, self.config.precision, enabled)
@@ -181,20 +188,11 @@ class Sampler:
     def initial_noise(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
         """x_T ~ N(0, I) for ``n`` samples (float32), drawn on the CPU so a seed gives the same noise everywhere."""
         noise = torch.randn((n, *self.latent_shape), generator=generator)
-        return noise.to(self.device, torch.float32) * self.scheduler.init_noise_sigma
+        return noise.to(self.device, torch.float32) * self.chain.init_sigma
 
-    @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        """Text-encoder hidden states [B, 77, D] (the text encoder is frozen: no graph)."""
-        tok = self.pipe.tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.pipe.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        with self.autocast():
-            return self.pipe.text_encoder(tok.input_ids.to(self.device))[0].float()
+        """The chain's prompt states [B, L, D] (text encoders are frozen: no graph)."""
+        return self.chain.encode(prompts)
 
     def negative_embeds(self, n: int) -> torch.Tensor:
         if self._negative is None:
@@ -206,45 +204,35 @@ class Sampler:
         return self.config.guidance_scale > 1.0
 
     def model_output(self, x, t, embeds, *, use_checkpoint: bool = False):
-        """Guided UNet prediction at timestep ``t`` for latents ``x`` and prompt states ``embeds``."""
+        """Guided denoiser prediction at timestep ``t`` for latents ``x`` and prompt states ``embeds``."""
         if self.guided:
             x_in = torch.cat([x, x])
             emb = torch.cat([self.negative_embeds(len(x)), embeds])
         else:
             x_in, emb = x, embeds
-        x_in = self.scheduler.scale_model_input(x_in, t)
         if use_checkpoint:
-            out = checkpoint(self._unet, x_in, t, emb, use_reentrant=False)
+            out = checkpoint(self._denoise, x_in, t, emb, use_reentrant=False)
         else:
-            out = self._unet(x_in, t, emb)
+            out = self._denoise(x_in, t, emb)
         if self.guided:
             uncond, cond = out.chunk(2)
             out = uncond + self.config.guidance_scale * (cond - uncond)
         return out
 
-    def unet_forward(self, x, t, emb):
-        """The UNet's prediction (float32) at the sampler's precision: inputs in the UNet's dtype, autocast on."""
-        dt = self.unet.dtype
-        with self.autocast():
-            return self.unet(x.to(dt), t, encoder_hidden_states=emb.to(dt), return_dict=False)[0].float()
+    def denoiser_forward(self, x, t, emb):
+        """The denoiser's unguided prediction (float32) at the sampler's precision (``Chain.forward``)."""
+        return self.chain.forward(x, t, emb)
 
-    _unet = unet_forward
-
-    def _decode(self, latents):
-        vae = self.vae
-        with self.autocast(enabled=not self.config.vae_fp32):
-            image = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0].float()
-        return (image / 2 + 0.5).clamp(0, 1)
+    _denoise = denoiser_forward
 
     def decode(self, latents, *, use_checkpoint: bool = False):
         """Images in [0, 1] from final latents."""
         if use_checkpoint:
-            return checkpoint(self._decode, latents, use_reentrant=False)
-        return self._decode(latents)
+            return checkpoint(self.chain.decode, latents, use_reentrant=False)
+        return self.chain.decode(latents)
 
     def set_steps(self) -> torch.Tensor:
-        self.scheduler.set_timesteps(self.config.steps, device=self.device)
-        return self.scheduler.timesteps
+        return self.chain.set_steps(self.config.steps)
 
     # -- pieces for methods that leave the chain early or re-score its transitions (ReFL, DRaFT-LV, GRPO) ------
     @torch.no_grad()
@@ -265,9 +253,9 @@ class Sampler:
         return x, embeds, timesteps
 
     def transition(self, x, t, embeds, noise=None, *, use_checkpoint: bool = False):
-        """One DDIM step from ``x`` at timestep ``t``: (x_prev, mean); ``noise`` is used when eta > 0."""
+        """One step of the chain from ``x`` at timestep ``t``: (x_next, mean); ``noise`` is used when eta > 0."""
         out = self.model_output(x, t, embeds, use_checkpoint=use_checkpoint)
-        mean, std = ddim_step(self.scheduler, out, int(t), x, self.config.eta)
+        mean, std = self.chain.step(out, t, x, self.config.eta)
         if std > 0 and noise is not None:
             return mean + std * noise.to(mean.device, mean.dtype), mean
         return mean, mean
@@ -275,15 +263,20 @@ class Sampler:
     def transition_log_prob(self, x, t, embeds, x_prev):
         """(log p(x_prev | x), mean, std) under the current weights, computed as ``sample`` does (policy gradient)."""
         out = self.model_output(x, t, embeds)
-        mean, std = ddim_step(self.scheduler, out, int(t), x, self.config.eta)
+        mean, std = self.chain.step(out, t, x, self.config.eta)
         if std <= 0:
-            raise ValueError(f"the transition at timestep {int(t)} is deterministic (eta=0 or a final alpha of 1)")
+            raise ValueError(f"the transition at timestep {float(t):g} is deterministic (eta=0, a final alpha of 1, "
+                             "or a family whose chain is an ODE)")
         return gaussian_log_prob(x_prev, mean, std), mean, std
 
+    def predict_x0(self, out, t, x) -> torch.Tensor:
+        """The clean latent the guided output ``out`` implies at timestep ``t`` (ReFL; Direct-Align's core step)."""
+        return self.chain.predict_x0(out, t, x)
+
     def renoise(self, x0, t, noise) -> torch.Tensor:
-        """Forward-diffuse clean latents to timestep ``t``: sqrt(a_t) x0 + sqrt(1 - a_t) noise (DRaFT-LV)."""
-        a = float(self.scheduler.alphas_cumprod[int(t)])
-        return math.sqrt(a) * x0 + math.sqrt(1 - a) * noise.to(x0.device, x0.dtype)
+        """Forward-diffuse clean latents to timestep ``t`` (DDIM: sqrt(a_t) x0 + sqrt(1 - a_t) noise; flow:
+        sigma noise + (1 - sigma) x0) (DRaFT-LV)."""
+        return self.chain.renoise(x0, t, noise)
 
     def sample(
         self,
@@ -311,7 +304,7 @@ class Sampler:
                 with torch.set_grad_enabled(carries[i] and torch.is_grad_enabled()):
                     ckpt = carries[i] and grad.checkpoint and i not in kept
                     out = self.model_output(x, t, embeds, use_checkpoint=ckpt)
-                mean, std = ddim_step(self.scheduler, out, int(t), x, cfg.eta)
+                mean, std = self.chain.step(out, t, x, cfg.eta)
                 if std > 0:
                     x = mean + std * step_noise[i].to(mean.device, mean.dtype)
                     log_probs.append(gaussian_log_prob(x.detach(), mean.detach(), std))
@@ -338,14 +331,17 @@ def check_resolution(resolution: int, vae: int, unet_down: int) -> int:
     """The latent size of a ``resolution``-pixel image, or ``ValueError`` where the model cannot draw it."""
     step = vae * unet_down
     if resolution < step or resolution % step:
-        raise ValueError(f"resolution {resolution} is not a positive multiple of {step} (VAE factor {vae} x UNet "
+        raise ValueError(f"resolution {resolution} is not a positive multiple of {step} (VAE factor {vae} x denoiser "
                          f"down-sampling {unet_down}); pick e.g. {max(step, resolution // step * step)}")
     return resolution // vae
 
 
-def latent_size(pipe, resolution: int) -> int:
-    down = 2 ** (len(pipe.unet.config.down_block_types) - 1)
-    return check_resolution(resolution, vae_factor(pipe), down)
+def latent_size(pipe, resolution: int, chain=None) -> int:
+    if chain is None:
+        from bench.core.families import CHAINS, family_of_pipe
+
+        chain = CHAINS.get(family_of_pipe(pipe).name)(pipe, SamplerConfig())
+    return check_resolution(resolution, vae_factor(pipe), chain.down_factor)
 
 
 def activation_bytes(sampler: Sampler, batch: int) -> tuple[int, int]:
@@ -353,7 +349,7 @@ def activation_bytes(sampler: Sampler, batch: int) -> tuple[int, int]:
     ``batch`` images (measured by running each once with a graph; the results are discarded)."""
     from bench.core.activations import saved_bytes
 
-    params = [p for m in (sampler.unet, sampler.vae) for p in m.parameters()]
+    params = [p for m in (sampler.denoiser, sampler.vae) for p in m.parameters()]
     x = sampler.initial_noise(batch, torch.Generator().manual_seed(0))
     embeds = sampler.negative_embeds(batch).clone()
     t = sampler.set_steps()[0]

@@ -40,12 +40,18 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
 
 
 def print_listing() -> None:
-    from bench.core.models import model_names
+    from bench.core.families import family
+    from bench.core.models import HUB_ALIASES, STAND_INS, model_family, model_names
     from bench.core.prompts import prompt_set_names
     from methods import METHODS
     from rewards import REWARDS
 
-    print("models:      " + ", ".join(model_names()) + "  (or a diffusers directory / hub id)")
+    print("models (or a diffusers directory / hub id):")
+    for name in model_names():
+        fam = family(model_family(name))
+        note = f"hub: {HUB_ALIASES[name]}" if name in HUB_ALIASES else ("stand-in, " + STAND_INS[name]
+                                                                        if name in STAND_INS else "trained, shipped")
+        print(f"  {name:<17} family {fam.name:<4} {fam.description:<31} {note}")
     print("rewards:     " + ", ".join(REWARDS.names()) + "  (or a combination / plug-in)")
     print("methods:     " + ", ".join(METHODS.names()))
     print("prompt sets: " + ", ".join(prompt_set_names()) + "  (or a text file)")

@@ -39,11 +39,32 @@ def check_model_available(spec: str) -> None:
                 f"first (huggingface-cli download {source}) or pass a local diffusers directory"
             )
 
+def check_families(model: str, method_classes: dict):
+    """The model's family (``bench.core.families``); a method that cannot run on it fails here, before any run,
+    naming the family and the registered methods that can."""
+    from bench.core.families import family
+    from bench.core.models import model_family
+    from methods import METHODS
+
+    fam = family(model_family(model))
+    refused = [m for m, cls in method_classes.items() if fam.name not in getattr(cls, "families", (fam.name,))]
+    if refused:
+        can = [n for n in METHODS.names() if fam.name in METHODS.get(n).families]
+        raise UsageError(f"{', '.join(refused)} cannot run on {model} (model family {fam.name}: {fam.description}); "
+                         f"methods that can: {', '.join(can)}")
+    return fam
+
+
 def check_lora_targets(model: str, configs: dict, method_classes: dict) -> None:
     """LoRA targets changed from a method's default must name modules of the chosen model's UNet (peft matches a
     target against a module's full name or its last dotted parts)."""
-    changed = {m: c.lora_targets for m, c in configs.items()
-               if hasattr(c, "lora_targets") and c.lora_targets != config_fields(method_classes[m]).get("lora_targets")}
+    from bench.core.families import family
+    from bench.core.models import model_family
+
+    usual = (config_fields(method_classes[m]).get("lora_targets") for m in configs)
+    family_targets = ",".join(family(model_family(model)).lora_targets)
+    changed = {m: c.lora_targets for (m, c), default in zip(configs.items(), usual)
+               if hasattr(c, "lora_targets") and c.lora_targets not in (default, family_targets)}
     if not changed:
         return
     from bench.core.models import unet_module_names
@@ -54,7 +75,7 @@ def check_lora_targets(model: str, configs: dict, method_classes: dict) -> None:
     for method, targets in changed.items():
         for target in (t for t in str(targets).split(",") if t):
             if not any(n == target or n.endswith("." + target) for n in names):
-                raise UsageError(f"--set {method}.lora_targets: {target!r} is no module of {model}'s UNet; use names "
+                raise UsageError(f"--set {method}.lora_targets: {target!r} is no module of {model}'s denoiser; use names "
                                  "such as to_q,to_k,to_v,to_out.0 (attention) or proj_in,proj_out,ff.net.2")
 
 
@@ -136,6 +157,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     seeds = parse_seeds(args.seeds)
     model = args.model or preset.model
     check_model_available(model)
+    fam = check_families(model, method_classes)
     prompts = args.prompts or preset.prompts
     eval_prompts_name = args.eval_prompts or preset.eval_prompts
     train_set = load_prompts(prompts)
@@ -172,9 +194,19 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         raise UsageError(f"--protocol {protocol!r} unknown; valid: {', '.join(PROTOCOLS)}")
     # Run-wide settings every method config carries (below --set; the cap only where a method uses it).
     run_wide = dict(scale, **({"max_memory_gb": budget["max_memory_gb"]} if budget["max_memory_gb"] else {}))
-    configs = {m: method_config(cls, m, {**preset.method_overrides(cls, protocol), **run_wide}, per_method[m],
-                                global_sets)
+    # The model family's own values (LoRA targets; eta 0 on a deterministic chain) sit above the preset's.
+    from bench.core.families import family_defaults
+
+    family_wide = family_defaults(fam)
+    configs = {m: method_config(cls, m, {**preset.method_overrides(cls, protocol), **family_wide, **run_wide},
+                                per_method[m], global_sets)
                for m, cls in method_classes.items()}
+    if not fam.stochastic:
+        for m, c in configs.items():
+            if getattr(c, "eta", 0) > 0:
+                raise UsageError(f"--set {m}.eta={c.eta}: {model} (family {fam.name}) samples the deterministic flow "
+                                 "ODE, which has no eta yet (the flow SDEs come with the flow policy-gradient "
+                                 "methods); drop the --set")
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")

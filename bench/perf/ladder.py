@@ -8,7 +8,8 @@ For each row and dtype (fp32, or bf16 autocast), one fresh process builds the mo
 reward queries per step, the timed steps' own peak memory and the process peak (see ``bench.memory``). A row that
 runs out of memory is reported as ``oom``. Default rows: AlignProp full without / with checkpointing, K=1,
 randomized K, DDPO, RWR, and ``sampler``, which times the shared sampler without gradient against diffusers' own
-``StableDiffusionPipeline`` on the same latents (ratio < 1: ours is faster). ``--rows all`` adds trl's
+``StableDiffusionPipeline`` (``StableDiffusion3Pipeline`` for the sd3 family) on the same latents (ratio < 1: ours
+is faster). ``--rows all`` adds trl's
 AlignPropTrainer at equal settings (per-step random thresholds, full, last step only), our sampler in the official
 code's truncation mode (``alignprop-code``) and ``rwr-sparse``; the report then states our time and memory
 relative to trl's for each matched pair.
@@ -88,33 +89,40 @@ def with_pairs(rows: list[str]) -> list[str]:
 
 
 def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: int, repeats: int = 1,
-            budget_mb: float | None = None) -> dict:
-    """One row in this process: median seconds of ``repeats`` optimizer steps, reward queries and peak memory."""
+            budget_mb: float | None = None, resolution: int = 0) -> dict:
+    """One row in this process: median seconds of ``repeats`` optimizer steps, reward queries and peak memory.
+    A row whose method cannot run on the model's family (``Method.families``) is reported as ``n/a``; the family's
+    own config values (``family_defaults``: eta 0 on the flow ODE) apply under the row's."""
     import statistics
 
     import torch
 
     from bench.perf.memory import PeakMemory, return_freed_memory_to_os
-    from bench.core.models import load_model
+    from bench.core.families import family, family_defaults
+    from bench.core.models import load_model, model_family
     from bench.core.prompts import load_prompts
     from bench.harness.recorder import peak_memory_mb
     from bench.core.cli import quiet_libraries
     from methods import METHODS
     from rewards.toy import MeanBrightness
 
+    fam = family(model_family(model))
+    if row != "sampler" and fam.name not in METHODS.get(ROWS[parse_row(row)[0]][0]).families:
+        return dict(status="n/a", error=f"{ROWS[parse_row(row)[0]][0]} cannot run on model family {fam.name}")
     return_freed_memory_to_os()
     quiet_libraries()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     loaded = load_model(model, device=str(device))
     if row == "sampler":
-        return _sampler_ratio(loaded.pipe, steps, batch, dtype, device)
+        return _sampler_ratio(loaded.pipe, steps, batch, dtype, device, resolution)
     name, extra = ROWS[parse_row(row)[0]]
     extra = {k: steps - 1 if v == LAST else v for k, v in extra.items()}
+    extra = {**{k: v for k, v in family_defaults(fam).items() if k != "lora_targets"}, **extra}
     if budget_mb is not None:
         extra["memory_budget_mb"] = budget_mb
     cls = METHODS.get(name)
     method = cls(loaded.pipe, MeanBrightness(), load_prompts("simple-animals"),
-                 cls.Config(steps=steps, batch_size=batch, precision=dtype, **extra), seed=0)
+                 cls.Config(steps=steps, batch_size=batch, precision=dtype, resolution=resolution, **extra), seed=0)
     seconds = []
     try:
         for _ in range(warmup):
@@ -137,7 +145,7 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
     return result
 
 
-def _sampler_ratio(pipe, steps, batch, dtype, device) -> dict:
+def _sampler_ratio(pipe, steps, batch, dtype, device, resolution: int = 0) -> dict:
     import torch
 
     from bench.core import precision as mp
@@ -145,7 +153,9 @@ def _sampler_ratio(pipe, steps, batch, dtype, device) -> dict:
 
     mp.cast_frozen(pipe, dtype)
     autocast = mp.autocast(device, dtype)
-    sampler = Sampler(pipe, SamplerConfig(steps=steps, guidance_scale=7.5, precision=dtype))
+    sampler = Sampler(pipe, SamplerConfig(steps=steps, guidance_scale=7.5, precision=dtype, resolution=resolution))
+    size = sampler.image_size
+    t5 = {"max_sequence_length": sampler.chain.t5_tokens} if hasattr(sampler.chain, "t5_tokens") else {}
     prompts = ["a photo of a cat"] * batch
     noise = sampler.initial_noise(batch, torch.Generator().manual_seed(0))
 
@@ -162,8 +172,8 @@ def _sampler_ratio(pipe, steps, batch, dtype, device) -> dict:
 
     with autocast:
         ours = timed(lambda: sampler.sample(prompts, latents=noise))
-        theirs = timed(lambda: pipe(prompts, latents=noise.to(pipe.unet.dtype), num_inference_steps=steps,
-                                    guidance_scale=7.5, output_type="pt"))
+        theirs = timed(lambda: pipe(prompts, latents=noise.to(sampler.denoiser.dtype), num_inference_steps=steps,
+                                    guidance_scale=7.5, output_type="pt", height=size, width=size, **t5))
     return dict(status="ok", seconds=ours, diffusers_seconds=theirs, ratio=ours / theirs, peak_mem_mb=None)
 
 

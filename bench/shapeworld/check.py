@@ -1,4 +1,4 @@
-"""How well base ``tiny-shapes`` draws held-out prompts (the shape-world reward classifiers), and how much headroom
+"""How well base ``tiny-shapes`` (or ``tiny-shapes-flow``) draws held-out prompts (the shape-world reward classifiers), and how much headroom
 ``shape-aesthetic`` leaves it."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 
-def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 2.0, prompts: str = "shapes-eval") -> dict:
+def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 2.0, prompts: str = "shapes-eval",
+          model: str = "tiny-shapes") -> dict:
     """Base-model samples on ``prompts``: colour, shape and exact-count accuracy by the reward classifiers, and the
     ``shape-aesthetic`` headroom and learned-vs-true agreement (``check_aesthetic``)."""
     from bench.core.evaluate import EvalConfig, evaluate
@@ -14,7 +15,7 @@ def check(n_per_prompt: int = 4, steps: int = 20, guidance: float = 2.0, prompts
     from bench.core.prompts import load_prompts
     from rewards.shapeworld import PromptMatch, ShapeCount
 
-    pipe = load_model("tiny-shapes").pipe
+    pipe = load_model(model).pipe
     texts = [p for p in load_prompts(prompts).prompts for _ in range(n_per_prompt)]
     cfg = EvalConfig(n=len(texts), batch_size=32, steps=steps, guidance_scale=guidance)
     _, images = evaluate(pipe, ShapeCount(), texts, cfg)

@@ -1,0 +1,150 @@
+"""The ``sd3`` family's chain: a rectified-flow transformer (SD3Transformer2DModel) sampled by the flow-matching
+Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscreteScheduler``.
+
+- Schedule: sigmas from 1 down to 1/1000 (T of them, the scheduler's ``shift`` applied: s' = shift s / (1 +
+  (shift - 1) s)) plus a terminal 0; timestep t = 1000 sigma. The state is x_sigma = sigma eps + (1 - sigma) x_0.
+- Model output: the velocity v = eps - x_0 (classifier-free guidance as SD3's pipeline, in the sampler).
+- One step: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) v; x_0 prediction x - sigma v; re-noising
+  sigma eps + (1 - sigma) x_0; training target (rectified flow): noise - x_0 at sigma = shift(u), u logit-normal
+  (SD3 paper's default weighting, diffusers' train_dreambooth_sd3 ``logit_normal``).
+- Prompt states: both CLIP encoders' penultimate hidden states side by side, zero-padded to the transformer's
+  ``joint_attention_dim``, then the T5 part (zeros when the T5 encoder is absent, as the pipeline does; the
+  pipeline's ``t5_tokens`` attribute says how many, default 256 as diffusers), then, as ONE extra last token, the
+  two pooled projections (zero-padded): one tensor per prompt, like the SD family's.
+
+The ODE is deterministic: its transitions have no density, so ``eta`` must be 0 here. The flow SDEs (Flow-GRPO's
+``sde_step_with_logprob``, DanceGRPO's, MixGRPO's) go into ``SDE_STEPS`` — name -> function(v, sigma, sigma_next,
+x, eta) -> (mean, std) — and ``step`` then hands the sampler a Gaussian transition with its log-probability, exactly
+as DDIM's eta > 0 does: no other piece of the sampler or of the methods changes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bench.core.chain import Chain
+from bench.core.families import FAMILIES
+
+SDE_STEPS: dict = {}
+"""Stochastic flow transitions by name (empty: the next issue's flow SDEs register here)."""
+
+
+class FlowChain(Chain):
+    """SD 3 / 3.5: MMDiT with joint attention and pooled projections; flow-matching Euler steps."""
+
+    info = FAMILIES["sd3"]
+    sde = ""
+    """Name of the flow SDE in ``SDE_STEPS`` used when eta > 0 (none yet)."""
+
+    def __init__(self, pipe, config):
+        super().__init__(pipe, config)
+        cfg = self.denoiser.config
+        self.joint_dim, self.pooled_dim = cfg.joint_attention_dim, cfg.pooled_projection_dim
+        if self.pooled_dim > self.joint_dim:
+            raise ValueError(f"pooled_projection_dim {self.pooled_dim} > joint_attention_dim {self.joint_dim}: the "
+                             "pooled projections cannot ride as a prompt-state token")
+        if self.scheduler.config.get("use_dynamic_shifting"):
+            raise ValueError("a flow scheduler with use_dynamic_shifting (resolution-dependent shift) is not "
+                             "supported; use a fixed shift (SD 3 / 3.5: shift=3.0)")
+        self.t5_tokens = int(getattr(pipe, "t5_tokens", 256))
+        self.sigmas: torch.Tensor | None = None
+        self.timesteps: torch.Tensor | None = None
+
+    def check_eta(self, eta: float) -> None:
+        if eta > 0 and self.sde not in SDE_STEPS:
+            raise ValueError(f"eta={eta}: the sd3 family samples the deterministic flow ODE (no stochastic flow SDE "
+                             "is implemented yet); set eta=0")
+
+    # -- geometry ------------------------------------------------------------------------------------------
+    @property
+    def latent_channels(self) -> int:
+        return self.denoiser.config.in_channels
+
+    @property
+    def native_latent_size(self) -> int:
+        return self.denoiser.config.sample_size
+
+    @property
+    def down_factor(self) -> int:
+        return self.denoiser.config.patch_size
+
+    def decode_scale(self, latents):
+        return latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
+
+    # -- prompts and the denoiser -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """[B, 2 x CLIP length + T5 tokens + 1, joint_attention_dim] prompt states (no graph)."""
+        pipe, n = self.pipe, len(prompts)
+        hidden, pooled = [], []
+        with self.autocast():
+            for tok, enc in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
+                out = self.clip_states(tok, enc, prompts, output_hidden_states=True)
+                hidden.append(out.hidden_states[-2].float())
+                pooled.append(out[0].float())
+            clip = F.pad(torch.cat(hidden, dim=-1), (0, self.joint_dim - sum(h.shape[-1] for h in hidden)))
+            if pipe.text_encoder_3 is not None:
+                ids = pipe.tokenizer_3(list(prompts), padding="max_length", max_length=self.t5_tokens,
+                                       truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
+                t5 = pipe.text_encoder_3(ids.to(self.device))[0].float()
+            else:
+                t5 = torch.zeros(n, self.t5_tokens, self.joint_dim, device=self.device)
+        pooled = F.pad(torch.cat(pooled, dim=-1), (0, self.joint_dim - self.pooled_dim)).unsqueeze(1)
+        return torch.cat([clip, t5, pooled], dim=1)
+
+    def split(self, states):
+        """(encoder_hidden_states, pooled_projections) from the one prompt-state tensor."""
+        return states[:, :-1], states[:, -1, : self.pooled_dim]
+
+    def forward(self, x, t, states):
+        """The transformer's velocity (float32) at the sampler's precision."""
+        dt = self.denoiser.dtype
+        embeds, pooled = self.split(states)
+        t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
+        t = t.expand(len(x)) if t.ndim == 0 else t
+        with self.autocast():
+            return self.denoiser(hidden_states=x.to(dt), timestep=t.to(dt), encoder_hidden_states=embeds.to(dt),
+                                 pooled_projections=pooled.to(dt), return_dict=False)[0].float()
+
+    # -- the chain ------------------------------------------------------------------------------------------
+    def set_steps(self, steps: int) -> torch.Tensor:
+        self.scheduler.set_timesteps(steps, device=self.device)
+        self.timesteps, self.sigmas = self.scheduler.timesteps, self.scheduler.sigmas.to(self.device)
+        return self.timesteps
+
+    def index(self, t) -> int:
+        if self.timesteps is None:
+            raise RuntimeError("set_steps must run before the chain is stepped")
+        return int(torch.argmin((self.timesteps - torch.as_tensor(t, device=self.timesteps.device)).abs()))
+
+    def sigma(self, t) -> torch.Tensor:
+        return self.sigmas[self.index(t)]
+
+    def step(self, out, t, x, eta: float):
+        i = self.index(t)
+        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
+        if eta > 0:
+            self.check_eta(eta)
+            return SDE_STEPS[self.sde](out, sigma, sigma_next, x, eta)
+        return x + (sigma_next - sigma) * out, 0.0
+
+    def predict_x0(self, out, t, x):
+        return x - self.sigma(t) * out
+
+    def renoise(self, x0, t, noise):
+        sigma = self.sigma(t)
+        return sigma * noise.to(x0.device, x0.dtype) + (1 - sigma) * x0
+
+    def training_pair(self, x0, generator: torch.Generator):
+        """(x_sigma, 1000 sigma, noise - x0) with sigma = shift(u), u = sigmoid(N(0, 1))."""
+        u = torch.sigmoid(torch.randn(len(x0), generator=generator)).to(x0.device)
+        sigma = train_sigma(u, float(self.scheduler.config.shift))
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        s = sigma.view(-1, *([1] * (x0.ndim - 1)))
+        return s * noise + (1 - s) * x0, sigma * self.scheduler.config.num_train_timesteps, noise - x0
+
+
+def train_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """The scheduler's shift applied to training noise levels u in (0, 1)."""
+    return shift * u / (1 + (shift - 1) * u)
