@@ -27,7 +27,7 @@ LONG_ARGS ?= --preset default --methods alignprop,draft-lv,refl,ddpo,grpo,grpo-k
 	--seeds 0,1,2 --max-samples 768 --max-seconds 36000 --eval-every-samples 64 --eval-n 20 \
 	$(SHARED_SETS) $(GRPO_KL_SETS) --config-from $(TUNED) --jobs 2
 
-.PHONY: install test bench bench-long clean-venv gpu-check
+.PHONY: install test test-slow bench bench-long clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -40,7 +40,12 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 install: $(STAMP)
 
 test: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# The heaviest process-level checks (two data-parallel processes, submitit, fault injection, the SD 1.5 shape):
+# .ci/run runs them after make test, which stays under 5 minutes from a clean clone.
+test-slow: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist load -m slow
 
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS) --out $(OUT)

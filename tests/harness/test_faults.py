@@ -73,6 +73,7 @@ def test_reference_is_complete(reference):
 
 
 # 1 + 9: a SIGKILLed worker is `killed` with its real step count; a damaged checkpoint falls back, rows survive
+@pytest.mark.slow
 def test_killed_worker_then_damaged_checkpoint_loses_no_row(reference, tmp_path):
     out = tmp_path / "r"
     proc = start(out)
@@ -117,6 +118,7 @@ def test_rows_log_survives_a_torn_line_and_keeps_the_latest(tmp_path):
 
 
 # 2 + 3: a folder in use is locked; SIGINT stops the worker, writes the tables, exits 130, resumes to the same rows
+@pytest.mark.slow
 def test_interrupt_writes_tables_and_a_concurrent_resume_is_refused(reference, tmp_path, capsys):
     from bench.run import main
 

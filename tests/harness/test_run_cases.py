@@ -9,6 +9,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from test_run import ENV, PLUGINS, REPO, bench_run
 
@@ -68,6 +69,7 @@ def test_relative_paths_mean_the_working_directory(tmp_path):
     assert runs.status.tolist() == ["max_steps"], runs.error.tolist()
 
 
+@pytest.mark.slow
 def test_user_reward_plugin_from_a_temporary_file_runs_end_to_end(tmp_path):
     plugin = tmp_path / "greenness.py"
     plugin.write_text(

@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -12,6 +13,7 @@ from test_run import bench_run, bench_run_inprocess
 SMOKE = ["--preset", "smoke", "--reward", "mean-brightness", "--max-steps", "3"]
 
 
+@pytest.mark.slow
 def test_two_processes_keep_identical_adapters_and_the_schema(tmp_path):
     out = tmp_path / "dp"
     bench_run(*SMOKE, "--methods", "alignprop-k1,grpo", "--processes", "2", "--max-steps", "2", "--out", str(out))
@@ -29,6 +31,7 @@ def test_two_processes_keep_identical_adapters_and_the_schema(tmp_path):
     assert list(pd.read_csv(out / "runs.csv").columns) == RUN_COLUMNS
 
 
+@pytest.mark.slow
 def test_submitit_launcher_collects_results_and_resumes(tmp_path, capsys):
     out = tmp_path / "slurm"
     args = [*SMOKE, "--methods", "rwr", "--launcher", "slurm", "--slurm-cluster", "debug", "--out", str(out)]

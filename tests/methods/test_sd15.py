@@ -27,6 +27,7 @@ def sd15():
     return pipe
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["alignprop-k1", "ddpo"])
 def test_sd15_architecture_step_at_64px(sd15, name):
     if "default" in getattr(sd15.unet, "peft_config", {}):
