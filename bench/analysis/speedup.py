@@ -3,10 +3,11 @@
 For each reward, the targets are the reference method's mean final eval reward (the AlignProp paper's "reaches
 DDPO's reward 25x faster") and ``FRACTIONS`` of the best method's gain over the start. For every run, the cost
 (reward queries, CPU seconds of training) at its first evaluation that reaches a target is read at evaluations,
-never interpolated between them; a run that never reaches it costs infinity. The speed-up of a method is the
-reference's mean cost over its seeds / the method's mean cost over its seeds, with a percentile-bootstrap 95 %
-interval that resamples the seeds of both methods independently (an infinite mean where a resample holds a seed
-that never got there: the interval then says "or never").
+never interpolated between them. A run that never reaches it is *censored*: it counts the cost of its whole budget
+(its last evaluation), a lower bound on its true cost. The speed-up of a method is the reference's mean cost over its
+seeds / the method's mean cost over its seeds, with a percentile-bootstrap 95 % interval that resamples the seeds of
+both methods independently. With censored reference seeds (and none of the method's) the ratio is a lower bound
+(``bound`` ">="); with censored seeds of the method only, an upper bound ("<="); with both, no ratio.
 
 A target can lie inside the noise: its distance from the start is at most half the width of the reference's own
 95 % interval of its final reward (the seed-to-seed spread of what it reached). Such targets are marked, as is
@@ -31,31 +32,37 @@ COSTS = {"samples": "reward queries", "cpu_s": "CPU s"}
 """Cost axes of time to target: the column of the evaluation rows and its name."""
 
 
-def first_reach(rows: pd.DataFrame, target: float, higher: bool, cost: str) -> float:
-    """``cost`` at a run's first evaluation whose reward reaches ``target``; infinity if none does."""
+def first_reach(rows: pd.DataFrame, target: float, higher: bool, cost: str) -> tuple[float, bool]:
+    """(``cost`` at a run's first evaluation whose reward reaches ``target``, True), or (the cost at its last
+    evaluation, False) if none does: censored at the budget it spent."""
     rows = rows.sort_values("step")
     hit = rows["value"] >= target if higher else rows["value"] <= target
-    return float(rows.loc[hit, cost].iloc[0]) if hit.any() else math.inf
+    if hit.any():
+        return float(rows.loc[hit, cost].iloc[0]), True
+    return float(rows[cost].iloc[-1]), False
 
 
 def ratio_interval(ref: np.ndarray, mine: np.ndarray, *, rng: np.random.Generator, n_boot: int):
-    """(point, lo, hi) of mean(ref) / mean(mine) with seeds resampled independently; infinities propagate
-    (a method that never reaches the target has ratio 0, a reference that never does gives infinity)."""
+    """(point, lo, hi) of mean(ref) / mean(mine) with the seeds of each resampled independently."""
 
     def ratio(a, b):
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(np.isinf(a) & np.isinf(b), np.nan, a / b)
+            return a / b
 
-    point = float(ratio(np.array(ref.mean()), np.array(mine.mean())))
+    point = float(ratio(ref.mean(), mine.mean()))
     if len(ref) < 2 and len(mine) < 2:
         return point, point, point
     boots = ratio(ref[stats.bootstrap_indices(len(ref), n_boot, rng)].mean(axis=1),
                   mine[stats.bootstrap_indices(len(mine), n_boot, rng)].mean(axis=1))
-    boots = boots[~np.isnan(boots)]
-    if not len(boots):
-        return point, float("nan"), float("nan")
     lo, hi = np.quantile(boots, [0.025, 0.975], method="nearest")
     return point, float(lo), float(hi)
+
+
+def bound(ref_reached: np.ndarray, reached: np.ndarray) -> str:
+    """What a ratio of censored mean costs is: exact (""), a lower bound (">="), an upper bound ("<="), or
+    nothing ("none": both sides hold censored seeds)."""
+    ref_cut, cut = not ref_reached.all(), not reached.all()
+    return "none" if ref_cut and cut else ">=" if ref_cut else "<=" if cut else ""
 
 
 def targets(rc: pd.DataFrame, finals: dict[str, np.ndarray], reference: str, ref_label: str | None,
@@ -103,27 +110,34 @@ def time_to_targets(results: Results, reference: str, *, rng: np.random.Generato
         for target in targets(rc, finals, reference, ref_label, higher, rng=rng, n_boot=n_boot, fractions=fractions):
             cost_of = {label: {c: np.array([first_reach(r, target["value"], higher, c)
                                             for _, r in lc.groupby("run_id")]) for c in COSTS}
-                       for label, lc in rc.groupby("label")}
+                       for label, lc in rc.groupby("label")}  # (cost, reached) per seed
             ref_costs = cost_of.get(ref_label)
             for label, costs in sorted(cost_of.items()):
-                for cost, values in costs.items():
+                for cost, pairs in costs.items():
+                    values, reached = pairs[:, 0], pairs[:, 1].astype(bool)
                     point = lo = hi = float("nan")
+                    kind = "none"
                     if ref_costs is not None:
-                        point, lo, hi = ratio_interval(ref_costs[cost], values, rng=rng, n_boot=n_boot)
+                        ref_values, ref_reached = ref_costs[cost][:, 0], ref_costs[cost][:, 1].astype(bool)
+                        kind = bound(ref_reached, reached)
+                        if kind != "none":
+                            point, lo, hi = ratio_interval(ref_values, values, rng=rng, n_boot=n_boot)
                     rows.append(dict(reward=reward, target_name=target["name"], target=target["value"],
                                      start=target["start"], inside_noise=target["inside"], method=label, cost=cost,
-                                     seeds=len(values), reached=int(np.isfinite(values).sum()),
-                                     mean_cost=float(values.mean()), speedup=point, speedup_lo=lo, speedup_hi=hi))
+                                     seeds=len(values), reached=int(reached.sum()), mean_cost=float(values.mean()),
+                                     speedup=point, speedup_lo=lo, speedup_hi=hi, bound=kind))
     return pd.DataFrame(rows)
 
 
 def _speedup_text(r) -> str:
-    if math.isnan(r.speedup):
-        return "—"
-    if math.isinf(r.speedup):
-        return "reference never"
-    upper = "never" if math.isinf(r.speedup_hi) else f"{r.speedup_hi:.2f}x"
-    return f"{r.speedup:.2f}x [{r.speedup_lo:.2f}x, {upper}]"
+    if r.bound == "none" or math.isnan(r.speedup):
+        return "— (both censored)" if r.bound == "none" and r.reached < r.seeds else "—"
+    prefix = {">=": ">= ", "<=": "<= "}.get(r.bound, "")
+    return f"{prefix}{r.speedup:.2f}x [{r.speedup_lo:.2f}x, {r.speedup_hi:.2f}x]"
+
+
+def _cost_text(r) -> str:
+    return fmt(r.mean_cost, 1) if r.reached == r.seeds else f">= {fmt(r.mean_cost, 1)}"
 
 
 def markdown(table: pd.DataFrame, reference: str) -> list[str]:
@@ -132,17 +146,19 @@ def markdown(table: pd.DataFrame, reference: str) -> list[str]:
         return []
     lines = [f"## Time to target, speed-up vs {reference} with 95 % intervals", "",
              "Per seed, the cost at its first evaluation that reaches the target (read at evaluations, not "
-             f"interpolated); `reached` counts seeds. Speed-up = {reference}'s mean cost / the method's, percentile "
-             "bootstrap over both methods' seeds (\"never\": a resample held a seed that never got there). "
-             "The AlignProp paper reports about 25x for AlignProp over DDPO on aesthetics.", ""]
+             "interpolated); `reached` counts seeds. A seed that never reaches it counts its whole budget (censored): "
+             "its mean cost reads \">=\". Speed-up = "
+             f"{reference}'s mean cost / the method's, percentile bootstrap over both methods' seeds; \">=\": a "
+             f"lower bound ({reference} had censored seeds), \"<=\": an upper bound (the method had), \"—\": both "
+             "had. The AlignProp paper reports about 25x for AlignProp over DDPO on aesthetics.", ""]
     for reward, g in table.groupby("reward", sort=True):
         shown = []
         for (name, method), tg in g.groupby(["target_name", "method"], sort=False):
             row = {"target": f"{name} ({fmt(tg['target'].iloc[0])})", "method": method,
                    "reached": f"{tg['reached'].iloc[0]}/{tg['seeds'].iloc[0]}"}
             for r in tg.itertuples():
-                row[f"{COSTS[r.cost]} to reach"] = fmt(r.mean_cost, 1) if math.isfinite(r.mean_cost) else "not reached"
-                row[f"speed-up ({COSTS[r.cost]})"] = _speedup_text(r)
+                row[f"{COSTS[r.cost]} to reach"] = _cost_text(r)
+                row[f"speed-up ({COSTS[r.cost]})"] = "(reference)" if method == reference else _speedup_text(r)
             shown.append(row)
         lines += [f"### {reward} (start {fmt(g['start'].iloc[0])})", "", markdown_table(pd.DataFrame(shown)), ""]
         for name, tg in g[g["inside_noise"].astype(bool)].groupby("target_name", sort=False):
