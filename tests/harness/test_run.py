@@ -197,3 +197,15 @@ def test_list_names_everything(capsys):
     text = bench_run_inprocess(capsys, "--list")[1]
     for name in ("tiny-random", "mean-brightness", "alignprop-trl", "simple-animals", "smoke"):
         assert name in text
+
+
+@pytest.mark.parametrize("variable", ["BENCH_ARGS", "LONG_ARGS"])
+def test_the_makefile_jobs_plan(variable, capsys, tmp_path, monkeypatch):
+    """`make bench` and `make bench-long` pass planning (a --set the planner refuses would stop them after install)."""
+    made = subprocess.run(["make", "-s", "--eval", "print-%: ; @echo $($*)", f"print-{variable}"], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    monkeypatch.chdir(REPO)  # the tuned file's path is relative to the repository
+    code, out, err = bench_run_inprocess(capsys, *made.stdout.split(), "--dry-run", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    alignprop = next(line for line in out.splitlines() if "alignprop__shape-aesthetic__s0" in line)
+    assert "lr=0.005" in alignprop and "sampling_steps=10" in alignprop  # the tuned file's value, the shared steps
