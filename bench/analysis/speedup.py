@@ -161,6 +161,9 @@ def markdown(table: pd.DataFrame, reference: str) -> list[str]:
                 row[f"speed-up ({COSTS[r.cost]})"] = "(reference)" if method == reference else _speedup_text(r)
             shown.append(row)
         lines += [f"### {reward} (start {fmt(g['start'].iloc[0])})", "", markdown_table(pd.DataFrame(shown)), ""]
+        if f"{reference} final" not in set(g["target_name"]):
+            lines.append(f"- **No `{reference} final` target:** {reference}'s mean final reward is not beyond the start "
+                         f"({fmt(g['start'].iloc[0])}): it did not improve at this budget, so no speed-up to it exists.")
         for name, tg in g[g["inside_noise"].astype(bool)].groupby("target_name", sort=False):
             why = (f"{reference}'s own 95 % interval of its final reward contains the start"
                    if name == f"{reference} final" else

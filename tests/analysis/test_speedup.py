@@ -55,6 +55,11 @@ def test_speedup_is_a_ratio_of_mean_costs_with_a_seed_bootstrap_interval():
     # fractions of the best method's gain (fast: 0 -> 1): 0.25, 0.5, 0.75
     names = table.drop_duplicates("target_name").set_index("target_name")["target"]
     assert names["25% of fast's gain"] == pytest.approx(0.25) and names["75% of fast's gain"] == pytest.approx(0.75)
+    assert "No `ddpo final` target" not in "\n".join(speedup.markdown(table, "ddpo"))
+    worse = speedup.time_to_targets(results({**CURVES, "ddpo": [[0.0, 0.0, 0.0, -0.01]] * 3}), "ddpo", rng=np.random.default_rng(0),
+                                    n_boot=100)  # a reference that did not improve: said, not silently dropped
+    assert "ddpo final" not in set(worse["target_name"])
+    assert "No `ddpo final` target" in "\n".join(speedup.markdown(worse, "ddpo"))
 
 
 def test_a_reference_that_never_gets_there_and_targets_inside_its_noise():
