@@ -29,7 +29,14 @@ LONG_ARGS ?= --preset default --methods alignprop,draft-lv,refl,ddpo,grpo,grpo-k
 	--seeds 0,1,2 --max-samples 768 --max-seconds 36000 --eval-every-samples 64 --eval-n 20 \
 	$(SHARED_SETS) $(DDPO_SETS) $(GRPO_SETS) $(GRPO_KL_SETS) --config-from $(TUNED) --jobs 2
 
-.PHONY: install test test-slow bench bench-long clean-venv gpu-check
+# The flow comparison (README "tiny-shapes-flow"): the backprop methods and RWR on the SD3-architecture shape world,
+# validation-tuned on it, under make bench's budget rules.
+FLOW_OUT ?= results/bench-flow-$(shell date +%Y%m%d-%H%M%S)
+FLOW_ARGS ?= --preset default --model tiny-shapes-flow --methods alignprop,draft-lv,refl,rwr --reward shape-aesthetic \
+	--seeds 0,1,2 --max-samples 160 --max-seconds 36000 --eval-every-samples 32 --eval-n 20 $(SHARED_SETS) \
+	--config-from results/tuned/flow-shape-aesthetic-val.json --jobs 2
+
+.PHONY: install test test-slow bench bench-long bench-flow clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -56,6 +63,10 @@ bench: install
 bench-long: install
 	$(BIN)/python -m bench.run $(LONG_ARGS) --out $(LONG_OUT)
 	$(BIN)/python -m bench.report $(LONG_OUT)
+
+bench-flow: install
+	$(BIN)/python -m bench.run $(FLOW_ARGS) --out $(FLOW_OUT)
+	$(BIN)/python -m bench.report $(FLOW_OUT)
 
 clean-venv:
 	rm -rf $(VENV)

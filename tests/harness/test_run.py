@@ -199,13 +199,14 @@ def test_list_names_everything(capsys):
         assert name in text
 
 
-@pytest.mark.parametrize("variable", ["BENCH_ARGS", "LONG_ARGS"])
-def test_the_makefile_jobs_plan(variable, capsys, tmp_path, monkeypatch):
-    """`make bench` and `make bench-long` pass planning (a --set the planner refuses would stop them after install)."""
+@pytest.mark.parametrize("variable,lr", [("BENCH_ARGS", "0.005"), ("LONG_ARGS", "0.005"), ("FLOW_ARGS", "0.003")])
+def test_the_makefile_jobs_plan(variable, lr, capsys, tmp_path, monkeypatch):
+    """`make bench`, `make bench-long` and `make bench-flow` pass planning (a --set the planner refuses would stop
+    them after install) with their tuned files' values."""
     made = subprocess.run(["make", "-s", "--eval", "print-%: ; @echo $($*)", f"print-{variable}"], cwd=REPO,
                           capture_output=True, text=True, check=True)
     monkeypatch.chdir(REPO)  # the tuned file's path is relative to the repository
     code, out, err = bench_run_inprocess(capsys, *made.stdout.split(), "--dry-run", "--out", str(tmp_path / "r"))
     assert code == 0, err
     alignprop = next(line for line in out.splitlines() if "alignprop__shape-aesthetic__s0" in line)
-    assert "lr=0.005" in alignprop and "sampling_steps=10" in alignprop  # the tuned file's value, the shared steps
+    assert f"lr={lr} " in alignprop and "sampling_steps=10" in alignprop  # the tuned file's value, the shared steps
