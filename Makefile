@@ -66,7 +66,7 @@ bench-long: install
 
 bench-flow: install
 	$(BIN)/python -m bench.run $(FLOW_ARGS) --out $(FLOW_OUT)
-	$(BIN)/python -m bench.report $(FLOW_OUT)
+	$(BIN)/python -m bench.report $(FLOW_OUT) --reference alignprop
 
 clean-venv:
 	rm -rf $(VENV)
