@@ -47,11 +47,12 @@ def print_listing() -> None:
     from rewards import REWARDS
 
     print("models (or a diffusers directory / hub id):")
+    width = max(len(family(model_family(name)).description) for name in model_names())
     for name in model_names():
         fam = family(model_family(name))
         note = f"hub: {HUB_ALIASES[name]}" if name in HUB_ALIASES else ("stand-in, " + STAND_INS[name]
                                                                         if name in STAND_INS else "trained, shipped")
-        print(f"  {name:<17} family {fam.name:<4} {fam.description:<31} {note}")
+        print(f"  {name:<17} family {fam.name:<4} {fam.description:<{width}}  {note}")
     print("rewards:     " + ", ".join(REWARDS.names()) + "  (or a combination / plug-in)")
     print("methods:     " + ", ".join(METHODS.names()))
     print("prompt sets: " + ", ".join(prompt_set_names()) + "  (or a text file)")
