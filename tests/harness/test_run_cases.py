@@ -23,6 +23,7 @@ def test_nan_reward_is_diverged(tmp_path):
     assert runs.status.tolist() == ["diverged"] and runs.steps.tolist() == [1]
 
 
+@pytest.mark.slow
 def test_max_seconds_is_respected_within_one_step(tmp_path):
     out = tmp_path / "r"
     bench_run("--preset", "smoke", "--methods", f"{PLUGINS}:Slow", "--reward", "mean-brightness",
@@ -33,6 +34,7 @@ def test_max_seconds_is_respected_within_one_step(tmp_path):
     assert 1.0 <= row.wall_s <= 1.0 + row.sec_per_step * 1.5, row.to_dict()
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_without_duplicates(tmp_path):
     out = tmp_path / "r"
     args = [sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "rwr", "--reward",
@@ -57,6 +59,7 @@ def test_kill_and_resume_continues_without_duplicates(tmp_path):
     assert pd.read_csv(out / "runs.csv").status.tolist() == ["max_steps"]
 
 
+@pytest.mark.slow
 def test_relative_paths_mean_the_working_directory(tmp_path):
     # Run from a folder other than the repository: --out and --prompts are relative to it.
     (tmp_path / "my_prompts.txt").write_text("a red fox\na blue heron\n")
