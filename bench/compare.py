@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.analysis.compare import KEY, Tolerance, baseline_json, compare, load_summary, render, summarize_runs
+from bench.analysis.compare import (KEY, Tolerance, baseline_json, compare, job_normalised, load_summary, render,
+                                    summarize_runs)
 from bench.analysis.results import load_results
 from bench.core.cli import command
 from bench.core.errors import UsageError
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     tol = Tolerance(args.reward_sigmas, args.reward_rel_tol, args.reward_abs_tol, args.time_tol, args.mem_tol)
     if not Path(args.new).is_dir():
         raise UsageError(f"results folder {args.new!r} does not exist; pass a folder written by bench.run")
-    new = summarize_runs(load_results([args.new]).runs)
+    new = job_normalised(summarize_runs(load_results([args.new]).runs))
     if args.write_baseline:
         write_text(Path(args.write_baseline), baseline_json(new, str(args.new)))
         print(f"wrote baseline {args.write_baseline} ({len(new)} entries)")

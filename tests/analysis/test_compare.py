@@ -229,3 +229,17 @@ def test_cli_entry_point(baseline):
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: no regression in 2 entries" in done.stdout
+
+
+def test_one_workers_calibration_outlier_does_not_move_its_ratio(tmp_path):
+    """The gate divides by the job's median calibration: a single worker's noisy calibration (1.2x its neighbours'
+    in the baseline) leaves its method's ratio at the step cost's own ratio."""
+    def folder(name, calibs):
+        rows = [r for (m, cpu), c in zip([("alignprop-k1", 0.35), ("ddpo", 0.63), ("rwr", 0.29)], calibs)
+                for r in runs(m, [0.5], cpu_per_step=cpu, calib_cpu_s=c, cpu_per_step_norm=cpu / c, threads=1)]
+        return write_runs(tmp_path / name, rows)
+
+    base = folder("base", [0.137, 0.114, 0.112])  # alignprop-k1's worker calibrated during a busy moment
+    new = folder("new", [0.114, 0.114, 0.112])
+    done = gate(new, base, "--time-tol", "1.5")
+    assert done.returncode == 0 and done.stdout.count("1.00x CPU/calib ok") == 3, done.stdout  # per-run: 1.20x
