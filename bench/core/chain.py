@@ -82,6 +82,11 @@ class DDIMChain(Chain):
 
     info = FAMILIES["sd"]
 
+    def __init__(self, pipe, config):
+        super().__init__(pipe, config)
+        if getattr(config, "sde", ""):
+            raise ValueError(f"sde={config.sde!r} selects a flow SDE; the sd family's stochastic step is DDIM's eta")
+
     @property
     def latent_channels(self) -> int:
         return self.denoiser.config.in_channels

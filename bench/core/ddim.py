@@ -47,6 +47,10 @@ def ddim_step(scheduler, model_output, t: int, x, eta: float):
 
 
 def gaussian_log_prob(x, mean, std: float) -> torch.Tensor:
-    """log N(x; mean, std^2), averaged over all but the batch dimension (trl's and ddpo-pytorch's convention)."""
+    """log N(x; mean, std^2) in float32, averaged over all but the batch dimension (trl's and ddpo-pytorch's
+    convention; flow_grpo and DanceGRPO average too). A deterministic transition (std <= 0) has no density."""
+    if not std > 0:
+        raise ValueError(f"a transition with std {float(std):g} has no Gaussian log-probability (deterministic step)")
+    x, mean = x.float(), mean.float()
     lp = -((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)
     return lp.mean(dim=tuple(range(1, lp.ndim)))

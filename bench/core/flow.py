@@ -12,13 +12,17 @@ Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscr
   pipeline's ``t5_tokens`` attribute says how many, default 256 as diffusers), then, as ONE extra last token, the
   two pooled projections (zero-padded): one tensor per prompt, like the SD family's.
 
-The ODE is deterministic: its transitions have no density, so ``eta`` must be 0 here. The flow SDEs (Flow-GRPO's
-``sde_step_with_logprob``, DanceGRPO's, MixGRPO's) go into ``SDE_STEPS`` — name -> function(v, sigma, sigma_next,
-x, eta) -> (mean, std) — and ``step`` then hands the sampler a Gaussian transition with its log-probability, exactly
-as DDIM's eta > 0 does: no other piece of the sampler or of the methods changes.
+The ODE is deterministic: its transitions have no density. Stochastic transitions come from a flow SDE named by
+``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``
+and ``dance-grpo`` below); ``step`` then hands the sampler a Gaussian transition N(mean, std^2 I) whose
+log-probability the sampler scores exactly as for DDIM's eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
+averaged over the non-batch latent dimensions, as flow_grpo and DanceGRPO do). eta = 0, or no SDE selected, is the
+ODE step itself; with no SDE selected eta > 0 is refused.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +31,40 @@ from bench.core.chain import Chain
 from bench.core.families import FAMILIES
 
 SDE_STEPS: dict = {}
-"""Stochastic flow transitions by name (empty: the next issue's flow SDEs register here)."""
+"""Stochastic flow transitions by name: function(v, sigma, sigma_next, x, eta) -> (mean, std float)."""
+
+
+def sde_mean(v, sigma, sigma_next, x, g: float):
+    """Euler-Maruyama mean of the reverse-time SDE with the flow ODE's marginals and diffusion coefficient g:
+
+        x + [v + g^2 / (2 sigma) (x + (1 - sigma) v)] dt,    dt = sigma_next - sigma < 0.
+
+    For x_sigma = sigma eps + (1 - sigma) x_0 the score is -(x - (1 - sigma) x_0) / sigma^2 = -(x + (1 - sigma) v) /
+    sigma (x_0 = x - sigma v), so the bracket is v - g^2 / 2 score: Flow-GRPO (arXiv:2505.05470, the ODE-to-SDE
+    conversion; flow_grpo ``sd3_sde_with_logprob.py``, ``sde_type='sde'``) and DanceGRPO (arXiv:2505.07818;
+    DanceGRPO ``train_grpo_flux.py::flux_step`` with ``sde_solver``) share it and differ only in g. g = 0 is the
+    ODE step x + dt v exactly (same float32 arithmetic).
+    """
+    dt = sigma_next - sigma
+    return x + (v + (g * g / (2 * sigma)) * (x + (1 - sigma) * v)) * dt
+
+
+def flow_grpo_step(v, sigma, sigma_next, x, eta: float):
+    """Flow-GRPO (arXiv:2505.05470): g = a sqrt(sigma / (1 - sigma)) with a = ``eta`` (their ``noise_level``, 0.7 by
+    default); std = g sqrt(-dt). At sigma = 1 the denominator uses the next-lower sigma, as flow_grpo does
+    (its ``sigma_max = sigmas[1]``, which is ``sigma_next`` on the one step that starts at sigma = 1)."""
+    s, s_next = float(sigma), float(sigma_next)
+    g = eta * math.sqrt(s / (1 - (s_next if s == 1 else s)))
+    return sde_mean(v, sigma, sigma_next, x, g), g * math.sqrt(s - s_next)
+
+
+def dance_grpo_step(v, sigma, sigma_next, x, eta: float):
+    """DanceGRPO (arXiv:2505.07818; ``flux_step`` with ``sde_solver``): a constant g = eta (0.3 in their flux script) in
+    place of Flow-GRPO's sigma-dependent factor; std = eta sqrt(sigma - sigma_next)."""
+    return sde_mean(v, sigma, sigma_next, x, eta), eta * math.sqrt(float(sigma) - float(sigma_next))
+
+
+SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step})
 
 
 class FlowChain(Chain):
@@ -35,7 +72,7 @@ class FlowChain(Chain):
 
     info = FAMILIES["sd3"]
     sde = ""
-    """Name of the flow SDE in ``SDE_STEPS`` used when eta > 0 (none yet)."""
+    """Name of the flow SDE in ``SDE_STEPS`` used when eta > 0 (from ``SamplerConfig.sde``; empty: the ODE only)."""
 
     def __init__(self, pipe, config):
         super().__init__(pipe, config)
@@ -48,13 +85,16 @@ class FlowChain(Chain):
             raise ValueError("a flow scheduler with use_dynamic_shifting (resolution-dependent shift) is not "
                              "supported; use a fixed shift (SD 3 / 3.5: shift=3.0)")
         self.t5_tokens = int(getattr(pipe, "t5_tokens", 256))
+        self.sde = getattr(config, "sde", "") or ""
+        if self.sde and self.sde not in SDE_STEPS:
+            raise ValueError(f"unknown flow SDE {self.sde!r}; valid: {', '.join(sorted(SDE_STEPS))}")
         self.sigmas: torch.Tensor | None = None
         self.timesteps: torch.Tensor | None = None
 
     def check_eta(self, eta: float) -> None:
         if eta > 0 and self.sde not in SDE_STEPS:
-            raise ValueError(f"eta={eta}: the sd3 family samples the deterministic flow ODE (no stochastic flow SDE "
-                             "is implemented yet); set eta=0")
+            raise ValueError(f"eta={eta}: the sd3 family samples the deterministic flow ODE unless a flow SDE is "
+                             f"selected (SamplerConfig.sde: {', '.join(sorted(SDE_STEPS))}); set eta=0 or an sde")
 
     # -- geometry ------------------------------------------------------------------------------------------
     @property

@@ -55,7 +55,11 @@ class SamplerConfig:
     guidance_scale: float = 7.5
     """Classifier-free guidance weight w; w <= 1 disables guidance (AlignProp code 7.5, DDPO 5.0)."""
     eta: float = 0.0
-    """DDIM eta in [0, 1]: 0 is deterministic (AlignProp code), 1 is DDPM-like (DDPO); log-probs need eta > 0."""
+    """DDIM eta in [0, 1]: 0 is deterministic (AlignProp code), 1 is DDPM-like (DDPO); log-probs need eta > 0. On a
+    flow chain with ``sde`` set: the SDE's noise level (Flow-GRPO's a, DanceGRPO's eta)."""
+    sde: str = ""
+    """Flow chains only: the SDE of eta > 0 steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo, dance-grpo);
+    empty: the flow ODE, eta must be 0."""
     negative_prompt: str = ""
     """Unconditional prompt for guidance (both papers: empty string)."""
     precision: str = "fp32"
@@ -154,7 +158,8 @@ class Rollout:
 
 class Sampler:
     """Sampling with classifier-free guidance over a model family's chain (``bench.core.chain``): DDIM for
-    Stable Diffusion pipelines, the flow-matching Euler ODE for Stable Diffusion 3 pipelines."""
+    Stable Diffusion pipelines, the flow-matching Euler ODE (or the flow SDE ``SamplerConfig.sde`` names) for Stable
+    Diffusion 3 pipelines."""
 
     def __init__(self, pipe, config: SamplerConfig):
         from bench.core.families import CHAINS, family_of_pipe
