@@ -79,6 +79,9 @@ def curve_figures(results: Results, out: Path, *, seed: int, n_boot: int, format
                         axes[i, j].axhline(value, color="gray", linestyle="--", linewidth=0.8)
                         axes[i, j].annotate(name, (0.99, value), xycoords=("axes fraction", "data"), ha="right",
                                             va="bottom", fontsize=7, color="dimgray")
+                    if (targets or {}).get(reward) and axes[i, j].get_legend() is not None:
+                        # the legend beside the axes: inside, it can hide a target's label
+                        axes[i, j].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         what = "mean and IQM over seeds, 95 % bootstrap bands" if several else "1 seed per method: no confidence band"
         names += finish(fig, f"Reward vs {plots.X_LABELS[x]} ({what})", results.runs, results.stand_ins, out,
                         f"reward_vs_{x}", formats)
