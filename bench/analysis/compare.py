@@ -14,9 +14,8 @@ file written by ``--write-baseline``):
   moved its ratio to the 1.5x limit), so a machine that is slower per CPU second, or busier, moves both alike (CPU
   seconds alone differed 1.4x between two machines of the same kind, quiet). Un-normalised CPU seconds are
   compared where a side has no calibration (an older baseline), wall-clock s/step where a side lacks CPU time; the
-  check says which. CPU time is itself far
-  less inflated by other processes than wall-clock (a run on 2 cores at load 8 took 18x the wall time at the same
-  CPU time). The absolute figures stay in the table.
+  check says which. CPU time is itself far less inflated by other processes than wall-clock (a run on 2 cores at
+  load 8 took 18x the wall time at the same CPU time). The absolute figures stay in the table.
   CPU seconds depend on the number of torch threads (two threads spend CPU time on each other: 0.37 CPU s/step
   on 2 threads vs 0.26 on 1 for the same rwr smoke step), so both sides must have run with the same thread count
   (``threads`` in runs.csv); a mismatch fails the check and names the fix (CI runs the smoke with
@@ -83,7 +82,8 @@ def _threads(g: pd.DataFrame) -> str:
 
 
 def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, reward, model): seeds with a final eval, its mean and std, mean s/step and peak memory."""
+    """Per (method, reward, model): seeds with a final eval, its mean and std, mean s/step and peak memory
+    (``job_normalised`` adds the gate's normalised CPU s/step)."""
     rows = []
     for key, g in runs.groupby(KEY, sort=True):
         # Only runs that finished their budget count: a run that failed early keeps its step-0 evaluation, which
@@ -99,7 +99,6 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
                 sec_per_step=float(g["sec_per_step"].mean()),
                 cpu_per_step=float(g["cpu_per_step"].mean()),
                 calib_cpu_s=float(g["calib_cpu_s"].mean()) if "calib_cpu_s" in g else float("nan"),
-                cpu_per_step_norm=float(g["cpu_per_step_norm"].mean()) if "cpu_per_step_norm" in g else float("nan"),
                 load_avg=float(g["load_avg"].max()),
                 threads=_threads(g),
                 peak_mem_mb=float(g["peak_mem_mb"].mean()),
@@ -108,8 +107,8 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.DataFrame(rows, columns=KEY + ["runs", "n", "reward_mean", "reward_std", "sec_per_step",
-                                             "cpu_per_step", "calib_cpu_s", "cpu_per_step_norm", "load_avg", "threads",
-                                             "peak_mem_mb", "status", "stand_in"])  # fmt: skip
+                                             "cpu_per_step", "calib_cpu_s", "load_avg", "threads", "peak_mem_mb",
+                                             "status", "stand_in"])  # fmt: skip
 
 
 def job_normalised(summary: pd.DataFrame) -> pd.DataFrame:

@@ -70,18 +70,16 @@ def curve_figures(results: Results, out: Path, *, seed: int, n_boot: int, format
         for j, reward in enumerate(rewards):
             rc = curves[curves["reward"] == reward]
             split = "held-out eval prompts" if (rc["curve_split"] == "eval").all() else "eval (train where no eval)"
+            drawn = (targets or {}).get(reward, []) if x in TARGET_AXES else []
             for i, stat in enumerate(stats_rows):
+                # with targets drawn the legend goes beside the axes: inside, it could hide a target's label
                 plots.plot_reward_curves(axes[i, j], rc, x=x, stat=stat, rng=np.random.default_rng(seed),
                                          n_boot=n_boot, colors=colors, title=f"{reward}: {split}",
-                                         ylabel=reward_label(reward))  # fmt: skip
-                if x in TARGET_AXES:
-                    for name, value in (targets or {}).get(reward, []):
-                        axes[i, j].axhline(value, color="gray", linestyle="--", linewidth=0.8)
-                        axes[i, j].annotate(name, (0.99, value), xycoords=("axes fraction", "data"), ha="right",
-                                            va="bottom", fontsize=7, color="dimgray")
-                    if (targets or {}).get(reward) and axes[i, j].get_legend() is not None:
-                        # the legend beside the axes: inside, it can hide a target's label
-                        axes[i, j].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+                                         ylabel=reward_label(reward), legend_beside=bool(drawn))  # fmt: skip
+                for name, value in drawn:
+                    axes[i, j].axhline(value, color="gray", linestyle="--", linewidth=0.8)
+                    axes[i, j].annotate(name, (0.99, value), xycoords=("axes fraction", "data"), ha="right",
+                                        va="bottom", fontsize=7, color="dimgray")
         what = "mean and IQM over seeds, 95 % bootstrap bands" if several else "1 seed per method: no confidence band"
         names += finish(fig, f"Reward vs {plots.X_LABELS[x]} ({what})", results.runs, results.stand_ins, out,
                         f"reward_vs_{x}", formats)

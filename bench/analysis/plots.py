@@ -78,8 +78,10 @@ def plot_reward_curves(
     colors: dict | None = None,
     title: str = "",
     ylabel: str = "eval reward",
+    legend_beside: bool = False,
 ):
-    """One line per ``label`` of ``stat`` across runs, with a 95 % bootstrap band where two or more runs have data.
+    """One line per ``label`` of ``stat`` across runs, with a 95 % bootstrap band where two or more runs have data;
+    ``legend_beside`` puts the legend right of the axes (where labels drawn inside them must stay visible).
 
     ``curves``: columns ``label``, ``run_id``, ``x`` (the named column) and ``value``. Each run's curve is
     interpolated onto a common grid (spanning all the label's runs) before the statistic and band are taken; every
@@ -112,7 +114,7 @@ def plot_reward_curves(
     ax.grid(alpha=0.3)
     tidy_axis(ax, integer_x=x in ("step", "samples"))
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, **(dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if legend_beside else {}))
     return ax.figure
 
 

@@ -42,6 +42,12 @@ def first_reach(rows: pd.DataFrame, target: float, higher: bool, cost: str) -> t
     return float(rows[cost].iloc[-1]), False
 
 
+def seed_costs(rows: pd.DataFrame, target: float, higher: bool, cost: str) -> tuple[np.ndarray, np.ndarray]:
+    """``first_reach`` of every run in ``rows``: (costs, reached) arrays, one entry per seed."""
+    pairs = [first_reach(r, target, higher, cost) for _, r in rows.groupby("run_id")]
+    return np.array([c for c, _ in pairs]), np.array([hit for _, hit in pairs], dtype=bool)
+
+
 def ratio_interval(ref: np.ndarray, mine: np.ndarray, *, rng: np.random.Generator, n_boot: int):
     """(point, lo, hi) of mean(ref) / mean(mine) with the seeds of each resampled independently."""
 
@@ -108,17 +114,15 @@ def time_to_targets(results: Results, reference: str, *, rng: np.random.Generato
         finals = {label: g["final_eval_reward"].dropna().to_numpy(float) for label, g in done.groupby("label")}
         ref_label = next((lab for lab, g in done.groupby("label") if g["method"].iloc[0] == reference), None)
         for target in targets(rc, finals, reference, ref_label, higher, rng=rng, n_boot=n_boot, fractions=fractions):
-            cost_of = {label: {c: np.array([first_reach(r, target["value"], higher, c)
-                                            for _, r in lc.groupby("run_id")]) for c in COSTS}
-                       for label, lc in rc.groupby("label")}  # (cost, reached) per seed
+            cost_of = {label: {c: seed_costs(lc, target["value"], higher, c) for c in COSTS}
+                       for label, lc in rc.groupby("label")}
             ref_costs = cost_of.get(ref_label)
             for label, costs in sorted(cost_of.items()):
-                for cost, pairs in costs.items():
-                    values, reached = pairs[:, 0], pairs[:, 1].astype(bool)
+                for cost, (values, reached) in costs.items():
                     point = lo = hi = float("nan")
                     kind = ""  # no reference in these results: no ratio, and nothing censored to say
                     if ref_costs is not None:
-                        ref_values, ref_reached = ref_costs[cost][:, 0], ref_costs[cost][:, 1].astype(bool)
+                        ref_values, ref_reached = ref_costs[cost]
                         kind = bound(ref_reached, reached)
                         if kind != "none":
                             point, lo, hi = ratio_interval(ref_values, values, rng=rng, n_boot=n_boot)

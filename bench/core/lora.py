@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -116,8 +117,6 @@ def save_run_adapter(path, state: dict[str, torch.Tensor], method_config: dict, 
                      **metadata: str) -> None:
     """A run's ``adapter.safetensors`` (peft's in-model names, the LoRA settings and ``metadata`` in its header) and
     beside it the same weights as diffusers' ``pytorch_lora_weights.safetensors`` (keys prefixed by ``component``)."""
-    from pathlib import Path
-
     from safetensors.torch import save_file
 
     lora = {k: method_config[k] for k in ("lora_rank", "lora_alpha", "lora_targets") if k in method_config}
