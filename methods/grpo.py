@@ -74,6 +74,12 @@ class GRPOConfig(MethodConfig):
     drop_last_step: bool = True
     """Leave the last stochastic transition out of training (train_grpo_sd.py: ``log_probs[:, :-1]``, and
     ``num_train_timesteps = (num_steps - 1) * timestep_fraction``)."""
+    per_sample_timesteps: bool = False
+    """Draw the trained subset of transitions for each sample (DanceGRPO flux: a permutation per sample) instead of
+    one subset per rollout batch (train_grpo_sd.py). The number trained per sample is the same either way."""
+    sde: str = ""
+    """Flow chains (sd3): the SDE of the stochastic steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo,
+    dance-grpo); empty on the sd family, whose stochastic step is DDIM's eta."""
 
     RANGES = dict(PPO_RANGES, group_size=at_least(0, "0: batch_size"), kl_weight=at_least(0),
                   updates_per_batch=at_least(1))
@@ -88,12 +94,22 @@ class GRPOConfig(MethodConfig):
                              "a group of one has no relative advantage")
         if self.updates_per_batch < 1:
             raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
+        if self.sde:
+            from bench.core.flow import SDE_STEPS
+
+            if self.sde not in SDE_STEPS:
+                raise ValueError(f"sde {self.sde!r} unknown; valid: {', '.join(sorted(SDE_STEPS))} (empty: DDIM)")
         if self.drop_last_step and self.steps < 2:
             raise ValueError("drop_last_step leaves no transition to train on with steps=1; set steps >= 2 or "
                              "drop_last_step=false")
 
     def group(self) -> int:
         return self.group_size or self.batch_size
+
+    def sampler_config(self):
+        cfg = super().sampler_config()
+        cfg.sde = self.sde
+        return cfg
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -110,7 +126,7 @@ class GRPO(Method):
 
     name = "grpo"
     Config = GRPOConfig
-    families = ("sd",)  # needs stochastic transitions; the flow SDEs (bench.core.flow.SDE_STEPS) come next
+    families = ("sd",)  # the DDIM chain's eta; on sd3 the flow methods (flow-grpo, dance-grpo, mixgrpo) select an SDE
     preset_overrides = {"paper": {"batch_size": 16, "group_size": 16, "grad_accum": 1}}
     """DanceGRPO dgx.py:hpsv2: 16 samples per prompt."""
     published = dict(
@@ -136,50 +152,67 @@ class GRPO(Method):
         super().setup()
         self.buffer: list[dict] = []
 
+    def stochastic_steps(self) -> range | None:
+        """The sampling steps that are stochastic and trainable this round (None: all; MixGRPO: its window)."""
+        return None
+
     def collect(self) -> list[dict]:
         """Sample, score and normalise ``grad_accum * updates_per_batch`` rollout batches of whole groups."""
         cfg, g = self.config, self.config.group()
         batches = []
-        self.pipe.unet.eval()
+        self.denoiser.eval()
         for _ in range(cfg.grad_accum * cfg.updates_per_batch):
             prompts = [p for p in self.prompts.sample(cfg.batch_size // g, self.generator) for _ in range(g)]
             x_T = None
             if cfg.shared_noise:
                 x_T = self.sampler.initial_noise(cfg.batch_size // g, self.generator).repeat_interleave(g, dim=0)
             with torch.no_grad():
-                rollout = self.sampler.sample(prompts, generator=self.generator, latents=x_T)
+                rollout = self.sampler.sample(prompts, generator=self.generator, latents=x_T,
+                                              stochastic=self.stochastic_steps())
                 rewards = self.reward(rollout.images, prompts).float()
             signed = rewards if self.reward.higher_is_better else -rewards
-            n = rollout.log_probs.shape[1]  # stochastic transitions (the last one is deterministic if final alpha = 1)
-            n -= int(cfg.drop_last_step and n > 1)
-            chosen = torch.randperm(n, generator=self.generator)[: max(1, int(n * cfg.timestep_fraction))]
             batches.append(dict(
                 latents=rollout.latents, timesteps=rollout.timesteps, log_probs=rollout.log_probs,
-                embeds=rollout.prompt_embeds, advantages=group_advantages(signed, g), chosen=chosen.sort().values,
+                steps=torch.tensor(rollout.log_prob_steps), embeds=rollout.prompt_embeds,
+                advantages=group_advantages(signed, g), chosen=self.choose(rollout.log_probs.shape[1]),
                 rewards=rewards,
             ))
         return batches
 
-    def transition_loss(self, batch: dict, j: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Clipped surrogate (+ KL) of transition ``j`` of one rollout batch, and its diagnostics."""
+    def choose(self, n: int) -> torch.Tensor:
+        """[batch_size, n] mask of the trained transitions (columns of the rollout's log-probabilities): the same
+        ``timestep_fraction`` of them, at random, for the whole batch or (``per_sample_timesteps``) per sample."""
         cfg = self.config
-        x, x_prev, t = batch["latents"][:, j], batch["latents"][:, j + 1], batch["timesteps"][j]
-        log_prob, mean, std = self.sampler.transition_log_prob(x, t, batch["embeds"], x_prev)
-        ratio = torch.exp(log_prob - batch["log_probs"][:, j])
-        adv = batch["advantages"].clamp(-cfg.adv_clip_max, cfg.adv_clip_max).to(ratio)
+        n_train = n - int(cfg.drop_last_step and n > 1)  # the last transition's std is the smallest (docstring)
+        m = max(1, int(n_train * cfg.timestep_fraction))
+        rows = cfg.batch_size if cfg.per_sample_timesteps else 1
+        mask = torch.zeros(rows, n, dtype=torch.bool)
+        for r in range(rows):
+            mask[r, torch.randperm(n_train, generator=self.generator)[:m]] = True
+        return mask.expand(cfg.batch_size, n).clone()
+
+    def transition_loss(self, batch: dict, c: int, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Per-sample clipped surrogate (+ KL) of transition column ``c`` for samples ``rows``, and diagnostics."""
+        cfg = self.config
+        j = int(batch["steps"][c])  # the sampling step of this column: x_j -> x_{j+1}
+        x, x_prev, t = batch["latents"][rows, j], batch["latents"][rows, j + 1], batch["timesteps"][j]
+        embeds, old = batch["embeds"][rows], batch["log_probs"][rows, c]
+        log_prob, mean, std = self.sampler.transition_log_prob(x, t, embeds, x_prev)
+        ratio = torch.exp(log_prob - old)
+        adv = batch["advantages"][rows].clamp(-cfg.adv_clip_max, cfg.adv_clip_max).to(ratio)
         clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
-        loss = torch.maximum(-adv * ratio, -adv * clipped).mean()
-        kl = torch.zeros(())
+        loss = torch.maximum(-adv * ratio, -adv * clipped)
+        kl = torch.zeros(len(rows))
         if cfg.kl_weight > 0:
-            self.pipe.unet.disable_adapters()
+            self.denoiser.disable_adapters()
             try:
                 with torch.no_grad():
-                    _, ref_mean, _ = self.sampler.transition_log_prob(x, t, batch["embeds"], x_prev)
+                    _, ref_mean, _ = self.sampler.transition_log_prob(x, t, embeds, x_prev)
             finally:
-                self.pipe.unet.enable_adapters()
+                self.denoiser.enable_adapters()
             kl = ((mean - ref_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std**2)
-            loss = loss + cfg.kl_weight * kl.mean()
-        diff = (log_prob - batch["log_probs"][:, j]).detach()
+            loss = loss + cfg.kl_weight * kl
+        diff = (log_prob - old).detach()
         info = dict(
             approx_kl=float(0.5 * (diff**2).mean()),
             clipfrac=float(((ratio.detach() - 1).abs() > cfg.clip_range).float().mean()),
@@ -187,6 +220,20 @@ class GRPO(Method):
             kl=float(kl.detach().mean()),
         )
         return loss, info
+
+    def train_batch(self, batch: dict, scale: float) -> tuple[list[float], list[dict]]:
+        """Backpropagate ``scale`` times the batch's loss: each sample's chosen transitions averaged, samples
+        averaged (a column's forward runs on the samples that chose it only)."""
+        mask = batch["chosen"]
+        per_sample = mask.sum(dim=1).clamp(min=1).to(torch.float32)
+        losses, infos = [], []
+        for c in torch.nonzero(mask.any(dim=0)).flatten().tolist():
+            rows = torch.nonzero(mask[:, c]).flatten()
+            loss, info = self.transition_loss(batch, c, rows)
+            self.backward((loss / per_sample[rows].to(loss)).sum() * scale / len(mask))
+            losses.append(float(loss.detach().mean()))
+            infos.append(info)
+        return losses, infos
 
     def step(self) -> dict[str, float]:
         cfg = self.config
@@ -196,15 +243,12 @@ class GRPO(Method):
             sampled = cfg.batch_size * len(self.buffer)
         batches, self.buffer = self.buffer[: cfg.grad_accum], self.buffer[cfg.grad_accum:]
         queries = cfg.batch_size * len(batches)  # counted when trained on (module docstring)
-        self.pipe.unet.train()
+        self.denoiser.train()
         losses, infos = [], []
         for batch in batches:
-            chosen = batch["chosen"].tolist()
-            for j in chosen:
-                loss, info = self.transition_loss(batch, j)
-                self.backward(loss / (len(chosen) * cfg.grad_accum))
-                losses.append(float(loss.detach()))
-                infos.append(info)
+            more_losses, more_infos = self.train_batch(batch, 1.0 / cfg.grad_accum)
+            losses += more_losses
+            infos += more_infos
         grad_norm = self.clip_and_step()
         metrics = batch_stats(torch.cat([b["rewards"] for b in batches]))  # the rewards of the samples trained on
         metrics.update({k: sum(i[k] for i in infos) / len(infos) for k in ("approx_kl", "clipfrac", "kl")})
@@ -212,7 +256,7 @@ class GRPO(Method):
             ratio_max_dev=max(i["ratio_max_dev"] for i in infos),
             loss=sum(losses) / len(losses),
             grad_norm=grad_norm,
-            grad_steps=float(len(losses)) / len(batches),
+            grad_steps=float(sum(int(b["chosen"].sum()) for b in batches)) / (len(batches) * cfg.batch_size),
             samples=float(queries),
             sampled=float(sampled),  # reward queries made by this step's sampling (all U updates' batches)
         )

@@ -149,7 +149,11 @@ class Rollout:
     timesteps: torch.Tensor
     """Training-schedule timestep of each step [T], in sampling order."""
     log_probs: torch.Tensor | None
-    """Detached log-probability of each transition [B, T] (mean over latent dimensions); None when eta = 0."""
+    """Detached log-probability of each stochastic transition [B, S] (mean over latent dimensions), in sampling
+    order; None when no step was stochastic (eta = 0)."""
+    log_prob_steps: list[int]
+    """The step index (0 = the first, from x_T) of each column of ``log_probs``: steps with std > 0 that ``sample``'s
+    ``stochastic`` allowed (DDIM's last step with a final alpha of 1 is deterministic; MixGRPO's window)."""
     prompt_embeds: torch.Tensor
     """Detached text-encoder states of the prompts [B, L, D]."""
     grad_steps: list[bool]
@@ -290,8 +294,14 @@ class Sampler:
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         grad: GradMode = GradMode(),
+        stochastic: range | list[int] | None = None,
     ) -> Rollout:
-        """One batch of rollouts, one per prompt; ``latents`` fixes x_T, ``generator`` seeds everything random."""
+        """One batch of rollouts, one per prompt; ``latents`` fixes x_T, ``generator`` seeds everything random.
+
+        ``stochastic``: the step indices that take the stochastic step (eta > 0; MixGRPO's SDE window); the others
+        take the deterministic one (DDIM eta 0, the flow ODE). None: every step. The step noises are drawn for all
+        T steps either way, so a window changes no other step's noise.
+        """
         cfg, steps = self.config, self.config.steps
         grad.validate(steps)
         embeds = self.encode(prompts)
@@ -302,17 +312,21 @@ class Sampler:
         carries = grad.draw(steps, generator)
         kept = set([i for i, c in enumerate(carries) if c][::-1][: max(grad.keep, 0)])
         timesteps = self.set_steps()
-        trace, log_probs = [x.detach()], []
+        trace, log_probs, scored = [x.detach()], [], []
+        noisy = set(range(steps)) if stochastic is None else set(stochastic)
+        if not noisy <= set(range(steps)):
+            raise ValueError(f"stochastic steps {sorted(noisy - set(range(steps)))} lie outside 0..{steps - 1}")
         any_grad = any(carries)
         with torch.set_grad_enabled(any_grad and torch.is_grad_enabled()):
             for i, t in enumerate(timesteps):
                 with torch.set_grad_enabled(carries[i] and torch.is_grad_enabled()):
                     ckpt = carries[i] and grad.checkpoint and i not in kept
                     out = self.model_output(x, t, embeds, use_checkpoint=ckpt)
-                mean, std = self.chain.step(out, t, x, cfg.eta)
+                mean, std = self.chain.step(out, t, x, cfg.eta if i in noisy else 0.0)
                 if std > 0:
                     x = mean + std * step_noise[i].to(mean.device, mean.dtype)
                     log_probs.append(gaussian_log_prob(x.detach(), mean.detach(), std))
+                    scored.append(i)
                 else:
                     x = mean
                 trace.append(x.detach())
@@ -322,6 +336,7 @@ class Sampler:
             latents=torch.stack(trace, dim=1),
             timesteps=timesteps.detach().clone(),
             log_probs=torch.stack(log_probs, dim=1) if log_probs else None,
+            log_prob_steps=scored,
             prompt_embeds=embeds,
             grad_steps=carries,
         )

@@ -128,7 +128,8 @@ def test_grpo_drops_the_last_transition_as_dancegrpo(tiny, drop):
     method = build("grpo", tiny, drop_last_step=drop)
     batch = method.collect()[0]
     n = batch["log_probs"].shape[1]
-    assert batch["chosen"].tolist() == list(range(n - 1 if drop else n))  # timestep_fraction 1: every kept one
+    kept = [True] * (n - 1) + [not drop]  # timestep_fraction 1: every kept one, for every sample
+    assert batch["chosen"].tolist() == [kept] * len(batch["rewards"])
 
 
 def test_grpo_has_dancegrpo_published_settings():
