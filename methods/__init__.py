@@ -19,6 +19,11 @@ METHODS = Registry(
         "refl": "methods.refl:ReFL",
         "grpo": "methods.grpo:GRPO",
         "grpo-kl": "methods.grpo:GRPOKL",  # GRPO with Flow-GRPO's KL to the base model (beta 0.04)
+        # the flow policy gradients (sd3 family): stochastic flow SDEs on the shared sampler's flow chain
+        "flow-grpo": "methods.flow_grpo:FlowGRPO",
+        "dance-grpo": "methods.dance_grpo:DanceGRPO",
+        "mixgrpo": "methods.mixgrpo:MixGRPO",
+        "diffusion-nft": "methods.diffusion_nft:DiffusionNFT",
     },
     plugins=True,  # --methods my_module:MyMethod or path/to/file.py:MyMethod (a methods.base.Method subclass)
 )

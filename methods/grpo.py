@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.checks import at_least
+from bench.core.checks import above, at_least
 from methods.base import PPO_RANGES, Method, MethodConfig, batch_stats
 
 
@@ -77,12 +77,24 @@ class GRPOConfig(MethodConfig):
     per_sample_timesteps: bool = False
     """Draw the trained subset of transitions for each sample (DanceGRPO flux: a permutation per sample) instead of
     one subset per rollout batch (train_grpo_sd.py). The number trained per sample is the same either way."""
+    global_std: bool = False
+    """Divide advantages by the std of the whole rollout batch's rewards instead of the group's (Flow-GRPO
+    ``sample.global_std``; the mean stays the group's)."""
+    adv_eps: float = 1e-8
+    """Added to the std in the advantage's denominator (DanceGRPO 1e-8; Flow-GRPO's stat tracker 1e-4)."""
+    detach_uncond: bool = False
+    """No gradient through guidance's unconditional branch when log-probabilities are recomputed (Flow-GRPO
+    ``compute_log_prob``)."""
+    kl_per_time: bool = False
+    """Flow chains: the KL over the SDE's squared diffusion coefficient g^2 instead of the transition's variance
+    g^2 |dt|, i.e. the Gaussian KL times |dt| (Flow-GRPO's ``kl_loss`` divides by ``std_dev_t ** 2``, which has no
+    sqrt(-dt)); its beta 0.04 is set on that scale."""
     sde: str = ""
     """Flow chains (sd3): the SDE of the stochastic steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo,
     dance-grpo); empty on the sd family, whose stochastic step is DDIM's eta."""
 
     RANGES = dict(PPO_RANGES, group_size=at_least(0, "0: batch_size"), kl_weight=at_least(0),
-                  updates_per_batch=at_least(1))
+                  updates_per_batch=at_least(1), adv_eps=above(0, "keeps a constant group's advantage at 0"))
 
     def __post_init__(self):
         super().__post_init__()
@@ -94,6 +106,8 @@ class GRPOConfig(MethodConfig):
                              "a group of one has no relative advantage")
         if self.updates_per_batch < 1:
             raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
+        if self.kl_per_time and not self.sde:
+            raise ValueError("kl_per_time needs a flow SDE (sde=flow-grpo or dance-grpo): DDIM steps have no |dt|")
         if self.sde:
             from bench.core.flow import SDE_STEPS
 
@@ -112,11 +126,14 @@ class GRPOConfig(MethodConfig):
         return cfg
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """(r - group mean) / (group std + 1e-8) for consecutive groups of ``group_size``; 0 where a group is constant."""
+def group_advantages(rewards: torch.Tensor, group_size: int, *, global_std: bool = False,
+                     eps: float = 1e-8) -> torch.Tensor:
+    """(r - group mean) / (std + eps) for consecutive groups of ``group_size``, std the group's (unbiased, as
+    DanceGRPO's ``.std()``) or, with ``global_std``, the whole batch's (Flow-GRPO); 0 where a group is constant."""
     r = rewards.detach().double().view(-1, group_size)
     centred = r - r.mean(dim=1, keepdim=True)
-    adv = centred / (r.std(dim=1, keepdim=True) + 1e-8)
+    std = r.flatten().std().expand(len(r), 1) if global_std and r.numel() > 1 else r.std(dim=1, keepdim=True)
+    adv = centred / (std + eps)
     constant = (r.max(dim=1, keepdim=True).values == r.min(dim=1, keepdim=True).values)
     return torch.where(constant, torch.zeros_like(adv), adv).flatten()
 
@@ -174,7 +191,7 @@ class GRPO(Method):
             batches.append(dict(
                 latents=rollout.latents, timesteps=rollout.timesteps, log_probs=rollout.log_probs,
                 steps=torch.tensor(rollout.log_prob_steps), embeds=rollout.prompt_embeds,
-                advantages=group_advantages(signed, g), chosen=self.choose(rollout.log_probs.shape[1]),
+                advantages=group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps), chosen=self.choose(rollout.log_probs.shape[1]),
                 rewards=rewards,
             ))
         return batches
@@ -197,7 +214,7 @@ class GRPO(Method):
         j = int(batch["steps"][c])  # the sampling step of this column: x_j -> x_{j+1}
         x, x_prev, t = batch["latents"][rows, j], batch["latents"][rows, j + 1], batch["timesteps"][j]
         embeds, old = batch["embeds"][rows], batch["log_probs"][rows, c]
-        log_prob, mean, std = self.sampler.transition_log_prob(x, t, embeds, x_prev)
+        log_prob, mean, std = self.sampler.transition_log_prob(x, t, embeds, x_prev, detach_uncond=cfg.detach_uncond)
         ratio = torch.exp(log_prob - old)
         adv = batch["advantages"][rows].clamp(-cfg.adv_clip_max, cfg.adv_clip_max).to(ratio)
         clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
@@ -211,6 +228,8 @@ class GRPO(Method):
             finally:
                 self.denoiser.enable_adapters()
             kl = ((mean - ref_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std**2)
+            if cfg.kl_per_time:
+                kl = kl * self.sampler.chain.step_length(t)
             loss = loss + cfg.kl_weight * kl
         diff = (log_prob - old).detach()
         info = dict(

@@ -65,10 +65,11 @@ def family_of_pipe(pipe) -> Family:
     raise ValueError(f"{type(pipe).__name__} has none of the denoisers {', '.join(f.denoiser for f in FAMILIES.values())}")
 
 
-def family_defaults(fam: Family) -> dict:
+def family_defaults(fam: Family, config_cls=None) -> dict:
     """Method-config values a family sets under the user's own (``--set``): its LoRA targets, and eta 0 where the
-    chain is deterministic (methods whose SD default is a stochastic DDIM chain then sample the flow ODE)."""
+    chain is deterministic (methods whose SD default is a stochastic DDIM chain then sample the flow ODE), unless
+    the method's config selects a flow SDE by default (``sde``: the flow policy gradients keep their noise level)."""
     out = {"lora_targets": ",".join(fam.lora_targets)}
-    if not fam.stochastic:
+    if not fam.stochastic and not getattr(config_cls, "sde", ""):
         out["eta"] = 0.0
     return out

@@ -169,6 +169,11 @@ class FlowChain(Chain):
             return SDE_STEPS[self.sde](out, sigma, sigma_next, x, eta)
         return x + (sigma_next - sigma) * out, 0.0
 
+    def step_length(self, t) -> float:
+        """sigma - sigma_next of the step leaving ``t`` (the SDE's |dt|; Flow-GRPO's KL is per unit of it)."""
+        i = self.index(t)
+        return float(self.sigmas[i] - self.sigmas[i + 1])
+
     def predict_x0(self, out, t, x):
         return x - self.sigma(t) * out
 

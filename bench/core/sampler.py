@@ -212,8 +212,9 @@ class Sampler:
     def guided(self) -> bool:
         return self.config.guidance_scale > 1.0
 
-    def model_output(self, x, t, embeds, *, use_checkpoint: bool = False):
-        """Guided denoiser prediction at timestep ``t`` for latents ``x`` and prompt states ``embeds``."""
+    def model_output(self, x, t, embeds, *, use_checkpoint: bool = False, detach_uncond: bool = False):
+        """Guided denoiser prediction at timestep ``t`` for latents ``x`` and prompt states ``embeds``;
+        ``detach_uncond``: no gradient through the unconditional branch (Flow-GRPO's ``compute_log_prob``)."""
         if self.guided:
             x_in = torch.cat([x, x])
             emb = torch.cat([self.negative_embeds(len(x)), embeds])
@@ -225,6 +226,8 @@ class Sampler:
             out = self._denoise(x_in, t, emb)
         if self.guided:
             uncond, cond = out.chunk(2)
+            if detach_uncond:
+                uncond = uncond.detach()
             out = uncond + self.config.guidance_scale * (cond - uncond)
         return out
 
@@ -269,9 +272,9 @@ class Sampler:
             return mean + std * noise.to(mean.device, mean.dtype), mean
         return mean, mean
 
-    def transition_log_prob(self, x, t, embeds, x_prev):
+    def transition_log_prob(self, x, t, embeds, x_prev, *, detach_uncond: bool = False):
         """(log p(x_prev | x), mean, std) under the current weights, computed as ``sample`` does (policy gradient)."""
-        out = self.model_output(x, t, embeds)
+        out = self.model_output(x, t, embeds, detach_uncond=detach_uncond)
         mean, std = self.chain.step(out, t, x, self.config.eta)
         if std <= 0:
             raise ValueError(f"the transition at timestep {float(t):g} is deterministic (eta=0, a final alpha of 1, "

@@ -197,16 +197,18 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     # The model family's own values (LoRA targets; eta 0 on a deterministic chain) sit above the preset's.
     from bench.core.families import family_defaults
 
-    family_wide = family_defaults(fam)
-    configs = {m: method_config(cls, m, {**preset.method_overrides(cls, protocol), **family_wide, **run_wide},
-                                per_method[m], global_sets)
+    configs = {m: method_config(cls, m, {**preset.method_overrides(cls, protocol), **family_defaults(fam, cls.Config),
+                                         **run_wide}, per_method[m], global_sets)
                for m, cls in method_classes.items()}
-    if not fam.stochastic:
-        for m, c in configs.items():
-            if getattr(c, "eta", 0) > 0:
-                raise UsageError(f"--set {m}.eta={c.eta}: {model} (family {fam.name}) samples the deterministic flow "
-                                 "ODE, which has no eta yet (the flow SDEs come with the flow policy-gradient "
-                                 "methods); drop the --set")
+    for m, c in configs.items():
+        sde = getattr(c, "sde", "")
+        if fam.stochastic and sde:
+            raise UsageError(f"--set {m}.sde={sde}: {model} (family {fam.name}) has DDIM's stochastic step, not a "
+                             "flow SDE; drop the --set")
+        if not fam.stochastic and not sde and getattr(c, "eta", 0) > 0:
+            raise UsageError(f"--set {m}.eta={c.eta}: {model} (family {fam.name}) samples the deterministic flow "
+                             f"ODE unless a flow SDE is chosen; drop the --set or give {m}.sde (flow-grpo, "
+                             "dance-grpo) if the method has one")
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")

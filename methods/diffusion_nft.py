@@ -1,0 +1,222 @@
+"""DiffusionNFT (Zheng et al., arXiv 2509.16117; NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``,
+``config/nft.py``): online reinforcement learning on the forward process. No likelihoods, no SDE: the rollouts are
+the deterministic sampler's (here the flow ODE), and the policy is improved by a flow-matching regression that
+contrasts a positive and a negative implicit policy.
+
+One step (one round of theirs, one optimizer update):
+
+1. Sample ``batch_size * grad_accum`` images as whole groups of ``group_size`` per prompt with the *old* adapter
+   (no graph, eta 0) and score them with the true reward; A = (r - group mean) / (std + 1e-4), std over the whole
+   batch (their ``PerPromptStatTracker`` with ``global_std``), clipped to +-``adv_clip_max``; the optimality weight
+   r = clamp(A / adv_clip_max / 2 + 1/2, 0, 1) in [0, 1].
+2. For each sample, a random ``timestep_fraction`` of the sampler's T timesteps (a permutation per sample; 9 of
+   10 there): fresh noise eps, x_t = sigma eps + (1 - sigma) x_0 (the chain's re-noising), and the current, old and
+   (for the KL) base velocities v, v_old, v_ref. The implicit policies are
+   v+ = beta v + (1 - beta) v_old and v- = (1 + beta) v_old - beta v, with x_0 predictions x0+- = x_t - sigma v+-.
+3. Loss, per sample: adv_clip_max (r L+ + (1 - r) L-) / beta, L+- = mean (x0+- - x_0)^2 / stopgrad(mean |x0+- -
+   x_0|) (their adaptive weight, floored at 1e-5), plus ``kl_weight`` mean (v - v_ref)^2 (base = adapter disabled).
+4. After the update the old adapter moves towards the current one: old <- d old + (1 - d) current with
+   d = min(0.001 u, 0.5) after u updates (their ``decay_type`` 1).
+
+Velocities are the guided model output when ``guidance_scale`` > 1 (their code then concatenates the negative
+prompt) and the plain conditional one otherwise; their published runs are CFG-free (guidance 1).
+
+Differences, on purpose: the rollouts use the harness's one sampler (flow-ODE Euler steps) instead of their
+second-order DPM solver; the old adapter is a copy of the LoRA tensors swapped in for its forwards instead of a
+second peft adapter (the same function); no evaluation EMA.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from bench.core.checks import FRACTION, Range, above, at_least
+from methods.base import Method, MethodConfig, batch_stats
+from methods.grpo import group_advantages
+
+
+@dataclass
+class DiffusionNFTConfig(MethodConfig):
+    """DiffusionNFT's settings (NVlabs/DiffusionNFT ``config/nft.py`` ``sd3_geneval`` names in brackets)."""
+
+    lr: float = 3e-4
+    """AdamW learning rate [train.learning_rate] (3e-4, LoRA)."""
+    guidance_scale: float = 1.0
+    """Guidance weight while sampling and training [sample.guidance_scale] (1.0: CFG-free)."""
+    group_size: int = 0
+    """Samples per prompt [sample.num_image_per_prompt] (24); 0 means batch_size (one prompt per rollout batch)."""
+    nft_beta: float = 1.0
+    """Guidance strength beta of the implicit policies [config.beta] (geneval, pickscore, hpsv2: 1.0; ocr: 0.1)."""
+    adv_clip_max: float = 5.0
+    """Advantage clip; r maps [-adv_clip_max, adv_clip_max] linearly onto [0, 1] [train.adv_clip_max] (5)."""
+    adv_eps: float = 1e-4
+    """Added to the advantage's std (their stat tracker: 1e-4)."""
+    global_std: bool = True
+    """Advantage std over the whole batch [sample.global_std] (True)."""
+    timestep_fraction: float = 0.99
+    """Fraction of the T timesteps each sample trains on, drawn per sample [train.timestep_fraction] (0.99)."""
+    kl_weight: float = 1e-4
+    """Weight of mean (v - v_ref)^2 to the base model [train.beta] (1e-4)."""
+    decay_slope: float = 0.001
+    """Old-adapter decay d = min(decay_slope x updates, decay_max) [decay_type 1: 0.001]."""
+    decay_max: float = 0.5
+    """Cap of the old-adapter decay [decay_type 1: 0.5]."""
+
+    RANGES = dict(group_size=at_least(0, "0: batch_size"), nft_beta=above(0), adv_clip_max=above(0),
+                  adv_eps=above(0), timestep_fraction=FRACTION, kl_weight=at_least(0), decay_slope=at_least(0),
+                  decay_max=Range(0, 1, high_open=True, note="1 would freeze the old adapter"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.eta != 0:
+            raise ValueError("diffusion-nft samples with the deterministic sampler; set eta=0")
+        g = self.group()
+        if g < 2 or self.batch_size % g:
+            raise ValueError(f"group_size must be >= 2 and divide batch_size={self.batch_size}, got {g}; "
+                             "a group of one has no relative advantage")
+
+    def group(self) -> int:
+        return self.group_size or self.batch_size
+
+    def decay(self, updates: int) -> float:
+        return min(self.decay_slope * updates, self.decay_max)
+
+
+class DiffusionNFT(Method):
+    """Negative-aware fine-tuning on the forward process: reward-weighted contrast of two implicit policies."""
+
+    name = "diffusion-nft"
+    Config = DiffusionNFTConfig
+    families = ("sd3",)
+    preset_overrides: dict[str, dict] = {"paper": {"batch_size": 24, "group_size": 24, "grad_accum": 1}}
+    """sd3_geneval: 24 images per prompt."""
+    published = dict(
+        batch_size=24,  # num_image_per_prompt = 24: one group per rollout batch
+        group_size=24,
+        grad_accum=2,
+        steps=10,  # sample.num_steps = 10 (eval_num_steps = 40)
+        guidance_scale=1.0,  # CFG-free
+        lr=3e-4,
+        weight_decay=1e-4,
+        max_grad_norm=1.0,
+        nft_beta=1.0,
+        adv_clip_max=5.0,
+        timestep_fraction=0.99,
+        kl_weight=1e-4,
+        lora_rank=32,  # train_nft_sd3.py LoraConfig(r=32, lora_alpha=64)
+        lora_alpha=64.0,
+    )
+    """Published protocol: DiffusionNFT ``config/nft.py`` ``sd3_geneval`` (8 GPUs there, 1152 images per epoch)."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.old = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @contextmanager
+    def old_weights(self):
+        """The old adapter in place of the current one (tensor swap, no copy), for no-graph forwards."""
+        def swap():
+            for p, q in zip(self.params, self.old):
+                p.data, q.data = q.data, p.data
+        swap()
+        try:
+            yield
+        finally:
+            swap()
+
+    def collect(self) -> list[dict]:
+        cfg, g = self.config, self.config.group()
+        batches = []
+        self.denoiser.eval()
+        for _ in range(cfg.grad_accum):
+            prompts = [p for p in self.prompts.sample(cfg.batch_size // g, self.generator) for _ in range(g)]
+            with torch.no_grad(), self.old_weights():
+                rollout = self.sampler.sample(prompts, generator=self.generator)
+                rewards = self.reward(rollout.images, prompts).float()
+            signed = rewards if self.reward.higher_is_better else -rewards
+            adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps)
+            r = (adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max) / cfg.adv_clip_max / 2 + 0.5).clamp(0, 1)
+            batches.append(dict(x0=rollout.latents[:, -1], embeds=rollout.prompt_embeds, r=r.float(),
+                                timesteps=rollout.timesteps, rewards=rewards))
+        return batches
+
+    def velocity(self, x, t, embeds):
+        return self.sampler.model_output(x, t, embeds)
+
+    def timestep_loss(self, batch: dict, j: int, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Per-sample NFT loss at the chain's timestep ``j`` for samples ``rows``."""
+        cfg, beta = self.config, self.config.nft_beta
+        x0, embeds, r, t = batch["x0"][rows], batch["embeds"][rows], batch["r"][rows], batch["timesteps"][j]
+        noise = torch.randn(x0.shape, generator=self.generator).to(x0)
+        x_t = self.sampler.renoise(x0, t, noise)
+        sigma = float(self.sampler.chain.sigma(t))
+        v = self.velocity(x_t, t, embeds)
+        with torch.no_grad():
+            with self.old_weights():
+                v_old = self.velocity(x_t, t, embeds)
+            v_ref = None
+            if cfg.kl_weight > 0:
+                self.denoiser.disable_adapters()
+                try:
+                    v_ref = self.velocity(x_t, t, embeds)
+                finally:
+                    self.denoiser.enable_adapters()
+        dims = tuple(range(1, x0.ndim))
+        terms = []
+        for v_implicit in (beta * v + (1 - beta) * v_old, (1 + beta) * v_old - beta * v):
+            err = x_t - sigma * v_implicit - x0
+            weight = err.detach().abs().double().mean(dim=dims).clamp(min=1e-5).to(err)
+            terms.append((err**2).mean(dim=dims) / weight)
+        positive, negative = terms
+        loss = cfg.adv_clip_max * (r * positive + (1 - r) * negative) / beta
+        kl = torch.zeros(len(rows))
+        if v_ref is not None:
+            kl = ((v - v_ref) ** 2).mean(dim=dims)
+            loss = loss + cfg.kl_weight * kl
+        return loss, dict(positive=float(positive.detach().mean()), negative=float(negative.detach().mean()),
+                          kl=float(kl.detach().mean()))
+
+    def step(self) -> dict[str, float]:
+        cfg = self.config
+        batches = self.collect()
+        self.denoiser.train()
+        infos, losses = [], []
+        for batch in batches:
+            n, steps = len(batch["r"]), len(batch["timesteps"])
+            m = max(1, int(steps * cfg.timestep_fraction))
+            mask = torch.zeros(n, steps, dtype=torch.bool)
+            for i in range(n):
+                mask[i, torch.randperm(steps, generator=self.generator)[:m]] = True
+            for j in torch.nonzero(mask.any(dim=0)).flatten().tolist():
+                rows = torch.nonzero(mask[:, j]).flatten()
+                loss, info = self.timestep_loss(batch, j, rows)
+                self.backward(loss.sum() / (m * n * cfg.grad_accum))
+                losses.append(float(loss.detach().mean()))
+                infos.append(info)
+        grad_norm = self.clip_and_step()
+        self.updates += 1
+        decay = cfg.decay(self.updates)
+        with torch.no_grad():
+            for p, q in zip(self.params, self.old):
+                q.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        metrics = batch_stats(torch.cat([b["rewards"] for b in batches]))
+        metrics.update({k: sum(i[k] for i in infos) / len(infos) for k in ("positive", "negative", "kl")})
+        metrics.update(loss=sum(losses) / len(losses), grad_norm=grad_norm, old_decay=decay,
+                       r_mean=float(torch.cat([b["r"] for b in batches]).mean()),
+                       samples=float(cfg.batch_size * len(batches)))
+        return metrics
+
+    def state_dict(self) -> dict:
+        """Adds the old adapter and the update count (its decay) to the resume state."""
+        return {**super().state_dict(), "old": [q.clone() for q in self.old], "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            for q, saved in zip(self.old, state["old"]):
+                q.copy_(saved)
+        self.updates = int(state["updates"])
