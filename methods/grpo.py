@@ -260,6 +260,8 @@ class GRPO(Method):
         if not self.buffer:
             self.buffer = self.collect()
             sampled = cfg.batch_size * len(self.buffer)
+        else:
+            self.sampler.set_steps()  # a resumed buffer: the chain's schedule (flow sigmas) is not set up yet
         batches, self.buffer = self.buffer[: cfg.grad_accum], self.buffer[cfg.grad_accum:]
         queries = cfg.batch_size * len(batches)  # counted when trained on (module docstring)
         self.denoiser.train()
