@@ -2,8 +2,8 @@
 
     python -m bench.gpu_check [--wheels DIR] [--out results/gpu-check] [--dry-run]
 
-On one GPU, in this order, each command with its own time limit (at most 770 s in all, install excluded; 470 s
-with ``--families sd``, 300 s with ``--families sd3``):
+On one GPU, in this order, each command with its own time limit (at most 950 s in all, install excluded; 470 s
+with ``--families sd``, 480 s with ``--families sd3``):
 1. with ``--wheels DIR``: ``pip install --no-index --find-links DIR`` of the pinned packages (constraints.txt, not
    torch: the machine's CUDA torch is kept), so a machine without internet gets the project's pins;
 2. the memory ladder of the SD 1.5 architecture (``sd15-random``) at 512x512, T=50, batch 1, in fp32 and bf16
@@ -13,7 +13,8 @@ with ``--families sd``, 300 s with ``--families sd3``):
    ``mean-brightness`` (a differentiable stand-in reward), each method's accumulation cut to fit the time
    (alignprop 4 and rwr 8 images per step, ddpo one batch of 8 per epoch in 2 updates), stated in the output.
 4. (family sd3) the SD 3.5 Medium ladder (``sd35m-random``, bf16, 512x512, 28 steps, batch 1): alignprop K=1,
-   randomized K and full with checkpointing, rwr, and the sampler against diffusers' StableDiffusion3Pipeline.
+   randomized K and full with checkpointing, rwr, and the sampler against diffusers' StableDiffusion3Pipeline;
+   then one flow-grpo step (bf16, 512x512, a group of 8 images, 10 training-rollout steps, Flow-GRPO's SDE and KL).
 It writes ``gpu_check.json`` (every command, its exit code, seconds, and the tables) and ``gpu_check.md``. This
 module imports nothing beyond the standard library, so it runs before the pinned packages are installed.
 """
@@ -61,7 +62,11 @@ def commands(out: Path, wheels: str | None, families: str = "sd,sd3") -> list[tu
     sd3 = [py, "-m", "bench.memory_ladder", "--model", "sd35m-random", "--steps", "28", "--batch", "1", "--dtypes",
            "bf16", "--resolution", "512", "--rows", SD35M_ROWS, "--warmup", "0", "--row-timeout", "60", "--out"]
     steps.append(("ladder-sd35m-bf16", [*sd3, str(out / "ladder-sd35m-bf16")], 300))
-    keep = {"sd": ("ladder-fp32", "ladder-bf16", "paper"), "sd3": ("ladder-sd35m-bf16",)}
+    steps.append(("ladder-sd35m-flow-grpo", [py, "-m", "bench.memory_ladder", "--model", "sd35m-random", "--steps", "10",
+                                             "--batch", "8", "--dtypes", "bf16", "--resolution", "512", "--rows",
+                                             "flow-grpo", "--warmup", "0", "--row-timeout", "150", "--out",
+                                             str(out / "ladder-sd35m-flow-grpo")], 180))
+    keep = {"sd": ("ladder-fp32", "ladder-bf16", "paper"), "sd3": ("ladder-sd35m-bf16", "ladder-sd35m-flow-grpo")}
     chosen = {n for f in families.split(",") for n in keep.get(f, ())} | {"install"}
     return [step for step in steps if step[0] in chosen]
 
@@ -89,7 +94,8 @@ def markdown(report: dict, out: Path) -> str:
              f"Paper run: published protocol with these cuts to fit the time: {', '.join(CUTS)}.", "",
              "| step | exit | seconds |", "|---|---|---|"]
     lines += [f"| {s['name']} | {s['exit_code']} | {s['seconds']} |" for s in report["steps"]]
-    for name in ("ladder-fp32/ladder.md", "ladder-bf16/ladder.md", "paper/summary.md", "ladder-sd35m-bf16/ladder.md"):
+    for name in ("ladder-fp32/ladder.md", "ladder-bf16/ladder.md", "paper/summary.md", "ladder-sd35m-bf16/ladder.md",
+                 "ladder-sd35m-flow-grpo/ladder.md"):
         if (out / name).is_file():
             lines += ["", f"## {name}", "", (out / name).read_text().strip()]
     return "\n".join(lines) + "\n"
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[gpu-check] {name}: exit {report['steps'][-1]['exit_code']} in {report['steps'][-1]['seconds']} s")
         if name == "install" and report["steps"][-1]["exit_code"] != 0:
             break  # without the pins nothing else can run
-    for name in ("ladder-fp32", "ladder-bf16", "ladder-sd35m-bf16"):
+    for name in ("ladder-fp32", "ladder-bf16", "ladder-sd35m-bf16", "ladder-sd35m-flow-grpo"):
         table = out / name / "ladder.csv"
         report[name] = table.read_text() if table.is_file() else None
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -45,6 +45,7 @@ ROWS = {  # row -> (method, config overrides)
     "ddpo": ("ddpo", {}),  # trl's DDPOTrainer
     "rwr": ("rwr", {}),
     "rwr-sparse": ("rwr-sparse", {}),
+    "flow-grpo": ("flow-grpo", {"group_size": 0}),  # one group of --batch images, Flow-GRPO's SDE and KL (sd3)
 }
 TRL_PAIRS = {  # our row -> trl's row at equal settings
     "alignprop-full": "alignprop-trl-full",
@@ -117,7 +118,8 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
         return _sampler_ratio(loaded.pipe, steps, batch, dtype, device, resolution)
     name, extra = ROWS[parse_row(row)[0]]
     extra = {k: steps - 1 if v == LAST else v for k, v in extra.items()}
-    extra = {**{k: v for k, v in family_defaults(fam).items() if k != "lora_targets"}, **extra}
+    extra = {**{k: v for k, v in family_defaults(fam, METHODS.get(name).Config).items() if k != "lora_targets"},
+             **extra}
     if budget_mb is not None:
         extra["memory_budget_mb"] = budget_mb
     cls = METHODS.get(name)

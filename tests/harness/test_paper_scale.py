@@ -47,5 +47,6 @@ def test_gpu_check_dry_run_prints_every_command(capsys, tmp_path):
     assert "--no-index --find-links" in out and "trl==0.23.1" in out and "torch==" not in out
     assert out.count("bench.memory_ladder --model sd15-random --steps 50 --batch 1") == 2
     assert "alignprop-auto@2x" in out and "--preset paper --model sd15-random" in out
+    assert "--model sd35m-random --steps 10 --batch 8 --dtypes bf16 --resolution 512 --rows flow-grpo" in out
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
     assert gpu_check.main(["--dry-run", "--wheels", str(tmp_path / "missing")]) == 2

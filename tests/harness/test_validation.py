@@ -282,3 +282,22 @@ def test_report_reads_a_killed_runners_folder_from_its_manifest_and_rows(tmp_pat
 
     with pytest.raises(UsageError, match="not a results folder"):
         load_results([out])
+
+
+def test_flow_sdes_are_planned_only_where_they_exist(tmp_path, capsys):
+    # The sd3 family zeroes eta (its chain is the ODE) except for a method whose config selects a flow SDE.
+    code = main([*BASE, "--model", "tiny-flow-random", "--methods", "flow-grpo,alignprop", "--dry-run",
+                 "--out", str(tmp_path / "dry")])
+    out = capsys.readouterr().out
+    flow_line = next(line for line in out.splitlines() if "flow-grpo__" in line)
+    alignprop_line = next(line for line in out.splitlines() if "alignprop__" in line)
+    assert code == 0 and "eta=0.7 " in flow_line and "sde=flow-grpo" in flow_line and "eta=0.0 " in alignprop_line
+    line = refused(capsys, tmp_path, "--model", "tiny-flow-random", "--methods", "alignprop", "--set", "alignprop.eta=0.5")
+    assert "deterministic flow ODE unless a flow SDE is chosen" in line
+    line = refused(capsys, tmp_path, "--model", "tiny-flow-random", "--methods", "dance-grpo", "--set", "dance-grpo.sde=")
+    assert "dance-grpo.eta=0.3" in line
+    line = refused(capsys, tmp_path, "--methods", "grpo", "--set", "grpo.sde=flow-grpo")
+    assert "grpo.sde=flow-grpo" in line and "DDIM's stochastic step" in line
+    line = refused(capsys, tmp_path, "--model", "tiny-flow-random", "--methods", "flow-grpo", "--set",
+                   "flow-grpo.sde=nope")
+    assert "sde 'nope' unknown" in line
