@@ -36,7 +36,22 @@ FLOW_ARGS ?= --preset default --model tiny-shapes-flow --methods alignprop,draft
 	--seeds 0,1,2 --max-samples 160 --max-seconds 36000 --eval-every-samples 32 --eval-n 20 $(SHARED_SETS) \
 	--config-from results/tuned/flow-shape-aesthetic-val.json --jobs 2
 
-.PHONY: install test test-slow bench bench-long bench-flow clean-venv gpu-check
+# The flow-family comparison (README "Reward backprop against the flow policy gradients"): the backprop methods, the
+# four flow policy gradients and RWR on tiny-shapes-flow at a budget where the policy gradients learn, each
+# validation-tuned at that budget (results/tuned/flow-768-shape-aesthetic-val.md). The policy gradients sample
+# groups of 8 in rollout batches of 32; flow-grpo makes 2 updates per sampled set (its published 2 per epoch);
+# mixgrpo's window moves every 4 updates, so in 24 updates it visits all 6 positions of a 10-step chain.
+FLOW_PG_OUT ?= results/bench-flow-pg-$(shell date +%Y%m%d-%H%M%S)
+FLOW_PG_SETS = --set flow-grpo.batch_size=32 --set flow-grpo.group_size=8 --set flow-grpo.updates_per_batch=2 \
+	--set dance-grpo.batch_size=32 --set dance-grpo.group_size=8 --set mixgrpo.batch_size=32 \
+	--set mixgrpo.group_size=8 --set mixgrpo.shift_interval=4 --set diffusion-nft.batch_size=32 \
+	--set diffusion-nft.group_size=8
+FLOW_PG_ARGS ?= --preset default --model tiny-shapes-flow \
+	--methods alignprop,draft-lv,refl,flow-grpo,dance-grpo,mixgrpo,diffusion-nft,rwr --reward shape-aesthetic \
+	--seeds 0,1,2 --max-samples 768 --max-seconds 36000 --eval-every-samples 128 --eval-n 20 $(SHARED_SETS) \
+	$(FLOW_PG_SETS) --config-from results/tuned/flow-768-shape-aesthetic-val.json --jobs 2
+
+.PHONY: install test test-slow bench bench-long bench-flow bench-flow-pg clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -67,6 +82,11 @@ bench-long: install
 bench-flow: install
 	$(BIN)/python -m bench.run $(FLOW_ARGS) --out $(FLOW_OUT)
 	$(BIN)/python -m bench.report $(FLOW_OUT) --reference alignprop
+
+bench-flow-pg: install
+	$(BIN)/python -m bench.run $(FLOW_PG_ARGS) --out $(FLOW_PG_OUT)
+	$(BIN)/python -m bench.report $(FLOW_PG_OUT) --reference flow-grpo
+	$(BIN)/python -m bench.report $(FLOW_PG_OUT) --reference dance-grpo --out $(FLOW_PG_OUT)/report-vs-dance-grpo
 
 clean-venv:
 	rm -rf $(VENV)
