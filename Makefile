@@ -37,19 +37,21 @@ FLOW_ARGS ?= --preset default --model tiny-shapes-flow --methods alignprop,draft
 	--config-from results/tuned/flow-shape-aesthetic-val.json --jobs 2
 
 # The flow-family comparison (README "Reward backprop against the flow policy gradients"): the backprop methods, the
-# four flow policy gradients and RWR on tiny-shapes-flow at a budget where the policy gradients learn, each
-# validation-tuned at that budget (results/tuned/flow-768-shape-aesthetic-val.md). The policy gradients sample
-# groups of 8 in rollout batches of 32; flow-grpo makes 2 updates per sampled set (its published 2 per epoch);
-# mixgrpo's window moves every 4 updates, so in 24 updates it visits all 6 positions of a 10-step chain.
+# four flow policy gradients and RWR on tiny-shapes-flow at 768 reward queries, each validation-tuned at that budget
+# with 3 learning rates x 2 seeds (results/tuned/flow-768-*.md). The policy gradients sample one group of 8 per
+# rollout batch (96 updates in 768 queries; groups of 8 in batches of 32, 24 updates, did not move: the first
+# tuning file); flow-grpo makes 2 updates per sampled set (its published 2 per epoch); mixgrpo's window moves every
+# 16 updates, so in 96 it visits all 6 positions of a 10-step chain.
 FLOW_PG_OUT ?= results/bench-flow-pg-$(shell date +%Y%m%d-%H%M%S)
-FLOW_PG_SETS = --set flow-grpo.batch_size=32 --set flow-grpo.group_size=8 --set flow-grpo.updates_per_batch=2 \
-	--set dance-grpo.batch_size=32 --set dance-grpo.group_size=8 --set mixgrpo.batch_size=32 \
-	--set mixgrpo.group_size=8 --set mixgrpo.shift_interval=4 --set diffusion-nft.batch_size=32 \
+FLOW_PG_SETS = --set flow-grpo.batch_size=8 --set flow-grpo.group_size=8 --set flow-grpo.updates_per_batch=2 \
+	--set dance-grpo.batch_size=8 --set dance-grpo.group_size=8 --set mixgrpo.batch_size=8 \
+	--set mixgrpo.group_size=8 --set mixgrpo.shift_interval=16 --set diffusion-nft.batch_size=8 \
 	--set diffusion-nft.group_size=8
+FLOW_PG_TUNED = results/tuned/flow-768-backprop-shape-aesthetic-val.json,results/tuned/flow-pg-768-shape-aesthetic-val.json
 FLOW_PG_ARGS ?= --preset default --model tiny-shapes-flow \
 	--methods alignprop,draft-lv,refl,flow-grpo,dance-grpo,mixgrpo,diffusion-nft,rwr --reward shape-aesthetic \
 	--seeds 0,1,2 --max-samples 768 --max-seconds 36000 --eval-every-samples 128 --eval-n 20 $(SHARED_SETS) \
-	$(FLOW_PG_SETS) --config-from results/tuned/flow-768-shape-aesthetic-val.json --jobs 2
+	$(FLOW_PG_SETS) --config-from $(FLOW_PG_TUNED) --jobs 2
 
 .PHONY: install test test-slow bench bench-long bench-flow bench-flow-pg clean-venv gpu-check
 
