@@ -84,8 +84,10 @@ def plot_reward_curves(
     ``legend_beside`` puts the legend right of the axes (where labels drawn inside them must stay visible).
 
     ``curves``: columns ``label``, ``run_id``, ``x`` (the named column) and ``value``. Each run's curve is
-    interpolated onto a common grid (spanning all the label's runs) before the statistic and band are taken; every
-    run's own evaluation points are drawn as markers, so straight segments between them are visible as such.
+    interpolated onto a common grid (spanning all the label's runs) before the statistic and band are taken, and the
+    line and band are drawn only where every run has data (up to the shortest run's last x: on CPU- or wall-second
+    axes a mean over fewer seeds would jump); every run's own evaluation points are drawn as markers, so straight
+    segments between them are visible as such.
     """
     if colors is None:
         colors = color_map(curves["label"])
@@ -96,7 +98,12 @@ def plot_reward_curves(
         grid = stats.common_grid(xs, n_points)
         if len(grid) == 0:
             continue
-        band = stats.curve_band(stats.interpolate_curves(xs, ys, grid), stat, rng=rng, n_boot=n_boot)
+        matrix = stats.interpolate_curves(xs, ys, grid)
+        band = stats.curve_band(matrix, stat, rng=rng, n_boot=n_boot)
+        # Only where every run has data: past the end of a run's x range (CPU or wall seconds differ per seed) the
+        # statistic would be over fewer seeds and jump; the runs' own markers still show their later points.
+        covered = ~np.isnan(matrix).any(axis=0)
+        band = {k: np.where(covered, v, np.nan) for k, v in band.items()}
         color = colors.get(label)
         name = f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
         if len(runs) == 1:  # the run itself: its evaluation points joined

@@ -222,3 +222,24 @@ def test_time_to_reach_is_read_at_evaluations_not_interpolated():
     assert summaries.time_to_reach(rows, 0.1, higher=True) == 0.0
     assert np.isnan(summaries.time_to_reach(rows, 0.6, higher=True))
     assert np.isnan(summaries.time_to_reach(rows, 0.05, higher=False))  # lower is better: 0.1 never gets to 0.05
+
+
+def test_mean_curve_stops_where_a_seed_ends():
+    # Seeds end at different CPU seconds: past the shortest one the mean would be over fewer seeds and jump.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from bench.analysis.plots import plot_reward_curves
+
+    curves = pd.DataFrame(dict(label="m", run_id=["a"] * 3 + ["b"] * 3, x=[0, 5, 10, 0, 10, 20],
+                               value=[0.0, 0.1, 0.2, 0.0, 0.2, 0.9]))
+    fig, ax = plt.subplots()
+    plot_reward_curves(ax, curves, x="x", rng=np.random.default_rng(0), n_boot=50)
+    line = next(l for l in ax.get_lines() if l.get_label().startswith("m ("))
+    drawn = np.asarray(line.get_xdata())[~np.isnan(np.asarray(line.get_ydata(), dtype=float))]
+    assert drawn.max() == pytest.approx(10, abs=0.25) and drawn.min() == 0
+    plt.close(fig)
