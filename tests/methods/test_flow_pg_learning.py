@@ -1,7 +1,9 @@
-"""The flow policy gradients learn the toy reward's way and resume as the same run (apart from test_flow_pg.py so
-that the two test workers share the flow methods' checks)."""
+"""The flow policy gradients learn the toy reward's way and resume as the same run: `make test-slow` (which
+`.ci/run` runs after `make test`), so that `make test` from a clean clone stays under 5 minutes."""
 
 import pytest
+
+pytestmark = pytest.mark.slow
 
 from bench.core.prompts import load_prompts
 from rewards.toy import MeanBrightness
