@@ -12,6 +12,7 @@ and ``autocast()`` wraps reward forwards.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -142,6 +143,15 @@ class Method:
         self.params = add_lora(self.denoiser, settings)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = mp.grad_scaler(self.denoiser.device, cfg.precision)
+
+    @contextmanager
+    def base_model(self):
+        """The denoiser with its adapter disabled (the base model: KL references), re-enabled on exit."""
+        self.denoiser.disable_adapters()
+        try:
+            yield
+        finally:
+            self.denoiser.enable_adapters()
 
     def autocast(self):
         """Autocast at the method's precision (no cast cache), for reward forwards; a no-op in fp32."""

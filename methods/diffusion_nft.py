@@ -35,7 +35,7 @@ import torch
 
 from bench.core.checks import FRACTION, Range, above, at_least
 from methods.base import Method, MethodConfig, batch_stats
-from methods.grpo import group_advantages
+from methods.grpo import check_group, group_advantages, group_prompts, masked_columns, random_subsets
 
 
 @dataclass
@@ -73,10 +73,7 @@ class DiffusionNFTConfig(MethodConfig):
         super().__post_init__()
         if self.eta != 0:
             raise ValueError("diffusion-nft samples with the deterministic sampler; set eta=0")
-        g = self.group()
-        if g < 2 or self.batch_size % g:
-            raise ValueError(f"group_size must be >= 2 and divide batch_size={self.batch_size}, got {g}; "
-                             "a group of one has no relative advantage")
+        check_group(self.batch_size, self.group())
 
     def group(self) -> int:
         return self.group_size or self.batch_size
@@ -133,7 +130,7 @@ class DiffusionNFT(Method):
         batches = []
         self.denoiser.eval()
         for _ in range(cfg.grad_accum):
-            prompts = [p for p in self.prompts.sample(cfg.batch_size // g, self.generator) for _ in range(g)]
+            prompts = group_prompts(self.prompts, cfg.batch_size, g, self.generator)
             with torch.no_grad(), self.old_weights():
                 rollout = self.sampler.sample(prompts, generator=self.generator)
                 rewards = self.reward(rollout.images, prompts).float()
@@ -160,11 +157,8 @@ class DiffusionNFT(Method):
                 v_old = self.velocity(x_t, t, embeds)
             v_ref = None
             if cfg.kl_weight > 0:
-                self.denoiser.disable_adapters()
-                try:
+                with self.base_model():
                     v_ref = self.velocity(x_t, t, embeds)
-                finally:
-                    self.denoiser.enable_adapters()
         dims = tuple(range(1, x0.ndim))
         terms = []
         for v_implicit in (beta * v + (1 - beta) * v_old, (1 + beta) * v_old - beta * v):
@@ -188,11 +182,8 @@ class DiffusionNFT(Method):
         for batch in batches:
             n, steps = len(batch["r"]), len(batch["timesteps"])
             m = max(1, int(steps * cfg.timestep_fraction))
-            mask = torch.zeros(n, steps, dtype=torch.bool)
-            for i in range(n):
-                mask[i, torch.randperm(steps, generator=self.generator)[:m]] = True
-            for j in torch.nonzero(mask.any(dim=0)).flatten().tolist():
-                rows = torch.nonzero(mask[:, j]).flatten()
+            mask = random_subsets(n, steps, steps, m, self.generator)  # a permutation of the timesteps per sample
+            for j, rows in masked_columns(mask):
                 loss, info = self.timestep_loss(batch, j, rows)
                 self.backward(loss.sum() / (m * n * cfg.grad_accum))
                 losses.append(float(loss.detach().mean()))

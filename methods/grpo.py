@@ -100,10 +100,7 @@ class GRPOConfig(MethodConfig):
         super().__post_init__()
         if self.eta <= 0:
             raise ValueError("grpo needs eta > 0 (a stochastic sampler has log-probabilities); set eta=1.0")
-        g = self.group()
-        if g < 2 or self.batch_size % g:
-            raise ValueError(f"group_size must be >= 2 and divide batch_size={self.batch_size}, got {g}; "
-                             "a group of one has no relative advantage")
+        check_group(self.batch_size, self.group())
         if self.updates_per_batch < 1:
             raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
         if self.kl_per_time and not self.sde:
@@ -124,6 +121,33 @@ class GRPOConfig(MethodConfig):
         cfg = super().sampler_config()
         cfg.sde = self.sde
         return cfg
+
+
+def check_group(batch_size: int, group: int) -> None:
+    """``ValueError`` unless ``group`` (>= 2) divides ``batch_size``: a rollout batch holds whole groups."""
+    if group < 2 or batch_size % group:
+        raise ValueError(f"group_size must be >= 2 and divide batch_size={batch_size}, got {group}; "
+                         "a group of one has no relative advantage")
+
+
+def group_prompts(prompts, batch_size: int, group: int, generator: torch.Generator) -> list[str]:
+    """``batch_size / group`` prompts drawn from the set, each repeated ``group`` times in a row (one group each)."""
+    return [p for p in prompts.sample(batch_size // group, generator) for _ in range(group)]
+
+
+def random_subsets(rows: int, n: int, candidates: int, m: int, generator: torch.Generator) -> torch.Tensor:
+    """[rows, n] boolean mask: in each row, ``m`` of the first ``candidates`` columns drawn at random."""
+    mask = torch.zeros(rows, n, dtype=torch.bool)
+    for r in range(rows):
+        mask[r, torch.randperm(candidates, generator=generator)[:m]] = True
+    return mask
+
+
+def masked_columns(mask: torch.Tensor):
+    """(column, rows that chose it) for each column of ``mask`` some row chose: a column's forward runs on those
+    rows only, so per-sample subsets cost what one subset for the whole batch costs."""
+    for c in torch.nonzero(mask.any(dim=0)).flatten().tolist():
+        yield c, torch.nonzero(mask[:, c]).flatten()
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, *, global_std: bool = False,
@@ -179,7 +203,7 @@ class GRPO(Method):
         batches = []
         self.denoiser.eval()
         for _ in range(cfg.grad_accum * cfg.updates_per_batch):
-            prompts = [p for p in self.prompts.sample(cfg.batch_size // g, self.generator) for _ in range(g)]
+            prompts = group_prompts(self.prompts, cfg.batch_size, g, self.generator)
             x_T = None
             if cfg.shared_noise:
                 x_T = self.sampler.initial_noise(cfg.batch_size // g, self.generator).repeat_interleave(g, dim=0)
@@ -191,8 +215,8 @@ class GRPO(Method):
             batches.append(dict(
                 latents=rollout.latents, timesteps=rollout.timesteps, log_probs=rollout.log_probs,
                 steps=torch.tensor(rollout.log_prob_steps), embeds=rollout.prompt_embeds,
-                advantages=group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps), chosen=self.choose(rollout.log_probs.shape[1]),
-                rewards=rewards,
+                advantages=group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps),
+                chosen=self.choose(rollout.log_probs.shape[1]), rewards=rewards,
             ))
         return batches
 
@@ -203,10 +227,7 @@ class GRPO(Method):
         n_train = n - int(cfg.drop_last_step and n > 1)  # the last transition's std is the smallest (docstring)
         m = max(1, int(n_train * cfg.timestep_fraction))
         rows = cfg.batch_size if cfg.per_sample_timesteps else 1
-        mask = torch.zeros(rows, n, dtype=torch.bool)
-        for r in range(rows):
-            mask[r, torch.randperm(n_train, generator=self.generator)[:m]] = True
-        return mask.expand(cfg.batch_size, n).clone()
+        return random_subsets(rows, n, n_train, m, self.generator).expand(cfg.batch_size, n).clone()
 
     def transition_loss(self, batch: dict, c: int, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Per-sample clipped surrogate (+ KL) of transition column ``c`` for samples ``rows``, and diagnostics."""
@@ -221,12 +242,8 @@ class GRPO(Method):
         loss = torch.maximum(-adv * ratio, -adv * clipped)
         kl = torch.zeros(len(rows))
         if cfg.kl_weight > 0:
-            self.denoiser.disable_adapters()
-            try:
-                with torch.no_grad():
-                    _, ref_mean, _ = self.sampler.transition_log_prob(x, t, embeds, x_prev)
-            finally:
-                self.denoiser.enable_adapters()
+            with torch.no_grad(), self.base_model():
+                _, ref_mean, _ = self.sampler.transition_log_prob(x, t, embeds, x_prev)
             kl = ((mean - ref_mean) ** 2).mean(dim=tuple(range(1, mean.ndim))) / (2 * std**2)
             if cfg.kl_per_time:
                 kl = kl * self.sampler.chain.step_length(t)
@@ -242,12 +259,11 @@ class GRPO(Method):
 
     def train_batch(self, batch: dict, scale: float) -> tuple[list[float], list[dict]]:
         """Backpropagate ``scale`` times the batch's loss: each sample's chosen transitions averaged, samples
-        averaged (a column's forward runs on the samples that chose it only)."""
+        averaged (``masked_columns``)."""
         mask = batch["chosen"]
         per_sample = mask.sum(dim=1).clamp(min=1).to(torch.float32)
         losses, infos = [], []
-        for c in torch.nonzero(mask.any(dim=0)).flatten().tolist():
-            rows = torch.nonzero(mask[:, c]).flatten()
+        for c, rows in masked_columns(mask):
             loss, info = self.transition_loss(batch, c, rows)
             self.backward((loss / per_sample[rows].to(loss)).sum() * scale / len(mask))
             losses.append(float(loss.detach().mean()))
