@@ -52,6 +52,15 @@ class Chain:
         return mp.autocast(self.device, self.config.precision, enabled)
 
     @property
+    def latent_channels(self) -> int:
+        return self.denoiser.config.in_channels
+
+    @property
+    def native_latent_size(self) -> int:
+        """Latent height = width at the model's native resolution (both denoisers' ``sample_size``)."""
+        return self.denoiser.config.sample_size
+
+    @property
     def vae_factor(self) -> int:
         """Pixels per latent cell: 2 ** (number of VAE blocks - 1), as diffusers' ``vae_scale_factor``."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -86,14 +95,6 @@ class DDIMChain(Chain):
         super().__init__(pipe, config)
         if getattr(config, "sde", ""):
             raise ValueError(f"sde={config.sde!r} selects a flow SDE; the sd family's stochastic step is DDIM's eta")
-
-    @property
-    def latent_channels(self) -> int:
-        return self.denoiser.config.in_channels
-
-    @property
-    def native_latent_size(self) -> int:
-        return self.denoiser.config.sample_size
 
     @property
     def down_factor(self) -> int:

@@ -98,14 +98,6 @@ class FlowChain(Chain):
 
     # -- geometry ------------------------------------------------------------------------------------------
     @property
-    def latent_channels(self) -> int:
-        return self.denoiser.config.in_channels
-
-    @property
-    def native_latent_size(self) -> int:
-        return self.denoiser.config.sample_size
-
-    @property
     def down_factor(self) -> int:
         return self.denoiser.config.patch_size
 
