@@ -117,6 +117,10 @@ class Method:
     preset_overrides: dict[str, dict] = {}
     """Config values this method takes in a preset, by preset name, applied after the preset's own settings
     (e.g. ``{"paper": {"batch_size": 2, "grad_accum": 4}}``): a new method declares them here, nowhere else."""
+    inference: dict = {}
+    """Inference settings that define the method as published (DiffusionNFT: CFG-free, ``guidance_scale`` 1.0). A
+    preset never overrides them; an explicit ``--set`` does, and the plan says what it changes. The method is
+    evaluated at its effective value of each (its own start is the base model's evaluation at that setting)."""
     published: dict = {}
     """Config values of the ``published`` protocol: the method's own code's settings (batch, accumulation, updates
     per round, optimizer), each cited in the class docstring. Applied after the preset's settings instead of

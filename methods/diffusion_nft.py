@@ -90,6 +90,9 @@ class DiffusionNFT(Method):
     families = ("sd3",)
     preset_overrides: dict[str, dict] = {"paper": {"batch_size": 24, "group_size": 24, "grad_accum": 1}}
     """sd3_geneval: 24 images per prompt."""
+    inference = {"guidance_scale": 1.0}
+    """CFG-free sampling and evaluation, as published (config/nft.py: ``sample.guidance_scale = 1.0``): presets
+    leave it alone; an explicit ``--set`` is announced in the plan."""
     published = dict(
         batch_size=24,  # num_image_per_prompt = 24: one group per rollout batch
         group_size=24,

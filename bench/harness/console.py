@@ -20,6 +20,22 @@ def describe_config(spec: RunSpec) -> str:
             + " ".join(f"{'sampling_steps' if k == 'steps' else k}={v}" for k, v in spec.method_config.items()))
 
 
+def first_per_method(runs: list[RunSpec]) -> list[RunSpec]:
+    seen: dict[str, RunSpec] = {}
+    for spec in runs:
+        seen.setdefault(spec.method, spec)
+    return list(seen.values())
+
+
+def guidance_text(spec: RunSpec) -> str:
+    """``method train/eval``, with ``(published)`` where the method pins its guidance (``Method.inference``)."""
+    from methods import METHODS
+
+    published = METHODS.get(spec.method).inference.get("guidance_scale")
+    train, evaluation = spec.method_config["guidance_scale"], spec.eval.config.guidance_scale
+    return f"{spec.method} {train:g}/{evaluation:g}" + (" (its published setting)" if published == train else "")
+
+
 def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
     print(f"{len(runs)} run(s); preset {info['preset']}, protocol {info['protocol']}, precision {info['precision']}, "
           f"resolution {info['resolution'] or 'native'}, model {info['model']}, prompts {info['prompts']}, "
@@ -27,6 +43,9 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
           f"budget per run: {budget_text(info['budget'])}")
     for stand_in in info.get("stand_ins", []):
         print(f"STAND-IN (random weights; its numbers say nothing about real models): {stand_in}")
+    print("guidance (training / evaluation): " + ", ".join(guidance_text(spec) for spec in first_per_method(runs)))
+    for note in info.get("notes", []):
+        print(f"note: {note}")
     if args is not None:
         where = (f"slurm (partition {args.slurm_partition or 'default'}, {args.slurm_gpus} GPU(s), "
                  f"{args.slurm_time_min} min) one job per run" if args.launcher == "slurm"

@@ -226,6 +226,10 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     if "guidance_scale" in global_sets:
         eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
+    notes = pinned_notes(method_classes, configs, per_method, global_sets)
+    method_eval = {m: method_eval_config(eval_cfg, method_classes[m], configs[m]) for m in methods}
+    eval_block["methods"] = {m: {k: getattr(c, k) for k in method_classes[m].inference}
+                             for m, c in method_eval.items() if method_classes[m].inference}
     if args.processes > 1:
         single = [m for m, cls in method_classes.items() if not cls.supports_processes]
         if single:
@@ -236,7 +240,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     runs = [
         RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
                 method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
-                eval=EvalSettings(eval_block["prompts"], eval_cfg), budget=Budget(**budget), eval_every=eval_every,
+                eval=EvalSettings(eval_block["prompts"], method_eval[m]), budget=Budget(**budget), eval_every=eval_every,
                 eval_every_samples=eval_every_samples, checkpoint_every=checkpoint_every, allow_stand_in=allow_stand_in,
                 reward_weights=args.reward_weights, preset=args.preset, protocol=protocol,
                 precision=scale["precision"], tracker=getattr(args, "tracker", None) or "none")
@@ -248,7 +252,32 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         raise UsageError(f"--methods give the same run id twice ({', '.join(clash)}); rename a plug-in class")
     return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
                       budget=budget, eval=eval_block, tuned=tuned, protocol=protocol, **scale,
-                      stand_ins=stand_ins)
+                      stand_ins=stand_ins, notes=notes)
+
+
+def method_eval_config(eval_cfg, method_cls, config):
+    """The invocation's evaluation settings, with the method's pinned ``inference`` settings (``Method.inference``)
+    at their effective values: a CFG-free method is evaluated CFG-free, and its step-0 evaluation is its own start."""
+    import copy
+
+    out = copy.copy(eval_cfg)
+    for key in getattr(method_cls, "inference", {}):
+        setattr(out, key, getattr(config, key))
+    return out
+
+
+def pinned_notes(method_classes: dict, configs: dict, per_method: dict, global_sets: dict) -> list[str]:
+    """One line per explicit ``--set`` (global or per-method) that changes a method's pinned inference setting."""
+    notes = []
+    for m, cls in method_classes.items():
+        for key, published in getattr(cls, "inference", {}).items():
+            value = getattr(configs[m], key)
+            if value == published:
+                continue
+            source = f"--set {m}.{key}" if key in per_method.get(m, {}) else f"--set {key}"
+            notes.append(f"{source}={value:g} changes {m}'s published {key} {published:g} (sampling, training and "
+                         f"evaluation of {m} use {value:g})")
+    return notes
 
 
 def apply_tuned(paths: str | None, reward: str, seeds: list[int], per_method: dict[str, dict]) -> dict | None:

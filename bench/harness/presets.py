@@ -51,10 +51,13 @@ class Preset:
 
     def method_overrides(self, method_cls, protocol: str = "matched") -> dict:
         """The preset's settings for every method, then the method's own: its ``preset_overrides`` for this preset
-        (matched) or its ``published`` settings (published)."""
+        (matched) or its ``published`` settings (published). The preset's values never replace the method's pinned
+        ``inference`` settings (DiffusionNFT's CFG-free sampling), whose config defaults then stand."""
+        pinned = getattr(method_cls, "inference", {})
+        preset = {k: v for k, v in self.method.items() if k not in pinned}
         if protocol == "published":
-            return {**self.method, **getattr(method_cls, "published", {})}
-        return {**self.method, **getattr(method_cls, "preset_overrides", {}).get(self.name, {})}
+            return {**preset, **getattr(method_cls, "published", {})}
+        return {**preset, **getattr(method_cls, "preset_overrides", {}).get(self.name, {})}
 
 
 def default_model() -> str:

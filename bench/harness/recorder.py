@@ -25,7 +25,7 @@ METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "sample
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
                "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "surrogate",
                "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "threads", "warning",
-               "calib_cpu_s", "cpu_per_step_norm"]
+               "calib_cpu_s", "cpu_per_step_norm", "eval_guidance", "eval_steps"]
 COMPLETED = ("max_steps", "max_seconds", "max_samples")
 """Statuses of runs that finished their budget (their final evaluation is the trained adapter's)."""
 STATUSES = (*COMPLETED, "diverged", "oom", "killed", "interrupted", "error", "skipped")
@@ -220,6 +220,7 @@ def run_row(spec, result: dict) -> dict:
         cpu_s=None if cpu is None else round(cpu, 4), cpu_per_step=cpu_step,
         calib_cpu_s=calib, cpu_per_step_norm=round(cpu_step / calib, 4) if cpu_step and calib else None,
         load_avg=None if load is None else round(load, 2), cores=n_cores, threads=result.get("threads"),
+        eval_guidance=spec.eval.config.guidance_scale, eval_steps=spec.eval.config.steps,
         warning="; ".join(w for w in (result.get("warning", ""),
                                       timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores,
                                                      own_load(result))) if w),

@@ -1,19 +1,23 @@
-"""Train ``tiny-shapes-flow``: the shape world as a rectified-flow SD3-architecture model, on a CPU.
+"""Train ``tiny-shapes-flow``: the shape world as a rectified-flow SD3-architecture model, on a CPU. Resumable.
 
-    nice python -m bench.shapeworld.train_flow --out bench/core/assets/tiny_shapes_flow --minutes 25 --threads 1
+    nice python -m bench.shapeworld.train_flow --steps 12000 --threads 1    # resumes from --checkpoint if present
 
 Reuses the trained ``tiny-shapes`` VAE (32x32 -> 4x16x16 latents; its scaling factor, shift 0), so only the
 transformer (SD3Transformer2DModel: 4 joint-attention layers of width 64, patch 2) and the two CLIP text encoders
 with projection are trained, jointly, on the rectified-flow loss ||v(x_sigma, sigma) - (noise - x_0)||^2 at
 sigma = shift(u), u logit-normal (``bench.core.flow.FlowChain.training_pair``, SD3's shift 3), with 10 % empty
 captions so that classifier-free guidance works, and an EMA of the transformer. No T5 (``bench.core.builders_flow``).
-The pipeline is saved (safetensors) every few minutes, so an interrupted run still leaves a usable model. Seeded.
+
+Every few minutes the whole training state (weights, EMA, optimizer, the batch generator, step, CPU seconds) goes to
+``--checkpoint`` and the EMA pipeline to ``--out`` (safetensors), both atomically: a killed run resumes where its
+last checkpoint stopped and draws the same batches it would have drawn uninterrupted. Seeded.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from bench.core.flow import train_sigma
 from bench.shapeworld.train import log
 
 WIDTH, LAYERS, CLIP = 64, 4, 32
+DEFAULT_CHECKPOINT = Path("runs/train-flow/checkpoint.pt")
 
 
 def save(out: Path, transformer, vae, first, second) -> None:
@@ -48,7 +53,18 @@ def encode(first, second, ids1, ids2):
     return torch.cat([o1.hidden_states[-2], o2.hidden_states[-2]], dim=-1), torch.cat([o1[0], o2[0]], dim=-1)
 
 
-def train(out: Path, minutes: float, seed: int, batch: int = 64) -> None:
+def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 10 % of ``lr`` at ``total``."""
+    import math
+
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(out: Path, steps: int, seed: int, checkpoint: Path, batch: int = 64, lr: float = 1e-3,
+          warmup: int = 200, save_every_s: float = 300.0) -> None:
     from diffusers import AutoencoderKL
 
     transformer, _, first, second = tiny_flow_components(seed, world.WORDS, WIDTH, LAYERS, CLIP)
@@ -64,12 +80,40 @@ def train(out: Path, minutes: float, seed: int, batch: int = 64) -> None:
     empty = {k: t([""], padding="max_length", max_length=16, return_tensors="pt").input_ids[0]
              for k, (t, _) in (("1", first), ("2", second))}
     log(f"latents {tuple(latents.shape)}, {len(set(captions))} training captions")
-    params = [p for m in (transformer, first[1], second[1]) for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=1e-4)
+    modules = {"transformer": transformer, "text_encoder": first[1], "text_encoder_2": second[1]}
+    params = [p for m in modules.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     ema = copy.deepcopy(transformer).requires_grad_(False)
     gen = torch.Generator().manual_seed(seed)
-    start, last_save, step = time.time(), time.time(), 0
-    while time.time() - start < minutes * 60:
+    step, cpu_before = 0, 0.0
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        if state["config"] != dict(seed=seed, batch=batch, lr=lr, warmup=warmup, steps=steps):
+            raise SystemExit(f"error: {checkpoint} was written with {state['config']}; resume with those settings or "
+                             "pass another --checkpoint")
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        step, cpu_before = state["step"], state["cpu_s"]
+        log(f"resumed {checkpoint} at step {step} ({cpu_before / 60:.1f} CPU min before)")
+
+    def write_checkpoint() -> None:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        state = {name: m.state_dict() for name, m in modules.items()}
+        state.update(ema=ema.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state(), step=step,
+                     cpu_s=cpu_before + time.process_time() - cpu0,
+                     config=dict(seed=seed, batch=batch, lr=lr, warmup=warmup, steps=steps))
+        tmp = checkpoint.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, checkpoint)
+        save(out, ema, vae, first, second)
+
+    cpu0, last_save = time.process_time(), time.time()
+    while step < steps:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, lr, warmup, steps)
         idx = torch.randint(len(latents), (batch,), generator=gen)
         drop = torch.rand(batch, generator=gen) < 0.1
         ids1, ids2 = tok["1"][idx].clone(), tok["2"][idx].clone()
@@ -92,24 +136,27 @@ def train(out: Path, minutes: float, seed: int, batch: int = 64) -> None:
                 e.mul_(decay).add_(p, alpha=1 - decay)
         step += 1
         if step % 100 == 0:
-            log(f"transformer step {step}: loss {loss.item():.4f}")
-        if time.time() - last_save > 300:
-            save(out, ema, vae, first, second)
+            log(f"transformer step {step}: loss {loss.item():.4f}, lr {opt.param_groups[0]['lr']:.2e}")
+        if time.time() - last_save > save_every_s:
+            write_checkpoint()
             last_save = time.time()
-            log(f"saved {out} at step {step}")
-    save(out, ema, vae, first, second)
-    log(f"done: {step} transformer steps in {(time.time() - start) / 60:.1f} min; saved {out}")
+            log(f"checkpoint {checkpoint} and pipeline {out} at step {step}")
+    write_checkpoint()
+    cpu = cpu_before + time.process_time() - cpu0
+    log(f"done: {step} transformer steps, {cpu / 60:.1f} CPU min in all; saved {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.shapeworld.train_flow", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(SHAPES_FLOW_ASSET))
-    p.add_argument("--minutes", type=float, default=25.0, help="wall-clock budget of the transformer stage")
+    p.add_argument("--out", default=str(SHAPES_FLOW_ASSET), help="where the EMA pipeline is saved")
+    p.add_argument("--steps", type=int, default=12000, help="transformer steps in all (a resumed run counts on)")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                   help="training state, written every 5 minutes and resumed from when present")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(Path(args.out), args.minutes, args.seed)
+    train(Path(args.out), args.steps, args.seed, Path(args.checkpoint))
     return 0
 
 
