@@ -5,6 +5,9 @@ picks each method's configuration with the best mean final eval reward, and writ
 ``OUT/tuned.json``) for ``python -m bench.run --config-from FILE`` on *other* seeds. Every flag it does not know
 goes to ``bench.run`` unchanged (``--preset``, ``--max-samples``, ``--model``, ``--eval-n``, ``--jobs``, ...).
 
+Resumable: the same command with ``--resume`` (and an explicit ``--out``) reuses the candidates whose runs all
+finished, resumes one stopped midway (``bench.run --resume``) and runs the rest.
+
 Candidates are scored on validation, not on the reported test: unless told otherwise, on the validation prompt set
 of the preset's evaluation set (``shapes-eval`` -> ``shapes-val``, disjoint, same distribution) and on evaluation
 noise seed ``tuning.TUNE_EVAL_SEED`` (bench.run reports on seed 1234). Told to tune on a reported evaluation set or its
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="100,101", help="tuning seeds (default 100,101); evaluate on others")
     p.add_argument("--out", help="folder of the tuning runs (default results/tune-<timestamp>)")
     p.add_argument("--write", help="tuned-configuration file to write (default OUT/tuned.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the tuning in --out begun by this same command: finished candidates are reused")
     return p
 
 
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     tuning.check_grid_keys(grid, classes)
     out = Path(args.out or f"results/tune-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     target = Path(args.write) if args.write else out / "tuned.json"
-    tuning.check_targets(out, target)
+    tuning.check_targets(out, target, resume_command(argv) if args.resume else None)
     cands = {m: tuning.candidates(m, classes[m], grid) for m in methods}
     added, warnings = tuning.validation_flags(passthrough)
     passthrough = [*passthrough, *added]
@@ -70,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for method, group in cands.items():  # every candidate's bench.run flags are checked before the first run
         for cand in group:
             plan(run.build_parser().parse_args(candidate_command(args, method, cand, passthrough, methods, out)[0]))
+    tuning.record_command(out, resume_command(argv))
     total = sum(len(c) for c in cands.values())
     print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {args.reward}: "
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
@@ -78,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     for method, group in cands.items():
         for cand in group:
             cmd, folder = candidate_command(args, method, cand, passthrough, methods, out)
-            print(f"$ python -m bench.run {shlex.join(cmd)}", flush=True)
-            if run.main(cmd) == 2:  # bad bench.run flags: the same for every candidate, stop at the first
-                return 2
+            if finished_candidate(folder, len(seeds)):
+                print(f"reusing {folder} (every run finished in an earlier invocation)", flush=True)
+            else:
+                if (folder / "manifest.json").is_file():
+                    cmd = [*cmd, "--resume"]  # an interrupted earlier invocation: bench.run checks it is the same
+                print(f"$ python -m bench.run {shlex.join(cmd)}", flush=True)
+                if run.main(cmd) == 2:  # bad bench.run flags: the same for every candidate, stop at the first
+                    return 2
             table = pd.read_csv(folder / "runs.csv")
             cand.runs = len(table)
             cand.final = table[table.status.isin(COMPLETED)].final_eval_reward.dropna().tolist()
@@ -105,6 +116,21 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no configuration of {', '.join(missing)} finished every tuning seed: left untuned", file=sys.stderr)
     return 0
+
+
+def resume_command(argv: list[str] | None) -> list[str]:
+    """The tuning command as recorded in OUT (without ``--resume``): a resumed tuning must repeat it."""
+    return [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+
+
+def finished_candidate(folder: Path, runs: int) -> bool:
+    """Whether an earlier invocation left this candidate's folder with all ``runs`` runs finished (tuning resumes:
+    rerunning the same command reuses them, and resumes a candidate it was stopped inside)."""
+    try:
+        table = pd.read_csv(folder / "runs.csv")
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return False
+    return len(table) == runs and bool(table.status.isin(COMPLETED).all())
 
 
 def candidate_command(args, method: str, cand, passthrough: list[str], methods: list[str],

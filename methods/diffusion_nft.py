@@ -174,8 +174,9 @@ class DiffusionNFT(Method):
         if v_ref is not None:
             kl = ((v - v_ref) ** 2).mean(dim=dims)
             loss = loss + cfg.kl_weight * kl
+        gap = ((v.detach() - v_old).flatten(1).norm(dim=1) / v_old.flatten(1).norm(dim=1).clamp(min=1e-12))
         return loss, dict(positive=float(positive.detach().mean()), negative=float(negative.detach().mean()),
-                          kl=float(kl.detach().mean()))
+                          kl=float(kl.detach().mean()), old_gap=float(gap.mean()))
 
     def step(self) -> dict[str, float]:
         cfg = self.config
@@ -198,9 +199,11 @@ class DiffusionNFT(Method):
             for p, q in zip(self.params, self.old):
                 q.mul_(decay).add_(p.detach(), alpha=1 - decay)
         metrics = batch_stats(torch.cat([b["rewards"] for b in batches]))
-        metrics.update({k: sum(i[k] for i in infos) / len(infos) for k in ("positive", "negative", "kl")})
+        metrics.update({k: sum(i[k] for i in infos) / len(infos) for k in ("positive", "negative", "kl", "old_gap")})
+        r = torch.cat([b["r"] for b in batches])
         metrics.update(loss=sum(losses) / len(losses), grad_norm=grad_norm, old_decay=decay,
-                       r_mean=float(torch.cat([b["r"] for b in batches]).mean()),
+                       r_mean=float(r.mean()), r_std=float(r.std(unbiased=False)),
+                       r_extreme=float(((r == 0) | (r == 1)).float().mean()),
                        samples=float(cfg.batch_size * len(batches)))
         return metrics
 

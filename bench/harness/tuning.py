@@ -115,12 +115,35 @@ def repeated_value(items: list[str]) -> str | None:
     return None
 
 
-def check_targets(out: Path, target: Path) -> None:
-    """Before the first run: the runs' folder is new (or empty) and creatable, the tuned file is writable."""
+COMMAND_FILE = "tune_command.json"
+"""The tuning command, written into OUT before the first run; ``--resume`` requires the same one."""
+
+
+def record_command(out: Path, command: list[str]) -> None:
+    from bench.core.files import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / COMMAND_FILE, {"argv": command})
+
+
+def check_targets(out: Path, target: Path, resume: list[str] | None = None) -> None:
+    """Before the first run: the runs' folder is new (or empty) and creatable, the tuned file is writable; with
+    ``resume`` (the command without ``--resume``) the folder holds a tuning begun by that same command."""
+    import json
+
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file; choose a folder")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"{str(out)!r} already holds results; choose another --out")
+    if resume is not None:
+        try:
+            earlier = json.loads((out / COMMAND_FILE).read_text())["argv"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UsageError(f"--resume: {str(out)!r} holds no tuning begun by bench.tune ({COMMAND_FILE} missing "
+                             "or unreadable); give the --out of the tuning to continue") from None
+        if earlier != resume:
+            raise UsageError(f"--resume: {str(out / COMMAND_FILE)!r} records another command; repeat it exactly "
+                             "(plus --resume) or choose another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"{str(out)!r} already holds results; choose another --out or add --resume")
     if target.is_dir():
         raise UsageError(f"--write {str(target)!r} is a folder; name the tuned file to write, e.g. {target / 'tuned.json'}")
     for path, flag in ((out, "--out"), (target.parent, "--write")):

@@ -46,6 +46,18 @@ def test_tune_writes_the_best_and_run_applies_it_on_other_seeds(tmp_path, capsys
     assert set(grid) == {"1e-5", "3e-2"} and all(v is not None for v in grid.values())
     assert doc["methods"]["rwr"]["chosen"] == {"lr": max(grid, key=grid.get)}  # mean-brightness: higher is better
     assert "**yes**" in (out / "tuning.md").read_text()
+    # Resumable: the same command with --resume reuses every finished candidate (no run is made again); another
+    # command, or the same --out without --resume, is refused before any run.
+    first = [*map(str, ["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-5,3e-2", "--seeds", "100",
+                        "--out", out, "--write", tuned, "--preset", "smoke", "--max-steps", "2", "--eval-n", "2"])]
+    capsys.readouterr()
+    assert tune.main([*first, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 2 and "$ python -m bench.run" not in printed
+    assert json.loads(tuned.read_text())["methods"]["rwr"]["chosen"] == doc["methods"]["rwr"]["chosen"]
+    assert tune.main(first) == 2 and "add --resume" in capsys.readouterr().err
+    assert tune.main([*first[:5], "lr=1e-5", *first[6:], "--resume"]) == 2
+    assert "records another command" in capsys.readouterr().err
     base = ["--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--config-from", str(tuned),
             "--dry-run"]
     code, text, _ = bench_run_inprocess(capsys, *base, "--seeds", "0")
