@@ -157,6 +157,12 @@ class Method:
         finally:
             self.denoiser.enable_adapters()
 
+    @contextmanager
+    def evaluation_weights(self):
+        """The adapter weights evaluation and the saved adapter use: the trained ones here; a method whose authors
+        evaluate an EMA of them (DiffusionNFT) swaps it in for the duration."""
+        yield
+
     def autocast(self):
         """Autocast at the method's precision (no cast cache), for reward forwards; a no-op in fp32."""
         return mp.autocast(self.denoiser.device, self.config.precision)
@@ -208,6 +214,47 @@ class Method:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if state.get("scaler") and getattr(self, "scaler", None):
             self.scaler.load_state_dict(state["scaler"])
+
+
+@contextmanager
+def swapped(params: list[torch.Tensor], others: list[torch.Tensor]):
+    """``others``' values in place of ``params``' (tensor swap, no copy) for the duration; for no-graph forwards."""
+    def swap():
+        for p, q in zip(params, others):
+            p.data, q.data = q.data, p.data
+    swap()
+    try:
+        yield
+    finally:
+        swap()
+
+
+class EMA:
+    """An exponential moving average of parameters, with flow_grpo's warm-up (``flow_grpo/ema.py``
+    ``EMAModuleWrapper``, which DiffusionNFT uses): after the s-th optimizer step (s = 1 first: their ``global_step``
+    is incremented before ``ema.step``, train_nft_sd3.py:1025-1029), ema <- d ema + (1 - d) p with
+    d = min((1 + s) / (10 + s), ``decay``), starting from the initial weights."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float):
+        self.decay, self.steps = decay, 0
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, params: list[torch.Tensor]) -> float:
+        self.steps += 1
+        d = min((1 + self.steps) / (10 + self.steps), self.decay)
+        for e, p in zip(self.shadow, params):
+            e.add_((1 - d) * (p.detach() - e))
+        return d
+
+    def state_dict(self) -> dict:
+        return {"shadow": [e.clone() for e in self.shadow], "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for e, saved in zip(self.shadow, state["shadow"]):
+                e.copy_(saved)
+        self.steps = int(state["steps"])
 
 
 def batch_stats(values: torch.Tensor) -> dict[str, float]:

@@ -1,15 +1,39 @@
-"""DanceGRPO on a flow model (Xue et al., arXiv 2505.07818; XueZeyue/DanceGRPO ``fastvideo/train_grpo_flux.py``,
-``scripts/finetune/finetune_flux_grpo.sh``): ``grpo``'s group policy gradient with DanceGRPO's flow SDE.
+"""DanceGRPO on a flow model (Xue et al., arXiv 2505.07818; XueZeyue/DanceGRPO @ 15cc71d ``fastvideo/train_grpo_flux.py``
+(TGF) with the LoRA script ``scripts/finetune/finetune_flux_grpo_8gpus_lora.sh`` (SHL)): ``grpo``'s group policy
+gradient with DanceGRPO's flow SDE.
 
-- Rollouts: ``bench.core.flow.dance_grpo_step``, a constant noise level g = ``eta`` (0.3 in their FLUX script) on
-  every step; all G samples of a prompt start from the same initial noise (``--init_same_noise``).
-- Advantages: (r - group mean) / (group std + 1e-8), clipped to +-5; no KL term.
-- Trained transitions: the last step is always dropped (``[:, :-1]``), then each sample trains its own random
-  ``timestep_fraction`` = 0.6 of the rest (a permutation per sample: int(15 x 0.6) = 9 of 16 steps there).
-- Loss: PPO clip 1e-4; gradients of every chosen transition of every sample accumulate into one update.
+Reference details (each pinned by ``tests/methods/test_flow_faithful.py``):
 
-FLUX is guidance-distilled (their ``--cfg 0``); SD3-architecture models are not, so the harness keeps guidance on
-(``guidance_scale``, SD 3.5's 4.5 by default) while sampling and training, as ``flow-grpo`` does.
+- Sampling round (TGF:450-620): per GPU ``train_batch_size`` = 2 prompts x ``num_generations`` = 12 samples, all of
+  a prompt's samples from one initial noise (TGF:333-350, ``--init_same_noise``), no graph. Here: rollout batch = one
+  group of 12, ``updates_per_batch`` = 2 rollout batches per round.
+- Advantages (TGF:533-545): per group, (r - mean) / (unbiased std + 1e-8), clipped to +-5 in the loss; rewards are not
+  gathered across GPUs (``global_std`` False).
+- Updates (TGF:571-613): samples outside, their timesteps inside, ``optimizer.step()`` after every
+  ``gradient_accumulation_steps`` = 12 samples: 2 updates per round (SHL), the first on prompt A's group with ratio 1,
+  the second on prompt B's group one update stale, where the 1e-4 clip acts. Here ``updates_per_batch`` = 2 in order
+  (``shuffle_round`` False). The full fine-tune script (4 accumulated samples of a group of 12: 3 updates) splits a
+  group over updates, which the harness's updates (whole groups) cannot express.
+- Trained transitions (TGF:511-586): the last always dropped (``[:, :-1]``), then a permutation per sample and its
+  first int((T - 1) x 0.6) (6 of 11 at SHL's 12 steps); the loss is their mean (TGF:603).
+- Sigmas (TGF:127, 311-313): ``sd3_time_shift(3, linspace(1, 0, T + 1))`` (``schedule`` = shifted-linspace); T = 12.
+- SDE (TGF:131-170): constant g = ``eta`` 0.3 (``bench.core.flow.dance_grpo_step``), float32 Gaussian log-prob
+  averaged over the latent dimensions.
+- Reward image (TGF:254, 380-384): the last step's x0 prediction is decoded (``decode`` = last-x0), so the untrained
+  last transition adds no noise to the image.
+- No KL; LoRA rank 128, alpha 256 on to_q, to_k, to_v, to_out.0 (``train_grpo_flux_lora.py``:659-664) with lr 3e-4
+  (SHL:33); AdamW weight decay 1e-4, max grad norm 1.0, constant lr.
+
+Deviations, each a setting:
+
+- Guidance: FLUX is guidance-distilled (its guidance embedding 3.5, no CFG branch; TGF's ``--cfg`` is the probability
+  of dropping the prompt, not a scale). SD3-architecture models need classifier-free guidance, so the harness keeps
+  it on while sampling and training (``guidance_scale``) with the one rule of the flow GRPO family: the unconditional
+  branch detached when log-probabilities are recomputed (``detach_uncond``, Flow-GRPO's ``compute_log_prob``, the
+  one reference that trains SD3 with CFG).
+- The model's timestep is the float 1000 sigma (TGF passes ``int(1000 sigma) / 1000``).
+- The ``matched`` protocol trains the harness's LoRA (rank 4 on the family's targets) instead of rank 128: its
+  learning rate is then a tuned value, not the published 3e-4.
 """
 
 from __future__ import annotations
@@ -21,18 +45,30 @@ from methods.grpo import GRPO, GRPOConfig
 
 @dataclass
 class DanceGRPOConfig(GRPOConfig):
-    """DanceGRPO's FLUX settings (``finetune_flux_grpo.sh`` flags in brackets)."""
+    """DanceGRPO's LoRA settings (``finetune_flux_grpo_8gpus_lora.sh`` flags in brackets)."""
 
+    lr: float = 3e-4
+    """AdamW learning rate [--learning_rate] (3e-4 with LoRA rank 128; tune it for another rank)."""
+    steps: int = 12
+    """Sampling steps T of the training rollouts [--sampling_steps] (12)."""
     eta: float = 0.3
     """The SDE's constant noise level [--eta] (0.3)."""
     sde: str = "dance-grpo"
     """The flow SDE (``bench.core.flow.SDE_STEPS``): DanceGRPO's constant noise."""
+    schedule: str = "shifted-linspace"
+    """Sigmas shift(linspace(1, 0, T + 1)) [--shift 3, TGF ``sd3_time_shift``]."""
+    decode: str = "last-x0"
+    """The reward image is the last step's x0 prediction (TGF: ``latents = pred_original``)."""
     guidance_scale: float = 4.5
     """Guidance weight while sampling and training (FLUX: none, distilled; SD 3.5's default 4.5)."""
+    detach_uncond: bool = True
+    """The flow GRPO family's one rule for guidance: unconditional branch detached in recomputed log-probs."""
     timestep_fraction: float = 0.6
     """Fraction of the non-last transitions each sample trains on [--timestep_fraction] (0.6)."""
     per_sample_timesteps: bool = True
     """A random subset of transitions per sample (their per-sample ``torch.randperm``)."""
+    updates_per_batch: int = 2
+    """Optimizer updates per sampling round, one group each [2 prompts x 12 / --gradient_accumulation_steps 12]."""
 
 
 class DanceGRPO(GRPO):
@@ -42,15 +78,19 @@ class DanceGRPO(GRPO):
     Config = DanceGRPOConfig
     families = ("sd3",)
     preset_overrides: dict[str, dict] = {"paper": {"batch_size": 12, "group_size": 12, "grad_accum": 1}}
-    """finetune_flux_grpo.sh: 12 images per prompt."""
+    """finetune_flux_grpo_8gpus_lora.sh: 12 images per prompt."""
     published = dict(
         batch_size=12,  # --num_generations 12 with --use_group: one group per rollout batch
         group_size=12,
         grad_accum=1,
-        steps=16,  # --sampling_steps 16
+        updates_per_batch=2,  # --train_batch_size 2 prompts, --gradient_accumulation_steps 12: 2 updates per round
+        steps=12,  # --sampling_steps 12
         eta=0.3,  # --eta 0.3
-        lr=3e-4,  # finetune_flux_grpo_8gpus_lora.sh: 3e-4 for LoRA (1e-5 for the full model)
-        weight_decay=1e-4,  # train_grpo_flux.py AdamW weight_decay 1e-4
+        lr=3e-4,  # --learning_rate 3e-4 (LoRA rank 128)
+        lora_rank=128,  # train_grpo_flux_lora.py: LoraConfig(r=128, lora_alpha=256)
+        lora_alpha=256.0,
+        lora_targets="to_q,to_k,to_v,to_out.0",  # train_grpo_flux_lora.py target_modules
+        weight_decay=1e-4,  # --weight_decay 1e-4
         max_grad_norm=1.0,  # --max_grad_norm 1.0
         clip_range=1e-4,  # --clip_range 1e-4
         adv_clip_max=5.0,  # --adv_clip_max 5.0
@@ -58,4 +98,5 @@ class DanceGRPO(GRPO):
         kl_weight=0.0,  # no KL term in train_grpo_flux.py
         drop_last_step=True,  # timesteps[:, :-1], unconditionally
     )
-    """Published protocol: DanceGRPO ``scripts/finetune/finetune_flux_grpo.sh`` (LoRA lr from the 8-GPU LoRA script)."""
+    """Published protocol: DanceGRPO ``scripts/finetune/finetune_flux_grpo_8gpus_lora.sh`` with
+    ``train_grpo_flux_lora.py``'s LoRA: learning rate and rank from the same script."""

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.checks import FRACTION, Range, above, at_least
-from methods.base import Method, MethodConfig, batch_stats
-from methods.grpo import check_group, group_advantages, group_prompts, masked_columns, random_subsets
+from methods.base import EMA, Method, MethodConfig, batch_stats, swapped
+from methods.grpo import (check_group, group_advantages, group_prompts, masked_columns, random_subsets,
+                          shuffled_chunks)
 
 
 @dataclass
@@ -55,7 +56,8 @@ class DiffusionNFTConfig(MethodConfig):
     adv_eps: float = 1e-4
     """Added to the advantage's std (their stat tracker: 1e-4)."""
     global_std: bool = True
-    """Advantage std over the whole batch [sample.global_std] (True)."""
+    """Advantage std: the population std of all the round's rewards [sample.global_std] (True); False: each
+    group's own unbiased std."""
     timestep_fraction: float = 0.99
     """Fraction of the T timesteps each sample trains on, drawn per sample [train.timestep_fraction] (0.99)."""
     kl_weight: float = 1e-4
@@ -64,9 +66,14 @@ class DiffusionNFTConfig(MethodConfig):
     """Old-adapter decay d = min(decay_slope x updates, decay_max) [decay_type 1: 0.001]."""
     decay_max: float = 0.5
     """Cap of the old-adapter decay [decay_type 1: 0.5]."""
+    eval_ema: float = 0.9
+    """Evaluate (and save) an EMA of the adapter with this decay cap, flow_grpo's warm-up min((1+s)/(10+s), cap)
+    [train.ema = True; EMAModuleWrapper(decay=0.9), train_nft_sd3.py:565-567, used for evaluation at :220-221 and
+    checkpoints at :342-343]; 0: evaluate the trained weights."""
 
     RANGES = dict(group_size=at_least(0, "0: batch_size"), nft_beta=above(0), adv_clip_max=above(0),
                   adv_eps=above(0), timestep_fraction=FRACTION, kl_weight=at_least(0), decay_slope=at_least(0),
+                  eval_ema=Range(0, 1, high_open=True, note="0: no EMA; 1 would freeze it"),
                   decay_max=Range(0, 1, high_open=True, note="1 would freeze the old adapter"))
 
     def __post_init__(self):
@@ -115,33 +122,44 @@ class DiffusionNFT(Method):
         super().setup()
         self.old = [p.detach().clone() for p in self.params]
         self.updates = 0
+        self.ema = EMA(self.params, self.config.eval_ema) if self.config.eval_ema > 0 else None
 
-    @contextmanager
     def old_weights(self):
         """The old adapter in place of the current one (tensor swap, no copy), for no-graph forwards."""
-        def swap():
-            for p, q in zip(self.params, self.old):
-                p.data, q.data = q.data, p.data
-        swap()
-        try:
+        return swapped(self.params, self.old)
+
+    @contextmanager
+    def evaluation_weights(self):
+        """The EMA of the adapter (``eval_ema``), as their evaluation and checkpoints use."""
+        if self.ema is None:
             yield
-        finally:
-            swap()
+        else:
+            with swapped(self.params, self.ema.shadow):
+                yield
 
     def collect(self) -> list[dict]:
+        """One round (theirs: one epoch): ``grad_accum`` rollout batches of whole groups sampled with the old
+        adapter, advantages over the whole round (``group_advantages``: prompt means, the round's population std),
+        the samples shuffled across the round (their ``torch.randperm`` before the training minibatches)."""
         cfg, g = self.config, self.config.group()
-        batches = []
+        batches, prompts_all = [], []
         self.denoiser.eval()
         for _ in range(cfg.grad_accum):
             prompts = group_prompts(self.prompts, cfg.batch_size, g, self.generator)
             with torch.no_grad(), self.old_weights():
                 rollout = self.sampler.sample(prompts, generator=self.generator)
                 rewards = self.reward(rollout.images, prompts).float()
-            signed = rewards if self.reward.higher_is_better else -rewards
-            adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps)
-            r = (adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max) / cfg.adv_clip_max / 2 + 0.5).clamp(0, 1)
-            batches.append(dict(x0=rollout.latents[:, -1], embeds=rollout.prompt_embeds, r=r.float(),
-                                timesteps=rollout.timesteps, rewards=rewards))
+            prompts_all += prompts
+            batches.append(dict(x0=rollout.latents[:, -1], embeds=rollout.prompt_embeds, timesteps=rollout.timesteps,
+                                rewards=rewards))
+        rewards = torch.cat([b["rewards"] for b in batches])
+        signed = rewards if self.reward.higher_is_better else -rewards
+        adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
+        r = (adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max) / cfg.adv_clip_max / 2 + 0.5).clamp(0, 1).float()
+        for i, batch in enumerate(batches):
+            batch["r"] = r[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        if len(batches) > 1:
+            batches = shuffled_chunks(batches, cfg.batch_size, self.generator)
         return batches
 
     def velocity(self, x, t, embeds):
@@ -198,6 +216,8 @@ class DiffusionNFT(Method):
         with torch.no_grad():
             for p, q in zip(self.params, self.old):
                 q.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        if self.ema is not None:
+            self.ema.update(self.params)
         metrics = batch_stats(torch.cat([b["rewards"] for b in batches]))
         metrics.update({k: sum(i[k] for i in infos) / len(infos) for k in ("positive", "negative", "kl", "old_gap")})
         r = torch.cat([b["r"] for b in batches])
@@ -209,7 +229,8 @@ class DiffusionNFT(Method):
 
     def state_dict(self) -> dict:
         """Adds the old adapter and the update count (its decay) to the resume state."""
-        return {**super().state_dict(), "old": [q.clone() for q in self.old], "updates": self.updates}
+        return {**super().state_dict(), "old": [q.clone() for q in self.old], "updates": self.updates,
+                "ema": None if self.ema is None else self.ema.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
@@ -217,3 +238,5 @@ class DiffusionNFT(Method):
             for q, saved in zip(self.old, state["old"]):
                 q.copy_(saved)
         self.updates = int(state["updates"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])

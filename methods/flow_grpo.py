@@ -49,6 +49,8 @@ class FlowGRPOConfig(GRPOConfig):
     """Advantage std over the whole batch [sample.global_std] (True in every sd3 config)."""
     adv_eps: float = 1e-4
     """Added to the advantage's std (their ``PerPromptStatTracker``: 1e-4)."""
+    shuffle_round: bool = True
+    """The round's samples shuffled before they are cut into the updates' batches (train_sd3.py ``torch.randperm``)."""
     detach_uncond: bool = True
     """Guidance's unconditional branch detached when log-probabilities are recomputed (their ``compute_log_prob``)."""
 

@@ -78,8 +78,13 @@ class GRPOConfig(MethodConfig):
     """Draw the trained subset of transitions for each sample (DanceGRPO flux: a permutation per sample) instead of
     one subset per rollout batch (train_grpo_sd.py). The number trained per sample is the same either way."""
     global_std: bool = False
-    """Divide advantages by the std of the whole rollout batch's rewards instead of the group's (Flow-GRPO
-    ``sample.global_std``; the mean stays the group's)."""
+    """Divide advantages by the population std of ALL the sampling round's rewards instead of the group's unbiased
+    std, the mean staying the prompt's (Flow-GRPO / DiffusionNFT ``sample.global_std`` with their
+    ``PerPromptStatTracker``: ``np.std`` of the epoch's gathered rewards)."""
+    shuffle_round: bool = False
+    """Shuffle the sampling round's samples before cutting them into the updates' rollout batches (Flow-GRPO
+    ``train_sd3.py``: ``torch.randperm`` over the epoch's samples); False: updates take the batches in sampling
+    order (DanceGRPO: sample by sample)."""
     adv_eps: float = 1e-8
     """Added to the std in the advantage's denominator (DanceGRPO 1e-8; Flow-GRPO's stat tracker 1e-4)."""
     detach_uncond: bool = False
@@ -92,6 +97,12 @@ class GRPOConfig(MethodConfig):
     sde: str = ""
     """Flow chains (sd3): the SDE of the stochastic steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo,
     dance-grpo); empty on the sd family, whose stochastic step is DDIM's eta."""
+    schedule: str = "scheduler"
+    """Flow chains (sd3): the rollouts' sigma schedule, ``scheduler`` or ``shifted-linspace`` (DanceGRPO's;
+    ``bench.core.sampler.SamplerConfig.schedule``). Evaluation always uses the pipeline's own."""
+    decode: str = "final"
+    """What a rollout decodes for its reward: ``final`` latent or the last step's x0 prediction ``last-x0``
+    (DanceGRPO; ``bench.core.sampler.SamplerConfig.decode``)."""
 
     RANGES = dict(PPO_RANGES, group_size=at_least(0, "0: batch_size"), kl_weight=at_least(0),
                   updates_per_batch=at_least(1), adv_eps=above(0, "keeps a constant group's advantage at 0"))
@@ -110,6 +121,7 @@ class GRPOConfig(MethodConfig):
 
             if self.sde not in SDE_STEPS:
                 raise ValueError(f"sde {self.sde!r} unknown; valid: {', '.join(sorted(SDE_STEPS))} (empty: DDIM)")
+        self.sampler_config()  # schedule and decode are checked where they are defined
         if self.drop_last_step and self.steps < 2:
             raise ValueError("drop_last_step leaves no transition to train on with steps=1; set steps >= 2 or "
                              "drop_last_step=false")
@@ -118,9 +130,10 @@ class GRPOConfig(MethodConfig):
         return self.group_size or self.batch_size
 
     def sampler_config(self):
+        from bench.core.sampler import SamplerConfig
+
         cfg = super().sampler_config()
-        cfg.sde = self.sde
-        return cfg
+        return SamplerConfig(**{**vars(cfg), "sde": self.sde, "schedule": self.schedule, "decode": self.decode})
 
 
 def check_group(batch_size: int, group: int) -> None:
@@ -150,16 +163,43 @@ def masked_columns(mask: torch.Tensor):
         yield c, torch.nonzero(mask[:, c]).flatten()
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, *, global_std: bool = False,
-                     eps: float = 1e-8) -> torch.Tensor:
-    """(r - group mean) / (std + eps) for consecutive groups of ``group_size``, std the group's (unbiased, as
-    DanceGRPO's ``.std()``) or, with ``global_std``, the whole batch's (Flow-GRPO); 0 where a group is constant."""
-    r = rewards.detach().double().view(-1, group_size)
-    centred = r - r.mean(dim=1, keepdim=True)
-    std = r.flatten().std().expand(len(r), 1) if global_std and r.numel() > 1 else r.std(dim=1, keepdim=True)
-    adv = centred / (std + eps)
-    constant = (r.max(dim=1, keepdim=True).values == r.min(dim=1, keepdim=True).values)
+def group_advantages(rewards: torch.Tensor, group_size: int, *, global_std: bool = False, eps: float = 1e-8,
+                     prompts: list[str] | None = None) -> torch.Tensor:
+    """Advantages of one sampling round's rewards (consecutive groups of ``group_size``), in float64:
+
+    - ``global_std`` False (DanceGRPO ``train_grpo_flux.py``, MixGRPO): (r - group mean) / (group std + eps), the
+      group's unbiased std (``torch.std``); exactly 0 where a group's rewards are all equal;
+    - ``global_std`` True (Flow-GRPO and DiffusionNFT ``PerPromptStatTracker`` with ``global_std``): (r - mean of
+      the round's rewards for the same prompt) / (std of ALL the round's rewards + eps), the population std
+      (``np.std``, ddof 0). ``prompts`` (one per reward) key the means, as their tracker does; without them each
+      group is its own prompt."""
+    r = rewards.detach().double().flatten()
+    if global_std:
+        keys = prompts if prompts is not None else [i // group_size for i in range(len(r))]
+        means = {k: r[[i for i, q in enumerate(keys) if q == k]].mean() for k in dict.fromkeys(keys)}
+        centred = r - torch.stack([means[k] for k in keys])
+        std = r.std(unbiased=False) if len(r) > 1 else r.new_zeros(())
+        return centred / (std + eps)
+    g = r.view(-1, group_size)
+    centred = g - g.mean(dim=1, keepdim=True)
+    adv = centred / (g.std(dim=1, keepdim=True) + eps)
+    constant = (g.max(dim=1, keepdim=True).values == g.min(dim=1, keepdim=True).values)
     return torch.where(constant, torch.zeros_like(adv), adv).flatten()
+
+
+SHARED_KEYS = ("timesteps", "steps")
+"""Rollout-batch entries every sample shares (the chain's timesteps, the log-prob columns' steps)."""
+
+
+def shuffled_chunks(batches: list[dict], size: int, generator: torch.Generator) -> list[dict]:
+    """The round's samples in a random order, cut into rollout batches of ``size`` (Flow-GRPO and DiffusionNFT shuffle
+    the epoch's samples before splitting them into training minibatches: ``torch.randperm`` over the epoch). Every
+    entry but ``SHARED_KEYS`` holds one row per sample and is permuted with the samples."""
+    n = sum(len(b["rewards"]) for b in batches)
+    order = torch.randperm(n, generator=generator)
+    merged = {k: torch.cat([b[k] for b in batches])[order] for k in batches[0] if k not in SHARED_KEYS}
+    shared = {k: batches[0][k] for k in SHARED_KEYS if k in batches[0]}
+    return [{**shared, **{k: v[i : i + size] for k, v in merged.items()}} for i in range(0, n, size)]
 
 
 class GRPO(Method):
@@ -198,9 +238,11 @@ class GRPO(Method):
         return None
 
     def collect(self) -> list[dict]:
-        """Sample, score and normalise ``grad_accum * updates_per_batch`` rollout batches of whole groups."""
+        """One sampling round: ``grad_accum * updates_per_batch`` rollout batches of whole groups, sampled before any
+        update; advantages normalised over the round (``group_advantages``); with ``shuffle_round`` the round's
+        samples are shuffled before they are cut into the updates' rollout batches (Flow-GRPO)."""
         cfg, g = self.config, self.config.group()
-        batches = []
+        batches, prompts_all = [], []
         self.denoiser.eval()
         for _ in range(cfg.grad_accum * cfg.updates_per_batch):
             prompts = group_prompts(self.prompts, cfg.batch_size, g, self.generator)
@@ -211,13 +253,19 @@ class GRPO(Method):
                 rollout = self.sampler.sample(prompts, generator=self.generator, latents=x_T,
                                               stochastic=self.stochastic_steps())
                 rewards = self.reward(rollout.images, prompts).float()
-            signed = rewards if self.reward.higher_is_better else -rewards
+            prompts_all += prompts
             batches.append(dict(
                 latents=rollout.latents, timesteps=rollout.timesteps, log_probs=rollout.log_probs,
                 steps=torch.tensor(rollout.log_prob_steps), embeds=rollout.prompt_embeds,
-                advantages=group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps),
                 chosen=self.choose(rollout.log_probs.shape[1]), rewards=rewards,
             ))
+        rewards = torch.cat([b["rewards"] for b in batches])
+        signed = rewards if self.reward.higher_is_better else -rewards
+        adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
+        for i, batch in enumerate(batches):
+            batch["advantages"] = adv[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+        if cfg.shuffle_round and len(batches) > 1:
+            batches = shuffled_chunks(batches, cfg.batch_size, self.generator)
         return batches
 
     def choose(self, n: int) -> torch.Tensor:

@@ -95,6 +95,9 @@ class DDIMChain(Chain):
         super().__init__(pipe, config)
         if getattr(config, "sde", ""):
             raise ValueError(f"sde={config.sde!r} selects a flow SDE; the sd family's stochastic step is DDIM's eta")
+        if getattr(config, "schedule", "scheduler") != "scheduler":
+            raise ValueError(f"schedule={config.schedule!r} is a flow chain's sigma schedule; the sd family's DDIM "
+                             "chain has the scheduler's timesteps only")
 
     @property
     def down_factor(self) -> int:

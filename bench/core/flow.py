@@ -141,7 +141,14 @@ class FlowChain(Chain):
 
     # -- the chain ------------------------------------------------------------------------------------------
     def set_steps(self, steps: int) -> torch.Tensor:
-        self.scheduler.set_timesteps(steps, device=self.device)
+        """The T timesteps; sigmas per ``SamplerConfig.schedule`` (the scheduler's own, or DanceGRPO's shifted
+        linspace, which diffusers shifts and ends with 0 when given the unshifted linspace as ``sigmas``)."""
+        if getattr(self.config, "schedule", "scheduler") == "shifted-linspace":
+            import numpy as np
+
+            self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=self.device)
+        else:
+            self.scheduler.set_timesteps(steps, device=self.device)
         self.timesteps, self.sigmas = self.scheduler.timesteps, self.scheduler.sigmas.to(self.device)
         return self.timesteps
 

@@ -44,6 +44,10 @@ from bench.core.ddim import gaussian_log_prob
 from bench.core import precision as mp
 
 GRAD_MODES = ("none", "full", "last-k", "random-k", "alignprop-code")
+SCHEDULES = ("scheduler", "shifted-linspace")
+"""Sigma schedules of a flow chain (``SamplerConfig.schedule``)."""
+DECODES = ("final", "last-x0")
+"""What a rollout decodes (``SamplerConfig.decode``)."""
 
 
 @dataclass
@@ -60,6 +64,15 @@ class SamplerConfig:
     sde: str = ""
     """Flow chains only: the SDE of eta > 0 steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo, dance-grpo);
     empty: the flow ODE, eta must be 0."""
+    schedule: str = "scheduler"
+    """Flow chains only: ``scheduler`` = the pipeline's own sigmas (diffusers' FlowMatchEulerDiscreteScheduler with
+    T steps: the shifted linspace from 1 to 1/1000, then 0; Flow-GRPO, MixGRPO, evaluation) or ``shifted-linspace`` =
+    shift(linspace(1, 0, T + 1)) (DanceGRPO ``train_grpo_flux.py``: ``sd3_time_shift(3, linspace(1, 0, T + 1))``,
+    whose last step leaves sigma = shift(1/T), e.g. 0.167 at T = 16, instead of 0.009)."""
+    decode: str = "final"
+    """What a rollout decodes into its images: ``final`` = the chain's last latent (Flow-GRPO, MixGRPO, every
+    backprop method) or ``last-x0`` = the clean latent the last step's prediction implies, x - sigma v (DanceGRPO
+    ``train_grpo_flux.py``: the last step's ``pred_original`` is decoded, so the untrained last step adds no noise)."""
     negative_prompt: str = ""
     """Unconditional prompt for guidance (both papers: empty string)."""
     precision: str = "fp32"
@@ -77,6 +90,10 @@ class SamplerConfig:
         if self.guidance_scale < 0:
             raise ValueError(f"sampler guidance_scale must be >= 0, got {self.guidance_scale}")
         mp.check(self.precision)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"sampler schedule {self.schedule!r} unknown; valid: {', '.join(SCHEDULES)}")
+        if self.decode not in DECODES:
+            raise ValueError(f"sampler decode {self.decode!r} unknown; valid: {', '.join(DECODES)}")
         if not isinstance(self.resolution, int) or self.resolution < 0:
             raise ValueError(f"sampler resolution must be an integer >= 0 (0: native), got {self.resolution!r}")
 
@@ -315,7 +332,7 @@ class Sampler:
         carries = grad.draw(steps, generator)
         kept = set([i for i, c in enumerate(carries) if c][::-1][: max(grad.keep, 0)])
         timesteps = self.set_steps()
-        trace, log_probs, scored = [x.detach()], [], []
+        trace, log_probs, scored, x0_hat = [x.detach()], [], [], None
         noisy = set(range(steps)) if stochastic is None else set(stochastic)
         if not noisy <= set(range(steps)):
             raise ValueError(f"stochastic steps {sorted(noisy - set(range(steps)))} lie outside 0..{steps - 1}")
@@ -325,6 +342,8 @@ class Sampler:
                 with torch.set_grad_enabled(carries[i] and torch.is_grad_enabled()):
                     ckpt = carries[i] and grad.checkpoint and i not in kept
                     out = self.model_output(x, t, embeds, use_checkpoint=ckpt)
+                if cfg.decode == "last-x0" and i == steps - 1:
+                    x0_hat = self.chain.predict_x0(out, t, x)
                 mean, std = self.chain.step(out, t, x, cfg.eta if i in noisy else 0.0)
                 if std > 0:
                     x = mean + std * step_noise[i].to(mean.device, mean.dtype)
@@ -333,7 +352,7 @@ class Sampler:
                 else:
                     x = mean
                 trace.append(x.detach())
-            images = self.decode(x, use_checkpoint=any_grad and grad.checkpoint)
+            images = self.decode(x if x0_hat is None else x0_hat, use_checkpoint=any_grad and grad.checkpoint)
         return Rollout(
             images=images,
             latents=torch.stack(trace, dim=1),

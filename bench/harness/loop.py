@@ -142,7 +142,8 @@ class Run:
             # Training must not depend on when it was evaluated: whatever evaluation draws from the global RNGs
             # (a pipeline or a library may) is given back, so --eval-every changes no training number.
             py_state, np_state = random.getstate(), np.random.get_state()
-            with progress.evaluating(eval_cfg.n) as bar, torch.random.fork_rng(devices=rng_devices(device)):
+            with (progress.evaluating(eval_cfg.n) as bar, torch.random.fork_rng(devices=rng_devices(device)),
+                  method.evaluation_weights()):
                 scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg, progress=bar)
                 extra = reward.eval_metrics(images.to(device), eval_prompts)
             random.setstate(py_state)
@@ -221,7 +222,9 @@ class Run:
         close_tracker(rec)
         spread = distributed.weight_spread(method.trainable_parameters())
         if distributed.is_main():
-            save_run_adapter(self.dir / "adapter.safetensors", method.adapter_state_dict(), spec.method_config,
+            with method.evaluation_weights():  # the adapter that was evaluated (DiffusionNFT: its EMA)
+                adapter = method.adapter_state_dict()
+            save_run_adapter(self.dir / "adapter.safetensors", adapter, spec.method_config,
                              lora_component(model.pipe), model=spec.model, method=spec.method, seed=str(spec.seed))
             if status not in ("oom", "error"):  # an ended run's rows are exactly this attempt's; a failed one keeps
                 rec.compact()                   # an earlier attempt's later rows until it is retried

@@ -198,13 +198,17 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     from bench.core.families import family_defaults
 
     configs = {m: method_config(cls, m, {**preset.method_overrides(cls, protocol), **family_defaults(fam, cls.Config),
-                                         **run_wide}, per_method[m], global_sets)
+                                         **published_targets(cls, protocol), **run_wide}, per_method[m], global_sets)
                for m, cls in method_classes.items()}
     for m, c in configs.items():
         sde = getattr(c, "sde", "")
         if fam.stochastic and sde:
             raise UsageError(f"--set {m}.sde={sde}: {model} (family {fam.name}) has DDIM's stochastic step, not a "
                              "flow SDE; drop the --set")
+        schedule = getattr(c, "schedule", "scheduler")
+        if fam.stochastic and schedule != "scheduler":
+            raise UsageError(f"--set {m}.schedule={schedule}: {model} (family {fam.name}) samples DDIM's timesteps; "
+                             "a sigma schedule is a flow chain's; drop the --set")
         if not fam.stochastic and not sde and getattr(c, "eta", 0) > 0:
             raise UsageError(f"--set {m}.eta={c.eta}: {model} (family {fam.name}) samples the deterministic flow "
                              f"ODE unless a flow SDE is chosen; drop the --set or give {m}.sde (flow-grpo, "
@@ -253,6 +257,13 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
                       budget=budget, eval=eval_block, tuned=tuned, protocol=protocol, **scale,
                       stand_ins=stand_ins, notes=notes)
+
+
+def published_targets(method_cls, protocol: str) -> dict:
+    """The published protocol keeps a method's own LoRA targets (DanceGRPO: to_q,to_k,to_v,to_out.0) above the
+    family's default targets."""
+    published = getattr(method_cls, "published", {})
+    return {"lora_targets": published["lora_targets"]} if protocol == "published" and "lora_targets" in published else {}
 
 
 def method_eval_config(eval_cfg, method_cls, config):
