@@ -157,11 +157,19 @@ class Method:
         finally:
             self.denoiser.enable_adapters()
 
+    ema: "EMA | None" = None
+    """An EMA of the adapter that evaluation and the saved adapter use (Flow-GRPO, DiffusionNFT); None: the
+    trained weights."""
+
     @contextmanager
     def evaluation_weights(self):
-        """The adapter weights evaluation and the saved adapter use: the trained ones here; a method whose authors
-        evaluate an EMA of them (DiffusionNFT) swaps it in for the duration."""
-        yield
+        """The adapter weights evaluation and the saved adapter use: the EMA (``self.ema``) swapped in for the
+        duration where the method keeps one, else the trained ones."""
+        if self.ema is None:
+            yield
+        else:
+            with swapped(self.params, self.ema.shadow):
+                yield
 
     def autocast(self):
         """Autocast at the method's precision (no cast cache), for reward forwards; a no-op in fp32."""
@@ -230,21 +238,25 @@ def swapped(params: list[torch.Tensor], others: list[torch.Tensor]):
 
 
 class EMA:
-    """An exponential moving average of parameters, with flow_grpo's warm-up (``flow_grpo/ema.py``
-    ``EMAModuleWrapper``, which DiffusionNFT uses): after the s-th optimizer step (s = 1 first: their ``global_step``
-    is incremented before ``ema.step``, train_nft_sd3.py:1025-1029), ema <- d ema + (1 - d) p with
-    d = min((1 + s) / (10 + s), ``decay``), starting from the initial weights."""
+    """An exponential moving average of parameters as flow_grpo's ``EMAModuleWrapper`` (``flow_grpo/ema.py``; also
+    DiffusionNFT's): after the optimizer step that makes ``global_step`` s (1 first), when (s + 1) % ``interval`` == 0,
+    ``repeats`` times ema <- ema + (1 - d) (p - ema) with d = min((1 + s) / (10 + s), ``decay``), starting from the
+    initial weights. ``repeats``: Flow-GRPO calls ``ema.step`` after every micro-batch, so the update is applied once
+    per micro-batch of an accumulation window at unchanged weights (train_sd3.py@ac4c86e:954-955)."""
 
-    def __init__(self, params: list[torch.Tensor], decay: float):
-        self.decay, self.steps = decay, 0
+    def __init__(self, params: list[torch.Tensor], decay: float, interval: int = 1, repeats: int = 1):
+        self.decay, self.interval, self.repeats, self.steps = decay, interval, repeats, 0
         self.shadow = [p.detach().clone() for p in params]
 
     @torch.no_grad()
     def update(self, params: list[torch.Tensor]) -> float:
+        """After one optimizer step; returns the decay d of this step (applied or not)."""
         self.steps += 1
         d = min((1 + self.steps) / (10 + self.steps), self.decay)
-        for e, p in zip(self.shadow, params):
-            e.add_((1 - d) * (p.detach() - e))
+        if (self.steps + 1) % self.interval == 0:
+            for _ in range(self.repeats):
+                for e, p in zip(self.shadow, params):
+                    e.add_((1 - d) * (p.detach() - e))
         return d
 
     def state_dict(self) -> dict:

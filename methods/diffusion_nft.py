@@ -28,7 +28,6 @@ second peft adapter (the same function); no evaluation EMA.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +35,7 @@ import torch
 from bench.core.checks import FRACTION, Range, above, at_least
 from methods.base import EMA, Method, MethodConfig, batch_stats, swapped
 from methods.grpo import (check_group, group_advantages, group_prompts, masked_columns, random_subsets,
-                          shuffled_chunks)
+                          round_batches)
 
 
 @dataclass
@@ -80,7 +79,7 @@ class DiffusionNFTConfig(MethodConfig):
         super().__post_init__()
         if self.eta != 0:
             raise ValueError("diffusion-nft samples with the deterministic sampler; set eta=0")
-        check_group(self.batch_size, self.group())
+        check_group(self.batch_size * self.grad_accum, self.group(), self.batch_size)
 
     def group(self) -> int:
         return self.group_size or self.batch_size
@@ -128,14 +127,6 @@ class DiffusionNFT(Method):
         """The old adapter in place of the current one (tensor swap, no copy), for no-graph forwards."""
         return swapped(self.params, self.old)
 
-    @contextmanager
-    def evaluation_weights(self):
-        """The EMA of the adapter (``eval_ema``), as their evaluation and checkpoints use."""
-        if self.ema is None:
-            yield
-        else:
-            with swapped(self.params, self.ema.shadow):
-                yield
 
     def collect(self) -> list[dict]:
         """One round (theirs: one epoch): ``grad_accum`` rollout batches of whole groups sampled with the old
@@ -158,9 +149,7 @@ class DiffusionNFT(Method):
         r = (adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max) / cfg.adv_clip_max / 2 + 0.5).clamp(0, 1).float()
         for i, batch in enumerate(batches):
             batch["r"] = r[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        if len(batches) > 1:
-            batches = shuffled_chunks(batches, cfg.batch_size, self.generator)
-        return batches
+        return round_batches(batches, cfg.batch_size, self.generator)
 
     def velocity(self, x, t, embeds):
         return self.sampler.model_output(x, t, embeds)

@@ -1,21 +1,39 @@
-"""Flow-GRPO (Liu et al., arXiv 2505.05470; yifan123/flow_grpo ``scripts/train_sd3.py``, ``config/grpo.py``) on the
-shared sampler's flow chain: ``grpo``'s group policy gradient with Flow-GRPO's SDE and settings.
+"""Flow-GRPO (Liu et al., arXiv 2505.05470; yifan123/flow_grpo @ ac4c86e ``scripts/train_sd3.py`` (T),
+``config/grpo.py`` ``geneval_sd3``, ``flow_grpo/stat_tracking.py``, ``flow_grpo/ema.py``) on the shared sampler's flow
+chain: ``grpo``'s group policy gradient with Flow-GRPO's SDE and settings.
 
-- Rollouts: the flow SDE of ``bench.core.flow.flow_grpo_step`` (g = a sqrt(sigma / (1 - sigma)), a = ``eta`` =
-  their ``noise_level`` 0.7) on every step, with classifier-free guidance; exact Gaussian log-probabilities.
-- Advantages: (r - prompt mean) / (std of the whole batch + 1e-4) (their ``PerPromptStatTracker`` with
-  ``global_std``), clipped to +-5.
-- Trained transitions: the first T - 1 of T in sampling order (their ``int(num_steps * timestep_fraction)`` with
-  0.99: 9 of 10, the last step never), i.e. ``drop_last_step`` with ``timestep_fraction`` 1.
-- Loss: PPO clip 1e-4 on the ratio to the sampling log-probability, with the unconditional branch of guidance
-  detached (their ``compute_log_prob``), plus beta = 0.04 times the KL to the base model (LoRA disabled) on their
-  scale: ||mu - mu_ref||^2 / (2 g^2), the SDE's g without sqrt(|dt|) (``kl_per_time``).
-- Denoising reduction: training rollouts take ``steps`` (10 in their configs) while evaluation takes its own
-  (``--set steps=...`` for all methods, 40 in their configs): ``--set flow-grpo.steps=10 --set steps=40``.
+Reference details (each pinned by ``tests/methods/test_flow_faithful.py`` or ``test_flow_pg.py``):
 
-Differences, on purpose: groups never span rollout batches or processes (theirs are gathered across 32 GPUs), so
-a group's mean is always over the whole group; samples whose advantage is 0 everywhere are trained on (they add 0
-to the surrogate; Flow-GRPO filters them out of its batches); no EMA of the weights for evaluation.
+- Sampling round (one epoch, T:~560-780): ``num_batches_per_epoch`` batches sampled before any update, old
+  log-probabilities recorded at sampling; the SDE of ``bench.core.flow.flow_grpo_step`` on every step
+  (g = a sqrt(sigma / (1 - sigma)), a = ``eta`` = their ``noise_level`` 0.7), guidance 4.5; the diffusers pipeline's
+  sigmas (``schedule`` = scheduler); the final SDE latent is decoded for the reward.
+- Advantages: (r - mean of the round's rewards for that prompt) / (population std of ALL the round's rewards +
+  1e-4) (``PerPromptStatTracker`` with ``global_std``, cleared every epoch), clipped to +-5.
+- Samples whose advantage is exactly 0 are dropped, dropped ones re-added at random until the count divides into
+  the round's minibatches (T:796-817; ``filter_zero_advantage``).
+- Updates (T:820-955): the round's samples shuffled (``torch.randperm``), cut into ``num_batches_per_epoch``
+  minibatches, gradients accumulated over half of them: 2 optimizer steps per epoch (``updates_per_batch`` 2,
+  ``grad_accum`` = half the round's batches), the first on-policy, the second where the 1e-4 clip acts.
+- Trained transitions: the first int(T x 0.99) of T in order (9 of 10), the last never (``drop_last_step``).
+- Loss: PPO clip 1e-4 on the ratio to the sampling log-probability, the unconditional branch of guidance detached
+  when log-probabilities are recomputed (T:190, ``detach_uncond``), plus beta = 0.04 times the KL to the base model
+  (LoRA disabled) on their scale ||mu - mu_ref||^2 / (2 g^2), g without sqrt(|dt|) (``kl_per_time``).
+- EMA (T:445, 954-955; ``ema.py``): decay 0.9 with the warm-up min((1+s)/(10+s), 0.9), updated every 8 optimizer
+  steps, once per micro-batch (``eval_ema``, ``ema_interval``); evaluation and checkpoints use it (T:218-219, 328).
+- LoRA rank 32, alpha 64 on the joint attention's ``attn.*`` projections (T:417-434), AdamW lr 3e-4, weight decay
+  1e-4, max grad norm 1.0, constant lr.
+- Denoising reduction: training rollouts take ``steps`` (10) while evaluation takes its own (40 there;
+  ``--set steps=...`` for all methods).
+
+Deviations, each a setting or stated here:
+
+- The unconditional branch: flow_grpo after ac4c86e (74db691) no longer detaches it; ``detach_uncond`` false
+  follows that version. The whole flow GRPO family here uses the detached rule (one rule, no confound).
+- Groups never span processes (theirs are gathered across 32 GPUs), so the round's std is over one process's
+  round (``grad_accum`` x ``updates_per_batch`` rollout batches), not 1152 samples.
+- Evaluation guidance and steps are the invocation's evaluation protocol (the preset's: the model's guidance), not
+  a Flow-GRPO setting; 512 px, fp16 autocast and a 128-token T5 are the model's / run's settings.
 """
 
 from __future__ import annotations
@@ -52,7 +70,15 @@ class FlowGRPOConfig(GRPOConfig):
     shuffle_round: bool = True
     """The round's samples shuffled before they are cut into the updates' batches (train_sd3.py ``torch.randperm``)."""
     detach_uncond: bool = True
-    """Guidance's unconditional branch detached when log-probabilities are recomputed (their ``compute_log_prob``)."""
+    """Guidance's unconditional branch detached when log-probabilities are recomputed (T@ac4c86e:190)."""
+    filter_zero_advantage: bool = True
+    """Samples whose advantage is exactly 0 are not trained on (T:796-817)."""
+    eval_ema: float = 0.9
+    """Evaluate and save an EMA of the adapter, decay cap 0.9 [train.ema = True; EMAModuleWrapper(decay=0.9)]."""
+    ema_interval: int = 8
+    """EMA updated every 8 optimizer steps [EMAModuleWrapper(update_step_interval=8)]."""
+    updates_per_batch: int = 2
+    """Optimizer updates per sampling round (``gradient_accumulation_steps = num_batches_per_epoch // 2``: 2)."""
 
 
 class FlowGRPO(GRPO):
@@ -81,6 +107,8 @@ class FlowGRPO(GRPO):
         drop_last_step=True,
         lora_rank=32,  # train_sd3.py LoraConfig(r=32, lora_alpha=64)
         lora_alpha=64.0,
+        lora_targets="attn.add_k_proj,attn.add_q_proj,attn.add_v_proj,attn.to_add_out,attn.to_k,attn.to_out.0,"
+                     "attn.to_q,attn.to_v",  # train_sd3.py target_modules (not attn2)
     )
     """Published protocol: flow_grpo ``config/grpo.py`` ``geneval_sd3`` over ``config/base.py`` (32 GPUs there: 48
     prompts x 24 images per epoch; here one process's share of whole groups)."""

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.checks import above, at_least
-from methods.base import PPO_RANGES, Method, MethodConfig, batch_stats
+from bench.core.checks import Range, above, at_least
+from methods.base import EMA, PPO_RANGES, Method, MethodConfig, batch_stats
 
 
 @dataclass
@@ -81,6 +81,16 @@ class GRPOConfig(MethodConfig):
     """Divide advantages by the population std of ALL the sampling round's rewards instead of the group's unbiased
     std, the mean staying the prompt's (Flow-GRPO / DiffusionNFT ``sample.global_std`` with their
     ``PerPromptStatTracker``: ``np.std`` of the epoch's gathered rewards)."""
+    eval_ema: float = 0.0
+    """Evaluate (and save) an EMA of the adapter with this decay cap (``methods.base.EMA``; Flow-GRPO 0.9); 0: the
+    trained weights."""
+    ema_interval: int = 1
+    """Optimizer steps between EMA updates (Flow-GRPO ``update_step_interval`` 8); each update is applied once per
+    rollout batch of the step (``grad_accum``), as their per-micro-batch ``ema.step`` call does."""
+    filter_zero_advantage: bool = False
+    """Drop the round's samples whose advantage is exactly 0 before training, re-adding dropped ones at random until
+    the kept count divides into the round's rollout batches (Flow-GRPO train_sd3.py@ac4c86e:796-817); the updates
+    per round stay, their batches shrink."""
     shuffle_round: bool = False
     """Shuffle the sampling round's samples before cutting them into the updates' rollout batches (Flow-GRPO
     ``train_sd3.py``: ``torch.randperm`` over the epoch's samples); False: updates take the batches in sampling
@@ -105,13 +115,14 @@ class GRPOConfig(MethodConfig):
     (DanceGRPO; ``bench.core.sampler.SamplerConfig.decode``)."""
 
     RANGES = dict(PPO_RANGES, group_size=at_least(0, "0: batch_size"), kl_weight=at_least(0),
-                  updates_per_batch=at_least(1), adv_eps=above(0, "keeps a constant group's advantage at 0"))
+                  updates_per_batch=at_least(1), adv_eps=above(0, "keeps a constant group's advantage at 0"),
+                  eval_ema=Range(0, 1, high_open=True, note="0: no EMA; 1 would freeze it"), ema_interval=at_least(1))
 
     def __post_init__(self):
         super().__post_init__()
         if self.eta <= 0:
             raise ValueError("grpo needs eta > 0 (a stochastic sampler has log-probabilities); set eta=1.0")
-        check_group(self.batch_size, self.group())
+        check_group(self.round_size(), self.group(), self.sampling_batch())
         if self.updates_per_batch < 1:
             raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
         if self.kl_per_time and not self.sde:
@@ -129,6 +140,15 @@ class GRPOConfig(MethodConfig):
     def group(self) -> int:
         return self.group_size or self.batch_size
 
+    def round_size(self) -> int:
+        """Samples of one sampling round: ``updates_per_batch`` updates of ``grad_accum`` rollout batches each."""
+        return self.batch_size * self.grad_accum * self.updates_per_batch
+
+    def sampling_batch(self) -> int:
+        """Images sampled at once: the rollout batch when it holds whole groups, else one group (MixGRPO trains
+        3 samples of a group of 12 per update; the group is sampled whole first)."""
+        return self.batch_size if self.batch_size % self.group() == 0 else self.group()
+
     def sampler_config(self):
         from bench.core.sampler import SamplerConfig
 
@@ -136,11 +156,12 @@ class GRPOConfig(MethodConfig):
         return SamplerConfig(**{**vars(cfg), "sde": self.sde, "schedule": self.schedule, "decode": self.decode})
 
 
-def check_group(batch_size: int, group: int) -> None:
-    """``ValueError`` unless ``group`` (>= 2) divides ``batch_size``: a rollout batch holds whole groups."""
-    if group < 2 or batch_size % group:
-        raise ValueError(f"group_size must be >= 2 and divide batch_size={batch_size}, got {group}; "
-                         "a group of one has no relative advantage")
+def check_group(round_size: int, group: int, sampling_batch: int | None = None) -> None:
+    """``ValueError`` unless ``group`` (>= 2) divides the round's samples and the sampling batch holds whole groups."""
+    if group < 2 or round_size % group or (sampling_batch and (sampling_batch % group or round_size % sampling_batch)):
+        raise ValueError(f"group_size must be >= 2 and divide the sampling round's {round_size} samples (batch_size x "
+                         f"grad_accum x updates_per_batch) and a batch_size that is not a multiple of it must divide "
+                         f"it, got group_size {group}; a group of one has no relative advantage")
 
 
 def group_prompts(prompts, batch_size: int, group: int, generator: torch.Generator) -> list[str]:
@@ -191,15 +212,37 @@ SHARED_KEYS = ("timesteps", "steps")
 """Rollout-batch entries every sample shares (the chain's timesteps, the log-prob columns' steps)."""
 
 
-def shuffled_chunks(batches: list[dict], size: int, generator: torch.Generator) -> list[dict]:
-    """The round's samples in a random order, cut into rollout batches of ``size`` (Flow-GRPO and DiffusionNFT shuffle
-    the epoch's samples before splitting them into training minibatches: ``torch.randperm`` over the epoch). Every
-    entry but ``SHARED_KEYS`` holds one row per sample and is permuted with the samples."""
-    n = sum(len(b["rewards"]) for b in batches)
-    order = torch.randperm(n, generator=generator)
-    merged = {k: torch.cat([b[k] for b in batches])[order] for k in batches[0] if k not in SHARED_KEYS}
+def nonzero_advantage_mask(advantages: torch.Tensor, parts: int, generator: torch.Generator) -> torch.Tensor:
+    """Flow-GRPO's filter (train_sd3.py@ac4c86e:796-817): keep the samples whose advantage is not exactly 0, then
+    re-add dropped ones at random until the kept count divides into ``parts`` minibatches. A round with no
+    non-zero advantage keeps every sample (theirs would train on an empty batch)."""
+    keep = advantages != 0
+    if not keep.any():
+        return torch.ones_like(keep)
+    short = (-int(keep.sum())) % parts
+    dropped = torch.nonzero(~keep).flatten()
+    if short and len(dropped) >= short:
+        keep[dropped[torch.randperm(len(dropped), generator=generator)[:short]]] = True
+    return keep
+
+
+def round_batches(batches: list[dict], size: int, generator: torch.Generator | None,
+                  keep: torch.Tensor | None = None) -> list[dict]:
+    """The round's samples cut into training batches of ``size``: in sampling order, or shuffled first when a
+    ``generator`` is given (Flow-GRPO and DiffusionNFT shuffle the epoch's samples before splitting them into
+    minibatches: ``torch.randperm`` over the epoch). Every entry but ``SHARED_KEYS`` holds one row per sample.
+    ``keep``: a mask of the samples to train on (``nonzero_advantage_mask``); the batches then shrink so that
+    their number stays the round's."""
+    merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0] if k not in SHARED_KEYS}
+    parts = len(merged["rewards"]) // size
+    if keep is not None:
+        merged = {k: v[keep] for k, v in merged.items()}
+    n = len(merged["rewards"])
+    if generator is not None:
+        order = torch.randperm(n, generator=generator)
+        merged = {k: v[order] for k, v in merged.items()}
     shared = {k: batches[0][k] for k in SHARED_KEYS if k in batches[0]}
-    return [{**shared, **{k: v[i : i + size] for k, v in merged.items()}} for i in range(0, n, size)]
+    return [{**shared, **{k: v[rows] for k, v in merged.items()}} for rows in torch.arange(n).tensor_split(parts)]
 
 
 class GRPO(Method):
@@ -232,50 +275,65 @@ class GRPO(Method):
     def setup(self) -> None:
         super().setup()
         self.buffer: list[dict] = []
+        self.rounds = 0
+        """Sampling rounds collected so far (MixGRPO's window moves in rounds)."""
+        cfg = self.config
+        if cfg.eval_ema > 0:
+            self.ema = EMA(self.params, cfg.eval_ema, cfg.ema_interval, repeats=cfg.grad_accum)
 
     def stochastic_steps(self) -> range | None:
         """The sampling steps that are stochastic and trainable this round (None: all; MixGRPO: its window)."""
         return None
 
     def collect(self) -> list[dict]:
-        """One sampling round: ``grad_accum * updates_per_batch`` rollout batches of whole groups, sampled before any
-        update; advantages normalised over the round (``group_advantages``); with ``shuffle_round`` the round's
-        samples are shuffled before they are cut into the updates' rollout batches (Flow-GRPO)."""
-        cfg, g = self.config, self.config.group()
-        batches, prompts_all = [], []
+        """One sampling round, sampled before any update: ``round_size`` samples as whole groups (``sampling_batch``
+        at a time), advantages normalised over the round (``group_advantages``), then cut into the updates'
+        rollout batches of ``batch_size``, in sampling order or (``shuffle_round``, Flow-GRPO) shuffled."""
+        cfg, g, size = self.config, self.config.group(), self.config.sampling_batch()
+        sampled, prompts_all = [], []
         self.denoiser.eval()
-        for _ in range(cfg.grad_accum * cfg.updates_per_batch):
-            prompts = group_prompts(self.prompts, cfg.batch_size, g, self.generator)
+        for _ in range(cfg.round_size() // size):
+            prompts = group_prompts(self.prompts, size, g, self.generator)
             x_T = None
             if cfg.shared_noise:
-                x_T = self.sampler.initial_noise(cfg.batch_size // g, self.generator).repeat_interleave(g, dim=0)
+                x_T = self.sampler.initial_noise(size // g, self.generator).repeat_interleave(g, dim=0)
             with torch.no_grad():
                 rollout = self.sampler.sample(prompts, generator=self.generator, latents=x_T,
                                               stochastic=self.stochastic_steps())
                 rewards = self.reward(rollout.images, prompts).float()
             prompts_all += prompts
-            batches.append(dict(
+            sampled.append(dict(
                 latents=rollout.latents, timesteps=rollout.timesteps, log_probs=rollout.log_probs,
                 steps=torch.tensor(rollout.log_prob_steps), embeds=rollout.prompt_embeds,
-                chosen=self.choose(rollout.log_probs.shape[1]), rewards=rewards,
+                chosen=self.choose(rollout.log_probs.shape[1], size), rewards=rewards,
+                window=torch.full((size,), self.stochastic_steps_start(), dtype=torch.long),
             ))
-        rewards = torch.cat([b["rewards"] for b in batches])
+        rewards = torch.cat([b["rewards"] for b in sampled])
         signed = rewards if self.reward.higher_is_better else -rewards
         adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
-        for i, batch in enumerate(batches):
-            batch["advantages"] = adv[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        if cfg.shuffle_round and len(batches) > 1:
-            batches = shuffled_chunks(batches, cfg.batch_size, self.generator)
-        return batches
+        start = 0
+        for batch in sampled:
+            batch["advantages"] = adv[start : start + len(batch["rewards"])]
+            start += len(batch["rewards"])
+        keep = None
+        if cfg.filter_zero_advantage:
+            keep = nonzero_advantage_mask(adv, cfg.grad_accum * cfg.updates_per_batch, self.generator)
+        return round_batches(sampled, cfg.batch_size, self.generator if cfg.shuffle_round else None, keep)
 
-    def choose(self, n: int) -> torch.Tensor:
-        """[batch_size, n] mask of the trained transitions (columns of the rollout's log-probabilities): the same
-        ``timestep_fraction`` of them, at random, for the whole batch or (``per_sample_timesteps``) per sample."""
+    def stochastic_steps_start(self) -> int:
+        """First step of ``stochastic_steps`` (0 when every step is stochastic), recorded with each sample."""
+        steps = self.stochastic_steps()
+        return steps.start if isinstance(steps, range) and len(steps) else 0
+
+    def choose(self, n: int, batch: int) -> torch.Tensor:
+        """[batch, n] mask of the trained transitions (columns of the rollout's log-probabilities): the same
+        ``timestep_fraction`` of them, at random, for the whole sampled batch or (``per_sample_timesteps``) per
+        sample."""
         cfg = self.config
         n_train = n - int(cfg.drop_last_step and n > 1)  # the last transition's std is the smallest (docstring)
         m = max(1, int(n_train * cfg.timestep_fraction))
-        rows = cfg.batch_size if cfg.per_sample_timesteps else 1
-        return random_subsets(rows, n, n_train, m, self.generator).expand(cfg.batch_size, n).clone()
+        rows = batch if cfg.per_sample_timesteps else 1
+        return random_subsets(rows, n, n_train, m, self.generator).expand(batch, n).clone()
 
     def transition_loss(self, batch: dict, c: int, rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Per-sample clipped surrogate (+ KL) of transition column ``c`` for samples ``rows``, and diagnostics."""
@@ -323,6 +381,7 @@ class GRPO(Method):
         sampled = 0
         if not self.buffer:
             self.buffer = self.collect()
+            self.rounds += 1
             sampled = cfg.batch_size * len(self.buffer)
         else:
             self.sampler.set_steps()  # a resumed buffer: the chain's schedule (flow sigmas) is not set up yet
@@ -335,6 +394,8 @@ class GRPO(Method):
             losses += more_losses
             infos += more_infos
         grad_norm = self.clip_and_step()
+        if self.ema is not None:
+            self.ema.update(self.params)
         metrics = batch_stats(torch.cat([b["rewards"] for b in batches]))  # the rewards of the samples trained on
         metrics.update({k: sum(i[k] for i in infos) / len(infos) for k in ("approx_kl", "clipfrac", "kl")})
         metrics.update(
@@ -345,15 +406,21 @@ class GRPO(Method):
             samples=float(queries),
             sampled=float(sampled),  # reward queries made by this step's sampling (all U updates' batches)
         )
+        if self.stochastic_steps() is not None:  # a window (MixGRPO): the one the trained-on data was sampled in
+            metrics["window_start"] = float(torch.cat([b["window"] for b in batches]).float().mean())
         return metrics
 
     def state_dict(self) -> dict:
         """Adds the not yet trained-on rollout batches (``updates_per_batch`` > 1) to the resume state."""
-        return {**super().state_dict(), "buffer": [dict(b) for b in self.buffer]}
+        return {**super().state_dict(), "buffer": [dict(b) for b in self.buffer], "rounds": self.rounds,
+                "ema": None if self.ema is None else self.ema.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.buffer = [dict(b) for b in state.get("buffer", [])]
+        self.rounds = int(state.get("rounds", 0))
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
 
 
 @dataclass

@@ -114,7 +114,7 @@ def test_group_methods_normalise_each_group_with_its_unbiased_std(flow, name):
 
 def test_dance_grpo_makes_two_updates_per_round_and_the_clip_acts_on_the_second(flow):
     # finetune_flux_grpo_8gpus_lora.sh: 2 prompts x 12 samples, an optimizer step every 12 samples -> 2 per round.
-    method = build("dance-grpo", flow, steps=6, lr=1e-2, max_grad_norm=0.0)
+    method = build("dance-grpo", flow, steps=6, lr=1e-2, max_grad_norm=0.0, clip_range=1e-6)
     assert method.config.updates_per_batch == 2
     first, second, third = method.step(), method.step(), method.step()
     assert first["sampled"] == 8.0 and second["sampled"] == 0.0 and third["sampled"] == 8.0  # a round per 2 updates
@@ -181,3 +181,75 @@ def test_flow_grpo_kl_is_divided_by_g_squared_without_dt(flow):
 
     kl = ((mean(v) - mean(v_ref)) ** 2).mean(dim=(1, 2, 3)) / (2 * g * g)
     assert info["kl"] == pytest.approx(float(kl.mean()), rel=1e-4)
+
+
+def test_mixgrpo_window_moves_in_rounds_as_grpo_states_py():
+    # grpo_states.py: the start moves prog_overlap_step every iters_per_group TRAINING ITERATIONS (sampling rounds),
+    # rolls back past T - 2, and the window is range(cur, min(cur + group_size, T - 2)). Simulated here as their
+    # loop does it, for the published 25 steps, window 4, stride 1, 25 rounds per move (the empty last position,
+    # where their code crashes, is skipped).
+    from methods.mixgrpo import MixGRPOConfig
+
+    cfg = MixGRPOConfig(steps=25)
+    cur, expected = 0, []
+    for k in range(1200):
+        if k and k % 25 == 0:
+            cur += 1
+            if cur >= 25 - 2:
+                cur = 0
+        expected.append(range(cur, min(cur + 4, 25 - 2)))
+    assert [cfg.window(k) for k in range(1200)] == expected
+    assert cfg.updates_per_batch == 4 and cfg.batch_size * cfg.updates_per_batch == cfg.group_size == 12
+
+
+def test_mixgrpo_trains_a_group_in_four_updates_and_the_clip_acts_after_the_first(flow):
+    # TGF:606-610: optimizer.step() every 3 samples of the group of 12: 4 updates per round, in sampling order.
+    reward = Recording()
+    method = build("mixgrpo", flow, reward=reward, steps=6, window_size=2, group_size=4, batch_size=1,
+                   updates_per_batch=4, lr=1e-2, max_grad_norm=0.0, clip_range=1e-6)
+    steps = [method.step() for _ in range(4)]
+    assert [s["sampled"] for s in steps] == [4.0, 0.0, 0.0, 0.0] and len(reward.seen) == 4
+    assert [s["reward_mean"] for s in steps] == pytest.approx([r for _, r in reward.seen])  # sampling order
+    assert steps[0]["ratio_max_dev"] < 1e-6 and all(s["clipfrac"] > 0 for s in steps[1:])  # tiny model: 1e-6 clip
+    assert all(s["window_start"] == 0.0 for s in steps) and method.rounds == 1
+
+
+def test_flow_grpo_ema_every_8_updates_once_per_micro_batch(flow):
+    # train_sd3.py@ac4c86e:445 EMAModuleWrapper(decay=0.9, update_step_interval=8), ema.step(params, global_step)
+    # after every micro-batch (:954-955): with 2 micro-batches per update the update of step s is applied twice,
+    # at unchanged weights, when (s + 1) % 8 == 0.
+    method = build("flow-grpo", flow, lr=1e-2, weight_decay=0.0, grad_accum=2, updates_per_batch=1, batch_size=2,
+                   group_size=2, kl_weight=0.0)
+    ema = [p.detach().clone() for p in method.params]
+    for s in range(1, 10):
+        method.step()
+        if (s + 1) % 8 == 0:
+            d = min((1 + s) / (10 + s), 0.9)
+            for _ in range(2):
+                ema = [e + (1 - d) * (p.detach() - e) for e, p in zip(ema, method.params)]
+    with method.evaluation_weights():
+        assert all(torch.allclose(p, e, atol=1e-7) for p, e in zip(method.params, ema))
+
+
+class HalfConstant(MeanBrightness):
+    """Equal rewards within the groups of prompts of even length, varying within the others."""
+
+    def score(self, images, prompts):
+        bright = super().score(images, prompts)
+        flat = torch.tensor([len(p) % 2 == 0 for p in prompts])
+        return torch.where(flat, torch.full_like(bright, 0.5), bright)
+
+
+def test_flow_grpo_drops_zero_advantage_samples_and_keeps_its_updates(flow):
+    # train_sd3.py@ac4c86e:796-817: mask = advantages != 0; re-add dropped samples at random until the kept count
+    # divides into num_batches_per_epoch minibatches; the minibatches shrink, their number stays.
+    reward = Recording()
+    reward.score = lambda images, prompts: Recording.score(reward, images, prompts) * 0 + HalfConstant().score(images, prompts)
+    method = build("flow-grpo", flow, reward=reward, batch_size=4, group_size=2, grad_accum=2, updates_per_batch=2)
+    batches = method.collect()
+    adv = torch.cat([b["advantages"] for b in batches])
+    nonzero = int((torch.tensor(tracker_advantages([(p, 0.5 if len(p) % 2 == 0 else r) for p, r in reward.seen],
+                                                   method.config.adv_eps)) != 0).sum())
+    kept = nonzero + (-nonzero) % 4
+    assert len(batches) == 4 and len(adv) == (kept if nonzero else 16)
+    assert int((adv == 0).sum()) == (kept - nonzero if nonzero else 16)

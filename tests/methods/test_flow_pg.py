@@ -84,15 +84,17 @@ def test_dance_grpo_trains_its_own_random_steps_per_sample(flow):
 
 
 def test_mixgrpo_window_is_the_only_stochastic_part_and_moves(flow):
-    method = build("mixgrpo", flow, steps=6, window_size=2, shift_interval=2)
+    method = build("mixgrpo", flow, steps=6, window_size=2, shift_interval=2, batch_size=2, group_size=2,
+                   updates_per_batch=1)
     cfg = method.config
-    assert [cfg.window_start(u) for u in range(0, 12, 2)] == [0, 1, 2, 3, 0, 1]  # 4 positions, never step 5
-    assert cfg.__class__(**{**SMALL, "steps": 6, "window_size": 2, "roll_back": False}).window_start(100) == 3
-    method.updates = 2  # window [1, 2]
+    assert [cfg.window(r).start for r in range(0, 12, 2)] == [0, 1, 2, 3, 0, 1]  # 4 positions, below T - 2 = 4
+    assert cfg.window(6) == range(3, 4)  # shrinks at the end: steps 4 and 5 are never in it
+    assert cfg.__class__(**{**SMALL, "steps": 6, "window_size": 2, "roll_back": False}).window(100) == range(3, 4)
+    method.rounds = 2  # window [1, 2]
     batch = method.collect()[0]
     assert batch["steps"].tolist() == [1, 2] and batch["chosen"].all()
     # Outside the window the chain is the ODE: from the window's end the ODE reproduces the rollout's x_0.
-    ode = Sampler(method.pipe, SamplerConfig(steps=6, guidance_scale=3.0))
+    ode = Sampler(method.pipe, SamplerConfig(steps=6, guidance_scale=3.0, schedule="shifted-linspace"))
     x, timesteps = batch["latents"][:, 3], ode.set_steps()
     with torch.no_grad():
         for t in timesteps[3:]:
@@ -100,8 +102,8 @@ def test_mixgrpo_window_is_the_only_stochastic_part_and_moves(flow):
     assert torch.allclose(x, batch["latents"][:, -1], atol=1e-6)
     assert not torch.allclose(batch["latents"][:, 2], ode.transition(batch["latents"][:, 1], timesteps[1],
                                                                      batch["embeds"])[0], atol=1e-4)
-    with pytest.raises(ValueError, match="window_size 6 must be <= steps - 1"):
-        cfg.__class__(**{**SMALL, "steps": 6, "window_size": 6})
+    with pytest.raises(ValueError, match="window_size 5 must be <= steps - 2"):
+        cfg.__class__(**{**SMALL, "steps": 6, "window_size": 5})
 
 
 def test_diffusion_nft_weights_lie_in_0_1_and_equal_rewards_make_no_update(flow):
@@ -133,7 +135,7 @@ def test_mixgrpo_resume_keeps_the_window(flow):
     method.step()
     other = build("mixgrpo", flow, steps=6, window_size=2, shift_interval=1, seed=5)
     other.load_state_dict(method.state_dict())
-    assert other.updates == 1 and other.stochastic_steps() == range(1, 3)
+    assert other.rounds == 1 and other.stochastic_steps() == range(1, 3) and len(other.buffer) == 3
 
 
 @pytest.mark.parametrize("name", FLOW_PG)
