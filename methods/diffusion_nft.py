@@ -1,29 +1,40 @@
-"""DiffusionNFT (Zheng et al., arXiv 2509.16117; NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``,
-``config/nft.py``): online reinforcement learning on the forward process. No likelihoods, no SDE: the rollouts are
-the deterministic sampler's (here the flow ODE), and the policy is improved by a flow-matching regression that
-contrasts a positive and a negative implicit policy.
+"""DiffusionNFT (Zheng et al., arXiv 2509.16117; NVlabs/DiffusionNFT @ 24af555 ``scripts/train_nft_sd3.py`` (T),
+``config/nft.py`` ``sd3_geneval`` (N), ``flow_grpo/ema.py``): online reinforcement learning on the forward process.
+No likelihoods, no SDE: the rollouts are the deterministic sampler's (here the flow ODE), and the policy is improved
+by a flow-matching regression that contrasts a positive and a negative implicit policy.
 
-One step (one round of theirs, one optimizer update):
+One step (one epoch of theirs, one optimizer update; T:801, 983):
 
 1. Sample ``batch_size * grad_accum`` images as whole groups of ``group_size`` per prompt with the *old* adapter
-   (no graph, eta 0) and score them with the true reward; A = (r - group mean) / (std + 1e-4), std over the whole
-   batch (their ``PerPromptStatTracker`` with ``global_std``), clipped to +-``adv_clip_max``; the optimality weight
-   r = clamp(A / adv_clip_max / 2 + 1/2, 0, 1) in [0, 1].
+   (no graph, eta 0, CFG-free: N:64, ``Method.inference``; T:640) and score them with the true reward;
+   A = (r - the round's mean for that prompt) / (population std of ALL the round's rewards + 1e-4) (their
+   ``PerPromptStatTracker`` with ``global_std``, cleared every epoch, T:769), clipped to +-``adv_clip_max``; the
+   optimality weight r = clamp(A / adv_clip_max / 2 + 1/2, 0, 1) in [0, 1] (T:910-929). The round's samples are
+   shuffled before they are cut into rollout batches (T:806).
 2. For each sample, a random ``timestep_fraction`` of the sampler's T timesteps (a permutation per sample; 9 of
-   10 there): fresh noise eps, x_t = sigma eps + (1 - sigma) x_0 (the chain's re-noising), and the current, old and
-   (for the KL) base velocities v, v_old, v_ref. The implicit policies are
+   10 there, T:810-816): fresh noise eps, x_t = sigma eps + (1 - sigma) x_0 (the chain's re-noising), and the
+   current, old and (for the KL) base velocities v, v_old, v_ref. The implicit policies are
    v+ = beta v + (1 - beta) v_old and v- = (1 + beta) v_old - beta v, with x_0 predictions x0+- = x_t - sigma v+-.
 3. Loss, per sample: adv_clip_max (r L+ + (1 - r) L-) / beta, L+- = mean (x0+- - x_0)^2 / stopgrad(mean |x0+- -
-   x_0|) (their adaptive weight, floored at 1e-5), plus ``kl_weight`` mean (v - v_ref)^2 (base = adapter disabled).
+   x_0|) (their adaptive weight in float64, floored at 1e-5), plus ``kl_weight`` mean (v - v_ref)^2 (base =
+   adapter disabled) (T:894-970).
 4. After the update the old adapter moves towards the current one: old <- d old + (1 - d) current with
-   d = min(0.001 u, 0.5) after u updates (their ``decay_type`` 1).
+   d = min(0.001 u, 0.5) after u updates (their ``decay_type`` 1, T:169-189, 1034-1039); an EMA of the adapter
+   (decay 0.9, flow_grpo's warm-up, every update; T:565-567, 1024-1029) is what evaluation and the saved adapter
+   use (T:220-221, 342-343; ``eval_ema``).
 
 Velocities are the guided model output when ``guidance_scale`` > 1 (their code then concatenates the negative
-prompt) and the plain conditional one otherwise; their published runs are CFG-free (guidance 1).
+prompt) and the plain conditional one otherwise; their published runs are CFG-free (guidance 1), which presets
+never override (``Method.inference``; an explicit ``--set`` is announced).
+
+Diagnostics per update: ``r_mean``, ``r_std``, ``r_extreme`` (fraction of r at 0 or 1), ``old_gap`` (||v - v_old|| /
+||v_old||, the relative velocity gap between the current and the old adapter; theirs log the squared gap
+``old_deviate``), ``old_decay``, the ``positive`` / ``negative`` terms and ``kl``.
 
 Differences, on purpose: the rollouts use the harness's one sampler (flow-ODE Euler steps) instead of their
-second-order DPM solver; the old adapter is a copy of the LoRA tensors swapped in for its forwards instead of a
-second peft adapter (the same function); no evaluation EMA.
+second-order DPM-Solver++ (deterministic either way; the training targets x_0 differ slightly); the old adapter is
+a copy of the LoRA tensors swapped in for its forwards instead of a second peft adapter (the same function);
+decay_type 2 (their OCR config) is absent; rounds are one process's (theirs gather 1152 images over 8 GPUs).
 """
 
 from __future__ import annotations

@@ -1,29 +1,33 @@
 """Group-relative policy gradient (GRPO) on the shared stochastic DDIM sampler, as DanceGRPO does for Stable
 Diffusion (Xue et al., arXiv 2505.07818; XueZeyue/DanceGRPO fastvideo/train_grpo_sd.py, fastvideo/config_sd/).
 
-One step:
+A sampling round, then its updates (one ``step()`` = one optimizer update):
 
-1. Sample (without a graph) ``batch_size`` images as ``batch_size / G`` prompts x G samples each; with
-   ``shared_noise`` the G samples of a prompt start from the same x_T (DanceGRPO draws one x_T for all samples of
-   an epoch) and differ through the sampler's per-step noise (eta > 0). The sampler records every latent and the
-   log-probability of every stochastic transition under the sampling weights.
-2. Score them with the true reward; the advantage of a sample is its reward minus its group's mean, divided by the
-   group's standard deviation (+1e-8), clipped to +-``adv_clip_max``. A group whose rewards are all equal has
-   advantage exactly 0 (computed in float64; in float32 rounding would turn 0/0 into noise).
-3. For a random subset (``timestep_fraction``) of the stochastic transitions, recompute the log-probability under
-   the current weights (``Sampler.transition_log_prob``), form the ratio to the sampling log-probability and the
-   PPO-clipped loss max(-A r, -A clip(r, 1 +- clip_range)), plus optionally ``kl_weight`` times the KL of the
-   transition to the base model's (adapter disabled; Flow-GRPO's form ||mu - mu_ref||^2 / (2 sigma^2)).
-   Gradients of all chosen transitions and rollout batches are accumulated into ONE optimizer update.
+1. Sample (without a graph) a round of ``batch_size x grad_accum x updates_per_batch`` images as whole groups of G
+   samples per prompt (``sampling_batch`` images at a time); with ``shared_noise`` the G samples of a prompt start
+   from the same x_T (DanceGRPO draws one x_T for all samples of an epoch) and differ through the sampler's
+   per-step noise (eta > 0). The sampler records every latent and the log-probability of every stochastic
+   transition under the sampling weights.
+2. Score them with the true reward and normalise over the round (``group_advantages``): each group's mean and
+   unbiased std (+1e-8; DanceGRPO, MixGRPO), or, with ``global_std``, each prompt's mean and the population std of
+   the whole round (+``adv_eps``; Flow-GRPO's and DiffusionNFT's stat tracker); clipped to +-``adv_clip_max``. A
+   group whose rewards are all equal has advantage exactly 0 (float64). Optionally drop zero-advantage samples
+   (``filter_zero_advantage``, Flow-GRPO), then cut the round into ``grad_accum x updates_per_batch`` rollout
+   batches, in sampling order (a batch may hold part of a group: MixGRPO's 3 of 12) or shuffled
+   (``shuffle_round``, Flow-GRPO).
+3. Each update takes the next ``grad_accum`` rollout batches: for a random subset (``timestep_fraction``) of the
+   stochastic transitions, recompute the log-probability under the current weights
+   (``Sampler.transition_log_prob``), form the ratio to the sampling log-probability and the PPO-clipped loss
+   max(-A r, -A clip(r, 1 +- clip_range)), plus optionally ``kl_weight`` times the KL of the transition to the base
+   model's (adapter disabled; Flow-GRPO's form ||mu - mu_ref||^2 / (2 sigma^2)); gradients accumulate into ONE
+   optimizer update. The first update of a round is on-policy (ratio exactly 1); from the second on the ratio
+   leaves 1 and the clip acts (tests pin this). ``eval_ema`` keeps an EMA of the adapter for evaluation.
 
-``updates_per_batch`` > 1 reuses one sampled set for that many consecutive steps (each a different slice of
-rollout batches), as DanceGRPO's 2 updates per epoch; only then do ratios differ from 1 and clipping act (the
-ratio is exactly 1 on the first update after sampling; tests pin this). A rollout batch's reward queries are
-counted by the step that trains on it (``samples``), so a query budget is spent on updates, never cut between the
-sampling of a set and its last update; ``sampled`` records the queries each collection made (a budget that ends
-inside a set leaves its untrained batches made but uncounted: they cost time, not budget, and teach nothing).
-Groups never span processes: with ``--processes N`` each process samples and normalises whole groups, and
-gradients are averaged.
+A rollout batch's reward queries are counted by the step that trains on it (``samples``), so a query budget is
+spent on updates, never cut between the sampling of a round and its last update; ``sampled`` records the queries
+each collection made (a budget that ends inside a round leaves its untrained batches made but uncounted: they cost
+time, not budget, and teach nothing). Groups never span processes: with ``--processes N`` each process samples and
+normalises whole groups, and gradients are averaged.
 
 ``drop_last_step`` (default, as DanceGRPO's ``[:, :-1]`` in train_grpo_sd.py) leaves the chain's last stochastic
 transition out of training: its noise std is about 20x smaller than the others' on a 20-step DDIM chain, and the
