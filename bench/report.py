@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals (default 2000)")
     parser.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated (default png,pdf)")
     parser.add_argument("--reference", default="ddpo",
-                        help="method whose final reward the speed-up table measures the others against (default ddpo)")
+                        help="method whose final reward (and start, for fractions of the best gain) the speed-up "
+                             "table measures the others against (default ddpo)")
     args = parser.parse_args(argv)
     formats = tuple(f for f in args.formats.split(",") if f)
     if not formats or any(f not in ("png", "pdf", "svg") for f in formats):

@@ -13,7 +13,8 @@ import numpy as np
 
 from bench.analysis import plots
 from bench.analysis.figures import read_eval_settings, split_row
-from bench.analysis.results import Results
+from bench.analysis.results import Results, fmt_setting
+from bench.analysis.summary import true_metric as summary_true_metric
 from bench.core.text import fmt, safe_name
 
 
@@ -39,7 +40,9 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
     names = []
     runs = results.runs.sort_values(["reward", "label", "seed"])
     for reward, group in runs.groupby("reward", sort=True):
-        base, finals, prompts = None, {}, None
+        # step 0 is the base model on the fixed noise: the same for every method evaluated alike, but a method
+        # evaluated at another setting (a CFG-free one at guidance 1) starts from its own base images
+        bases, finals, prompts = {}, {}, None
         for label, g in group.groupby("label", sort=True):
             for _, run in g.iterrows():
                 run_dir = results.run_dir(run["run_id"])
@@ -48,16 +51,23 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
                     continue
                 settings = read_eval_settings(run_dir / "config.json")
                 n = len(last)
-                if base is None:  # step 0 is the base model on the fixed noise: the same for every method
-                    base = (split_row(run_dir / "eval_first.png", n), first)
+                cfg = fmt_setting(run.get("eval_guidance"))
+                if cfg not in bases:
+                    bases[cfg] = (split_row(run_dir / "eval_first.png", n), first)
+                if prompts is None:
                     prompts = settings.prompt_per_image() if settings else [f"prompt {i}" for i in range(n)]
-                finals[label] = (split_row(run_dir / "eval_last.png", n), last)
+                finals[label] = (split_row(run_dir / "eval_last.png", n), last, cfg)
                 break
-        if base is None or not finals or any(len(s) != len(base[1]) for _, s in finals.values()):
+        if not bases or not finals or any(len(s) != len(b[1]) for _, s, _ in finals.values() for b in bases.values()):
             continue
-        changes = np.mean([np.abs(np.subtract(s, base[1])) for _, s in finals.values()], axis=0)
+        changes = np.mean([np.abs(np.subtract(s, bases[cfg][1])) for _, s, cfg in finals.values()], axis=0)
         cols = chosen_columns(changes, n_change, n_fixed)
-        rows = [("base model", base)] + [(f"{label} (final)", v) for label, v in finals.items()]
+        several = len(bases) > 1
+        rows = []
+        for cfg, base in bases.items():
+            rows.append((f"base model (CFG {cfg})" if several else "base model", base))
+            rows += [(f"{label} (final{f', CFG {c}' if several else ''})", (tiles, scores))
+                     for label, (tiles, scores, c) in finals.items() if c == cfg]
         fig, axes = plots.plt.subplots(len(rows), len(cols), figsize=(1.25 * len(cols) + 1.2, 1.45 * len(rows) + 0.9),
                                        squeeze=False)
         for i, (row_label, (tiles, scores)) in enumerate(rows):
@@ -89,21 +99,23 @@ def learned_vs_true_figures(results: Results, out: Path, *, formats=("png", "pdf
     m = results.metrics[results.metrics["split"] == "eval"]
     colors = plots.color_map(results.runs["label"])
     for reward, group in m.groupby("reward", sort=True):
-        true_metric = next((t for t in ("true_aesthetic",) if t in set(group["metric"])), None)
+        true_metric = summary_true_metric(reward, set(group["metric"]))
         if true_metric is None:
             continue
-        fig, ax = plots.plt.subplots(figsize=(6.4, 4.2))
+        fig, ax = plots.plt.subplots(figsize=(6.4, 4.4))
+        named = {}  # legend name -> colour: one entry per method, the line styles explained once
         for label, g in group.groupby("label", sort=True):
             for metric, style in (("reward_mean", "-"), (true_metric, "--")):
-                curve = g[g["metric"] == metric].groupby("step")["value"].agg(["mean", "count"]).reset_index()
-                kind = "learned reward" if metric == "reward_mean" else "true score"
-                ax.plot(curve["step"], curve["mean"], style, marker="o", ms=3, color=colors[label],
-                        label=f"{label}: {kind} (n={int(curve['count'].max())} seed(s))")
+                curve = g[g["metric"] == metric].groupby("step")["value"].mean()
+                ax.plot(curve.index, curve.to_numpy(), style, marker="o", ms=3, color=colors[label])
+            n = g["run_id"].nunique()
+            named[f"{label} ({n} seed{'s' * (n > 1)})"] = colors[label]
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(f"{reward} (evaluation mean, 0-1)")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        plots.method_style_legend(ax, named, list(named), [("learned reward", "-", "o"),
+                                                           (f"true score ({true_metric})", "--", "o")], fontsize=7)
         ax.set_title(f"{reward}: learned reward (trained on) vs true score (hand-defined)\nthe curves parting = reward "
                      "hacking" + plots.stand_in_note(group["stand_in"], 90), fontsize=9)
         fig.tight_layout()

@@ -30,27 +30,42 @@ def memory_label(devices) -> str:
 
 def resource_figure(summary: pd.DataFrame, out: Path, *, runs: pd.DataFrame | None = None, stand_ins=(),
                     formats=("png", "pdf")) -> list[str]:
-    """``resources``: peak memory, wall-clock and CPU seconds per optimizer step, one bar per (method, reward)
-    with its value; error bars (std over runs) only with two or more runs; skipped or failed methods get no bar."""
+    """``resources``: peak memory, and wall-clock and CPU seconds per optimizer step (top row) and per reward query
+    (bottom row: methods spend 1 to 8 queries a step), one bar per (method, reward) with its value; error bars (std
+    over runs) only with two or more runs; skipped or failed methods get no bar."""
+    if "kind" in summary:
+        summary = summary[summary["kind"] == "method"]
     if summary.empty:
         return []
     table = summary.copy()
-    table["bar_label"] = table["label"] + " / " + table["reward"]
+    several = table["reward"].nunique() > 1
+    table["bar_label"] = table["label"] + (" / " + table["reward"] if several else "")
     table["missing"] = table["status"].astype(str)
     by_method = plots.color_map(table["label"])
     colors = {bar: by_method[label] for bar, label in zip(table["bar_label"], table["label"])}
-    fig, axes = plots.plt.subplots(1, 3, figsize=(max(11, 1.6 * len(table) + 8), 4.6))
-    panels = (("peak_mem_mb", "peak_mem_std", memory_label(summary.get("device", [])), "peak memory"),
-              ("sec_per_step", "sec_per_step_std", "wall-clock s per optimizer step", "wall-clock time per step"),
-              ("cpu_per_step", "cpu_per_step_std", "process CPU s per optimizer step",
-               "CPU time per step (load-proof)"))  # fmt: skip
-    for ax, (value, error, ylabel, title) in zip(axes, panels):
-        plots.plot_bars(ax, table, value=value, error=error, label="bar_label", colors=colors, title=title,
-                        ylabel=ylabel, missing="missing")  # fmt: skip
+    width = max(3.0, 0.38 * len(table) + 1.0)
+    fig = plots.plt.figure(figsize=(3 * width, 7.8))
+    grid = fig.add_gridspec(2, 3)
+    panels = ((grid[:, 0], "peak_mem_mb", "peak_mem_std", memory_label(summary.get("device", [])), "peak memory"),
+              (grid[0, 1], "sec_per_step", "sec_per_step_std", "wall-clock s per optimizer step",
+               "wall-clock time per step"),
+              (grid[0, 2], "cpu_per_step", "cpu_per_step_std", "process CPU s per optimizer step",
+               "CPU time per step (load-proof)"),
+              (grid[1, 1], "sec_per_query", "sec_per_query_std", "wall-clock s per reward query",
+               "wall-clock time per reward query"),
+              (grid[1, 2], "cpu_per_query", "cpu_per_query_std", "process CPU s per reward query",
+               "CPU time per reward query (load-proof)"))  # fmt: skip
+    for cell, value, error, ylabel, title in panels:
+        if value not in table:
+            continue
+        plots.plot_bars(fig.add_subplot(cell), table, value=value, error=error, label="bar_label", colors=colors,
+                        title=title, ylabel=ylabel, missing="missing")  # fmt: skip
     n = int(table["runs"].max())
     what = f"mean over {n} runs, error bar = std" if n > 1 else "1 run each: no error bars"
-    return finish(fig, f"Memory and speed ({what})", runs if runs is not None else table.iloc[0:0], stand_ins, out,
-                  "resources", formats)
+    reward = "" if several else f"{table['reward'].iloc[0]}: "
+    return finish(fig, f"{reward}memory and speed ({what})", runs if runs is not None else table.iloc[0:0],
+                  stand_ins, out, "resources", formats)
+
 
 def read_eval_settings(path: Path) -> EvalSettings | None:
     """A run's evaluation settings from its config.json; None when the file is missing or damaged."""

@@ -2,8 +2,9 @@
 training.
 
 Every evaluation is a point (mean over seeds, 95 % bootstrap intervals over seeds on both axes), each method a line
-in evaluation order from the shared start (a star) to its end (a large marker), so methods are compared at equal
-learned reward, not only at their ends: a line that moves right and down trades fidelity for reward. The y axes
+in evaluation order from its start (a star: the base model under the method's evaluation setting) to its end (a
+large marker), so methods are compared at equal learned reward, not only at their ends: a line that moves right and
+down trades fidelity for reward. The y axes
 are the evaluation metrics a reward records beside its score: for the shape world's ``shape-aesthetic``, exact
 count, colour and shape accuracy and the hand-defined ``true_aesthetic`` the learned reward stands for.
 """
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import plots, stats
-from bench.analysis.figures_curves import finish
+from bench.analysis.figures_curves import finish, panel_grid
 from bench.analysis.plots import reward_label
 from bench.harness.recorder import COMPLETED
 
@@ -60,8 +61,8 @@ def fidelity_figures(results, out: Path, *, seed: int = 0, n_boot: int = 1000, f
         present = [m for m in FIDELITY if m in set(metrics.loc[metrics["split"] == "eval", "metric"])]
         if not present:
             continue
-        fig, axes = plots.plt.subplots(1, len(present), figsize=(4.6 * len(present), 4.4), squeeze=False)
-        for ax, metric in zip(axes[0], present):
+        fig, axes = panel_grid(len(present), per_row=2, width=4.4, height=3.6)
+        for ax, metric in zip(axes, present):
             table = trajectories(metrics, runs, metric, rng=np.random.default_rng(seed), n_boot=n_boot)
             for label, t in table.groupby("label", sort=True):
                 c = colors.get(label)
@@ -70,14 +71,15 @@ def fidelity_figures(results, out: Path, *, seed: int = 0, n_boot: int = 1000, f
                 ax.errorbar(t["x"], t["y"], xerr=xerr, yerr=yerr, fmt="-o", color=c, markersize=3, linewidth=1.2,
                             elinewidth=0.6, alpha=0.85, capsize=0, label=f"{label} ({t['seeds'].iloc[0]} seeds)")
                 ax.plot(t["x"].iloc[-1], t["y"].iloc[-1], "o", color=c, markersize=9, markeredgecolor="black")
-            if len(table):
-                first = table[table["k"] == 0]
-                ax.plot(first["x"].mean(), first["y"].mean(), "*", color="black", markersize=14, label="start")
+            if len(table):  # each evaluation setting's own start (methods evaluated alike share one)
+                first = table[table["k"] == 0].round({"x": 9, "y": 9}).drop_duplicates(["x", "y"])
+                ax.plot(first["x"], first["y"], "*", color="black", markersize=14, linestyle="none", zorder=5,
+                        label="start (base model, step 0)")
             ax.set_xlabel(reward_label(reward, "learned reward (eval)"))
             ax.set_ylabel(FIDELITY[metric])
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
-        title = (f"{reward}: learned reward vs fidelity along training (each evaluation a point, mean over seeds, "
-                 "95 % intervals; large marker = end)")
+        plots.legend_below(fig, axes, ncol=3)
+        title = (f"{reward}: learned reward vs fidelity along training\n(each evaluation a point, mean over seeds, "
+                 "95 % intervals; star = start, large marker = end)")
         names += finish(fig, title, runs, results.stand_ins, out, f"hacking_{reward}", formats)
     return names

@@ -54,6 +54,43 @@ def tidy_axis(ax, *, integer_x: bool = False) -> None:
     ax.yaxis.set_major_formatter(ScalarFormatter(useOffset=False))
 
 
+def legend_below(fig, axes, *, extra=(), ncol: int | None = None):
+    """One legend for the whole figure, below its panels (off the data): every label drawn in ``axes`` once, then
+    ``extra`` (handle, label) pairs; the legend is remembered as ``fig.below_legend`` (captions go under it)."""
+    seen = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if not label.startswith("_"):
+                seen.setdefault(label, handle)
+    for handle, label in extra:
+        seen.setdefault(label, handle)
+    if not seen:
+        return None
+    legend = fig.legend(list(seen.values()), list(seen.keys()), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                        ncol=ncol or min(len(seen), 3), fontsize=8, frameon=False)
+    fig.below_legend = legend
+    return legend
+
+
+def legend_beside(ax, *, fontsize: int = 8, handles=None, labels=None):
+    """The legend of one panel to the right of its axes (off the data)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+def method_style_legend(ax, colors: dict, labels, styles, *, fontsize: int = 8) -> None:
+    """A legend beside ``ax`` with one entry per method (its colour) and one per line style (``styles``: (label,
+    linestyle, marker) in black), not one per (method, style): 8 methods x 2 styles made 16 entries that squeezed
+    the axes."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors.get(label), linewidth=2) for label in labels]
+    handles += [Line2D([], [], color="black", linestyle=ls, marker=marker, markersize=4) for _, ls, marker in styles]
+    legend_beside(ax, fontsize=fontsize, handles=handles, labels=list(labels) + [name for name, _, _ in styles])
+
+
 def stand_in_note(labels, width: int = 60) -> str:
     """A figure-title line naming every stand-in (random-weight) model or reward among ``labels``; "" if none."""
     labels = sorted({s for s in labels if s})
@@ -78,10 +115,10 @@ def plot_reward_curves(
     colors: dict | None = None,
     title: str = "",
     ylabel: str = "eval reward",
-    legend_beside: bool = False,
+    legend: str | None = "beside",
 ):
     """One line per ``label`` of ``stat`` across runs, with a 95 % bootstrap band where two or more runs have data;
-    ``legend_beside`` puts the legend right of the axes (where labels drawn inside them must stay visible).
+    ``legend``: "beside" the axes (right of them, off the data), or None (the caller draws one).
 
     ``curves``: columns ``label``, ``run_id``, ``x`` (the named column) and ``value``. Each run's curve is
     interpolated onto a common grid (spanning all the label's runs) before the statistic and band are taken, and the
@@ -120,8 +157,8 @@ def plot_reward_curves(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     tidy_axis(ax, integer_x=x in ("step", "samples"))
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, **(dict(loc="upper left", bbox_to_anchor=(1.01, 1.0)) if legend_beside else {}))
+    if legend == "beside":
+        legend_beside(ax)
     return ax.figure
 
 
@@ -148,12 +185,20 @@ def plot_bars(
     errors = pd.to_numeric(table[error], errors="coerce").to_numpy(float) if error else np.full(len(labels), np.nan)
     colors = colors or color_map(labels)
     pos = np.arange(len(labels))
-    bars = ax.bar(pos, np.nan_to_num(heights, nan=0.0), color=[colors.get(l, "grey") for l in labels])
+    ax.bar(pos, np.nan_to_num(heights, nan=0.0), color=[colors.get(l, "grey") for l in labels])
     has_err = ~np.isnan(errors) & ~np.isnan(heights)
     if has_err.any():
         ax.errorbar(pos[has_err], heights[has_err], yerr=errors[has_err], fmt="none", ecolor="black", capsize=3)
-    ax.bar_label(bars, labels=["" if np.isnan(h) else f"{h:.3g}" for h in heights], fontsize=9, label_type="center",
-                 color="white", fontweight="bold")
+    # written along the bar (narrow bars cut a horizontal label): inside at its middle, clear of the error bar on
+    # its top; above the bar (and its error bar), in black, where the bar is too short to hold it
+    top = np.nanmax(np.where(np.isnan(heights), 0.0, heights + np.nan_to_num(errors)), initial=0.0) or 1.0
+    for p, h, e in zip(pos, heights, errors):
+        if np.isnan(h):
+            continue
+        inside = h >= 0.22 * top
+        ax.text(p, h / 2 if inside else h + (0 if np.isnan(e) else e) + 0.02 * top, f"{h:.3g}", rotation=90,
+                ha="center", va="center" if inside else "bottom", fontsize=8, fontweight="bold",
+                color="white" if inside else "black")
     notes = table[missing].astype(str).tolist() if missing else ["n/a"] * len(labels)
     for p, h, note in zip(pos, heights, notes):
         if np.isnan(h):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +192,10 @@ def load_results(directories: list[str | Path]) -> Results:
             if col not in runs.columns:
                 runs[col] = np.nan
         runs["run_id"], metrics["run_id"] = runs["run_id"].astype(str), metrics["run_id"].astype(str)
+        manifest = read_manifest(directory)
+        stand_ins += [str(s) for s in manifest.get("stand_ins", []) or []]
+        runs = with_eval_settings(runs, manifest)  # before pooling renames a repeat's id away from its spec's
+        runs["job_workers"] = job_workers(manifest)
         for run_id in list(runs["run_id"]):
             if run_id in sources:
                 pooled = pool_repeat(run_id, sources, directory)
@@ -199,12 +204,6 @@ def load_results(directories: list[str | Path]) -> Results:
                 run_dirs[pooled] = directory / "runs" / run_id
                 run_id = pooled
             sources[run_id] = directory
-        manifest = directory / "manifest.json"
-        if manifest.is_file():
-            try:
-                stand_ins += [str(s) for s in json.loads(manifest.read_text()).get("stand_ins", []) or []]
-            except json.JSONDecodeError:
-                pass  # a crashed runner may leave a partial manifest; runs.csv still labels stand-ins
         runs_parts.append(runs)
         metric_parts.append(metrics)
     runs = pd.concat(runs_parts, ignore_index=True)
@@ -215,15 +214,109 @@ def load_results(directories: list[str | Path]) -> Results:
         for col in ("method", "reward", "model"):
             frame[col] = frame[col].astype(str)
     for col in ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed", "cpu_s",
-                "cpu_per_step", "load_avg", "cores", "threads", "calib_cpu_s", "cpu_per_step_norm"):
+                "cpu_per_step", "load_avg", "cores", "threads", "calib_cpu_s", "cpu_per_step_norm", "eval_guidance",
+                "eval_steps", "job_workers"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["warning"] = runs["warning"].fillna("").astype(str)
+    runs["warning"] = [busy_rewritten(w, load, n, own) for w, load, n, own in
+                       zip(runs["warning"], runs["load_avg"], runs["cores"], own_load(runs))]
     for col in ("step", "samples", "wall_s", "value", "peak_mem_mb", "seed", "cpu_s"):
         metrics[col] = pd.to_numeric(metrics[col], errors="coerce")
     runs["status"] = runs["status"].fillna("unknown").astype(str)
     stand_ins += [s for s in runs["stand_in"].tolist() + metrics["stand_in"].tolist() if s]
     return Results(runs=runs, metrics=metrics, sources=sources, stand_ins=sorted(set(stand_ins)), problems=problems,
                    run_dirs=run_dirs)
+
+def read_manifest(directory: Path) -> dict:
+    """A results folder's manifest.json as a dict; {} when it is missing or damaged (a crashed runner may leave a
+    partial one; runs.csv still says what the report needs)."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _eval_config(spec) -> dict:
+    """The evaluation config of a run spec or plan (``eval.config``; flat ``eval`` keys where it does not nest)."""
+    block = spec.get("eval", {}) if isinstance(spec, dict) else {}
+    if not isinstance(block, dict):
+        return {}
+    nested = block.get("config")
+    return {**{k: v for k, v in block.items() if k != "config"}, **(nested if isinstance(nested, dict) else {})}
+
+
+def with_eval_settings(runs: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+    """``eval_guidance`` and ``eval_steps`` of every run: runs.csv's own columns (a method's pinned evaluation
+    setting, e.g. DiffusionNFT's CFG-free guidance 1.0), else the run's spec in manifest.json
+    (``runs.<id>.eval.config``), else the invocation's (``plan.eval.config``); NaN where none says."""
+    runs = runs.copy()
+    specs = manifest.get("runs", {}) if isinstance(manifest.get("runs"), dict) else {}
+    shared = _eval_config(manifest.get("plan"))
+    for column, key in (("eval_guidance", "guidance_scale"), ("eval_steps", "steps")):
+        values = pd.to_numeric(runs[column], errors="coerce") if column in runs else pd.Series(np.nan, runs.index)
+        fallback = [_eval_config(specs.get(str(run_id))).get(key, shared.get(key)) for run_id in runs["run_id"]]
+        fallback = pd.to_numeric(pd.Series(fallback, index=runs.index, dtype=object), errors="coerce")
+        runs[column] = values.fillna(fallback)
+    return runs
+
+
+def _flag(command, name: str) -> int | None:
+    """The integer after ``--name`` (or ``--name=N``) in a recorded command line; None when absent."""
+    for i, arg in enumerate(command):
+        text = str(arg)
+        value = text.split("=", 1)[1] if text.startswith(f"--{name}=") else (
+            command[i + 1] if text == f"--{name}" and i + 1 < len(command) else None)
+        if value is not None:
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def job_workers(manifest: dict) -> int:
+    """The workers a job ran at once: ``jobs`` (capped by its runs) x ``processes``, from the manifest's own keys
+    when it records them, else from its recorded command line (``--jobs``, ``--processes``); 1 when unknown."""
+    command = manifest.get("command") if isinstance(manifest.get("command"), list) else []
+    jobs = manifest.get("jobs") or _flag(command, "jobs") or 1
+    processes = manifest.get("processes") or _flag(command, "processes") or 1
+    n_runs = len(manifest.get("runs") or {}) if isinstance(manifest.get("runs"), dict) else 0
+    return int(max(1, min(int(jobs), n_runs) if n_runs else int(jobs)) * max(1, int(processes)))
+
+
+def own_load(runs: pd.DataFrame) -> list[int]:
+    """The load each run's job made itself: its workers running at once x each worker's torch threads."""
+    workers = pd.to_numeric(runs.get("job_workers", 1), errors="coerce")
+    threads = pd.to_numeric(runs.get("threads", 1), errors="coerce")
+    workers = workers.fillna(1) if isinstance(workers, pd.Series) else pd.Series(1, runs.index)
+    threads = threads.fillna(1) if isinstance(threads, pd.Series) else pd.Series(1, runs.index)
+    return [int(max(1, w)) * int(max(1, t)) for w, t in zip(workers, threads)]
+
+
+BUSY_NOTE = re.compile(r"machine busy: .*?\(wall-clock inflated[^)]*\)|machine busy: [^;]*")
+"""A busy-machine note in runs.csv's ``warning`` (older runners wrote it without subtracting the job's own load)."""
+
+
+def busy_note(load, n_cores, own: int) -> str:
+    """The busy-machine warning of one run: load above the cores *and* at least one runnable process beyond the
+    job's own ``own`` (workers x threads), i.e. other processes competed for the cores; "" otherwise."""
+    if load is None or n_cores is None or pd.isna(load) or pd.isna(n_cores) or not n_cores:
+        return ""
+    load, n_cores = float(load), int(n_cores)
+    if round(load, 1) > n_cores and load - own >= 1:
+        return (f"machine busy: load {load:.1f} on {n_cores} cores, {load - own:.1f} beyond this job's own {own} "
+                "(workers x threads) (wall-clock inflated; see cpu_per_step)")
+    return ""
+
+
+def busy_rewritten(warning: str, load, n_cores, own: int) -> str:
+    """``warning`` with its busy-machine note recomputed by ``busy_note`` (the other notes kept): a folder written
+    before the runner subtracted its own workers flagged a job that only loaded the machine itself."""
+    kept = [w.strip(" ;") for w in BUSY_NOTE.sub("", warning or "").split("; ")]
+    notes = [w for w in kept if w] + [busy_note(load, n_cores, own)]
+    return "; ".join(w for w in notes if w)
+
 
 def reward_higher_is_better(reward: str) -> bool:
     """The reward's direction from the reward registry (class attribute); True when the name is unknown."""
@@ -235,10 +328,33 @@ def reward_higher_is_better(reward: str) -> bool:
         return True
 
 def add_labels(runs: pd.DataFrame, metrics: pd.DataFrame) -> None:
-    """``label`` column: the method, plus the model when a report mixes several models."""
+    """``label`` column: the method, plus the model when a report mixes several models, plus the evaluation
+    guidance (``@CFG g``) where one method of one model was evaluated at several."""
     several = runs["model"].nunique() > 1
     for frame in (runs, metrics):
         frame["label"] = (frame["method"] + " [" + frame["model"] + "]") if several else frame["method"]
+    if "eval_guidance" not in runs:
+        return
+    split = {label for label, g in runs.groupby("label") if g["eval_guidance"].dropna().nunique() > 1}
+    if split:
+        cfg = {r: f"{label} @CFG {fmt_setting(g)}" for r, label, g in
+               zip(runs["run_id"], runs["label"], runs["eval_guidance"]) if label in split}
+        for frame in (runs, metrics):
+            frame["label"] = [cfg.get(r, label) for r, label in zip(frame["run_id"], frame["label"])]
+
+
+def fmt_setting(value) -> str:
+    """An evaluation setting (guidance scale, steps) as text: "2", "4.5", "?" when unknown."""
+    if value is None or pd.isna(value):
+        return "?"
+    return f"{float(value):g}"
+
+
+def eval_setting(runs: pd.DataFrame) -> pd.Series:
+    """Per run, the key of its starting point: (model, reward, eval guidance, eval steps) as one string. The
+    step-0 evaluation is the base model under these settings; runs that differ in any of them have different starts."""
+    return (runs["model"].astype(str) + "|" + runs["reward"].astype(str) + "|"
+            + runs["eval_guidance"].map(fmt_setting) + "|" + runs["eval_steps"].map(fmt_setting))
 
 def eval_curves(results: Results) -> pd.DataFrame:
     """Evaluation reward_mean rows (training rows where a run has no evaluation), with a ``curve_split`` column."""

@@ -45,7 +45,7 @@ def write_results(directory: Path, reward: str, *, methods=("alignprop", "ddpo")
                              status="oom" if oom else "max_steps", steps=last, samples=last * 8,
                              wall_s=last * (1.0 + i), peak_mem_mb=100.0 * (i + 1),
                              final_eval_reward=np.nan if oom else final, error="CUDA out of memory" if oom else "",
-                             stand_in=stand_in, sec_per_step=1.0 + i))  # fmt: skip
+                             stand_in=stand_in, sec_per_step=1.0 + i, eval_guidance=7.5, eval_steps=2))  # fmt: skip
             run_dir = directory / "runs" / run_id
             run_dir.mkdir(parents=True)
             config = {"method": method, "reward": reward, "model": "tiny-random", "seed": seed,
@@ -127,13 +127,17 @@ def test_single_seed_and_no_stand_in(tmp_path):
     text = (out / "report.md").read_text()
     assert "STAND-IN" not in text
     assert (out / "reward_vs_step.png").is_file() and (out / "reward_seen_vs_heldout.png").is_file()
-    # One seed: one row of panels (no IQM row), at 150 dpi.
+    # One seed: one row of panels (no IQM row), at 150 dpi; so with 3 seeds (their IQM is their mean); 5 add one.
     one = Image.open(out / "reward_vs_step.png")
     assert one.info["dpi"][0] == pytest.approx(150, abs=1)
-    three = tmp_path / "rep3"
+    three, five = tmp_path / "rep3", tmp_path / "rep5"
     report.build_report([write_results(tmp_path / "three", "mean-brightness", failed=False)], three, n_boot=50,
                         formats=("png",))  # fmt: skip
-    assert Image.open(three / "reward_vs_step.png").size[1] > 1.5 * one.size[1]
+    report.build_report([write_results(tmp_path / "five", "mean-brightness", failed=False, seeds=range(5))], five,
+                        n_boot=50, formats=("png",))  # fmt: skip
+    assert Image.open(three / "reward_vs_step.png").size[1] < 1.2 * one.size[1]
+    assert Image.open(five / "reward_vs_step.png").size[1] > 1.5 * one.size[1]
+    assert "| IQM |" in (five / "report.md").read_text() and "| IQM |" not in (three / "report.md").read_text()
 
 
 def test_caption_names_runs_not_shown_and_extra_metrics_get_a_figure(two_folders, tmp_path):
