@@ -17,8 +17,17 @@ import torch
 from bench.core.cli import command
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.trl_overhead", description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=20, help="sampling steps T")
+    p.add_argument("--batch", type=int, default=4, help="samples per step")
+    p.add_argument("--repeats", type=int, default=8, help="timed steps of each kind")
+    return p
+
+
 @command
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before the heavy imports: --help and bad flags answer at once
     from bench.core.models import load_model
     from bench.core.prompts import load_prompts
     from bench.harness.recorder import Recorder, is_finite
@@ -26,12 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     from methods.ddpo import DDPO
 
     quiet_libraries()
-
-    p = argparse.ArgumentParser(prog="python -m bench.trl_overhead", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=20, help="sampling steps T")
-    p.add_argument("--batch", type=int, default=4, help="samples per step")
-    p.add_argument("--repeats", type=int, default=8, help="timed steps of each kind")
-    args = p.parse_args(argv)
     from rewards import build_reward
 
     model = load_model("tiny-random")
