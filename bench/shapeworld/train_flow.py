@@ -64,7 +64,7 @@ def lr_at(step: int, lr: float, warmup: int, total: int) -> float:
 
 
 def train(out: Path, steps: int, seed: int, checkpoint: Path, batch: int = 64, lr: float = 1e-3,
-          warmup: int = 200, save_every_s: float = 300.0) -> None:
+          warmup: int = 200, save_every_s: float = 300.0, train_shift: float = 3.0) -> None:
     from diffusers import AutoencoderKL
 
     transformer, _, first, second = tiny_flow_components(seed, world.WORDS, WIDTH, LAYERS, CLIP)
@@ -88,7 +88,7 @@ def train(out: Path, steps: int, seed: int, checkpoint: Path, batch: int = 64, l
     step, cpu_before = 0, 0.0
     if checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
-        if state["config"] != dict(seed=seed, batch=batch, lr=lr, warmup=warmup, steps=steps):
+        if state["config"] != dict(seed=seed, batch=batch, lr=lr, warmup=warmup, steps=steps, train_shift=train_shift):
             raise SystemExit(f"error: {checkpoint} was written with {state['config']}; resume with those settings or "
                              "pass another --checkpoint")
         for name, module in modules.items():
@@ -104,7 +104,7 @@ def train(out: Path, steps: int, seed: int, checkpoint: Path, batch: int = 64, l
         state = {name: m.state_dict() for name, m in modules.items()}
         state.update(ema=ema.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state(), step=step,
                      cpu_s=cpu_before + time.process_time() - cpu0,
-                     config=dict(seed=seed, batch=batch, lr=lr, warmup=warmup, steps=steps))
+                     config=dict(seed=seed, batch=batch, lr=lr, warmup=warmup, steps=steps, train_shift=train_shift))
         tmp = checkpoint.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, checkpoint)
@@ -119,7 +119,7 @@ def train(out: Path, steps: int, seed: int, checkpoint: Path, batch: int = 64, l
         ids1, ids2 = tok["1"][idx].clone(), tok["2"][idx].clone()
         ids1[drop], ids2[drop] = empty["1"], empty["2"]
         x0 = latents[idx]
-        sigma = train_sigma(torch.sigmoid(torch.randn(batch, generator=gen)), 3.0)
+        sigma = train_sigma(torch.sigmoid(torch.randn(batch, generator=gen)), train_shift)
         noise = torch.randn(x0.shape, generator=gen)
         s = sigma.view(-1, 1, 1, 1)
         embeds, pooled = encode(first, second, ids1, ids2)
@@ -153,10 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
                    help="training state, written every 5 minutes and resumed from when present")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-shift", type=float, default=3.0,
+                   help="shift of the training noise levels sigma = shift(u), u logit-normal (3: SD3's; 1: more weight "
+                        "on low noise, where edges are drawn); sampling keeps the scheduler's shift 3")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train(Path(args.out), args.steps, args.seed, Path(args.checkpoint))
+    train(Path(args.out), args.steps, args.seed, Path(args.checkpoint), train_shift=args.train_shift)
     return 0
 
 
