@@ -36,24 +36,28 @@ FLOW_ARGS ?= --preset default --model tiny-shapes-flow --methods alignprop,draft
 	--seeds 0,1,2 --max-samples 160 --max-seconds 36000 --eval-every-samples 32 --eval-n 20 $(SHARED_SETS) \
 	--config-from results/tuned/flow-shape-aesthetic-val.json --jobs 2
 
-# The flow-family comparison (README "Reward backprop against the flow policy gradients"): the backprop methods, the
-# four flow policy gradients and RWR on tiny-shapes-flow at 768 reward queries, each validation-tuned at that budget
-# with 3 learning rates x 2 seeds (results/tuned/flow-768-*.md). The policy gradients sample one group of 8 per
-# rollout batch (96 updates in 768 queries; groups of 8 in batches of 32, 24 updates, did not move: the first
-# tuning file); flow-grpo makes 2 updates per sampled set (its published 2 per epoch); mixgrpo's window moves every
-# 16 updates, so in 96 it visits all 6 positions of a 10-step chain.
+# The flow-family comparison (docs/benchmarks.md "Reward backprop against the flow policy gradients"): the backprop
+# methods, the four flow policy gradients at their authors' loop structure (issue 34) and RWR on tiny-shapes-flow at
+# 768 reward queries, each validation-tuned with equal effort (3 learning rates x one structural knob of 2 values x 2
+# seeds: make tune-flow-pg). Per update: flow-grpo a rollout batch of 8 (2 updates per round of 16, shuffled),
+# dance-grpo 8 (2 updates per round, one group each), mixgrpo 2 (a group trained in 4 updates, window moving every 25
+# rounds), diffusion-nft 16 (2 batches of 8, one update per round); the knob is the group size (4 or 8) for the
+# policy gradients, the truncation for reward backprop (alignprop's K range, draft-lv's draws, refl's stop point),
+# the temperature for RWR. diffusion-nft samples and is evaluated CFG-free (its published setting), the others at
+# the preset's guidance 2.
 FLOW_PG_OUT ?= results/bench-flow-pg-$(shell date +%Y%m%d-%H%M%S)
-FLOW_PG_SETS = --set flow-grpo.batch_size=8 --set flow-grpo.group_size=8 --set flow-grpo.updates_per_batch=2 \
-	--set dance-grpo.batch_size=8 --set dance-grpo.group_size=8 --set mixgrpo.batch_size=8 \
-	--set mixgrpo.group_size=8 --set mixgrpo.shift_interval=16 --set diffusion-nft.batch_size=8 \
-	--set diffusion-nft.group_size=8
-FLOW_PG_TUNED = results/tuned/flow-768-backprop-shape-aesthetic-val.json,results/tuned/flow-pg-768-shape-aesthetic-val.json
-FLOW_PG_ARGS ?= --preset default --model tiny-shapes-flow \
-	--methods alignprop,draft-lv,refl,flow-grpo,dance-grpo,mixgrpo,diffusion-nft,rwr --reward shape-aesthetic \
-	--seeds 0,1,2 --max-samples 768 --max-seconds 36000 --eval-every-samples 128 --eval-n 20 $(SHARED_SETS) \
-	$(FLOW_PG_SETS) --config-from $(FLOW_PG_TUNED) --jobs 2
+FLOW_PG_SETS = --set flow-grpo.batch_size=8 --set dance-grpo.batch_size=8 --set mixgrpo.batch_size=2 \
+	--set diffusion-nft.batch_size=8 --set diffusion-nft.grad_accum=2
+FLOW_PG_METHODS = alignprop,draft-lv,refl,flow-grpo,dance-grpo,mixgrpo,diffusion-nft,rwr
+FLOW_PG_GRID = lr=1e-3,3e-3,1e-2;group_size=4,8;alignprop.k_max=3,0;draft-lv.draws=2,4;refl.stop_from=0.5,0.75;rwr.temperature=0.5,1.0
+FLOW_PG_TUNED = results/tuned/flow-pg-v2-shape-aesthetic-val.json
+FLOW_PG_COMMON = --preset default --model tiny-shapes-flow --reward shape-aesthetic --max-samples 768 \
+	--max-seconds 36000 --eval-n 20 $(SHARED_SETS) $(FLOW_PG_SETS)
+FLOW_PG_ARGS ?= --methods $(FLOW_PG_METHODS) $(FLOW_PG_COMMON) --seeds 0,1,2 --eval-every-samples 48 \
+	--config-from $(FLOW_PG_TUNED) --jobs 2
+FLOW_PG_TUNE_OUT ?= results/tune-flow-pg-v2
 
-.PHONY: install test test-slow bench bench-long bench-flow bench-flow-pg clean-venv gpu-check
+.PHONY: install test test-slow bench bench-long bench-flow bench-flow-pg tune-flow-pg clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -84,6 +88,12 @@ bench-long: install
 bench-flow: install
 	$(BIN)/python -m bench.run $(FLOW_ARGS) --out $(FLOW_OUT)
 	$(BIN)/python -m bench.report $(FLOW_OUT) --reference alignprop
+
+# Resumable: rerunning it continues the tuning in FLOW_PG_TUNE_OUT (finished candidates are reused).
+tune-flow-pg: install
+	$(BIN)/python -m bench.tune --methods $(FLOW_PG_METHODS) --grid "$(FLOW_PG_GRID)" --seeds 100,101 \
+		$(FLOW_PG_COMMON) --eval-every 0 --jobs 2 --out $(FLOW_PG_TUNE_OUT) --write $(FLOW_PG_TUNED) \
+		$(if $(wildcard $(FLOW_PG_TUNE_OUT)/tune_command.json),--resume,)
 
 bench-flow-pg: install
 	$(BIN)/python -m bench.run $(FLOW_PG_ARGS) --out $(FLOW_PG_OUT)
