@@ -105,10 +105,14 @@ def repeated_value(items: list[str]) -> str | None:
     """The first two grid values that are the same value ("1e-3" and "0.001" are), as text; None when all differ."""
     seen = {}
     for item in items:
-        try:
-            value = float(item)
-        except ValueError:
-            value = item.lower()
+        word = item.lower()
+        if word in ("true", "yes", "on", "false", "no", "off"):
+            value = word in ("true", "yes", "on")  # the spellings a boolean --set accepts (True == 1.0 as a key)
+        else:
+            try:
+                value = float(item)
+            except ValueError:
+                value = word
         if value in seen:
             return f"{seen[value]!r} and {item!r}" if seen[value] != item else repr(item)
         seen[value] = item
@@ -156,10 +160,12 @@ def candidates(method: str, config_cls, grid: dict[str, list[str]]) -> list[Cand
     """Every combination of the grid keys that ``method``'s config has (``method.key`` keys for it alone)."""
     names = {f.name for f in fields(config_cls)}
     keys = {}
-    for key, values in grid.items():
-        target, dot, name = key.rpartition(".")
-        if (not dot or target == method) and name in names:
-            keys[name] = values
+    # Global keys first, then this method's own (``method.key``), which win whatever their order in the grid.
+    for specific in (False, True):
+        for key, values in grid.items():
+            target, dot, name = key.rpartition(".")
+            if bool(dot) == specific and (not dot or target == method) and name in names:
+                keys[name] = values
     combos = itertools.product(*keys.values()) if keys else [()]
     return [Candidate(method, dict(zip(keys, combo))) for combo in combos]
 

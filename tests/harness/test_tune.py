@@ -95,3 +95,30 @@ def test_fixed_sets_reach_their_own_method_only_and_never_shadow_the_grid():
     tuning.check_fixed_sets(flags, {"rwr.batch_size": ["4"]})  # another method's key: fine
     with pytest.raises(UsageError, match="names the grid key"):
         tuning.check_fixed_sets(flags, {"batch_size": ["4", "8"]})
+
+
+def test_a_method_key_beats_a_global_key_whatever_the_order_and_repeats_are_refused():
+    # Issue 36 item 5: --grid 'rwr.lr=0.02,0.03;lr=1e-3,1e-4' tuned rwr on 1e-3/1e-4.
+    for text in ("rwr.lr=0.02,0.03;lr=1e-3,1e-4", "lr=1e-3,1e-4;rwr.lr=0.02,0.03"):
+        grid = tuning.parse_grid(text)
+        assert [c.values["lr"] for c in tuning.candidates("rwr", RWRConfig, grid)] == ["0.02", "0.03"]
+        assert [c.values["lr"] for c in tuning.candidates("alignprop", AlignPropConfig, grid)] == ["1e-3", "1e-4"]
+    for same in ("vae_fp32=true,yes", "vae_fp32=1,true", "vae_fp32=off,false", "lr=1e-3,0.001"):
+        with pytest.raises(UsageError, match="same value twice"):
+            tuning.parse_grid(same)
+
+
+def test_a_tuned_file_from_another_model_is_named_or_refused(tmp_path, capsys):
+    # Issue 36 item 8: a file tuned on tiny-random was applied silently to a tiny-flow-random run.
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({"format": tuning.FORMAT, "reward": "mean-brightness", "tuning_seeds": [100],
+                                 "bench_run_flags": ["--preset", "smoke"],
+                                 "methods": {"rwr": {"chosen": {"lr": "0.002"}, "grid": []}}}))
+    base = ["--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--seeds", "0",
+            "--config-from", str(tuned), "--dry-run"]
+    code, _, err = bench_run_inprocess(capsys, *base, "--model", "tiny-flow-random")
+    assert code == 2 and "tuned on 'tiny-random', another model family" in err
+    code, text, _ = bench_run_inprocess(capsys, *base, "--model", "tiny-shapes")
+    assert code == 0 and "tuned on 'tiny-random', not 'tiny-shapes' (same family)" in text and "lr=0.002" in text
+    code, text, _ = bench_run_inprocess(capsys, *base)
+    assert code == 0 and "tuned on" not in text

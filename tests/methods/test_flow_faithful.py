@@ -253,3 +253,11 @@ def test_flow_grpo_drops_zero_advantage_samples_and_keeps_its_updates(flow):
     kept = nonzero + (-nonzero) % 4
     assert len(batches) == 4 and len(adv) == (kept if nonzero else 16)
     assert int((adv == 0).sum()) == (kept - nonzero if nonzero else 16)
+
+
+def test_mixgrpo_records_the_window_its_trained_data_was_sampled_in(flow):
+    # Issue 36 item 7: a step training on a set sampled at window 0 recorded window 1. The window moves every round
+    # here (shift_interval 1): the 2 updates of round 1 record 0, those of round 2 record 1.
+    method = build("mixgrpo", flow, steps=6, window_size=2, group_size=2, batch_size=2, updates_per_batch=2,
+                   shift_interval=1)
+    assert [method.step()["window_start"] for _ in range(4)] == [0.0, 0.0, 1.0, 1.0]
