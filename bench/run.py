@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                         resumed=[*previous.get("resumed", []), dict(at=now, command=manifest["command"])])
     write_manifest(out, manifest)
     print_plan(runs, info, args, out)
-    raise_on_signals()  # SIGINT/SIGTERM: stop the workers, write what was recorded, exit 130
+    raise_on_signals()  # SIGINT/SIGTERM: stop the workers, write what was recorded, exit 130 / 143
     interrupted = None
     try:
         results = launch(runs, out, args)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         left = sum(r["status"] not in (*COMPLETED, "diverged", "skipped") for r in table)
         print(f"interrupted by {interrupted.name}: tables written; {left} unfinished run(s) continue with the same "
               f"flags and --resume: {out}", file=sys.stderr)
-        return INTERRUPT_EXIT
+        return INTERRUPT_EXIT if interrupted.signum == signal.SIGINT else 128 + interrupted.signum  # SIGTERM: 143
     print("\n" + summary_markdown(table) + f"\nresults: {out}")
     if not any(r["status"] in COMPLETED for r in table):
         print("no run finished its budget (see the error column of runs.csv): exit code 1", file=sys.stderr)

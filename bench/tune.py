@@ -90,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
                 if (folder / "manifest.json").is_file():
                     cmd = [*cmd, "--resume"]  # an interrupted earlier invocation: bench.run checks it is the same
                 print(f"$ python -m bench.run {shlex.join(cmd)}", flush=True)
-                if run.main(cmd) == 2:  # bad bench.run flags: the same for every candidate, stop at the first
+                code = run.main(cmd)
+                if code == 2:  # bad bench.run flags: the same for every candidate, stop at the first
                     return 2
+                if code in (130, 143):  # SIGINT / SIGTERM: bench.run stopped its workers; the whole tuning stops
+                    print(f"tuning stopped by {'SIGINT' if code == 130 else 'SIGTERM'}: no tuned file written; the "
+                          f"same command with --resume continues it ({out})", file=sys.stderr)
+                    return code
             table = pd.read_csv(folder / "runs.csv")
             cand.runs = len(table)
             cand.final = table[table.status.isin(COMPLETED)].final_eval_reward.dropna().tolist()

@@ -122,3 +122,17 @@ def test_a_tuned_file_from_another_model_is_named_or_refused(tmp_path, capsys):
     assert code == 0 and "tuned on 'tiny-random', not 'tiny-shapes' (same family)" in text and "lr=0.002" in text
     code, text, _ = bench_run_inprocess(capsys, *base)
     assert code == 0 and "tuned on" not in text
+
+
+@pytest.mark.parametrize("code", [130, 143])
+def test_a_signal_stops_the_whole_tuning_and_writes_no_tuned_file(tmp_path, capsys, monkeypatch, code):
+    # Issue 36: Ctrl-C / SIGTERM stopped one candidate's bench.run (exit 130), tune went on with the next and wrote a
+    # winner from the rest. bench.run returns 130 (SIGINT) or 143 (SIGTERM) when a signal stops it.
+    from bench import run
+
+    calls = []
+    monkeypatch.setattr(run, "main", lambda argv: calls.append(argv) or code)
+    tuned = tmp_path / "tuned.json"
+    assert tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-5,3e-2", "--seeds", "100",
+                      "--out", str(tmp_path / "t"), "--write", str(tuned), "--preset", "smoke"]) == code
+    assert len(calls) == 1 and not tuned.exists() and "--resume continues it" in capsys.readouterr().err
