@@ -135,9 +135,12 @@ def time_to_targets(results: Results, reference: str, *, rng: np.random.Generato
     runs, curves = results.runs, eval_curves(results)
     done_ids = set(runs.loc[runs["status"].isin(COMPLETED), "run_id"])
     rows = []
-    for reward, rgroup in runs.groupby("reward", sort=True):
+    # Per (reward, model): a start, a target and a time to it mean nothing across models (an sd run's start is no
+    # flow run's), so runs of different models are never pooled here.
+    for (reward, model), rgroup in runs.groupby(["reward", "model"], sort=True):
         higher = reward_higher_is_better(reward)
-        rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval") & curves["run_id"].isin(done_ids)]
+        rc = curves[(curves["reward"] == reward) & (curves["curve_split"] == "eval") & curves["run_id"].isin(done_ids)
+                    & curves["run_id"].isin(set(rgroup["run_id"]))]
         if not len(rc):
             continue
         done = rgroup[rgroup["run_id"].isin(done_ids)]
@@ -158,7 +161,7 @@ def time_to_targets(results: Results, reference: str, *, rng: np.random.Generato
                             point, lo, hi = ratio_interval(ref_values, values, rng=rng, n_boot=n_boot)
                         elif kind != "none":
                             point = float(np.mean(ref_values) / np.mean(values)) if np.mean(values) > 0 else math.inf
-                    rows.append(dict(reward=reward, target_name=target["name"], target=target["value"],
+                    rows.append(dict(reward=reward, model=model, target_name=target["name"], target=target["value"],
                                      start=target["start"], start_of=target["anchor"], inside_noise=target["inside"],
                                      method=label, cost=cost, seeds=len(values), reached=int(reached.sum()),
                                      at_first=int(first.sum()), mean_cost=float(values.mean()),
@@ -217,7 +220,9 @@ def markdown(table: pd.DataFrame, reference: str) -> list[str]:
              "first evaluation) or \"<=\" (the converse), with the seed counts that make it one; \"—\": bounds both "
              "ways (the counts in brackets). The AlignProp paper reports about 25x for AlignProp over DDPO on "
              "aesthetics.", ""]
-    for reward, g in table.groupby("reward", sort=True):
+    several = "model" in table and table["model"].nunique() > 1
+    for (reward, model), g in table.groupby(["reward", "model"] if "model" in table else ["reward", "reward"],
+                                            sort=True):
         shown = []
         for (name, method), tg in g.groupby(["target_name", "method"], sort=False):
             row = {"target": f"{name} ({fmt(tg['target'].iloc[0])})", "method": method,
@@ -228,7 +233,8 @@ def markdown(table: pd.DataFrame, reference: str) -> list[str]:
                                                        _speedup_text(r, reference))
             shown.append(row)
         anchor = g["start_of"].iloc[0] if "start_of" in g else reference
-        lines += [f"### {reward} (start {fmt(g['start'].iloc[0])}: {anchor}'s step-0 evaluation)", "",
+        on = f" on {model}" if several else ""
+        lines += [f"### {reward}{on} (start {fmt(g['start'].iloc[0])}: {anchor}'s step-0 evaluation)", "",
                   markdown_table(pd.DataFrame(shown)), ""]
         if reference in set(g["method"]) and f"{reference} final" not in set(g["target_name"]):
             lines.append(f"- **No `{reference} final` target:** {reference}'s mean final reward is not beyond the start "

@@ -138,6 +138,13 @@ def test_starts_are_per_model_reward_and_eval_guidance(tmp_path):
     assert methods.loc["diffusion-nft", "start"] == pytest.approx(0.151)
     starts = summary[summary["kind"] == "start"]
     assert sorted(np.round(starts["final_mean"], 3)) == [0.101, 0.151, 0.401]
+    # Issue 36 item 6: time to target never pools models: ddpo (sd3) is compared with no run of another model.
+    from bench.analysis import speedup
+
+    reach = speedup.time_to_targets(results, "alignprop", rng=np.random.default_rng(0), n_boot=50)
+    assert "ddpo" not in set(reach.loc[reach["model"] != "sd3", "method"])
+    assert "alignprop" not in set(reach.loc[reach["model"] == "sd3", "method"])
+    assert reach.loc[reach["method"] == "alignprop", "start"].to_numpy() == pytest.approx(0.101)
     assert set(starts["eval_guidance"]) == {1.0, 7.5}
     text = summaries.summary_markdown(summary)
     assert "| diffusion-nft [tiny-random] | 1 |" in text and "| ddpo [sd3] | 7.5 |" in text
