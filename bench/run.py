@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", help="comma-separated method names (see --list), e.g. alignprop,ddpo")
-    p.add_argument("--reward", help="reward name, weighted combination (0.5*a+0.5*b) or plug-in (module:Name)")
+    p.add_argument("--reward", help="reward name, weighted combination (0.5*a+0.5*b) or plug-in (module:Name); on a "
+                   "shape-world model aesthetic means shape-aesthetic (laion-aesthetic: LAION's predictor)")
     p.add_argument("--model", help="model: registry name, diffusers directory or hub id (default: the preset's)")
     p.add_argument("--prompts", help="training prompt set name or text file, one prompt per line")
     p.add_argument("--eval-prompts", help="held-out evaluation prompt set name or text file")
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     manifest = dict(command=[sys.executable, "-m", "bench.run", *given],
                     command_line=shlex.join(["python", "-m", "bench.run", *given]),
                     runs={s.run_id: s.to_dict() for s in runs}, versions=versions(), git_commit=git_commit(),
-                    device=device_description(), started=now, finished=None, resumed=[], **{"plan": info})
+                    device=device_description(), started=now, finished=None, resumed=[], **{"plan": info},
+                    reward=args.reward, reward_requested=getattr(args, "reward_requested", args.reward),
+                    reward_note=getattr(args, "reward_note", None))  # what ran, what was asked, why they differ
     if previous:  # --resume: keep when and how the results were started
         manifest.update(started=previous.get("started", now), command=previous.get("command", manifest["command"]),
                         command_line=previous.get("command_line", manifest["command_line"]),

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.tune", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--methods", required=True, help="methods to tune, comma-separated")
     p.add_argument("--reward", required=True, help="the reward to tune for")
-    p.add_argument("--grid", required=True, help='grid, e.g. "lr=1e-4,1e-3;batch_size=4,8;ddpo.num_inner=1,2"')
+    p.add_argument("--grid", required=True, help='grid, e.g. "lr=1e-4,1e-3;batch_size=4,8;ddpo.inner_epochs=1,2"')
     p.add_argument("--seeds", default="100,101", help="tuning seeds (default 100,101); evaluate on others")
     p.add_argument("--out", help="folder of the tuning runs (default results/tune-<timestamp>)")
     p.add_argument("--write", help="tuned-configuration file to write (default OUT/tuned.json)")
@@ -72,12 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     if len({len(c) for c in cands.values()}) > 1:
         warnings.append("unequal tuning effort: " + ", ".join(f"{m} {len(c)}" for m, c in cands.items())
                         + " configurations")
+    reward = args.reward
     for method, group in cands.items():  # every candidate's bench.run flags are checked before the first run
         for cand in group:
-            plan(run.build_parser().parse_args(candidate_command(args, method, cand, passthrough, methods, out)[0]))
+            planned = run.build_parser().parse_args(candidate_command(args, method, cand, passthrough, methods, out)[0])
+            plan(planned)
+            reward = planned.reward  # what the name means on the model (shape world: aesthetic = shape-aesthetic)
     tuning.record_command(out, resume_command(argv))
     total = sum(len(c) for c in cands.values())
-    print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {args.reward}: "
+    print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {reward}: "
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
     for warning in warnings:
         print(f"WARNING: {warning}", flush=True)
@@ -100,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             table = pd.read_csv(folder / "runs.csv")
             cand.runs = len(table)
             cand.final = table[table.status.isin(COMPLETED)].final_eval_reward.dropna().tolist()
-    higher = reward_higher_is_better(args.reward)
+    higher = reward_higher_is_better(reward)
     winners = {m: tuning.best(c, higher) for m, c in cands.items()}
-    facts = dict(reward=args.reward, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
+    asked = {"reward_requested": args.reward} if reward != args.reward else {}
+    facts = dict(reward=reward, **asked, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
                  candidates={m: len(c) for m, c in cands.items()}, warnings=warnings,
                  higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
     tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts))
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                  chosen="**yes**" if winners[c.method] is c else "")
             for group in cands.values() for c in group]
     effort = ", ".join(f"{m} {len(c)}" for m, c in cands.items())
-    text = (f"# Tuning: {args.reward}\n\nSeeds {args.seeds}; bench.run flags: `{shlex.join(passthrough)}`; "
+    text = (f"# Tuning: {reward}\n\nSeeds {args.seeds}; bench.run flags: `{shlex.join(passthrough)}`; "
             f"{'higher' if higher else 'lower'} is better.\n\nConfigurations per method: {effort}.\n\n"
             + "".join(f"WARNING: {w}\n\n" for w in warnings)
             + f"{markdown_table(rows)}\n\nTuned file: `{target}`\n")

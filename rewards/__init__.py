@@ -8,6 +8,9 @@ heavy dependencies (transformers, open-clip) load only when it is used.
 
 Weights: rewards backed by a model take ``weights`` (the CLI's ``--reward-weights``), ``allow_stand_in`` and
 ``strict`` (``rewards.weights``); ``weights`` given to a reward without a weights file is a usage error.
+
+What a name means can depend on the model: on a shape-world model ``aesthetic`` is ``shape-aesthetic``
+(``rewards.resolve``, applied by the planner before anything else).
 """
 
 from __future__ import annotations
@@ -31,11 +34,19 @@ REWARDS = Registry(
         "prompt-match": "rewards.shapeworld:PromptMatch",
         "shape-aesthetic": "rewards.shape_aesthetic:ShapeAesthetic",
     },
-    aliases={"compressibility": "jpeg-compressibility", "incompressibility": "jpeg-incompressibility"},
+    aliases={"compressibility": "jpeg-compressibility", "incompressibility": "jpeg-incompressibility",
+             "laion-aesthetic": "aesthetic"},  # LAION's predictor on any model (rewards.resolve)
 )
 
 __all__ = ["REWARDS", "Reward", "build_reward", "check_reward_prompts", "check_reward_spec", "check_reward_weights",
-           "is_plugin", "make_reward", "reward_names"]
+           "is_plugin", "make_reward", "resolve_reward", "reward_names"]
+
+
+def resolve_reward(args):
+    """``args.reward`` resolved for the run's model, in place (``rewards.resolve.resolve_reward``)."""
+    from rewards.resolve import resolve_reward as resolve
+
+    return resolve(args)
 
 
 def reward_names() -> list[str]:

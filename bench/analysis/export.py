@@ -52,17 +52,69 @@ def lora_settings(spec: RunSpec) -> LoraSettings:
                         target_modules=cfg.get("lora_targets", base.target_modules))
 
 
+def component_of(model: str) -> str:
+    """The component a model's LoRA keys are prefixed by, from its family: ``transformer`` (sd3) or ``unet`` (sd)."""
+    from bench.core.models import model_family
+
+    return "transformer" if model_family(model) == "sd3" else "unet"
+
+
+def lora_modules(path: Path) -> int:
+    """LoRA modules (``lora_A`` tensors) in a safetensors file; a damaged or unreadable file is a ``UsageError``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return sum(".lora_A." in k for k in handle.keys())
+    except Exception as exc:  # SafetensorError, OSError: a truncated or foreign file
+        raise UsageError(f"{str(path)!r} is damaged or not a safetensors file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else 'unreadable'}); rerun the run or "
+                         "restore the file") from None
+
+
+def trained_modules(run_dir: Path) -> int:
+    """LoRA modules the run trained, from its files (checked readable before anything is written)."""
+    found = [lora_modules(run_dir / name) for name in ("adapter.safetensors", DIFFUSERS_WEIGHTS)
+             if (run_dir / name).is_file()]
+    if not found:
+        raise UsageError(f"run {run_dir.name} has no adapter ({DIFFUSERS_WEIGHTS} or adapter.safetensors)")
+    if not max(found):
+        raise UsageError(f"run {run_dir.name}'s adapter files hold no LoRA module; rerun the run")
+    return max(found)
+
+
 def write_weights(run_dir: Path, spec: RunSpec, dest: Path) -> None:
     """The run's diffusers-format file, or (a run from before it was written) one converted from its
-    ``adapter.safetensors`` (every such run adapted a Stable Diffusion UNet)."""
+    ``adapter.safetensors``, its keys prefixed by the component of the run's model family."""
     if (run_dir / DIFFUSERS_WEIGHTS).is_file():
         shutil.copyfile(run_dir / DIFFUSERS_WEIGHTS, dest)
         return
-    if not (run_dir / "adapter.safetensors").is_file():
-        raise UsageError(f"run {run_dir.name} has no adapter ({DIFFUSERS_WEIGHTS} or adapter.safetensors)")
     from safetensors.torch import load_file
 
-    save_diffusers_lora(dest, load_file(run_dir / "adapter.safetensors"), lora_settings(spec), "unet")
+    save_diffusers_lora(dest, load_file(run_dir / "adapter.safetensors"), lora_settings(spec),
+                        component_of(spec.model))
+
+
+def verify_export(spec: RunSpec, lora_file: Path, trained: int) -> None:
+    """Load the written adapter into a fresh pipeline of the run's model and check that every trained LoRA module
+    took it (diffusers only notes keys it cannot place, and loads 0 of N silently); a ``UsageError`` otherwise."""
+    from bench.core.lora import lora_component
+    from bench.core.models import load_model
+
+    pipe = load_model(spec.model).pipe
+    component = lora_component(pipe)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise UsageError(f"the exported adapter of {spec.run_id} does not load into {spec.model!r} "
+                             f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})"
+                             ) from None
+    loaded = sum(".lora_A." in n for n, _ in getattr(pipe, component).named_parameters())
+    if loaded != trained:
+        raise UsageError(f"the exported adapter of {spec.run_id} loads {loaded} of the {trained} trained LoRA "
+                         f"modules into a fresh {spec.model!r}; nothing was exported")
 
 
 def final_interval(run_dir: Path, seed: int = 0) -> tuple[float, float, float, int] | None:
@@ -78,19 +130,55 @@ def final_interval(run_dir: Path, seed: int = 0) -> tuple[float, float, float, i
     return (*bootstrap_ci(rewards, rng=np.random.default_rng(seed)), len(rewards))
 
 
-def base_code(model: str) -> str:
-    """The line that loads the base pipeline the run was trained on."""
-    from bench.core.models import BUILDERS, HUB_ALIASES
+def base_code(model: str) -> tuple[str, list[str]]:
+    """(the lines that load the base pipeline the run was trained on, the diffusers names they use)."""
+    from bench.core.models import BUILDERS, HUB_ALIASES, model_family
 
-    if model in BUILDERS:  # built by this harness (tiny-random is built from code, seeded)
-        return f'from bench.core.models import load_model  # diffusion-reward-bench\npipe = load_model("{model}").pipe'
-    return (f'pipe = DiffusionPipeline.from_pretrained("{HUB_ALIASES.get(model, model)}")\n'
-            "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the run sampled with DDIM")
+    if model in BUILDERS:  # built by this harness (tiny-random is built from code, seeded; DDIM set for sd models)
+        return (f'from bench.core.models import load_model  # diffusion-reward-bench\npipe = load_model("{model}").pipe',
+                [])
+    source = HUB_ALIASES.get(model, model)
+    source = str(Path(source).resolve()) if Path(source).is_dir() else source
+    if model_family(model) == "sd3":
+        return f'pipe = DiffusionPipeline.from_pretrained("{source}")', ["DiffusionPipeline"]
+    return (f'pipe = DiffusionPipeline.from_pretrained("{source}")\n'
+            "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the run sampled with DDIM",
+            ["DDIMScheduler", "DiffusionPipeline"])
 
 
-def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | None = None) -> str:
-    """README.md: Hub front matter, what was trained how, the final reward with its interval, how to load it."""
-    from bench.core.models import HUB_ALIASES
+CARD_PROMPTS = 4
+"""Evaluation prompts the model card's snippet draws (the first ones, with the evaluation's own noise)."""
+
+
+def usage_code(spec: RunSpec, merged: bool, folder: Path | str) -> list[str]:
+    """The model card's snippet: it runs as printed (offline too: the weights file is named, as diffusers 0.39 asks
+    with HF_HUB_OFFLINE=1) and redraws the run's first evaluation images: its own held-out prompts, its evaluation
+    noise (image i from a generator seeded ``seed + i``), steps and guidance, eta 0."""
+    cfg = spec.eval.config
+    folder = str(Path(folder).resolve())
+    if merged:
+        load, names = [f'pipe = DiffusionPipeline.from_pretrained("{folder}")  # the LoRA is fused in; on the Hub: '
+                       "its repo id"], ["DiffusionPipeline"]
+    else:
+        base, names = base_code(spec.model)
+        load = [base, f'pipe.load_lora_weights("{folder}", weight_name="{DIFFUSERS_WEIGHTS}")  # this folder; on the '
+                      "Hub: its repo id"]
+    prompts = list(dict.fromkeys(spec.eval.prompts))[:CARD_PROMPTS]
+    size = f", height={cfg.resolution}, width={cfg.resolution}" if getattr(cfg, "resolution", 0) else ""
+    return [
+        "import torch", *([f"from diffusers import {', '.join(names)}"] if names else []), "", *load, "",
+        f"prompts = {json.dumps(prompts)}  # the first {len(prompts)} of the run's held-out evaluation prompts",
+        f"noise = [torch.Generator().manual_seed({cfg.seed} + i) for i in range(len(prompts))]  # the evaluation's noise",
+        f"images = pipe(prompts, num_inference_steps={cfg.steps}, guidance_scale={cfg.guidance_scale:g}{size}, "
+        "generator=noise).images",
+    ]
+
+
+def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | None = None,
+               folder: Path | str = "THIS_FOLDER") -> str:
+    """README.md: Hub front matter, what was trained how, the final reward with its interval, how to load it
+    (``usage_code``, naming ``folder``, the export's own path)."""
+    from bench.core.models import HUB_ALIASES, model_family
 
     hub_base = HUB_ALIASES.get(spec.model, spec.model)
     is_hub = "/" in hub_base and not Path(hub_base).exists()
@@ -99,6 +187,7 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
              "tags:", *[f"- {t}" for t in tags], "---", ""]
     stand_in = result.get("stand_in")
     cfg = spec.eval.config
+    sampler = "DDIM (eta 0)" if model_family(spec.model) == "sd" else "flow-ODE Euler"
     if interval:
         mean, low, high, n = interval
         final = f"{mean:.4g} [{low:.4g}, {high:.4g}] (95 % bootstrap interval over {n} evaluation images, seed 0)"
@@ -119,17 +208,13 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
         f"| LoRA | rank {spec.method_config.get('lora_rank')}, alpha {spec.method_config.get('lora_alpha')}, "
         f"targets {spec.method_config.get('lora_targets')} |",
         f"| final evaluation reward | {final} |",
-        f"| evaluation | {cfg.n} images of the run's held-out prompts, DDIM {cfg.steps} steps, guidance "
-        f"{cfg.guidance_scale:g}, eta 0, noise seed {cfg.seed} + image index |", "",
-        "## Use", "", "```python",
-        f"from diffusers import {'' if merged else 'DDIMScheduler, '}DiffusionPipeline", "",
+        f"| evaluation | {cfg.n} images of the run's held-out prompts, {sampler} {cfg.steps} steps, guidance "
+        f"{cfg.guidance_scale:g}, noise seed {cfg.seed} + image index |", "",
+        "## Use", "",
+        "Draws the run's first evaluation images (its prompts and noise); it runs as printed, offline too. Moved or "
+        "pushed to the Hub, give the folder's new path or the repo id.", "",
+        "```python", *usage_code(spec, merged, folder), "```", "",
     ]
-    if merged:
-        lines += ['pipe = DiffusionPipeline.from_pretrained("THIS_FOLDER")  # the LoRA is fused into the UNet']
-    else:
-        lines += [base_code(spec.model), 'pipe.load_lora_weights("THIS_FOLDER")']
-    lines += ['image = pipe("a prompt", num_inference_steps=%d, guidance_scale=%g).images[0]'
-              % (cfg.steps, cfg.guidance_scale), "```", ""]
     return "\n".join(front + lines)
 
 
@@ -137,13 +222,16 @@ def merge(spec: RunSpec, lora_file: Path, base: str, dest: Path) -> None:
     """Load ``base``, apply the LoRA, check every adapted module took it, fuse, save the full pipeline."""
     from bench.core.lora import lora_component
     from bench.core.models import LoadedModel, load_model, save_model
-    from safetensors import safe_open
 
+    from bench.core.models import model_family
+
+    if model_family(base) != model_family(spec.model):
+        raise UsageError(f"--base {base!r} is a {model_family(base)} model; {spec.run_id} adapted a "
+                         f"{model_family(spec.model)} model ({spec.model!r}): merge into a model of that family")
     model = load_model(base)
     pipe = model.pipe
     component = lora_component(pipe)
-    with safe_open(str(lora_file), framework="pt") as handle:
-        expected = sum(".lora_A." in k for k in handle.keys() if k.startswith(component + "."))
+    expected = lora_modules(lora_file)  # every module of the file must land in the component (none elsewhere)
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
@@ -160,7 +248,7 @@ def merge(spec: RunSpec, lora_file: Path, base: str, dest: Path) -> None:
     finally:
         diffusers_logging.set_verbosity(level)
     loaded = sum(".lora_A." in n for n, _ in getattr(pipe, component).named_parameters())
-    if loaded != expected:
+    if loaded != expected or not expected:
         raise UsageError(f"base model {base!r} took {loaded} of the {expected} LoRA modules of {spec.run_id}; merge "
                          f"into the model it was trained on, {spec.model!r}")
     pipe.fuse_lora()
@@ -175,13 +263,15 @@ def export_run(run_dir: Path, out: Path, merged: bool = False, base: str | None 
     run_dir = Path(run_dir)
     spec, result = finished_run(run_dir)
     base = base or spec.model
+    trained = trained_modules(run_dir)  # the files are read (and a damaged one refused) before anything is written
     interval = final_interval(run_dir)
     with atomic_dir(Path(out), MARKER, inputs=[run_dir]) as tmp:
         write_weights(run_dir, spec, tmp / DIFFUSERS_WEIGHTS)
+        verify_export(spec, tmp / DIFFUSERS_WEIGHTS, trained)
         if merged:
             merge(spec, tmp / DIFFUSERS_WEIGHTS, base, tmp)
             (tmp / DIFFUSERS_WEIGHTS).unlink()  # fused: loading it again would apply the update twice
-        write_text(tmp / "README.md", model_card(spec, result, interval, merged, base))
+        write_text(tmp / "README.md", model_card(spec, result, interval, merged, base, folder=out))
         write_json(tmp / MARKER, dict(run=str(run_dir.resolve()), run_id=spec.run_id, model=spec.model,
                                       merged_into=base if merged else None, method=spec.method, reward=spec.reward,
                                       seed=spec.seed, status=result["status"],

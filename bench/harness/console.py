@@ -4,6 +4,7 @@ commands) and ``--list``."""
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 from bench.harness.launch import worker_command
@@ -12,12 +13,35 @@ from bench.harness.presets import PRESET_NAMES
 from bench.harness.spec import RunSpec
 
 
-def describe_config(spec: RunSpec) -> str:
-    """The resolved config, with the images and optimizer updates one step makes."""
+def describe_config(spec: RunSpec, full: bool = False) -> str:
+    """The images and optimizer updates one step makes, then the settings that differ from the method's defaults
+    (its config class's, and the model family's LoRA targets and eta: ``non_default``), or with ``full`` every
+    setting (the manifest and each run's config.json hold them all)."""
     from methods import METHODS
+
     config = METHODS.get(spec.method).Config(**spec.method_config)
-    return (f"images/step={config.images_per_step()} updates/step={config.updates_per_step()} "
-            + " ".join(f"{'sampling_steps' if k == 'steps' else k}={v}" for k, v in spec.method_config.items()))
+    shown = spec.method_config if full else non_default(spec)
+    settings = " ".join(f"{'sampling_steps' if k == 'steps' else k}={v}" for k, v in shown.items())
+    return (f"images/step={config.images_per_step()} updates/step={config.updates_per_step()}"
+            + (f" {settings}" if settings else ("" if full else " (the method's defaults)")))
+
+
+def non_default(spec: RunSpec) -> dict:
+    """The run's method settings that differ from the method's defaults: its config class's defaults, with the
+    model family's own values (LoRA targets; eta 0 on a flow model) counted as defaults."""
+    from bench.core.families import family, family_defaults
+    from bench.core.models import model_family
+    from bench.harness.spec import config_fields
+    from methods import METHODS
+
+    cls = METHODS.get(spec.method)
+    defaults = config_fields(cls)
+    try:
+        family_values = family_defaults(family(model_family(spec.model)), cls.Config)
+    except Exception:  # a model whose family cannot be read here: the class defaults alone
+        family_values = {}
+    return {k: v for k, v in spec.method_config.items()
+            if k not in defaults or (v != defaults[k] and not (k in family_values and v == family_values[k]))}
 
 
 def first_per_method(runs: list[RunSpec]) -> list[RunSpec]:
@@ -37,10 +61,16 @@ def guidance_text(spec: RunSpec) -> str:
 
 
 def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
+    """The plan: one line of run-wide settings, the reward's meaning where the model changed it, stand-ins,
+    guidance, notes, the launcher, and per run only what differs from its method's defaults (``--dry-run`` adds
+    every setting and the worker command; the full configurations are in the manifest)."""
+    dry = bool(getattr(args, "dry_run", False)) or out is None
     print(f"{len(runs)} run(s); preset {info['preset']}, protocol {info['protocol']}, precision {info['precision']}, "
           f"resolution {info['resolution'] or 'native'}, model {info['model']}, prompts {info['prompts']}, "
           f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}, noise seed {info['eval']['config']['seed']}); "
           f"budget per run: {budget_text(info['budget'])}")
+    if getattr(args, "reward_note", None):
+        print(args.reward_note)
     for stand_in in info.get("stand_ins", []):
         print(f"STAND-IN (random weights; its numbers say nothing about real models): {stand_in}")
     print("guidance (training / evaluation): " + ", ".join(guidance_text(spec) for spec in first_per_method(runs)))
@@ -51,11 +81,16 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
                  f"{args.slurm_time_min} min) one job per run" if args.launcher == "slurm"
                  else f"local, {args.jobs} at once")
         print(f"launcher: {where}; {args.processes} process(es) per run")
+    print("runs (settings that differ from each method's defaults):")
     for spec in runs:
         print(f"  {spec.run_id} ({spec.protocol}): {describe_config(spec)}")
-        if args is not None:
+        if args is not None and dry:
+            print(f"    every setting: {describe_config(spec, full=True)}")
             run_dir = (out or Path("OUT")) / "runs" / spec.run_id
             print("    $ " + shlex.join(worker_command(run_dir, args.processes)))
+    if not dry:
+        print(f"every setting of every run: {out / 'manifest.json'}")
+    sys.stdout.flush()  # before the runs' lines on stderr, also when stdout is a file (block-buffered)
 
 
 def print_listing() -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.core.errors import UsageError
 from bench.core.files import read_json, write_text
 from bench.harness.guard import LOCK, PARENT_ENV, Interrupted, lock_folder, oom_kills
+from bench.harness.lines import LineJoiner, emit, emit_bytes
 from bench.harness.plan import REPO
 from bench.harness.recorder import COMPLETED, ROWS, cores, counters, read_rows
 from bench.harness.spec import RunSpec
@@ -72,26 +73,61 @@ class Workers:
         return timer
 
 
-def copy_window_size(stream, fd: int) -> None:
-    """Give the worker's pseudo-terminal our terminal's size (a new one has 0 columns, where tqdm draws nothing);
-    80 x 24 when ours reports none."""
+def terminal_size() -> tuple[int, int]:
+    """(rows, columns) of our terminal: stderr's, else stdout's, else the controlling terminal's, else ``LINES`` /
+    ``COLUMNS``; 0 where none says."""
     import fcntl
     import struct
     import termios
 
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            rows, cols = struct.unpack("HHHH", fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8))[:2]
+            if cols:
+                return rows, cols
+        except (OSError, ValueError, AttributeError):
+            pass
     try:
-        rows, cols = struct.unpack("HHHH", fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8))[:2]
-    except (OSError, ValueError, AttributeError):
-        rows, cols = 0, 0
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+        try:
+            rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+        finally:
+            os.close(fd)
+        if cols:
+            return rows, cols
+    except OSError:
+        pass
+    number = lambda name: int(os.environ[name]) if os.environ.get(name, "").isdigit() else 0  # noqa: E731
+    return number("LINES"), number("COLUMNS")
+
+
+def copy_window_size(fd: int) -> None:
+    """Give a worker's pseudo-terminal our terminal's size (a new one has 0 columns, where tqdm draws nothing); its
+    tqdm bar re-reads the size at every redraw (``dynamic_ncols``), so a resized terminal is followed. 80 x 24 only
+    when nothing tells our size."""
+    import fcntl
+    import struct
+    import termios
+
+    rows, cols = terminal_size()
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
+    except OSError:  # the worker's end already closed
+        pass
 
 
 class StderrTail:
-    """Pass a worker's stderr through to ours and keep its last lines."""
+    """Pass a worker's stderr through to ours and keep its last lines. On a terminal the worker gets a
+    pseudo-terminal of our size (its bar draws as on ours); otherwise its output is passed on in whole lines
+    (``bench.harness.lines``), so two workers' lines never share one."""
+
+    live: set["StderrTail"] = set()
+    """The pseudo-terminals in use, resized with ours (SIGWINCH)."""
 
     def __init__(self, lines: int = 40):
         self.lines: deque[str] = deque(maxlen=lines)
-        if sys.stderr.isatty():
+        self.tty = sys.stderr.isatty()
+        if self.tty:
             import pty
             import termios
 
@@ -99,17 +135,24 @@ class StderrTail:
             attrs = termios.tcgetattr(self.child_fd)
             attrs[1] &= ~termios.ONLCR  # pass the worker's bytes unchanged
             termios.tcsetattr(self.child_fd, termios.TCSANOW, attrs)
-            copy_window_size(sys.stderr, self.child_fd)
+            copy_window_size(self.child_fd)
         else:
             self.fd, self.child_fd = os.pipe()
         self.thread = threading.Thread(target=self.pump, daemon=True)
 
     def start(self) -> None:
         os.close(self.child_fd)
+        if self.tty:
+            StderrTail.live.add(self)
         self.thread.start()
 
+    def resize(self) -> None:
+        """Our terminal's size onto the worker's pseudo-terminal (set through its master side)."""
+        if self in StderrTail.live:
+            copy_window_size(self.fd)
+
     def pump(self) -> None:
-        partial = ""
+        joiner, partial = LineJoiner(), ""
         while True:
             try:
                 chunk = os.read(self.fd, 65536)
@@ -117,16 +160,19 @@ class StderrTail:
                 break
             if not chunk:
                 break
-            try:
-                sys.stderr.buffer.write(chunk)
-                sys.stderr.flush()
-            except (AttributeError, ValueError, OSError):
-                pass
+            out = chunk if self.tty else joiner.feed(chunk)
+            if out:
+                emit_bytes(out)
             parts = (partial + chunk.decode(errors="replace")).replace("\r", "\n").split("\n")
             partial = parts.pop()
             self.lines.extend(p.strip() for p in parts if p.strip())
+        if not self.tty:
+            rest = joiner.rest()
+            if rest:
+                emit_bytes(rest)
         if partial.strip():
             self.lines.append(partial.strip())
+        StderrTail.live.discard(self)
         os.close(self.fd)
 
     def join(self) -> None:
@@ -135,6 +181,25 @@ class StderrTail:
     def cause(self) -> str:
         """The last line the worker wrote (an exception's message, or the worker's own ``error:`` line)."""
         return self.lines[-1][:500] if self.lines else ""
+
+
+def follow_window_size() -> None:
+    """Resize every worker's pseudo-terminal with ours (SIGWINCH); installed once, from the main thread only."""
+    if getattr(follow_window_size, "installed", False) or threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGWINCH)
+
+    def resized(signum, frame):
+        for tail in list(StderrTail.live):
+            tail.resize()
+        if callable(previous):
+            previous(signum, frame)
+
+    try:
+        signal.signal(signal.SIGWINCH, resized)
+        follow_window_size.installed = True
+    except (ValueError, OSError):
+        pass
 
 
 def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | None = None, cwd: str | None = None,
@@ -228,9 +293,12 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     for slot in range(args.jobs):
         slots.put(slot)
 
+    if sys.stderr.isatty():
+        follow_window_size()  # the workers' bars follow a resized terminal
+
     def logged(index: int, spec: RunSpec) -> dict:
         tag = f"[{index + 1}/{len(todo)}] {spec.run_id}"
-        print(f"{tag}: start", file=sys.stderr, flush=True)
+        emit(f"{tag}: start")  # one write per line: two runs' lines never share one
         started = time.monotonic()
         slot = slots.get()
         try:
@@ -238,7 +306,7 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
         finally:
             slots.put(slot)
         result["job_workers"] = min(args.jobs, len(todo)) * args.processes  # the load this job itself makes
-        print(f"{tag}: end, {run_end_line(result, time.monotonic() - started)}", file=sys.stderr, flush=True)
+        emit(f"{tag}: end, {run_end_line(result, time.monotonic() - started)}")
         return result
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -256,12 +324,18 @@ def launch(runs: list[RunSpec], out: Path, args) -> dict[str, dict]:
     return results
 
 def run_end_line(result: dict, elapsed: float) -> str:
-    """How a run ended, for the console: status, steps, training and CPU seconds, load, the reason of a failure."""
+    """How a run ended, for the console: status, steps, final evaluation reward, training and CPU seconds, a busy
+    machine (load beyond the job's own workers x threads, ``recorder.busy_text``), the reason of a failure."""
+    from bench.harness.recorder import busy_text, own_load
+
     parts = [str(result.get("status")), f"{result.get('steps') or 0} steps"]
+    if result.get("final_eval_reward") is not None:
+        parts.append(f"final eval reward {result['final_eval_reward']:.4g}")
     if result.get("wall_s"):
         parts.append(f"train {result['wall_s']:.1f} s (CPU {result.get('cpu_s') or 0:.1f} s)")
-    if result.get("load_avg") is not None:
-        parts.append(f"load {result['load_avg']:.1f} on {result.get('cores')} cores")
+    busy = busy_text(result.get("load_avg"), result.get("cores"), own_load(result))
+    if busy:
+        parts.append(busy)
     parts.append(f"{elapsed:.0f} s in all")
     if result.get("error"):
         parts.append(str(result["error"]))

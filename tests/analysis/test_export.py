@@ -5,6 +5,7 @@ pipeline does too; a mismatched base fails loudly; ``--tracker tensorboard`` wro
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import pandas as pd
@@ -251,3 +252,70 @@ def test_lora_prefix_is_the_pipelines_own_component_name():
     assert list(tensors) == ["transformer.blocks.0.attn.to_q.lora_A.weight"]
     config = json.loads(meta["lora_adapter_metadata"])
     assert (config["transformer.r"], config["transformer.lora_alpha"]) == (2, 6.0)
+
+
+def run_folder(root, model: str):
+    """A 1-step rwr smoke run on ``model``; returns its run folder."""
+    from bench import run
+    from bench.core.files import write_json
+    from bench.harness import loop
+
+    args = run.build_parser().parse_args([
+        "--preset", "smoke", "--model", model, "--methods", "rwr", "--reward", "mean-brightness", "--max-steps", "1",
+        "--eval-n", "1", "--set", "lr=3e-2", "--out", str(root / "results")])  # fmt: skip
+    (spec,), _ = run.plan(args)
+    run_dir = root / "results" / "runs" / spec.run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(spec.to_json())
+    result = loop.Run(run_dir).execute()
+    write_json(run_dir / loop.RESULT, result)
+    return run_dir
+
+
+def test_every_export_proves_itself_on_both_families(trained, tmp_path, capsys):
+    # Issue 36 items 1-3: an sd3 run folder without the diffusers file exported keys prefixed "unet." (0 of 15
+    # modules loaded, silently); --merge --base of the other family fused nothing; a damaged file was copied.
+    from safetensors import safe_open
+
+    flow_run = run_folder(tmp_path, "tiny-flow-random")
+    (flow_run / DIFFUSERS_WEIGHTS).unlink()  # a run from before the diffusers file: the fallback conversion
+    out = tmp_path / "flow-export"
+    assert export(flow_run, "--out", out) == 0
+    with safe_open(str(out / DIFFUSERS_WEIGHTS), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert keys and all(k.startswith("transformer.") for k in keys)
+    merged = tmp_path / "flow-merged"
+    assert export(flow_run, "--out", merged, "--merge") == 0 and (merged / "model_index.json").is_file()
+    capsys.readouterr()
+    cases = [((flow_run, "--out", tmp_path / "x1", "--merge", "--base", "tiny-random"), "is a sd model"),
+             ((trained["run_dir"], "--out", tmp_path / "x2", "--merge", "--base", "tiny-flow-random"),
+              "is a sd3 model")]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(flow_run, damaged)
+    (damaged / "adapter.safetensors").write_bytes((flow_run / "adapter.safetensors").read_bytes()[:200])
+    cases.append(((damaged, "--out", tmp_path / "x3"), "is damaged or not a safetensors file"))
+    cases.append(((damaged, "--out", tmp_path / "x4", "--merge"), "is damaged or not a safetensors file"))
+    for argv, message in cases:
+        assert export(*argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not any((tmp_path / f"x{i}").exists() for i in range(1, 5))
+
+
+def test_an_export_that_loads_fewer_modules_than_trained_is_refused(trained, tmp_path, capsys, monkeypatch):
+    from bench.analysis import export as exporting
+
+    real = exporting.write_weights
+
+    def unet_prefixed_for_everything(run_dir, spec, dest):  # the old fallback's bug, forced
+        from safetensors.torch import load_file
+
+        from bench.core.lora import save_diffusers_lora
+
+        save_diffusers_lora(dest, load_file(run_dir / "adapter.safetensors"), exporting.lora_settings(spec), "x")
+
+    monkeypatch.setattr(exporting, "write_weights", unet_prefixed_for_everything)
+    capsys.readouterr()
+    assert export(trained["run_dir"], "--out", tmp_path / "y") == 2
+    assert "loads 0 of the" in capsys.readouterr().err and not (tmp_path / "y").exists()
+    monkeypatch.setattr(exporting, "write_weights", real)
