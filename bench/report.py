@@ -6,6 +6,7 @@ What the report holds: ``bench.analysis.report``.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,19 +22,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="report folder to write (default: DIR/report of the first DIR); replaced whole")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for confidence intervals (default 2000)")
-    parser.add_argument("--formats", default="png,pdf", help="figure formats, comma-separated (default png,pdf)")
+    parser.add_argument("--formats", default="png,pdf",
+                        help="figure formats, comma-separated (default png,pdf); html adds report.html, one "
+                             "self-contained page (PNG figures embedded, sortable tables, the commands)")
     parser.add_argument("--reference", default="ddpo",
                         help="method whose final reward (and start, for fractions of the best gain) the speed-up "
                              "table measures the others against (default ddpo)")
     args = parser.parse_args(argv)
     formats = tuple(f for f in args.formats.split(",") if f)
-    if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
-        raise UsageError(f"--formats {args.formats!r} invalid; use a comma list of png, pdf, svg")
+    if not formats or any(f not in ("png", "pdf", "svg", "html") for f in formats):
+        raise UsageError(f"--formats {args.formats!r} invalid; use a comma list of png, pdf, svg, html")
     if args.n_boot < 1:
         raise UsageError(f"--n-boot must be >= 1, got {args.n_boot}")
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
-    build_report(args.dirs, out, seed=args.seed, n_boot=args.n_boot, formats=formats, reference=args.reference)
+    line = shlex.join(["python", "-m", "bench.report", *(sys.argv[1:] if argv is None else argv)])
+    build_report(args.dirs, out, seed=args.seed, n_boot=args.n_boot, formats=formats, reference=args.reference,
+                 command=line)
     print(out / "report.md")
+    if "html" in formats:
+        print(out / "report.html")
     return 0
 
 

@@ -43,6 +43,7 @@ from bench.analysis.effect import effect_figures, learned_vs_true_figures
 from bench.analysis.figures import image_figures, resource_figure
 from bench.analysis.figures_curves import curve_figures, extra_metrics_figure, seen_vs_heldout_figure
 from bench.analysis.hacking import fidelity_figures
+from bench.analysis.html import report_command, write_html
 from bench.analysis import speedup
 from bench.analysis.results import add_labels, fmt_setting, load_results
 from bench.analysis.summary import DEFINITIONS, FAILED, summarize, summary_markdown
@@ -51,8 +52,13 @@ from bench.core.text import fmt, markdown_table
 
 
 def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, formats=("png", "pdf"),
-                 reference: str = "ddpo") -> Path:
-    """Write the report folder ``out`` (report.md, summary.csv, figures) from results folders; returns ``out``."""
+                 reference: str = "ddpo", command: str | None = None) -> Path:
+    """Write the report folder ``out`` (report.md, summary.csv, figures) from results folders; returns ``out``.
+    ``"html"`` among ``formats`` adds report.html (``bench.analysis.html``; PNG figures too, which it embeds), with
+    ``command`` (the bench.report command line) among its commands."""
+    html = "html" in formats
+    asked = formats
+    formats = tuple(dict.fromkeys([f for f in formats if f != "html"] + (["png"] if html else [])))
     results = load_results(directories)
     for problem in results.problems:
         print(f"warning: {problem}", file=sys.stderr)
@@ -139,6 +145,9 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
             lines += ["## Evaluation images (first vs last evaluation)", ""] + [f"![{f}]({f})" for f in img] + [""]
         lines += ["## Definitions", "", DEFINITIONS]
         (tmp / "report.md").write_text("\n".join(lines))
+        if html:
+            write_html(tmp, "\n".join(lines), directories, command or report_command(
+                directories, out, seed=seed, n_boot=n_boot, formats=asked, reference=reference))
     return out
 
 
