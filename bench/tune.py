@@ -29,7 +29,7 @@ from bench.analysis.results import reward_higher_is_better
 from bench.core.cli import command
 from bench.core.errors import UsageError
 from bench.core.files import write_text
-from bench.core.text import fmt, markdown_table, safe_name
+from bench.core.text import fmt, markdown_table
 from bench.harness import tuning
 from bench.harness.plan import plan
 from bench.harness.recorder import COMPLETED
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     tuning.check_grid_keys(grid, classes)
     out = Path(args.out or f"results/tune-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     target = Path(args.write) if args.write else out / "tuned.json"
-    tuning.check_targets(out, target, resume_command(argv) if args.resume else None)
+    tuning.check_targets(out, target, tuning.resume_command(argv) if args.resume else None)
     cands = {m: tuning.candidates(m, classes[m], grid) for m in methods}
     added, warnings = tuning.validation_flags(passthrough)
     passthrough = [*passthrough, *added]
@@ -75,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     reward = args.reward
     for method, group in cands.items():  # every candidate's bench.run flags are checked before the first run
         for cand in group:
-            planned = run.build_parser().parse_args(candidate_command(args, method, cand, passthrough, methods, out)[0])
+            argv_run, _ = tuning.candidate_command(args, method, cand, passthrough, methods, out)
+            planned = run.build_parser().parse_args(argv_run)
             plan(planned)
             reward = planned.reward  # what the name means on the model (shape world: aesthetic = shape-aesthetic)
-    tuning.record_command(out, resume_command(argv))
+    tuning.record_command(out, tuning.resume_command(argv))
     total = sum(len(c) for c in cands.values())
     print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {reward}: "
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
@@ -86,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {warning}", flush=True)
     for method, group in cands.items():
         for cand in group:
-            cmd, folder = candidate_command(args, method, cand, passthrough, methods, out)
-            if finished_candidate(folder, len(seeds)):
+            cmd, folder = tuning.candidate_command(args, method, cand, passthrough, methods, out)
+            if tuning.finished_candidate(folder, len(seeds)):
                 print(f"reusing {folder} (every run finished in an earlier invocation)", flush=True)
             else:
                 if (folder / "manifest.json").is_file():
@@ -125,31 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"no configuration of {', '.join(missing)} finished every tuning seed: left untuned", file=sys.stderr)
     return 0
-
-
-def resume_command(argv: list[str] | None) -> list[str]:
-    """The tuning command as recorded in OUT (without ``--resume``): a resumed tuning must repeat it."""
-    return [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
-
-
-def finished_candidate(folder: Path, runs: int) -> bool:
-    """Whether an earlier invocation left this candidate's folder with all ``runs`` runs finished (tuning resumes:
-    rerunning the same command reuses them, and resumes a candidate it was stopped inside)."""
-    try:
-        table = pd.read_csv(folder / "runs.csv")
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return False
-    return len(table) == runs and bool(table.status.isin(COMPLETED).all())
-
-
-def candidate_command(args, method: str, cand, passthrough: list[str], methods: list[str],
-                      out: Path) -> tuple[list[str], Path]:
-    """The bench.run arguments of one candidate's runs (other methods' --set values dropped), and its folder."""
-    folder = out / safe_name(cand.name, keep="-_.=,[]")
-    sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
-    flags = tuning.flags_for(passthrough, method, methods)
-    return ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *flags,
-            "--out", str(folder)], folder
 
 
 if __name__ == "__main__":

@@ -45,8 +45,8 @@ import torch
 
 from bench.core.checks import FRACTION, Range, above, at_least
 from methods.base import EMA, Method, MethodConfig, batch_stats, swapped
-from methods.grpo import (check_group, group_advantages, group_prompts, masked_columns, random_subsets,
-                          round_batches)
+from methods.rounds import (check_group, group_advantages, group_prompts, masked_columns, random_subsets,
+                            round_batches)
 
 
 @dataclass

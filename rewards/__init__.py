@@ -39,14 +39,7 @@ REWARDS = Registry(
 )
 
 __all__ = ["REWARDS", "Reward", "build_reward", "check_reward_prompts", "check_reward_spec", "check_reward_weights",
-           "is_plugin", "make_reward", "resolve_reward", "reward_names"]
-
-
-def resolve_reward(args):
-    """``args.reward`` resolved for the run's model, in place (``rewards.resolve.resolve_reward``)."""
-    from rewards.resolve import resolve_reward as resolve
-
-    return resolve(args)
+           "is_plugin", "make_reward", "reward_names"]
 
 
 def reward_names() -> list[str]:

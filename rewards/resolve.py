@@ -48,29 +48,3 @@ def reward_for_model(spec: str, model: str | None, weights: str | None = None) -
         meaning = WORLD_MEANING.get(name.strip())
         parts.append(f"{weight}{star}{meaning}" if meaning else raw)
     return "+".join(parts)
-
-
-def resolve_reward(args):
-    """Resolve ``args.reward`` for the model the run will use (``--model``, else the preset's), in place, once:
-    ``args.reward`` becomes what runs, ``args.reward_requested`` keeps what was asked and ``args.reward_note`` is the
-    console's one line (None when the name kept its meaning). Returns ``args``."""
-    if getattr(args, "reward_requested", None) is not None or not getattr(args, "reward", None):
-        return args
-    model = getattr(args, "model", None)
-    if not model:
-        from bench.core.errors import UsageError
-        from bench.harness.presets import get_preset
-
-        try:
-            model = get_preset(getattr(args, "preset", None) or "default").model
-        except UsageError:  # an unknown preset: the planner says so
-            return args
-    asked = args.reward
-    resolved = reward_for_model(asked, model, getattr(args, "reward_weights", None))
-    args.reward_requested = asked
-    args.reward_note = None
-    if resolved != asked:
-        args.reward = resolved
-        args.reward_note = (f"reward {asked} on {model} (a shape-world model): the world's aesthetic, {resolved} "
-                            "(LAION's photo predictor would judge 32x32 shapes; --reward laion-aesthetic asks for it)")
-    return args

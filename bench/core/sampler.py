@@ -44,10 +44,7 @@ from bench.core.ddim import gaussian_log_prob
 from bench.core import precision as mp
 
 GRAD_MODES = ("none", "full", "last-k", "random-k", "alignprop-code")
-SCHEDULES = ("scheduler", "shifted-linspace")
-"""Sigma schedules of a flow chain (``SamplerConfig.schedule``)."""
-DECODES = ("final", "last-x0")
-"""What a rollout decodes (``SamplerConfig.decode``)."""
+SCHEDULES, DECODES = ("scheduler", "shifted-linspace"), ("final", "last-x0")  # SamplerConfig.schedule and .decode
 
 
 @dataclass

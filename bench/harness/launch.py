@@ -2,8 +2,9 @@
 is locked, laid out and, on ``--resume``, checked against the original runs.
 
 Each worker runs in its own process group (stopped as a group on SIGINT/SIGTERM or a timeout) and dies with its
-parent (``bench.harness.guard``); its stderr passes through to ours (through a pseudo-terminal when ours is one, so
-progress bars still draw) and its last lines are kept to name the cause when it dies without a result."""
+parent (``bench.harness.guard``); its stderr passes through to ours (``bench.harness.lines``: through a
+pseudo-terminal when ours is one, so progress bars still draw) and its last lines are kept to name the cause when
+it dies without a result."""
 
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import deque
 import time
 from pathlib import Path
 
 from bench.core.errors import UsageError
 from bench.core.files import read_json, write_text
 from bench.harness.guard import LOCK, PARENT_ENV, Interrupted, lock_folder, oom_kills
-from bench.harness.lines import LineJoiner, emit, emit_bytes
+from bench.harness.lines import StderrTail, emit, follow_window_size
 from bench.harness.plan import REPO
 from bench.harness.recorder import COMPLETED, ROWS, cores, counters, read_rows
 from bench.harness.spec import RunSpec
@@ -71,135 +71,6 @@ class Workers:
         timer.daemon = True
         timer.start()
         return timer
-
-
-def terminal_size() -> tuple[int, int]:
-    """(rows, columns) of our terminal: stderr's, else stdout's, else the controlling terminal's, else ``LINES`` /
-    ``COLUMNS``; 0 where none says."""
-    import fcntl
-    import struct
-    import termios
-
-    for stream in (sys.stderr, sys.stdout):
-        try:
-            rows, cols = struct.unpack("HHHH", fcntl.ioctl(stream.fileno(), termios.TIOCGWINSZ, b"\0" * 8))[:2]
-            if cols:
-                return rows, cols
-        except (OSError, ValueError, AttributeError):
-            pass
-    try:
-        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
-        try:
-            rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))[:2]
-        finally:
-            os.close(fd)
-        if cols:
-            return rows, cols
-    except OSError:
-        pass
-    number = lambda name: int(os.environ[name]) if os.environ.get(name, "").isdigit() else 0  # noqa: E731
-    return number("LINES"), number("COLUMNS")
-
-
-def copy_window_size(fd: int) -> None:
-    """Give a worker's pseudo-terminal our terminal's size (a new one has 0 columns, where tqdm draws nothing); its
-    tqdm bar re-reads the size at every redraw (``dynamic_ncols``), so a resized terminal is followed. 80 x 24 only
-    when nothing tells our size."""
-    import fcntl
-    import struct
-    import termios
-
-    rows, cols = terminal_size()
-    try:
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows or 24, cols or 80, 0, 0))
-    except OSError:  # the worker's end already closed
-        pass
-
-
-class StderrTail:
-    """Pass a worker's stderr through to ours and keep its last lines. On a terminal the worker gets a
-    pseudo-terminal of our size (its bar draws as on ours); otherwise its output is passed on in whole lines
-    (``bench.harness.lines``), so two workers' lines never share one."""
-
-    live: set["StderrTail"] = set()
-    """The pseudo-terminals in use, resized with ours (SIGWINCH)."""
-
-    def __init__(self, lines: int = 40):
-        self.lines: deque[str] = deque(maxlen=lines)
-        self.tty = sys.stderr.isatty()
-        if self.tty:
-            import pty
-            import termios
-
-            self.fd, self.child_fd = pty.openpty()
-            attrs = termios.tcgetattr(self.child_fd)
-            attrs[1] &= ~termios.ONLCR  # pass the worker's bytes unchanged
-            termios.tcsetattr(self.child_fd, termios.TCSANOW, attrs)
-            copy_window_size(self.child_fd)
-        else:
-            self.fd, self.child_fd = os.pipe()
-        self.thread = threading.Thread(target=self.pump, daemon=True)
-
-    def start(self) -> None:
-        os.close(self.child_fd)
-        if self.tty:
-            StderrTail.live.add(self)
-        self.thread.start()
-
-    def resize(self) -> None:
-        """Our terminal's size onto the worker's pseudo-terminal (set through its master side)."""
-        if self in StderrTail.live:
-            copy_window_size(self.fd)
-
-    def pump(self) -> None:
-        joiner, partial = LineJoiner(), ""
-        while True:
-            try:
-                chunk = os.read(self.fd, 65536)
-            except OSError:  # a pseudo-terminal whose other end closed
-                break
-            if not chunk:
-                break
-            out = chunk if self.tty else joiner.feed(chunk)
-            if out:
-                emit_bytes(out)
-            parts = (partial + chunk.decode(errors="replace")).replace("\r", "\n").split("\n")
-            partial = parts.pop()
-            self.lines.extend(p.strip() for p in parts if p.strip())
-        if not self.tty:
-            rest = joiner.rest()
-            if rest:
-                emit_bytes(rest)
-        if partial.strip():
-            self.lines.append(partial.strip())
-        StderrTail.live.discard(self)
-        os.close(self.fd)
-
-    def join(self) -> None:
-        self.thread.join(timeout=5)
-
-    def cause(self) -> str:
-        """The last line the worker wrote (an exception's message, or the worker's own ``error:`` line)."""
-        return self.lines[-1][:500] if self.lines else ""
-
-
-def follow_window_size() -> None:
-    """Resize every worker's pseudo-terminal with ours (SIGWINCH); installed once, from the main thread only."""
-    if getattr(follow_window_size, "installed", False) or threading.current_thread() is not threading.main_thread():
-        return
-    previous = signal.getsignal(signal.SIGWINCH)
-
-    def resized(signum, frame):
-        for tail in list(StderrTail.live):
-            tail.resize()
-        if callable(previous):
-            previous(signum, frame)
-
-    try:
-        signal.signal(signal.SIGWINCH, resized)
-        follow_window_size.installed = True
-    except (ValueError, OSError):
-        pass
 
 
 def run_worker(spec: RunSpec, out: Path, processes: int = 1, timeout: float | None = None, cwd: str | None = None,

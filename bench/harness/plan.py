@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.core.errors import UsageError
 from bench.core.text import safe_name
+from bench.harness import tuning
 from bench.harness.presets import PROTOCOLS, get_preset
 from bench.harness.tracking import check_tracker
 from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, method_config, parse_list, parse_seeds,
@@ -143,7 +144,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     from bench.core.calibrate import repeats_from_env
 
     repeats_from_env()  # BENCH_CALIBRATE_REPEATS, read by every worker: checked once, here
-    rewards.resolve_reward(args)  # the reward name on this model (shape world: aesthetic = shape-aesthetic), in place
+    resolve_reward(args)  # the reward name on this model (shape world: aesthetic = shape-aesthetic), in place
     if not args.methods or not args.reward:
         raise UsageError("--methods and --reward are required (see --list for the valid names)")
     if args.out is not None and not args.out.strip():
@@ -187,7 +188,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
-    tuned = apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method, model)
+    tuned = tuning.apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method, model)
     args = fold_run_wide(args, global_sets, per_method)
     scale = resolve_scale(args, model)
     protocol = getattr(args, "protocol", None) or preset.protocol
@@ -292,72 +293,6 @@ def pinned_notes(method_classes: dict, configs: dict, per_method: dict, global_s
     return notes
 
 
-def tuned_model(data: dict) -> str:
-    """The model a ``bench.tune`` file was tuned on: its bench.run flags' ``--model``, else their preset's model."""
-    import argparse
-
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--model")
-    p.add_argument("--preset", default="default")
-    known, _ = p.parse_known_args([str(f) for f in data.get("bench_run_flags") or []])
-    return known.model or get_preset(known.preset).model
-
-
-def check_tuned_model(path: str, data: dict, model: str | None) -> str | None:
-    """A file tuned on a model of another family is refused; on another model of the same family, a note."""
-    if model is None:
-        return None
-    from bench.core.models import model_family
-
-    source = tuned_model(data)
-    if source == model:
-        return None
-    try:
-        same_family = model_family(source) == model_family(model)
-    except Exception:  # a directory or hub id that is gone: its family cannot be read
-        same_family = False
-    if not same_family:
-        raise UsageError(f"--config-from {path!r} was tuned on {source!r}, another model family than {model!r}; "
-                         "tune on this model (python -m bench.tune --model ...) or drop --config-from")
-    return f"--config-from {path!r} was tuned on {source!r}, not {model!r} (same family); its values are applied"
-
-
-def apply_tuned(paths: str | None, reward: str, seeds: list[int], per_method: dict[str, dict],
-                model: str | None = None) -> dict | None:
-    """Merge the chosen values of one or more ``bench.tune`` files (comma-separated) under each method's own
-    ``--set`` values (which win); refuses a file tuned for another reward, on the seeds being evaluated or on a
-    model of another family, and a method two files both tune. Returns what was applied, for the manifest (with a
-    note where a file was tuned on another model of the same family)."""
-    if paths is None:
-        return None
-    from bench.harness import tuning
-
-    applied, files, tuning_seeds, notes = {}, {}, set(), []
-    items = [p.strip() for p in paths.split(",")]
-    if not all(items):
-        raise UsageError(f"--config-from {paths!r} is empty or malformed; give bench.tune files, comma-separated")
-    for path in items:
-        data = tuning.load_tuned(path)
-        if data.get("reward") != reward:
-            raise UsageError(f"--config-from {path!r} was tuned for reward {data.get('reward')!r}, not {reward!r}; "
-                             "tune for this reward first (python -m bench.tune)")
-        note = check_tuned_model(path, data, model)
-        if note:
-            notes.append(note)
-        overlap = sorted(set(seeds) & set(data.get("tuning_seeds") or []))
-        if overlap:
-            raise UsageError(f"--seeds {','.join(map(str, overlap))} were used to tune {path!r}; evaluate the chosen "
-                             "configurations on other seeds")
-        for method, values in tuning.tuned_sets(data, list(per_method)).items():
-            if method in applied:
-                raise UsageError(f"--config-from: both {files[method]!r} and {path!r} tune {method}; pass one of them")
-            applied[method], files[method] = values, path
-        tuning_seeds |= set(data.get("tuning_seeds") or [])
-    for method, values in applied.items():
-        per_method[method] = {**values, **per_method[method]}
-    return dict(file=paths, files=files, tuning_seeds=sorted(tuning_seeds), methods=applied, notes=notes)
-
-
 def planned_stand_ins(args, model: str, allow_stand_in: bool) -> list[str]:
     """The stand-ins (random weights) the runs will use, found before anything is written: the model's, and the
     reward's when its weights are missing. A missing reward model without ``allow_stand_in`` is a UsageError that
@@ -397,3 +332,28 @@ def default_out(methods: str, reward: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = safe_name(f"{methods.replace(',', '+')}_{reward}")
     return REPO / "results" / f"{stamp}_{safe}"
+
+
+def resolve_reward(args):
+    """Resolve ``args.reward`` for the model the run will use (``--model``, else the preset's; the meanings are
+    ``rewards.resolve``'s), in place, once: ``args.reward`` becomes what runs, ``args.reward_requested`` keeps what was asked and ``args.reward_note`` is the
+    console's one line (None when the name kept its meaning). Returns ``args``."""
+    if getattr(args, "reward_requested", None) is not None or not getattr(args, "reward", None):
+        return args
+    model = getattr(args, "model", None)
+    if not model:
+        try:
+            model = get_preset(getattr(args, "preset", None) or "default").model
+        except UsageError:  # an unknown preset: the planner says so
+            return args
+    asked = args.reward
+    from rewards.resolve import reward_for_model
+
+    resolved = reward_for_model(asked, model, getattr(args, "reward_weights", None))
+    args.reward_requested = asked
+    args.reward_note = None
+    if resolved != asked:
+        args.reward = resolved
+        args.reward_note = (f"reward {asked} on {model} (a shape-world model): the world's aesthetic, {resolved} "
+                            "(LAION's photo predictor would judge 32x32 shapes; --reward laion-aesthetic asks for it)")
+    return args

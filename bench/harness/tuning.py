@@ -12,11 +12,14 @@ import argparse
 import itertools
 import math
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bench.core.errors import UsageError
 from bench.core.files import read_json, write_json
+from bench.core.text import safe_name
+from bench.harness.statuses import COMPLETED
 
 FORMAT = "bench-tuned/1"
 
@@ -283,3 +286,97 @@ def tuned_sets(data: dict, methods: list[str]) -> dict[str, dict[str, str]]:
         if entry.get("chosen"):
             out[method] = {k: str(v) for k, v in entry["chosen"].items()}
     return out
+
+
+# ------------------------------------------------------------------ applying a tuned file (bench.run --config-from)
+def tuned_model(data: dict) -> str:
+    """The model a ``bench.tune`` file was tuned on: its bench.run flags' ``--model``, else their preset's model."""
+    import argparse
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model")
+    p.add_argument("--preset", default="default")
+    known, _ = p.parse_known_args([str(f) for f in data.get("bench_run_flags") or []])
+    from bench.harness.presets import get_preset
+
+    return known.model or get_preset(known.preset).model
+
+
+def check_tuned_model(path: str, data: dict, model: str | None) -> str | None:
+    """A file tuned on a model of another family is refused; on another model of the same family, a note."""
+    if model is None:
+        return None
+    from bench.core.models import model_family
+
+    source = tuned_model(data)
+    if source == model:
+        return None
+    try:
+        same_family = model_family(source) == model_family(model)
+    except Exception:  # a directory or hub id that is gone: its family cannot be read
+        same_family = False
+    if not same_family:
+        raise UsageError(f"--config-from {path!r} was tuned on {source!r}, another model family than {model!r}; "
+                         "tune on this model (python -m bench.tune --model ...) or drop --config-from")
+    return f"--config-from {path!r} was tuned on {source!r}, not {model!r} (same family); its values are applied"
+
+
+def apply_tuned(paths: str | None, reward: str, seeds: list[int], per_method: dict[str, dict],
+                model: str | None = None) -> dict | None:
+    """Merge the chosen values of one or more ``bench.tune`` files (comma-separated) under each method's own
+    ``--set`` values (which win); refuses a file tuned for another reward, on the seeds being evaluated or on a
+    model of another family, and a method two files both tune. Returns what was applied, for the manifest (with a
+    note where a file was tuned on another model of the same family)."""
+    if paths is None:
+        return None
+    applied, files, tuning_seeds, notes = {}, {}, set(), []
+    items = [p.strip() for p in paths.split(",")]
+    if not all(items):
+        raise UsageError(f"--config-from {paths!r} is empty or malformed; give bench.tune files, comma-separated")
+    for path in items:
+        data = load_tuned(path)
+        if data.get("reward") != reward:
+            raise UsageError(f"--config-from {path!r} was tuned for reward {data.get('reward')!r}, not {reward!r}; "
+                             "tune for this reward first (python -m bench.tune)")
+        note = check_tuned_model(path, data, model)
+        if note:
+            notes.append(note)
+        overlap = sorted(set(seeds) & set(data.get("tuning_seeds") or []))
+        if overlap:
+            raise UsageError(f"--seeds {','.join(map(str, overlap))} were used to tune {path!r}; evaluate the chosen "
+                             "configurations on other seeds")
+        for method, values in tuned_sets(data, list(per_method)).items():
+            if method in applied:
+                raise UsageError(f"--config-from: both {files[method]!r} and {path!r} tune {method}; pass one of them")
+            applied[method], files[method] = values, path
+        tuning_seeds |= set(data.get("tuning_seeds") or [])
+    for method, values in applied.items():
+        per_method[method] = {**values, **per_method[method]}
+    return dict(file=paths, files=files, tuning_seeds=sorted(tuning_seeds), methods=applied, notes=notes)
+
+
+def resume_command(argv: list[str] | None) -> list[str]:
+    """The tuning command as recorded in OUT (without ``--resume``): a resumed tuning must repeat it."""
+    return [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+
+
+def finished_candidate(folder: Path, runs: int) -> bool:
+    """Whether an earlier invocation left this candidate's folder with all ``runs`` runs finished (tuning resumes:
+    rerunning the same command reuses them, and resumes a candidate it was stopped inside)."""
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(folder / "runs.csv")
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return False
+    return len(table) == runs and bool(table.status.isin(COMPLETED).all())
+
+
+def candidate_command(args, method: str, cand, passthrough: list[str], methods: list[str],
+                      out: Path) -> tuple[list[str], Path]:
+    """The bench.run arguments of one candidate's runs (other methods' --set values dropped), and its folder."""
+    folder = out / safe_name(cand.name, keep="-_.=,[]")
+    sets = [f"--set={method}.{k}={v}" for k, v in cand.values.items()]
+    flags = flags_for(passthrough, method, methods)
+    return ["--methods", method, "--reward", args.reward, "--seeds", args.seeds, *sets, *flags,
+            "--out", str(folder)], folder

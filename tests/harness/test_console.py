@@ -10,7 +10,7 @@ import threading
 import time
 
 from bench.harness import lines as console_lines
-from bench.harness.recorder import method_lines, summary_markdown
+from bench.harness.summary_text import method_lines, summary_markdown
 from test_run import bench_run_inprocess
 
 
@@ -70,7 +70,7 @@ def test_lines_from_threads_are_whole_lines():
 def test_worker_output_is_passed_on_in_whole_lines(monkeypatch):
     """Two workers' redirected output: a half-written line of one waits for its end instead of taking the other's
     line into it."""
-    from bench.harness.launch import StderrTail
+    from bench.harness.lines import StderrTail
 
     sink = io.TextIOWrapper(io.BytesIO(), write_through=True)
     monkeypatch.setattr("sys.stderr", sink)

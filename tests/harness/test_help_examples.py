@@ -28,5 +28,5 @@ def test_the_tune_help_example_grid_parses_and_plans(capsys):
     args = argparse.Namespace(reward="mean-brightness", seeds="100")
     for method in methods:
         for cand in tuning.candidates(method, classes[method], grid):
-            argv, _ = tune.candidate_command(args, method, cand, ["--preset", "smoke"], methods, Path("OUT"))
+            argv, _ = tuning.candidate_command(args, method, cand, ["--preset", "smoke"], methods, Path("OUT"))
             plan(run.build_parser().parse_args(argv))  # a bad key or value raises UsageError

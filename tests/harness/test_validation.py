@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.core.checks import ANY, Range, check_ranges, declared_ranges, numeric_fields
-from bench.run import main
+from bench.harness.plan import plan
+from bench.run import build_parser, main
 
 BASE = ["--preset", "smoke", "--reward", "mean-brightness"]
 
@@ -286,12 +287,10 @@ def test_report_reads_a_killed_runners_folder_from_its_manifest_and_rows(tmp_pat
 
 def test_flow_sdes_are_planned_only_where_they_exist(tmp_path, capsys):
     # The sd3 family zeroes eta (its chain is the ODE) except for a method whose config selects a flow SDE.
-    code = main([*BASE, "--model", "tiny-flow-random", "--methods", "flow-grpo,alignprop", "--dry-run",
-                 "--out", str(tmp_path / "dry")])
-    out = capsys.readouterr().out
-    flow_line = next(line for line in out.splitlines() if "flow-grpo__" in line)
-    alignprop_line = next(line for line in out.splitlines() if "alignprop__" in line)
-    assert code == 0 and "eta=0.7 " in flow_line and "sde=flow-grpo" in flow_line and "eta=0.0 " in alignprop_line
+    runs, _ = plan(build_parser().parse_args([*BASE, "--model", "tiny-flow-random", "--methods", "flow-grpo,alignprop",
+                                              "--out", str(tmp_path / "dry")]))
+    flow, alignprop = (next(r.method_config for r in runs if r.method == m) for m in ("flow-grpo", "alignprop"))
+    assert (flow["eta"], flow["sde"], alignprop["eta"]) == (0.7, "flow-grpo", 0.0)
     line = refused(capsys, tmp_path, "--model", "tiny-flow-random", "--methods", "alignprop", "--set", "alignprop.eta=0.5")
     assert "deterministic flow ODE unless a flow SDE is chosen" in line
     line = refused(capsys, tmp_path, "--model", "tiny-flow-random", "--methods", "dance-grpo", "--set", "dance-grpo.sde=")

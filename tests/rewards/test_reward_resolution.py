@@ -11,7 +11,8 @@ import pytest
 from bench.core.errors import UsageError
 from rewards import REWARDS
 from rewards import weights as reward_weights
-from rewards.resolve import reward_for_model, resolve_reward
+from bench.harness.plan import resolve_reward
+from rewards.resolve import reward_for_model
 
 
 @pytest.mark.parametrize("spec, model, expected", [
