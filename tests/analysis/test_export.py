@@ -272,6 +272,7 @@ def run_folder(root, model: str):
     return run_dir
 
 
+@pytest.mark.slow  # two more runs and four model loads: make test-slow (run by .ci/run), keeping make test < 5 min
 def test_every_export_proves_itself_on_both_families(trained, tmp_path, capsys):
     # Issue 36 items 1-3: an sd3 run folder without the diffusers file exported keys prefixed "unet." (0 of 15
     # modules loaded, silently); --merge --base of the other family fused nothing; a damaged file was copied.
