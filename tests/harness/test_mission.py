@@ -64,6 +64,7 @@ def test_two_workers_lines_are_whole_lines(mission):
     assert sum(line.endswith(": start") for line in lines) == 2 and sum(": end, " in line for line in lines) == 2
 
 
+@pytest.mark.slow  # an export (a fresh pipeline load) and a diffusers sampling: make test-slow, run by .ci/run
 def test_model_card_snippet_runs_offline_as_printed_and_redraws_the_evaluation(mission, tmp_path):
     from PIL import Image
 
