@@ -12,8 +12,8 @@ Reference details (each pinned by ``tests/methods/test_flow_faithful.py``):
 - Updates (TGF:571-613): samples outside, their timesteps inside, ``optimizer.step()`` after every
   ``gradient_accumulation_steps`` = 12 samples: 2 updates per round (SHL), the first on prompt A's group with ratio 1,
   the second on prompt B's group one update stale, where the 1e-4 clip acts. Here ``updates_per_batch`` = 2 in order
-  (``shuffle_round`` False). The full fine-tune script (4 accumulated samples of a group of 12: 3 updates) splits a
-  group over updates, which the harness's updates (whole groups) cannot express.
+  (``shuffle_round`` False). The full fine-tune script (4 accumulated samples of a group of 12: 3 updates) is
+  ``batch_size`` 4, ``updates_per_batch`` 3 (a group sampled whole, then cut, as ``mixgrpo`` does).
 - Trained transitions (TGF:511-586): the last always dropped (``[:, :-1]``), then a permutation per sample and its
   first int((T - 1) x 0.6) (6 of 11 at SHL's 12 steps); the loss is their mean (TGF:603).
 - Sigmas (TGF:127, 311-313): ``sd3_time_shift(3, linspace(1, 0, T + 1))`` (``schedule`` = shifted-linspace); T = 12.

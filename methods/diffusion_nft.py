@@ -158,9 +158,7 @@ class DiffusionNFT(Method):
         signed = rewards if self.reward.higher_is_better else -rewards
         adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
         r = (adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max) / cfg.adv_clip_max / 2 + 0.5).clamp(0, 1).float()
-        for i, batch in enumerate(batches):
-            batch["r"] = r[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        return round_batches(batches, cfg.batch_size, self.generator)
+        return round_batches(batches, cfg.batch_size, self.generator, r=r)
 
     def velocity(self, x, t, embeds):
         return self.sampler.model_output(x, t, embeds)

@@ -228,14 +228,11 @@ class GRPO(Method):
         rewards = torch.cat([b["rewards"] for b in sampled])
         signed = rewards if self.reward.higher_is_better else -rewards
         adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
-        start = 0
-        for batch in sampled:
-            batch["advantages"] = adv[start : start + len(batch["rewards"])]
-            start += len(batch["rewards"])
         keep = None
         if cfg.filter_zero_advantage:
             keep = nonzero_advantage_mask(adv, cfg.grad_accum * cfg.updates_per_batch, self.generator)
-        return round_batches(sampled, cfg.batch_size, self.generator if cfg.shuffle_round else None, keep)
+        return round_batches(sampled, cfg.batch_size, self.generator if cfg.shuffle_round else None, keep,
+                             advantages=adv)
 
     def stochastic_steps_start(self) -> int:
         """First step of ``stochastic_steps`` (0 when every step is stochastic), recorded with each sample."""

@@ -78,13 +78,15 @@ def nonzero_advantage_mask(advantages: torch.Tensor, parts: int, generator: torc
 
 
 def round_batches(batches: list[dict], size: int, generator: torch.Generator | None,
-                  keep: torch.Tensor | None = None) -> list[dict]:
+                  keep: torch.Tensor | None = None, **round_values: torch.Tensor) -> list[dict]:
     """The round's samples cut into training batches of ``size``: in sampling order, or shuffled first when a
     ``generator`` is given (Flow-GRPO and DiffusionNFT shuffle the epoch's samples before splitting them into
-    minibatches: ``torch.randperm`` over the epoch). Every entry but ``SHARED_KEYS`` holds one row per sample.
-    ``keep``: a mask of the samples to train on (``nonzero_advantage_mask``); the batches then shrink so that
-    their number stays the round's."""
+    minibatches: ``torch.randperm`` over the epoch). Every entry but ``SHARED_KEYS`` holds one row per sample;
+    ``round_values`` are more such entries given for the whole round at once (its advantages). ``keep``: a mask of
+    the samples to train on (``nonzero_advantage_mask``); the batches then shrink so that their number stays the
+    round's."""
     merged = {k: torch.cat([b[k] for b in batches]) for k in batches[0] if k not in SHARED_KEYS}
+    merged.update(round_values)
     parts = len(merged["rewards"]) // size
     if keep is not None:
         merged = {k: v[keep] for k, v in merged.items()}

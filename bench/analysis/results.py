@@ -301,13 +301,12 @@ BUSY_NOTE = re.compile(r"machine busy: .*?\(wall-clock inflated[^)]*\)|machine b
 def busy_note(load, n_cores, own: int) -> str:
     """The busy-machine warning of one run: load above the cores *and* at least one runnable process beyond the
     job's own ``own`` (workers x threads), i.e. other processes competed for the cores; "" otherwise."""
-    if load is None or n_cores is None or pd.isna(load) or pd.isna(n_cores) or not n_cores:
+    from bench.harness.recorder import busy_text  # the runner's own rule, applied again to older folders
+
+    if load is None or n_cores is None or pd.isna(load) or pd.isna(n_cores):
         return ""
-    load, n_cores = float(load), int(n_cores)
-    if round(load, 1) > n_cores and load - own >= 1:
-        return (f"machine busy: load {load:.1f} on {n_cores} cores, {load - own:.1f} beyond this job's own {own} "
-                "(workers x threads) (wall-clock inflated; see cpu_per_step)")
-    return ""
+    busy = busy_text(float(load), int(n_cores), own)
+    return f"{busy} (wall-clock inflated; see cpu_per_step)" if busy else ""
 
 
 def busy_rewritten(warning: str, load, n_cores, own: int) -> str:
