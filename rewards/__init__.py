@@ -39,7 +39,16 @@ REWARDS = Registry(
 )
 
 __all__ = ["REWARDS", "Reward", "build_reward", "check_reward_prompts", "check_reward_spec", "check_reward_weights",
-           "is_plugin", "make_reward", "reward_names"]
+           "higher_is_better", "is_plugin", "make_reward", "reward_names"]
+
+
+def higher_is_better(spec: str | None) -> bool:
+    """A reward's direction from its registered class (``Reward.higher_is_better``); True for a name not registered
+    here (a combination, a plug-in, a name from elsewhere), without building the reward."""
+    try:
+        return bool(getattr(REWARDS.get(spec), "higher_is_better", True))
+    except Exception:
+        return True
 
 
 def reward_names() -> list[str]:

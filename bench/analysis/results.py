@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.core.errors import UsageError
 from bench.harness.recorder import METRIC_COLUMNS, RUN_COLUMNS  # the schema lives in one place
+from rewards import higher_is_better as reward_higher_is_better  # noqa: F401 (the report modules' name for it)
 
 
 @dataclass
@@ -317,14 +318,6 @@ def busy_rewritten(warning: str, load, n_cores, own: int) -> str:
     return "; ".join(w for w in notes if w)
 
 
-def reward_higher_is_better(reward: str) -> bool:
-    """The reward's direction from the reward registry (class attribute); True when the name is unknown."""
-    try:
-        from rewards import REWARDS
-
-        return bool(getattr(REWARDS.get(reward), "higher_is_better", True))
-    except Exception:
-        return True
 
 def add_labels(runs: pd.DataFrame, metrics: pd.DataFrame) -> None:
     """``label`` column: the method, plus the model when a report mixes several models, plus the evaluation

@@ -105,7 +105,9 @@ def method_lines(rows: list[dict]) -> list[str]:
             m["start_images"][r.get("seed")] = list(r["start_images"])
     if not methods:
         return []
-    higher = reward_direction(next(iter(methods.values()))["reward"])
+    from rewards import higher_is_better
+
+    higher = higher_is_better(next(iter(methods.values()))["reward"])
     ranked = sorted(methods.values(), key=lambda m: _mean(m["finals"]), reverse=higher)
     n_images = next((len(v) for m in ranked for v in m["images"].values()), None)
     seeds = {len(m["finals"]) for m in ranked}
@@ -158,13 +160,3 @@ def method_lines(rows: list[dict]) -> list[str]:
 
 def plural_seeds(n: int) -> str:
     return f"{n} seed{'' if n == 1 else 's'}"
-
-
-def reward_direction(reward: str | None) -> bool:
-    """Whether higher is better for ``reward`` (its class attribute); True for a name not known here."""
-    try:
-        from rewards import REWARDS
-
-        return bool(getattr(REWARDS.get(reward), "higher_is_better", True))
-    except Exception:  # a combination, a plug-in, a name from elsewhere
-        return True
