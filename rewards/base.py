@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from bench.core.diversity import FeatureSpace
+
 
 class RewardNotDifferentiable(ValueError):
     """A gradient method was given a reward with neither a differentiable score nor a surrogate."""
@@ -75,6 +77,11 @@ class Reward:
     def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
         """Extra evaluation numbers (e.g. an accuracy) recorded beside the reward; none by default."""
         return {}
+
+    def diversity_space(self) -> FeatureSpace | None:
+        """The feature space the diversity of this reward's images is measured in (``rewards.diversity``); None:
+        chosen from the prompts (the shape world's classifiers on its captions, else LPIPS or a pixel stand-in)."""
+        return None
 
     def to(self, device) -> "Reward":
         """Move any weights to ``device``; rewards without weights return themselves."""

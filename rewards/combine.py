@@ -66,6 +66,10 @@ class WeightedSum(Reward):
                     "method that needs no reward gradient (ddpo, rwr, rwr-sparse)"
                 )
 
+    def diversity_space(self):
+        """The first part's own diversity space, if any names one (``rewards.diversity``)."""
+        return next((space for _, r in self.parts if (space := r.diversity_space()) is not None), None)
+
     def to(self, device) -> "WeightedSum":
         for _, reward in self.parts:
             reward.to(device)

@@ -10,6 +10,7 @@ held-out accuracy in the metadata) ship in ``rewards/assets`` and are trained by
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core import shapes as world
+from bench.core.diversity import FeatureSpace
 from bench.core.errors import UsageError
 from rewards.base import Reward
 
@@ -45,10 +47,14 @@ class CountNet(nn.Module):
         self.out = nn.ModuleDict({name: nn.Linear(128, n) for name, n in self.heads.items()})
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.features(images)
+        return {name: head(h) for name, head in self.out.items()}
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations [B, 128] (after the trunk's last ReLU) the heads read."""
         if images.shape[-1] != world.SIZE:
             images = F.interpolate(images, size=(world.SIZE, world.SIZE), mode="bilinear", antialias=True)
-        h = self.trunk(images * 2 - 1)
-        return {name: head(h) for name, head in self.out.items()}
+        return self.trunk(images * 2 - 1)
 
     def loss(self, logits: dict, labels: dict) -> torch.Tensor:
         return sum(F.cross_entropy(logits[k], labels[k]) for k in self.heads)
@@ -109,8 +115,49 @@ def parse_prompts(prompts: list[str], reward: str) -> list[world.Scene]:
     return scenes
 
 
+class ClassifierSpace(FeatureSpace):
+    """The shape world's diversity space (``bench.core.diversity``): the penultimate activations of the ``count``
+    and ``prompt-match`` classifiers, each L2-normalised, concatenated and scaled by 1/sqrt(2), so the distance is
+    cosine-like (the features are non-negative after ReLU: in [0, sqrt(2)] here, [0, 2] for signed features).
+
+    Why these features: the world varies by which quadrants hold objects, their sizes, positions and colour jitter,
+    and these nets were trained to read count, colour and shape from exactly such renders under noise, blur and
+    brightness jitter (``augment``), so their features follow the objects and shrug off pixel noise, where a pixel
+    distance counts noise as diversity. They are also what the rewards see: a model that collapses to the one texture
+    the classifiers like collapses here. LPIPS and DreamSim judge natural images at 64 px and more, not 32 x 32 flat
+    shapes, and their weights are not part of an offline install. The limit: what neither classifier needs (the
+    background, exact positions within a quadrant) weighs less than in a perceptual metric.
+    """
+
+    name = "shapeworld-classifier"
+    outcome_metric = "attribute_diversity"
+
+    def __init__(self):
+        self.nets = (load_net(CountNet, "count"), load_net(AttributeNet, "prompt_match"))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        parts = [F.normalize(net.to(images.device).features(images.float()), dim=-1) for net in self.nets]
+        return torch.cat(parts, dim=-1) / 2**0.5
+
+    def outcomes(self, images: torch.Tensor) -> list[tuple[str, str, int]]:
+        """Per image the classifiers' (colour, shape, count)."""
+        count, attributes = (net.to(images.device)(images.float()) for net in self.nets)
+        return [(COLOR_NAMES[c], SHAPE_NAMES[s], n + 1) for c, s, n in zip(
+            attributes["color"].argmax(-1).tolist(), attributes["shape"].argmax(-1).tolist(),
+            count["count"].argmax(-1).tolist())]
+
+
+@functools.lru_cache(maxsize=1)
+def classifier_space() -> ClassifierSpace:
+    """The shape world's diversity space, loaded once per process."""
+    return ClassifierSpace()
+
+
 class ShapeWorldReward(Reward):
     """Shared by the shape-world rewards: they score captions of the shape world only."""
+
+    def diversity_space(self) -> FeatureSpace:
+        return classifier_space()
 
     @classmethod
     def check_prompts(cls, prompts: list[str]) -> None:

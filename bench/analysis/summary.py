@@ -23,7 +23,8 @@ FRACTION = 0.9
 FIDELITY = ("color_accuracy", "shape_accuracy", "exact_count")
 """Evaluation metrics of prompt fidelity shown beside the learned reward, where recorded."""
 DIVERSITY = "diversity"
-"""An evaluation metric of sample diversity, shown beside them where recorded."""
+"""An evaluation metric of sample diversity, shown beside them where recorded: ``diversity[<feature space>]``
+(``rewards.diversity``; the space stays in the column's name) or a bare ``diversity``."""
 IQM_MIN_SEEDS = 5
 """The IQM column appears only when every method has this many seeds (below 4 it trims nothing: it is the mean)."""
 TIE_OVERLAP = 0.5
@@ -54,7 +55,8 @@ def extra_columns(results: Results, reward: str) -> list[str]:
     m = results.metrics
     names = set(m.loc[(m["reward"] == reward) & (m["split"] == "eval"), "metric"])
     true = true_metric(reward, names)
-    return ([true] if true else []) + [f for f in FIDELITY if f in names] + ([DIVERSITY] if DIVERSITY in names else [])
+    diversity = sorted(n for n in names if n == DIVERSITY or str(n).startswith(DIVERSITY + "["))
+    return ([true] if true else []) + [f for f in FIDELITY if f in names] + diversity
 
 
 def per_run_evals(results: Results, metric_names) -> pd.DataFrame:
