@@ -80,6 +80,15 @@ def combine_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def all_gather(value) -> list:
+    """Every process's ``value`` (any picklable object), in rank order."""
+    if world_size() == 1:
+        return [value]
+    values = [None] * world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def agree(choice: str | None, choices: tuple[str, ...]) -> str | None:
     """The main process's ``choice`` on every process (stop decisions must not diverge)."""
     if world_size() == 1:

@@ -22,17 +22,14 @@ import torch
 
 from bench.core import distributed
 from bench.core.files import NoSpaceError, atomic_write, storage_cause, write_json
+from bench.harness.checkpoints import CHECKPOINT, checkpoint_names, load_resume_point  # noqa: F401 (loop.CHECKPOINT)
 from bench.harness.guard import Interrupted, keep_error_log
 from bench.harness.progress import Progress
 from bench.harness.recorder import ROWS, STATUSES, Recorder, cores, is_finite, read_rows, write_rows
 from bench.harness.spec import Budget, RunSpec
 from bench.harness.tracking import open_tracker
 
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"
-"""The checkpoint before the last, kept until the next one is safely written."""
 RESULT = "result.json"
-CHECKPOINT_KEYS = ("method", "step", "samples", "wall_s", "peak_mb", "py_rng", "np_rng")
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +86,7 @@ class Run:
         from bench.core.prompts import load_prompts
         from methods import METHODS
         from rewards.base import RewardNotDifferentiable
+        from rewards.diversity import diversity_metrics
 
         spec = self.spec
         seed_everything(spec.seed)
@@ -112,7 +110,7 @@ class Run:
 
         log = self.dir / ROWS if distributed.is_main() else None
         rec = Recorder(identity, device, log=log)
-        saved, note = load_checkpoint(self.dir)
+        saved, note = load_resume_point(self.dir)  # this process's own (bench.harness.checkpoints)
         if note:
             print(f"warning: {spec.run_id}: {note}", file=sys.stderr, flush=True)
         if saved is not None:
@@ -126,8 +124,6 @@ class Run:
             rec.cpu_s, rec.load_max = saved.get("cpu_s", 0.0), saved.get("load_max")
             random.setstate(saved["py_rng"])
             np.random.set_state(saved["np_rng"])
-            if not distributed.is_main():  # the checkpoint holds the main process's stream: re-derive this one
-                method.generator.manual_seed(spec.seed + 100_003 * distributed.rank() + 7_919 * rec.step)
 
         if distributed.is_main():  # a resumed run continues its tracker run from the checkpoint's step
             rec.tracker = open_tracker(spec, self.dir, saved["step"] if saved is not None else
@@ -146,6 +142,7 @@ class Run:
                   method.evaluation_weights()):
                 scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg, progress=bar)
                 extra = reward.eval_metrics(images.to(device), eval_prompts)
+                extra.update(diversity_metrics(reward, images.to(device), eval_prompts))  # >= 2 samples per prompt
             random.setstate(py_state)
             np.random.set_state(np_state)
             progress.evaluated(rec.step, float(scores.mean()), eval_cfg.n, samples=rec.samples)
@@ -191,7 +188,7 @@ class Run:
                     every_q and rec.samples // every_q > (rec.samples - queried) // every_q
                 ):
                     run_eval()
-                if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0 and distributed.is_main():
+                if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0:  # every process its own
                     self.checkpoint(method, rec)
         except Interrupted as exc:  # SIGTERM/SIGINT: rows are on disk, the last checkpoint resumes it
             status, error = "interrupted", f"stopped by {exc.name} during step {rec.step + 1}"
@@ -232,53 +229,26 @@ class Run:
                     rank_weight_spread=spread)
 
     def checkpoint(self, method, rec: Recorder) -> None:
-        """Write ``checkpoint.pt`` atomically; the one it replaces becomes ``checkpoint.prev.pt``."""
+        """Write this process's checkpoint (``checkpoint.pt``; ``checkpoint.rank<r>.pt`` for process r > 0)
+        atomically; the one it replaces becomes ``checkpoint.prev.pt`` (``checkpoint.rank<r>.prev.pt``)."""
         state = dict(method=method.state_dict(), step=rec.step, samples=rec.samples, wall_s=rec.wall_s,
                      cpu_s=rec.cpu_s, load_max=rec.load_max, peak_mb=rec.peak_mb, py_rng=random.getstate(),
-                     np_rng=np.random.get_state())
-        path = self.dir / CHECKPOINT
+                     np_rng=np.random.get_state(), processes=distributed.world_size())
+        current, previous = checkpoint_names(distributed.rank())
+        path = self.dir / current
 
         def write(tmp: Path) -> None:
             try:
                 torch.save(state, tmp)
             except Exception as exc:  # named while the partial file still fills the disk (removed right after)
-                cause = storage_cause(exc, self.dir)
+                cause = storage_cause(exc, self.dir, writing=True)
                 if cause:
                     raise NoSpaceError(errno.ENOSPC, cause, str(self.dir)) from exc
                 raise
             if path.is_file():
-                os.replace(path, self.dir / PREVIOUS)
+                os.replace(path, self.dir / previous)
 
         atomic_write(path, write)
-
-
-def load_checkpoint(run_dir: Path) -> tuple[dict | None, str]:
-    """The newest readable checkpoint (``checkpoint.pt``, else ``checkpoint.prev.pt``) and a note on what was
-    damaged; a damaged file is set aside as ``NAME.damaged``, and with none readable the run restarts."""
-    notes = []
-    for name in (CHECKPOINT, PREVIOUS):
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        try:
-            saved = torch.load(path, weights_only=False)
-            missing = [k for k in CHECKPOINT_KEYS if k not in saved]
-            if missing:
-                raise KeyError(f"no {', '.join(missing)}")
-        except Exception as exc:  # truncated, not a torch file, or another program's: never block the run
-            if distributed.is_main():  # the other processes of a data-parallel run fall back the same way
-                try:
-                    os.replace(path, path.with_name(path.name + ".damaged"))
-                except OSError:
-                    pass
-            notes.append(f"{name} is damaged ({type(exc).__name__}), set aside as {name}.damaged")
-            continue
-        if notes:
-            notes.append(f"resuming from {name} at step {saved['step']}")
-        return saved, "; ".join(notes)
-    if notes:
-        notes.append("no readable checkpoint: restarting the run from step 0 (recorded rows are kept)")
-    return None, "; ".join(notes)
 
 
 def failure_text(exc: BaseException, run_dir: Path) -> str:

@@ -99,7 +99,7 @@ def test_killed_worker_then_damaged_checkpoint_loses_no_row(reference, tmp_path)
 
 
 def test_no_readable_checkpoint_restarts_and_says_so(tmp_path):
-    from bench.harness.loop import load_checkpoint
+    from bench.harness.checkpoints import load_checkpoint
 
     (tmp_path / "checkpoint.pt").write_bytes(b"\0" * 1000)
     (tmp_path / "checkpoint.prev.pt").write_bytes(b"PK not a checkpoint")
