@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.analysis.compare import (KEY, Tolerance, baseline_json, compare, job_normalised, load_summary, render,
-                                    summarize_runs)
-from bench.analysis.results import load_results
+from bench.analysis.compare import KEY, Tolerance, baseline_json, compare, load_summary, render
 from bench.core.cli import command
 from bench.core.errors import UsageError
-from bench.core.files import write_text
+from bench.core.files import check_output, write_text
 
 
 @command
@@ -38,10 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # fmt: skip
     if not args.baseline and not args.write_baseline:
         raise UsageError("nothing to do: pass --baseline BASELINE to compare, or --write-baseline PATH")
+    for flag, path in (("--write-baseline", args.write_baseline), ("--json", args.json)):
+        if path:  # before anything is read or printed
+            check_output(Path(path), flag, example="baseline.json" if flag == "--write-baseline" else "compare.json")
     tol = Tolerance(args.reward_sigmas, args.reward_rel_tol, args.reward_abs_tol, args.time_tol, args.mem_tol)
     if not Path(args.new).is_dir():
         raise UsageError(f"results folder {args.new!r} does not exist; pass a folder written by bench.run")
-    new = job_normalised(summarize_runs(load_results([args.new]).runs))
+    new = load_summary(args.new)  # a folder read around damage (no tables: from its rows) says so on stderr
     if args.write_baseline:
         write_text(Path(args.write_baseline), baseline_json(new, str(args.new)))
         print(f"wrote baseline {args.write_baseline} ({len(new)} entries)")

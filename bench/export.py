@@ -28,13 +28,15 @@ def main(argv: list[str] | None = None) -> int:
                              "does not fit is refused")
     args = parser.parse_args(argv)
     quiet_libraries()
-    from bench.analysis.export import export_run
+    from bench.analysis.export import default_out, export_run
     from bench.core.errors import UsageError
+    from bench.core.files import check_output
 
     if args.base and not args.merge:
         raise UsageError("--base only applies with --merge; add --merge or drop --base")
     run_dir = Path(args.run_dir)
-    out = Path(args.out) if args.out else run_dir.parent.parent / "export" / run_dir.name
+    out = Path(args.out) if args.out else default_out(run_dir)
+    check_output(out, "--out", folder=True, whole=True)  # before any model is loaded
     export_run(run_dir, out, merged=args.merge, base=args.base)
     print(out)
     return 0

@@ -118,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, command, limit in steps:
             print(f"# {name} (at most {limit} s)\n$ " + " ".join(command))
         return 0
+    from bench.core.errors import UsageError
+    from bench.core.files import check_output  # standard library only, like this module
+
+    try:
+        check_output(out, "--out", folder=True)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     report = dict(date=datetime.now(timezone.utc).strftime("%Y-%m-%d"), gpu=gpu_name(),
                   python=platform.python_version(), steps=[])

@@ -13,6 +13,7 @@ import torch
 from bench.analysis.interpolate import BASE, run_mix, write_outputs
 from bench.core.cli import command, quiet_libraries
 from bench.core.errors import UsageError
+from bench.core.files import check_output
 
 
 @command
@@ -27,12 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # fmt: skip
     quiet_libraries()
     alphas = parse_alphas(args.alphas)
+    if args.out:  # the default folder is named after the runs, checked once they are read
+        check_output(Path(args.out), "--out", folder=True, whole=True)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device} but CUDA is not available here; use --device cpu")
     table, strips, facts = run_mix(args.run_a, args.run_b, alphas, device=device)
     b_name = facts["b"].name if facts["b"] is not None else BASE
     out = Path(args.out) if args.out else Path(args.run_a).parent.parent / "mix" / f"{facts['a'].name}__vs__{b_name}"
+    check_output(out, "--out", folder=True, whole=True)
     write_outputs(table, strips, facts, out, strip_prompts=max(1, args.strip_prompts))
     print(table.to_string(index=False))
     print(out / "mix.md")

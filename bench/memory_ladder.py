@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.core.cli import command
 from bench.core.errors import UsageError
+from bench.core.files import check_output
 from bench.perf.ladder import DEFAULT_ROWS, ROWS, TRL_PAIRS, ladder_figure, ladder_markdown, measure, parse_row, with_pairs
 
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.core.models import check_model
 
     check_model(args.model)
+    out = check_output(Path(args.out), "--out", folder=True)  # before the measurements
     import pandas as pd
 
     from bench.perf.memory import last_line, run_isolated
@@ -75,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"row": row, "dtype": dtype, **result})
             print(json.dumps(results[-1]), file=sys.stderr)
     table = pd.DataFrame(results)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ladder.csv", index=False)
     ladder_figure(table, args, out)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.core.cli import command
 from bench.core.errors import UsageError
+from bench.core.files import check_output
 from bench.core.text import safe_name
 from bench.perf.memory import return_freed_memory_to_os
 from bench.perf.scaling import MODES, measure, measure_isolated, write_outputs
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device} but CUDA is not available here; use --device cpu")
+    out = Path(args.out) if args.out else Path("results") / "scaling" / safe_name(args.model)
+    check_output(out, "--out", folder=True, whole=True)  # before the measurements
     isolate = args.isolate == "yes" or (args.isolate == "auto" and not device.startswith("cuda"))
     rows = []
     for t in steps:
@@ -73,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"T={t:>3} {mode:<12} {row['seconds']:.2f} s  {row['peak_mem_mb']:.1f} MB", file=sys.stderr)
     table = pd.DataFrame(rows)
-    safe = safe_name(args.model)
-    out = Path(args.out) if args.out else Path("results") / "scaling" / safe
     write_outputs(table, out, model=args.model)
     print((out / "scaling.md").read_text())
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.analysis.report import build_report
 from bench.core.cli import command
 from bench.core.errors import UsageError
+from bench.core.files import check_output
 
 
 @command
@@ -25,9 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", default="png,pdf",
                         help="figure formats, comma-separated (default png,pdf); html adds report.html, one "
                              "self-contained page (PNG figures embedded, sortable tables, the commands)")
-    parser.add_argument("--reference", default="ddpo",
+    parser.add_argument("--reference", default=None,
                         help="method whose final reward (and start, for fractions of the best gain) the speed-up "
-                             "table measures the others against (default ddpo)")
+                             "table measures the others against; it must have runs in DIR (default ddpo, if any)")
     args = parser.parse_args(argv)
     formats = tuple(f for f in args.formats.split(",") if f)
     if not formats or any(f not in ("png", "pdf", "svg", "html") for f in formats):
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_boot < 1:
         raise UsageError(f"--n-boot must be >= 1, got {args.n_boot}")
     out = Path(args.out) if args.out else Path(args.dirs[0]) / "report"
+    check_output(out, "--out", folder=True, whole=True)  # before reading anything: nothing half-written
     line = shlex.join(["python", "-m", "bench.report", *(sys.argv[1:] if argv is None else argv)])
     build_report(args.dirs, out, seed=args.seed, n_boot=args.n_boot, formats=formats, reference=args.reference,
                  command=line)

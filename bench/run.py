@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the fixed evaluation noise: image i starts from seed + i (default 1234)")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps for --resume (0: never)")
     p.add_argument("--preset", default="default", help=f"one of {', '.join(PRESET_NAMES)} (default: default)")
-    p.add_argument("--protocol", choices=PROTOCOLS, help="matched (equal images per update) or published (each "
+    p.add_argument("--protocol", metavar="|".join(PROTOCOLS), help="matched (equal images per update) or published (each "
                    "method's own code's settings); default: published for --preset paper, else matched")
     p.add_argument("--precision", help="fp32, bf16 or fp16 (default: bf16 on a CUDA GPU that has it, else fp32)")
     p.add_argument("--resolution", type=float, help="image height = width in pixels (default: the model's own)")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-timeout", type=float,
                    help="seconds after which a run's worker is stopped and recorded as error (default: 10 x "
                         "--max-seconds + 900 when there is a time budget, else none)")
-    p.add_argument("--tracker", default="none", choices=TRACKER_NAMES,
+    p.add_argument("--tracker", default="none", metavar="|".join(TRACKER_NAMES),  # checked by the planner: one line
                    help="also log every run to an experiment tracker (offline where it can be; default none)")
     p.add_argument("--out", help="results folder (default results/<timestamp>_<methods>_<reward>/)")
     p.add_argument("--resume", action="store_true", help="continue unfinished runs in --out, skip finished ones")

@@ -22,8 +22,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
-
 from bench import run
 from bench.analysis.results import reward_higher_is_better
 from bench.core.cli import command
@@ -77,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for cand in group:
             argv_run, _ = tuning.candidate_command(args, method, cand, passthrough, methods, out)
             planned = run.build_parser().parse_args(argv_run)
-            plan(planned)
+            plan(tuning.grid_sources(planned, method, cand))  # errors name the grid part, not a --set
             reward = planned.reward  # what the name means on the model (shape world: aesthetic = shape-aesthetic)
     tuning.record_command(out, tuning.resume_command(argv))
     total = sum(len(c) for c in cands.values())
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"tuning stopped by {'SIGINT' if code == 130 else 'SIGTERM'}: no tuned file written; the "
                           f"same command with --resume continues it ({out})", file=sys.stderr)
                     return code
-            table = pd.read_csv(folder / "runs.csv")
+            table = tuning.read_runs(folder)
             cand.runs = len(table)
             cand.final = table[table.status.isin(COMPLETED)].final_eval_reward.dropna().tolist()
     higher = reward_higher_is_better(reward)
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = dict(reward=reward, **asked, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
                  candidates={m: len(c) for m, c in cands.items()}, warnings=warnings,
                  higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
-    tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts))
+    tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts), out)
     rows = [dict(method=c.method, configuration=c.name, runs=c.runs, finished=len(c.final),
                  **{"final eval reward (mean over tuning seeds)": fmt(c.score, 4)},
                  chosen="**yes**" if winners[c.method] is c else "")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,13 +38,18 @@ import numpy as np
 import pandas as pd
 
 from bench.core.errors import UsageError
-from bench.core.files import read_json
+from bench.core.files import NULL, check_shape, read_json
 from bench.analysis.results import load_results, reward_higher_is_better
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED
 
 KEY = ["method", "reward", "model"]
 BASELINE_FORMAT = "bench-baseline/1"
+BASELINE_SHAPE = {"entries": [{"method": str, "reward": str, "model": str, "n": (float, NULL),
+                               "reward_mean": (float, NULL), "threads?": (str, float, NULL),
+                               **{f"{k}?": (float, NULL) for k in ("runs", "reward_std", "sec_per_step", "cpu_per_step",
+                                  "calib_cpu_s", "cpu_per_step_norm", "load_avg", "peak_mem_mb")}}]}
+"""What a baseline JSON file's entries hold (``bench.core.files.check_shape``)."""
 
 
 @dataclass
@@ -124,17 +130,20 @@ def job_normalised(summary: pd.DataFrame) -> pd.DataFrame:
 def load_summary(source: str | Path) -> pd.DataFrame:
     """A baseline or new summary from a results folder or a baseline JSON file, normalised by ``job_normalised``."""
     path = Path(source)
-    if path.is_dir():
-        return job_normalised(summarize_runs(load_results([path]).runs))
+    if path.is_dir():  # damage read around (tables rebuilt from the runs' rows, ...) is said, one line each
+        results = load_results([path])
+        for problem in results.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        return job_normalised(summarize_runs(results.runs))
     if not path.is_file():
         raise UsageError(f"baseline {str(path)!r} does not exist; pass a results folder or a baseline JSON file")
     data = read_json(path, "regenerate the baseline with --write-baseline")
-    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT or not isinstance(data.get("entries"), list):
+    if not isinstance(data, dict) or data.get("format") != BASELINE_FORMAT:
         raise UsageError(f"{str(path)!r} is not a {BASELINE_FORMAT} file; write one with --write-baseline")
+    check_shape(data, BASELINE_SHAPE, f"baseline {str(path)!r}", "regenerate it with --write-baseline")
+    if not data["entries"]:
+        raise UsageError(f"baseline {str(path)!r} holds no entries; regenerate it with --write-baseline")
     frame = pd.DataFrame(data["entries"])
-    missing = [c for c in KEY + ["n", "reward_mean"] if c not in frame.columns]
-    if missing:
-        raise UsageError(f"baseline {str(path)!r} entries lack {missing}; regenerate it with --write-baseline")
     for col in ("reward_std", "sec_per_step", "cpu_per_step", "calib_cpu_s", "cpu_per_step_norm", "peak_mem_mb"):
         frame[col] = pd.to_numeric(frame.get(col, np.nan), errors="coerce")
     return job_normalised(frame)

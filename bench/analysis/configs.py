@@ -3,26 +3,24 @@ they came from a ``bench.tune`` file (``bench.run --config-from``)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import fields
 
-from bench.analysis.results import Results
+from bench.analysis.results import Results, read_manifest
+from bench.core.files import read_json
 
 
 def method_configurations(results: Results) -> list[dict]:
     """One row per method label: tuned or not (and from which file), and its non-default settings."""
-    tuned_by_folder = {}
-    for folder in set(results.sources.values()):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            tuned_by_folder[folder] = json.loads((folder / "manifest.json").read_text()).get("plan", {}).get("tuned")
+    tuned_by_folder = {folder: (read_manifest(folder).get("plan") or {}).get("tuned")
+                       for folder in set(results.sources.values())}
     rows = []
     for label, group in results.runs.sort_values("seed").groupby("label", sort=True):
         run_id = group["run_id"].iloc[0]
         folder = results.sources[run_id]
-        config = {}
-        with contextlib.suppress(OSError, ValueError):
-            config = json.loads((results.run_dir(run_id) / "config.json").read_text()).get("method_config", {})
+        path, config = results.run_dir(run_id) / "config.json", {}
+        if path.is_file():
+            config = read_json(path, "restore it from the manifest with bench.run --resume",
+                               {"method_config?": {"*": None}}).get("method_config", {})
         method = group["method"].iloc[0]
         tuned = tuned_by_folder.get(folder) or {}
         chosen = (tuned.get("methods") or {}).get(method)

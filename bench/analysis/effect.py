@@ -4,8 +4,6 @@ stands for (reward hacking shows as the two curves parting)."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import textwrap
 from pathlib import Path
 
@@ -15,14 +13,18 @@ from bench.analysis import plots
 from bench.analysis.figures import read_eval_settings, split_row
 from bench.analysis.results import Results, fmt_setting
 from bench.analysis.summary import true_metric as summary_true_metric
+from bench.core.files import read_json
 from bench.core.text import fmt, safe_name
+from bench.harness.recorder import EVAL_SHAPE
 
 
 def read_scores(path: Path) -> list[float] | None:
-    """Per-image rewards of one evaluation (``eval_first.json`` / ``eval_last.json``); None when absent."""
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        return [float(v) for v in json.loads(path.read_text())["reward"]]
-    return None
+    """Per-image rewards of one evaluation (``eval_first.json`` / ``eval_last.json``); None when absent. A damaged
+    or hand-edited file (a reward that is not a number) is a ``UsageError`` naming it and the key."""
+    if not path.is_file():
+        return None
+    return [float(v) for v in read_json(path, "restore it or run the evaluation again with bench.run --resume",
+                                        EVAL_SHAPE)["reward"]]
 
 
 def chosen_columns(changes: np.ndarray, n_change: int, n_fixed: int) -> list[int]:

@@ -1,7 +1,9 @@
 """A finished run's adapter in the form the diffusers ecosystem uses: a folder ``pipe.load_lora_weights(folder)``
 reads (``pytorch_lora_weights.safetensors``, keys prefixed by the adapted component, peft metadata for rank and
 alpha) with a model card (``README.md``) a user can push to the Hub as is, or with ``merge`` a full pipeline with the
-LoRA fused in (``DiffusionPipeline.from_pretrained(folder)``). A base model the adapter does not fit is refused, never
+LoRA fused in (``DiffusionPipeline.from_pretrained(folder)``, with any component saved as null, an sd3 toy model's
+``text_encoder_3`` and ``tokenizer_3``, passed as None). The card describes the run's model family (pipeline class,
+denoiser, sampler, scheduler: ``bench.core.families``). A base model the adapter does not fit is refused, never
 merged silently.
 """
 
@@ -19,7 +21,7 @@ from bench.core.errors import UsageError
 from bench.core.files import atomic_dir, read_json, write_json, write_text
 from bench.core.lora import DIFFUSERS_WEIGHTS, LoraSettings, save_diffusers_lora
 from bench.harness.plan import budget_text
-from bench.harness.recorder import COMPLETED
+from bench.harness.recorder import COMPLETED, EVAL_SHAPE, RESULT_SHAPE
 from bench.harness.spec import RunSpec
 
 MARKER = "bench_export.json"
@@ -33,8 +35,8 @@ def finished_run(run_dir: Path) -> tuple[RunSpec, dict]:
         raise UsageError(f"{str(run_dir)!r} is not a run folder (no config.json); pass DIR/runs/<run_id>")
     if not (run_dir / "result.json").is_file():
         raise UsageError(f"run {run_dir.name} has no result.json (not finished); finish it with bench.run --resume")
-    result = read_json(run_dir / "result.json", "pass a run folder written by bench.run")
-    status = result.get("status") if isinstance(result, dict) else None
+    result = read_json(run_dir / "result.json", "pass a run folder written by bench.run", RESULT_SHAPE)
+    status = result["status"]
     if status not in COMPLETED:
         raise UsageError(f"run {run_dir.name} ended as {status!r}, not on its budget; export a run whose status is "
                          f"one of {', '.join(COMPLETED)}")
@@ -95,9 +97,10 @@ def write_weights(run_dir: Path, spec: RunSpec, dest: Path) -> None:
                         component_of(spec.model))
 
 
-def verify_export(spec: RunSpec, lora_file: Path, trained: int) -> None:
+def verify_export(spec: RunSpec, lora_file: Path, trained: int) -> dict:
     """Load the written adapter into a fresh pipeline of the run's model and check that every trained LoRA module
-    took it (diffusers only notes keys it cannot place, and loads 0 of N silently); a ``UsageError`` otherwise."""
+    took it (diffusers only notes keys it cannot place, and loads 0 of N silently); a ``UsageError`` otherwise.
+    Returns the pipeline's ``call_arguments``."""
     from bench.core.lora import lora_component
     from bench.core.models import load_model
 
@@ -115,6 +118,42 @@ def verify_export(spec: RunSpec, lora_file: Path, trained: int) -> None:
     if loaded != trained:
         raise UsageError(f"the exported adapter of {spec.run_id} loads {loaded} of the {trained} trained LoRA "
                          f"modules into a fresh {spec.model!r}; nothing was exported")
+    return call_arguments(pipe)
+
+
+def call_arguments(pipe) -> dict:
+    """Arguments of the card's ``pipe(...)`` call, beyond prompts, steps, guidance and noise, that the run's sampler
+    used and diffusers' default would not: an sd3 model's T5 context length (``max_sequence_length``: the chain's
+    ``t5_tokens``, zero T5 tokens on the toy models that have no T5 encoder, where diffusers defaults to 256)."""
+    from bench.core.families import family_of_pipe
+
+    if family_of_pipe(pipe).name == "sd3":
+        return {"max_sequence_length": int(getattr(pipe, "t5_tokens", 256))}  # as bench.core.flow.FlowChain reads it
+    return {}
+
+
+def absent_components(folder: Path) -> list[str]:
+    """Components a saved pipeline folder holds as ``[null, null]`` in ``model_index.json`` that its pipeline class
+    does not declare optional (an SD3 model without its T5 encoder: ``text_encoder_3``, ``tokenizer_3``): diffusers'
+    ``from_pretrained`` refuses such a folder unless each is passed as None."""
+    index = Path(folder) / "model_index.json"
+    if not index.is_file():
+        return []
+    import diffusers
+
+    config = read_json(index, "save the pipeline again")
+    optional = set(getattr(getattr(diffusers, str(config.get("_class_name")), None), "_optional_components", ()))
+    return sorted(k for k, v in config.items() if not k.startswith("_") and isinstance(v, list) and v[:1] == [None]
+                  and k not in optional)
+
+
+def from_pretrained(source: str, absent) -> list[str]:
+    """The card's lines that load a saved pipeline, passing its ``absent_components`` as None."""
+    if not absent:
+        return [f'pipe = DiffusionPipeline.from_pretrained("{source}")']
+    return [f"# this model has no {', '.join(absent)} (saved as null): from_pretrained loads it with them passed "
+            "as None",
+            f'pipe = DiffusionPipeline.from_pretrained("{source}", {", ".join(f"{k}=None" for k in absent)})']
 
 
 def final_interval(run_dir: Path, seed: int = 0) -> tuple[float, float, float, int] | None:
@@ -124,7 +163,7 @@ def final_interval(run_dir: Path, seed: int = 0) -> tuple[float, float, float, i
     path = run_dir / "eval_last.json"
     if not path.is_file():
         return None
-    rewards = (read_json(path, "run the evaluation again with bench.run --resume") or {}).get("reward") or []
+    rewards = read_json(path, "run the evaluation again with bench.run --resume", EVAL_SHAPE)["reward"]
     if not rewards:
         return None
     return (*bootstrap_ci(rewards, rng=np.random.default_rng(seed)), len(rewards))
@@ -132,52 +171,62 @@ def final_interval(run_dir: Path, seed: int = 0) -> tuple[float, float, float, i
 
 def base_code(model: str) -> tuple[str, list[str]]:
     """(the lines that load the base pipeline the run was trained on, the diffusers names they use)."""
+    from bench.core.families import family
     from bench.core.models import BUILDERS, HUB_ALIASES, model_family
 
-    if model in BUILDERS:  # built by this harness (tiny-random is built from code, seeded; DDIM set for sd models)
+    if model in BUILDERS:  # built by this harness (tiny-random from code, seeded; the family's scheduler set)
         return (f'from bench.core.models import load_model  # diffusion-reward-bench\npipe = load_model("{model}").pipe',
                 [])
     source = HUB_ALIASES.get(model, model)
-    source = str(Path(source).resolve()) if Path(source).is_dir() else source
-    if model_family(model) == "sd3":
-        return f'pipe = DiffusionPipeline.from_pretrained("{source}")', ["DiffusionPipeline"]
-    return (f'pipe = DiffusionPipeline.from_pretrained("{source}")\n'
-            "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the run sampled with DDIM",
-            ["DDIMScheduler", "DiffusionPipeline"])
+    is_dir = Path(source).is_dir()
+    source = str(Path(source).resolve()) if is_dir else source
+    lines = from_pretrained(source, absent_components(Path(source)) if is_dir else [])
+    fam = family(model_family(model))
+    if fam.name != "sd":  # the sd3 family samples with the model's own scheduler (FlowMatchEulerDiscreteScheduler)
+        return "\n".join(lines), ["DiffusionPipeline"]
+    return ("\n".join([*lines, f"pipe.scheduler = {fam.scheduler}.from_config(pipe.scheduler.config)  # the run "
+                                f"sampled with {fam.sampler}"]),
+            sorted([fam.scheduler, "DiffusionPipeline"]))
 
 
 CARD_PROMPTS = 4
 """Evaluation prompts the model card's snippet draws (the first ones, with the evaluation's own noise)."""
 
 
-def usage_code(spec: RunSpec, merged: bool, folder: Path | str) -> list[str]:
+def usage_code(spec: RunSpec, merged: bool, folder: Path | str, absent=(), call: dict | None = None) -> list[str]:
     """The model card's snippet: it runs as printed (offline too: the weights file is named, as diffusers 0.39 asks
-    with HF_HUB_OFFLINE=1) and redraws the run's first evaluation images: its own held-out prompts, its evaluation
-    noise (image i from a generator seeded ``seed + i``), steps and guidance, eta 0."""
+    with HF_HUB_OFFLINE=1; a merged folder's ``absent`` components passed as None) and redraws the run's first
+    evaluation images: its own held-out prompts, its evaluation noise (image i from a generator seeded ``seed + i``),
+    steps and guidance, eta 0, and the run's ``call`` arguments (``call_arguments``)."""
     cfg = spec.eval.config
     folder = str(Path(folder).resolve())
     if merged:
-        load, names = [f'pipe = DiffusionPipeline.from_pretrained("{folder}")  # the LoRA is fused in; on the Hub: '
-                       "its repo id"], ["DiffusionPipeline"]
+        load, names = from_pretrained(folder, absent), ["DiffusionPipeline"]
+        load[-1] += "  # the LoRA is fused in; on the Hub: its repo id"
     else:
         base, names = base_code(spec.model)
         load = [base, f'pipe.load_lora_weights("{folder}", weight_name="{DIFFUSERS_WEIGHTS}")  # this folder; on the '
                       "Hub: its repo id"]
     prompts = list(dict.fromkeys(spec.eval.prompts))[:CARD_PROMPTS]
     size = f", height={cfg.resolution}, width={cfg.resolution}" if getattr(cfg, "resolution", 0) else ""
+    size += "".join(f", {k}={v!r}" for k, v in (call or {}).items())
+    why = (["# max_sequence_length: the T5 tokens the run's transformer saw (zeros where the model has no T5 "
+            "encoder)"] if "max_sequence_length" in (call or {}) else [])
     return [
         "import torch", *([f"from diffusers import {', '.join(names)}"] if names else []), "", *load, "",
         f"prompts = {json.dumps(prompts)}  # the first {len(prompts)} of the run's held-out evaluation prompts",
         f"noise = [torch.Generator().manual_seed({cfg.seed} + i) for i in range(len(prompts))]  # the evaluation's noise",
-        f"images = pipe(prompts, num_inference_steps={cfg.steps}, guidance_scale={cfg.guidance_scale:g}{size}, "
+        *why, f"images = pipe(prompts, num_inference_steps={cfg.steps}, guidance_scale={cfg.guidance_scale:g}{size}, "
         "generator=noise).images",
     ]
 
 
 def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | None = None,
-               folder: Path | str = "THIS_FOLDER") -> str:
-    """README.md: Hub front matter, what was trained how, the final reward with its interval, how to load it
-    (``usage_code``, naming ``folder``, the export's own path)."""
+               folder: Path | str = "THIS_FOLDER", absent=(), call: dict | None = None) -> str:
+    """README.md: Hub front matter, what was trained how (the model family's pipeline class, denoiser and
+    sampler), the final reward with its interval, how to load it (``usage_code``, naming ``folder``, the export's
+    own path)."""
+    from bench.core.families import family
     from bench.core.models import HUB_ALIASES, model_family
 
     hub_base = HUB_ALIASES.get(spec.model, spec.model)
@@ -187,7 +236,7 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
              "tags:", *[f"- {t}" for t in tags], "---", ""]
     stand_in = result.get("stand_in")
     cfg = spec.eval.config
-    sampler = "DDIM (eta 0)" if model_family(spec.model) == "sd" else "flow-ODE Euler"
+    fam = family(model_family(spec.model))
     if interval:
         mean, low, high, n = interval
         final = f"{mean:.4g} [{low:.4g}, {high:.4g}] (95 % bootstrap interval over {n} evaluation images, seed 0)"
@@ -200,6 +249,7 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
         "Made by diffusion-reward-bench (`python -m bench.run`, exported with `python -m bench.export`).", "",
         "| | |", "|---|---|",
         f"| base model | `{spec.model}`{f' (fused into `{base}`)' if merged and base and base != spec.model else ''} |",
+        f"| model family | `{fam.name}`: `{fam.pipeline}`, LoRA on its `{fam.denoiser}` ({fam.description}) |",
         f"| method | `{spec.method}` (protocol {spec.protocol}, precision {spec.precision}) |",
         f"| reward | `{spec.reward}` |",
         f"| budget | {budget_text(asdict(spec.budget))}; ended on `{result['status']}` after {result.get('steps')} "
@@ -208,12 +258,12 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
         f"| LoRA | rank {spec.method_config.get('lora_rank')}, alpha {spec.method_config.get('lora_alpha')}, "
         f"targets {spec.method_config.get('lora_targets')} |",
         f"| final evaluation reward | {final} |",
-        f"| evaluation | {cfg.n} images of the run's held-out prompts, {sampler} {cfg.steps} steps, guidance "
-        f"{cfg.guidance_scale:g}, noise seed {cfg.seed} + image index |", "",
+        f"| evaluation | {cfg.n} images of the run's held-out prompts, {fam.sampler} (`{fam.scheduler}`) "
+        f"{cfg.steps} steps, guidance {cfg.guidance_scale:g}, noise seed {cfg.seed} + image index |", "",
         "## Use", "",
         "Draws the run's first evaluation images (its prompts and noise); it runs as printed, offline too. Moved or "
         "pushed to the Hub, give the folder's new path or the repo id.", "",
-        "```python", *usage_code(spec, merged, folder), "```", "",
+        "```python", *usage_code(spec, merged, folder, absent, call), "```", "",
     ]
     return "\n".join(front + lines)
 
@@ -256,6 +306,11 @@ def merge(spec: RunSpec, lora_file: Path, base: str, dest: Path) -> None:
     save_model(LoadedModel(pipe=pipe, name=base, stand_in=model.stand_in), dest)
 
 
+def default_out(run_dir: Path) -> Path:
+    """``bench.export``'s default ``--out``: RESULTS/export/<run_id> beside the run's RESULTS/runs."""
+    return Path(run_dir).parent.parent / "export" / Path(run_dir).name
+
+
 def export_run(run_dir: Path, out: Path, merged: bool = False, base: str | None = None) -> Path:
     """Write the export folder ``out`` whole (nothing half-written on failure); returns it."""
     from bench.harness.environment import versions
@@ -265,13 +320,14 @@ def export_run(run_dir: Path, out: Path, merged: bool = False, base: str | None 
     base = base or spec.model
     trained = trained_modules(run_dir)  # the files are read (and a damaged one refused) before anything is written
     interval = final_interval(run_dir)
-    with atomic_dir(Path(out), MARKER, inputs=[run_dir]) as tmp:
+    with atomic_dir(Path(out), MARKER, inputs=[run_dir], default=str(default_out(run_dir))) as tmp:
         write_weights(run_dir, spec, tmp / DIFFUSERS_WEIGHTS)
-        verify_export(spec, tmp / DIFFUSERS_WEIGHTS, trained)
+        call = verify_export(spec, tmp / DIFFUSERS_WEIGHTS, trained)
         if merged:
             merge(spec, tmp / DIFFUSERS_WEIGHTS, base, tmp)
             (tmp / DIFFUSERS_WEIGHTS).unlink()  # fused: loading it again would apply the update twice
-        write_text(tmp / "README.md", model_card(spec, result, interval, merged, base, folder=out))
+        write_text(tmp / "README.md", model_card(spec, result, interval, merged, base, folder=out,
+                                                 absent=absent_components(tmp) if merged else (), call=call))
         write_json(tmp / MARKER, dict(run=str(run_dir.resolve()), run_id=spec.run_id, model=spec.model,
                                       merged_into=base if merged else None, method=spec.method, reward=spec.reward,
                                       seed=spec.seed, status=result["status"],

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from bench.core.errors import UsageError
-from bench.core.files import read_json
+from bench.core.files import NULL, read_json, read_table
 
 BASE = "base"
 
@@ -67,7 +67,8 @@ def load_run(path: str | Path) -> RunAdapter:
     for p in (config_path, adapter_path):
         if not p.is_file():
             raise UsageError(f"{str(p)!r} is missing; pass a run folder of a finished run (DIR/runs/<run_id>)")
-    config = read_json(config_path, "pass a run folder written by bench.run")
+    config = read_json(config_path, "pass a run folder written by bench.run",
+                       {"model?": str, "reward?": str, "method_config?": dict, "lora?": (dict, NULL)})
     with safe_open(str(adapter_path), framework="pt") as handle:
         meta = handle.metadata() or {}
         state = {k: handle.get_tensor(k) for k in handle.keys()}
@@ -80,7 +81,8 @@ def load_run(path: str | Path) -> RunAdapter:
     recorded = None
     runs_csv = run_dir.parent.parent / "runs.csv"
     if runs_csv.is_file():
-        runs = pd.read_csv(runs_csv)
+        runs = read_table(runs_csv, "restore it or write the tables again with bench.run --resume",
+                          columns=("run_id",), numbers=("final_eval_reward",))
         row = runs[runs["run_id"].astype(str) == run_dir.name]
         if len(row) and pd.notna(row["final_eval_reward"].iloc[0]):
             recorded = float(row["final_eval_reward"].iloc[0])
@@ -246,7 +248,8 @@ def write_outputs(table: pd.DataFrame, strips: dict, facts: dict, out: Path, *, 
     a, b, specs = facts["a"], facts["b"], facts["rewards"]
     b_name = b.name if b is not None else "base model"
     note = stand_in_note(facts["stand_ins"], 90)
-    with atomic_dir(out, "mix.md", [run.path for run in (a, b) if run is not None and run.path]) as tmp:
+    with atomic_dir(out, "mix.md", [run.path for run in (a, b) if run is not None and run.path],
+                    default="RUN_A/../../mix/<A>__vs__<B>") as tmp:
         table.to_csv(tmp / "mix.csv", index=False)
         panels = len(specs) + (len(specs) > 1)
         fig = plots.plt.figure(figsize=(5.5 * panels + 1, 9))

@@ -52,7 +52,7 @@ from bench.core.text import fmt, markdown_table
 
 
 def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, formats=("png", "pdf"),
-                 reference: str = "ddpo", command: str | None = None) -> Path:
+                 reference: str | None = None, command: str | None = None) -> Path:
     """Write the report folder ``out`` (report.md, summary.csv, figures) from results folders; returns ``out``.
     ``"html"`` among ``formats`` adds report.html (``bench.analysis.html``; PNG figures too, which it embeds), with
     ``command`` (the bench.report command line) among its commands."""
@@ -60,6 +60,7 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
     asked = formats
     formats = tuple(dict.fromkeys([f for f in formats if f != "html"] + (["png"] if html else [])))
     results = load_results(directories)
+    reference = speedup.reference_method(results.runs, reference)  # one given must have runs here
     for problem in results.problems:
         print(f"warning: {problem}", file=sys.stderr)
     add_labels(results.runs, results.metrics)
@@ -69,7 +70,7 @@ def build_report(directories, out: Path, *, seed: int = 0, n_boot: int = 2000, f
     marks = {} if not len(reach) else {
         reward: list(g[["target_name", "target"]].drop_duplicates().itertuples(index=False, name=None))
         for reward, g in reach.groupby("reward")}
-    with atomic_dir(out, "report.md", directories) as tmp:
+    with atomic_dir(out, "report.md", directories, default="DIR/report") as tmp:
         curve_files = curve_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats, targets=marks)
         hacking_files = fidelity_figures(results, tmp, seed=seed, n_boot=min(n_boot, 1000), formats=formats)
         reach.to_csv(tmp / "time_to_target.csv", index=False)

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from bench.core.errors import UsageError
-from bench.harness.recorder import METRIC_COLUMNS, RUN_COLUMNS  # the schema lives in one place
+from bench.core.files import check_shape
+# the tables' schema and the shapes of the files read back live in one place, the recorder
+from bench.harness.recorder import MANIFEST_SHAPE, METRIC_COLUMNS, RESULT_SHAPE, ROWS, RUN_COLUMNS, read_rows
 from rewards import higher_is_better as reward_higher_is_better  # noqa: F401 (the report modules' name for it)
 
 
@@ -39,16 +41,38 @@ class Results:
 
 REQUIRED = {"metrics": ("run_id", "step", "split", "metric", "value"), "runs": ("run_id", "status")}
 """Columns without which a table says nothing; rows missing one of their values are dropped (and said so)."""
+RUN_NUMBERS = ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed", "cpu_s",
+               "cpu_per_step", "load_avg", "cores", "threads", "calib_cpu_s", "cpu_per_step_norm", "eval_guidance",
+               "eval_steps")
+"""runs.csv's numeric columns: text in one is said (one line) and read as missing."""
 
 
 def _read_metrics(directory: Path, problems: list[str]) -> pd.DataFrame | None:
     parquet, csv = directory / "metrics.parquet", directory / "metrics.csv"
     if parquet.is_file():
         try:
-            return _check(pd.read_parquet(parquet), parquet, "metrics", problems)
+            frame = _check(pd.read_parquet(parquet), parquet, "metrics", problems)
         except Exception as exc:  # a truncated parquet (crashed run): fall back to the CSV
             problems.append(f"{parquet} cannot be read ({type(exc).__name__}); using metrics.csv")
-    return _read_csv(csv, "metrics", problems)
+        else:
+            return _rows_if_empty(frame, parquet, directory, problems)
+    return _rows_if_empty(_read_csv(csv, "metrics", problems), csv, directory, problems)
+
+
+def _rows_if_empty(frame: pd.DataFrame | None, path: Path, directory: Path, problems: list[str]):
+    """``frame``; when the metrics file holds no rows (emptied, cut to 0 bytes) while the run folders' ``rows.jsonl``
+    do, the table rebuilt from them, said in one line (a 0-byte file with no rows anywhere: said too)."""
+    if frame is None or len(frame) or not path.is_file():
+        return frame
+    rows = [row for log in sorted(directory.glob(f"runs/*/{ROWS}")) for row in read_rows(log)]
+    size = path.stat().st_size
+    if rows:
+        problems.append(f"{path} holds no rows ({size} bytes) but the runs' {ROWS} hold {len(rows)}: the table is "
+                        "rebuilt from them (bench.run --resume with the same flags writes it again)")
+        return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    if not size:
+        problems.append(f"{path} is empty (0 bytes) and no run folder holds {ROWS}: there are no metrics to show")
+    return frame
 
 
 def _read_runs(directory: Path, problems: list[str]) -> pd.DataFrame | None:
@@ -94,27 +118,35 @@ def _check(frame: pd.DataFrame, path: Path, kind: str, problems: list[str]) -> p
     if bad.any():
         problems.append(f"{path}: {int(bad.sum())} damaged row(s) dropped")
         frame = frame[~bad].reset_index(drop=True)
+    for col in [c for c in RUN_NUMBERS if c in frame.columns] if kind == "runs" else ():
+        text = frame[col].astype(str).str.strip().str.lower()
+        wrong = pd.to_numeric(frame[col], errors="coerce").isna() & frame[col].notna() & (text != "nan")
+        if wrong.any():  # a hand edit: the value is read as missing, never as text inside arithmetic
+            problems.append(f"{path} (column {col}): {int(wrong.sum())} value(s) not a number, e.g. "
+                            f"{frame[col][wrong].iloc[0]!r}; read as missing")
     return frame
 
 def from_manifest(directory: Path, problems: list[str]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The tables of a folder whose runner died before writing them (SIGKILL), rebuilt in memory from
     ``manifest.json`` and each run's ``rows.jsonl`` / ``result.json``, the way the runner writes them; (None, None)
     when the folder has no readable manifest."""
-    from bench.harness.recorder import ROWS, counters, read_rows, run_row
+    from bench.harness.recorder import counters, run_row
     from bench.harness.spec import RunSpec
 
+    manifest = read_manifest(directory)  # a hand-edited value of the wrong type: a UsageError naming it
     try:
-        specs = json.loads((directory / "manifest.json").read_text())["runs"]
-        specs = {run_id: RunSpec.from_dict(spec) for run_id, spec in specs.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        specs = {run_id: RunSpec.from_dict(spec) for run_id, spec in manifest["runs"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):  # no manifest, or no run specs: no results folder
         return None, None
     rows, table = [], []
     for run_id, spec in specs.items():
         run_rows = read_rows(directory / "runs" / run_id / ROWS)
+        path = directory / "runs" / run_id / "result.json"
         try:
-            result = json.loads((directory / "runs" / run_id / "result.json").read_text())
+            result = json.loads(path.read_text())
         except (OSError, ValueError):
             result = dict(status="unknown", error="the runner stopped before this run ended", **counters(run_rows))
+        check_shape(result, RESULT_SHAPE, repr(str(path)), "restore it, or delete it to read the run as unknown")
         rows += run_rows
         table.append(run_row(spec, dict(result, rows=run_rows)))
     problems.append(f"{directory}: no runs.csv or metrics (the runner was stopped before writing them); read from "
@@ -214,9 +246,7 @@ def load_results(directories: list[str | Path]) -> Results:
         frame["stand_in"] = frame["stand_in"].map(_clean_stand_in)
         for col in ("method", "reward", "model"):
             frame[col] = frame[col].astype(str)
-    for col in ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed", "cpu_s",
-                "cpu_per_step", "load_avg", "cores", "threads", "calib_cpu_s", "cpu_per_step_norm", "eval_guidance",
-                "eval_steps", "job_workers"):
+    for col in (*RUN_NUMBERS, "job_workers"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["warning"] = runs["warning"].fillna("").astype(str)
     runs["warning"] = [busy_rewritten(w, load, n, own) for w, load, n, own in
@@ -229,13 +259,16 @@ def load_results(directories: list[str | Path]) -> Results:
                    run_dirs=run_dirs)
 
 def read_manifest(directory: Path) -> dict:
-    """A results folder's manifest.json as a dict; {} when it is missing or damaged (a crashed runner may leave a
-    partial one; runs.csv still says what the report needs)."""
+    """A results folder's manifest.json as a dict; {} when it is missing or not JSON (a crashed runner may leave a
+    partial one; runs.csv still says what the report needs). A value of the wrong type in it (a hand edit) is a
+    ``UsageError`` naming the file and key (``MANIFEST_SHAPE``)."""
+    path = Path(directory) / "manifest.json"
     try:
-        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-    return manifest if isinstance(manifest, dict) else {}
+    check_shape(manifest, MANIFEST_SHAPE, repr(str(path)), "restore it, or delete it (runs.csv says what a report needs)")
+    return manifest
 
 
 def _eval_config(spec) -> dict:

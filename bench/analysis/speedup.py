@@ -32,8 +32,25 @@ import pandas as pd
 
 from bench.analysis import stats
 from bench.analysis.results import Results, eval_curves, reward_higher_is_better
+from bench.core.errors import UsageError
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED
+
+DEFAULT_REFERENCE = "ddpo"
+"""The reference when ``--reference`` is not given (results without it get no speed-up ratios)."""
+
+
+def reference_method(runs: pd.DataFrame, asked: str | None) -> str:
+    """The method the speed-up table measures against: ``asked`` (``--reference``), which must have runs in the
+    results (else a ``UsageError`` listing the methods there), or ``DEFAULT_REFERENCE``."""
+    if asked is None:
+        return DEFAULT_REFERENCE
+    present = sorted(set(runs["method"].astype(str)))
+    if asked not in present:
+        raise UsageError(f"--reference {asked!r}: no run of that method in these results; give one of "
+                         f"{', '.join(present) or '(none)'}, or leave --reference out")
+    return asked
+
 
 FRACTIONS = (0.25, 0.5, 0.75)
 """Targets as fractions of the best method's mean gain over the start."""

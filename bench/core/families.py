@@ -30,15 +30,20 @@ class Family:
     """Whether the chain has stochastic transitions (eta > 0, log-probabilities); False: eta must be 0."""
     description: str
     """One line for listings."""
+    scheduler: str
+    """diffusers scheduler class the family samples with (an sd model's own is replaced by it on loading)."""
+    sampler: str
+    """The evaluation's sampler in words (model cards)."""
 
 
 FAMILIES = {
     "sd": Family("sd", "StableDiffusionPipeline", "unet", ("to_q", "to_k", "to_v", "to_out.0"), True,
-                 "UNet + DDIM, SD 1.x/2.x"),
+                 "UNet + DDIM, SD 1.x/2.x", "DDIMScheduler", "DDIM, eta 0"),
     # Joint attention: the text stream's own projections (add_*) as Flow-GRPO's SD3 LoRA configs.
     "sd3": Family("sd3", "StableDiffusion3Pipeline", "transformer",
                   ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
-                  False, "MMDiT + flow-matching Euler ODE, SD 3/3.5"),
+                  False, "MMDiT + flow-matching Euler ODE, SD 3/3.5", "FlowMatchEulerDiscreteScheduler",
+                  "flow-matching Euler ODE"),
 }
 CHAINS = Registry("chain", {"sd": "bench.core.chain:DDIMChain", "sd3": "bench.core.flow:FlowChain"})
 

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from bench.core.errors import UsageError
-from bench.core.files import read_json, write_text
+from bench.core.files import check_output, read_json, write_text
 from bench.harness.guard import LOCK, PARENT_ENV, Interrupted, lock_folder, oom_kills
 from bench.harness.lines import StderrTail, emit, follow_window_size
 from bench.harness.plan import REPO
-from bench.harness.recorder import COMPLETED, ROWS, cores, counters, read_rows
+from bench.harness.recorder import COMPLETED, MANIFEST_SHAPE, RESULT_SHAPE, ROWS, cores, counters, read_rows
 from bench.harness.spec import RunSpec
 
 BAR_SLOT_ENV = "BENCH_BAR_SLOT"
@@ -246,14 +246,13 @@ def previous_result(out: Path, spec: RunSpec) -> dict | None:
     path = out / "runs" / spec.run_id / "result.json"
     if path.is_file():
         try:
-            result = json.loads(path.read_text())
-            status = result.get("status")
-        except (ValueError, AttributeError):  # damaged: its rows are in rows.jsonl; the run is made again
+            result = read_json(path, "", RESULT_SHAPE)
+        except UsageError:  # damaged or hand-edited: its rows are in rows.jsonl; the run is made again
             os.replace(path, path.with_name("result.json.damaged"))
             print(f"warning: {path} is damaged (set aside as result.json.damaged); running {spec.run_id} again "
                   "from its last checkpoint", file=sys.stderr, flush=True)
             return None
-        if status in FINISHED:
+        if result["status"] in FINISHED:
             return result
         path.unlink()  # errors, kills and interruptions are retried from their last checkpoint
     return None
@@ -261,15 +260,12 @@ def previous_result(out: Path, spec: RunSpec) -> dict | None:
 def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
     """Check the results folder without writing; on --resume return the earlier manifest."""
     previous = None
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a file; pass a folder")
+    check_output(out, "--out", folder=True)  # a file, under a file, or not writable: refused before anything
     if resume:
         if not (out / "manifest.json").is_file():
             raise UsageError(f"--resume: {str(out)!r} holds no results (manifest.json); drop --resume or fix --out")
-        previous = read_json(out / "manifest.json", "it cannot be resumed: start a new --out with the same flags")
-        if not isinstance(previous, dict):
-            raise UsageError(f"{str(out / 'manifest.json')!r} is damaged (not a JSON object); it cannot be resumed: "
-                             "start a new --out with the same flags")
+        previous = read_json(out / "manifest.json", "it cannot be resumed: start a new --out with the same flags",
+                             MANIFEST_SHAPE)
         if not isinstance(previous.get("runs"), dict):
             raise UsageError(f"{str(out / 'manifest.json')!r} holds no run specs; it cannot be resumed: start a new "
                              "--out with the same flags")

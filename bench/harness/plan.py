@@ -11,8 +11,8 @@ from bench.core.text import safe_name
 from bench.harness import tuning
 from bench.harness.presets import PROTOCOLS, get_preset
 from bench.harness.tracking import check_tracker
-from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, method_config, parse_list, parse_seeds,
-                                 parse_sets, run_id)
+from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, given_source, method_config, parse_list,
+                                 parse_seeds, parse_sets, run_id, source_of)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def check_families(model: str, method_classes: dict):
     return fam
 
 
-def check_lora_targets(model: str, configs: dict, method_classes: dict) -> None:
+def check_lora_targets(model: str, configs: dict, method_classes: dict, per_method=None, global_sets=None) -> None:
     """LoRA targets changed from a method's default must name modules of the chosen model's UNet (peft matches a
     target against a module's full name or its last dotted parts)."""
     from bench.core.families import family
@@ -76,8 +76,9 @@ def check_lora_targets(model: str, configs: dict, method_classes: dict) -> None:
     for method, targets in changed.items():
         for target in (t for t in str(targets).split(",") if t):
             if not any(n == target or n.endswith("." + target) for n in names):
-                raise UsageError(f"--set {method}.lora_targets: {target!r} is no module of {model}'s denoiser; use names "
-                                 "such as to_q,to_k,to_v,to_out.0 (attention) or proj_in,proj_out,ff.net.2")
+                source = given_source(method, "lora_targets", targets, per_method or {}, global_sets or {})
+                raise UsageError(f"{source}: {target!r} is no module of {model}'s denoiser; use names such as "
+                                 "to_q,to_k,to_v,to_out.0 (attention) or proj_in,proj_out,ff.net.2")
 
 
 RUN_WIDE = ("precision", "resolution")
@@ -91,9 +92,9 @@ def fold_run_wide(args, global_sets: dict[str, str], per_method: dict[str, dict]
 
     for method, sets in per_method.items():
         for key in RUN_WIDE:
-            if key in sets:
-                raise UsageError(f"--set {method}.{key}: {key} is run-wide (training and evaluation); use --{key} "
-                                 f"VALUE or --set {key}=VALUE")
+            if key in sets:  # given by --set, a --config-from file or a --grid: its source is named
+                raise UsageError(f"{source_of(sets[key], f'{method}.{key}')}: {key} is run-wide (training and "
+                                 f"evaluation), not a setting of {method}; use --{key} VALUE or --set {key}=VALUE")
     moved = {}
     for key in [k for k in RUN_WIDE if k in global_sets]:
         raw = global_sets.pop(key)
@@ -102,11 +103,11 @@ def fold_run_wide(args, global_sets: dict[str, str], per_method: dict[str, dict]
             try:
                 value = float(value)
             except ValueError:
-                raise UsageError(f"--set resolution={raw}: expected a whole number of pixels") from None
+                raise UsageError(f"{source_of(raw, key)}: expected a whole number of pixels") from None
             value = value or None  # 0: the model's native size, as the flag left out
         flag = getattr(args, key, None)
         if flag is not None and flag != value:
-            raise UsageError(f"--set {key}={raw} contradicts --{key} {flag}; give one of them")
+            raise UsageError(f"{source_of(raw, key)} contradicts --{key} {flag}; give one of them")
         moved[key] = value
     return argparse.Namespace(**{**vars(args), **moved}) if moved else args
 
@@ -203,22 +204,23 @@ def plan(args) -> tuple[list[RunSpec], dict]:
                                          **published_targets(cls, protocol), **run_wide}, per_method[m], global_sets)
                for m, cls in method_classes.items()}
     for m, c in configs.items():
+        given = lambda key, value: given_source(m, key, value, per_method, global_sets)  # where m.key was given
         sde = getattr(c, "sde", "")
         if fam.stochastic and sde:
-            raise UsageError(f"--set {m}.sde={sde}: {model} (family {fam.name}) has DDIM's stochastic step, not a "
-                             "flow SDE; drop the --set")
+            raise UsageError(f"{given('sde', sde)}: {model} (family {fam.name}) has DDIM's stochastic step, not a "
+                             "flow SDE; drop it")
         schedule = getattr(c, "schedule", "scheduler")
         if fam.stochastic and schedule != "scheduler":
-            raise UsageError(f"--set {m}.schedule={schedule}: {model} (family {fam.name}) samples DDIM's timesteps; "
-                             "a sigma schedule is a flow chain's; drop the --set")
+            raise UsageError(f"{given('schedule', schedule)}: {model} (family {fam.name}) samples DDIM's timesteps; "
+                             "a sigma schedule is a flow chain's; drop it")
         if not fam.stochastic and not sde and getattr(c, "eta", 0) > 0:
-            raise UsageError(f"--set {m}.eta={c.eta}: {model} (family {fam.name}) samples the deterministic flow "
-                             f"ODE unless a flow SDE is chosen; drop the --set or give {m}.sde (flow-grpo, "
+            raise UsageError(f"{given('eta', c.eta)}: {model} (family {fam.name}) samples the deterministic flow "
+                             f"ODE unless a flow SDE is chosen; drop it or give {m}.sde (flow-grpo, "
                              "dance-grpo) if the method has one")
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
-    check_lora_targets(model, configs, method_classes)
+    check_lora_targets(model, configs, method_classes, per_method, global_sets)
     # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
     # so evaluations agree across methods and across invocations (folders a report combines).
     eval_seed = EvalConfig.seed if getattr(args, "eval_seed", None) is None else args.eval_seed
@@ -287,8 +289,8 @@ def pinned_notes(method_classes: dict, configs: dict, per_method: dict, global_s
             value = getattr(configs[m], key)
             if value == published:
                 continue
-            source = f"--set {m}.{key}" if key in per_method.get(m, {}) else f"--set {key}"
-            notes.append(f"{source}={value:g} changes {m}'s published {key} {published:g} (sampling, training and "
+            source = given_source(m, key, f"{value:g}", per_method, global_sets)
+            notes.append(f"{source} changes {m}'s published {key} {published:g} (sampling, training and "
                          f"evaluation of {m} use {value:g})")
     return notes
 

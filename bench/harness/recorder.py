@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from bench.core.errors import OutputError
-from bench.core.files import atomic_write, write_json, write_text
+from bench.core.errors import OutputError, UsageError
+from bench.core.files import NULL, atomic_write, check_shape, read_json, write_json, write_text
 from bench.harness.statuses import COMPLETED, STATUSES  # noqa: F401  (re-exported: imported from here)
 from bench.harness.summary_text import summary_markdown
 
@@ -29,6 +29,22 @@ RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps",
                "calib_cpu_s", "cpu_per_step_norm", "eval_guidance", "eval_steps"]
 ROWS = "rows.jsonl"
 """A run's recorded rows, one JSON object a line, appended as they are recorded (a torn last line is ignored)."""
+
+# What the files read back hold (``bench.core.files.check_shape``): a hand-edited value of the wrong type is refused
+# where it is read, naming the file and key, instead of failing later inside arithmetic.
+EVAL_SHAPE = {"reward": [float], "step?": int}
+"""``eval_first.json`` / ``eval_last.json``: one evaluation's per-image rewards (prompt order)."""
+ROW_SHAPE = {"step": int, "split": str, "metric": str, "value": (float, NULL), "samples?": (float, NULL),
+             "wall_s?": (float, NULL), "cpu_s?": (float, NULL), "peak_mem_mb?": (float, NULL)}
+"""One row of ``rows.jsonl``."""
+RESULT_SHAPE = {"status": str, **{f"{k}?": (float, NULL) for k in (
+    "steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "cpu_s", "load_avg", "cores", "threads",
+    "calib_cpu_s", "job_workers")}, **{f"{k}?": (str, NULL) for k in ("error", "stand_in", "device", "surrogate", "warning")}}
+"""A run's ``result.json`` (what ``run_row`` reads)."""
+MANIFEST_SHAPE = {"runs?": {"*": dict}, "command?": [str], "command_line?": str, "started?": (str, NULL),
+                  "resumed?": [dict], "stand_ins?": [str], "jobs?": (int, NULL), "processes?": (int, NULL),
+                  "plan?": {"eval?": dict, "tuned?": ({"file?": str, "files?": {"*": str}, "methods?": dict}, NULL)}}
+"""A results folder's ``manifest.json`` (what --resume, the report and the regression gate read)."""
 
 
 def cores() -> int:
@@ -112,8 +128,9 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The rows in a ``rows.jsonl``: undecodable lines (a torn last line) skipped, a (step, split, metric) recorded
-    twice (a step replayed after a resume) kept once, the latest."""
+    """The rows in a ``rows.jsonl``: undecodable lines (a torn last line) and rows unlike ``ROW_SHAPE`` (a value of
+    the wrong type) skipped, a (step, split, metric) recorded twice (a step replayed after a resume) kept once, the
+    latest."""
     try:
         lines = Path(path).read_bytes().splitlines()
     except FileNotFoundError:
@@ -122,8 +139,9 @@ def read_rows(path: Path) -> list[dict]:
     for line in lines:
         try:
             row = json.loads(line)
+            check_shape(row, ROW_SHAPE, ROWS, "")
             key = (row["step"], row["split"], row["metric"])
-        except (ValueError, KeyError, TypeError):
+        except ValueError:  # UsageError included
             continue
         latest.pop(key, None)
         latest[key] = row
@@ -203,12 +221,13 @@ def per_image_rewards(run_dir: Path) -> dict:
     (``eval_first.json``, ``eval_last.json``), where they were written."""
     found = {}
     for key, name in (("start_images", "eval_first.json"), ("final_images", "eval_last.json")):
-        try:
-            values = json.loads((run_dir / name).read_text()).get("reward")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(values, list) and values:
-            found[key] = values
+        if (run_dir / name).is_file():
+            try:  # the runner never stops on them: a damaged or hand-edited file only leaves the noise out
+                values = read_json(run_dir / name, "", EVAL_SHAPE)["reward"]
+            except UsageError:
+                continue
+            if values:
+                found[key] = values
     return found
 
 

@@ -129,41 +129,71 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+class Given(str):
+    """A config value as text that knows where it was given: ``--set rwr.lr=abc``, ``--config-from 'tuned.json' (key
+    methods.rwr.chosen.lr)`` or ``--grid 'rwr.lr=abc'``. Every error about it names that source (``source_of``)."""
+
+    source = ""
+
+    def __new__(cls, text: str, source: str = "") -> "Given":
+        value = super().__new__(cls, text)
+        value.source = source
+        return value
+
+
+def source_of(value, key: str) -> str:
+    """Where a config value given as text came from (a ``Given``'s source; else the ``--set key=value`` giving it)."""
+    return getattr(value, "source", "") or f"--set {key}={value}"
+
+
+def given_source(method: str, key: str, value, per_method: dict, global_sets: dict) -> str:
+    """Where ``method``'s ``key`` was given (``source_of``); for a preset's or default value, the ``--set`` that
+    would give ``value``."""
+    raw = per_method.get(method, {}).get(key, global_sets.get(key))
+    return source_of(raw, f"{method}.{key}") if raw is not None else f"--set {method}.{key}={value}"
+
+
 def convert(value: str, current, key: str):
-    """Parse a --set value to the type of the config field's default."""
+    """Parse a config value given as text to the type of the config field's default; a bad one is a ``UsageError``
+    naming where it was given (``source_of``)."""
+    source = source_of(value, key)
     try:
         if isinstance(current, bool):
             if value.lower() in ("1", "true", "yes", "on"):
                 return True
             if value.lower() in ("0", "false", "no", "off"):
                 return False
-            raise ValueError
+            raise UsageError(f"{source}: expected true or false, got {str(value)!r}")
         if isinstance(current, int):
             return int(value)
         if isinstance(current, float):
             number = float(value)
             if not math.isfinite(number):
-                raise UsageError(f"--set {key}={value}: must be a finite number")
+                raise UsageError(f"{source}: must be a finite number, got {str(value)!r}")
             return number
-        return value
+        return str(value)
     except UsageError:
         raise
     except ValueError:
-        raise UsageError(f"--set {key}={value}: expected a {type(current).__name__}") from None
+        raise UsageError(f"{source}: expected a{'n' if isinstance(current, int) else ''} {type(current).__name__}, "
+                         f"got {str(value)!r}") from None
 
 
 def parse_sets(items: list[str], methods: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Split ``--set`` items into per-method (``method.key=value``) and global (``key=value``) overrides."""
+    """Split ``--set`` items into per-method (``method.key=value``) and global (``key=value``) overrides, each value a
+    ``Given`` naming its source (the ``--set``, or an item's own ``source`` when it is a ``Given``: a grid's)."""
     per_method: dict[str, dict[str, str]] = {m: {} for m in methods}
     global_sets: dict[str, str] = {}
     for item in items:
         key, eq, value = item.partition("=")
+        shown = getattr(item, "source", "") or f"--set {item!r}"
         if not eq or not key:
-            raise UsageError(f"--set {item!r} is malformed; write method.key=value or key=value")
+            raise UsageError(f"{shown} is malformed; write method.key=value or key=value")
         target, dot, field_name = key.rpartition(".")
         if dot and target not in methods:
-            raise UsageError(f"--set {item!r} names method {target!r}, which is not in --methods {','.join(methods)}")
-        (per_method[target] if dot else global_sets)[field_name] = value
+            raise UsageError(f"{shown} names method {target!r}, which is not in --methods {','.join(methods)}")
+        (per_method[target] if dot else global_sets)[field_name] = Given(value, getattr(item, "source", "")
+                                                                          or f"--set {item}")
     return per_method, global_sets
 
 
@@ -180,9 +210,14 @@ def method_config(method_cls, method: str, overrides: dict, sets: dict[str, str]
             values[key] = convert(raw, defaults[key], key)
     for key, raw in sets.items():
         if key not in defaults:
-            raise UsageError(f"--set {method}.{key}: unknown key for {method}; valid: {', '.join(sorted(defaults))}")
+            raise UsageError(f"{source_of(raw, f'{method}.{key}')}: unknown key for {method}; valid: "
+                             f"{', '.join(sorted(defaults))}")
         values[key] = convert(raw, defaults[key], f"{method}.{key}")
     try:
         return method_cls.Config(**values)
     except (ValueError, TypeError) as exc:
+        name = str(exc).split(" ", 1)[0]  # the range checks' errors begin with the field's name
+        if name in sets or name in global_sets:
+            raw = sets.get(name, global_sets.get(name))
+            raise UsageError(f"{source_of(raw, f'{method}.{name}' if name in sets else name)}: {method}.{exc}") from None
         raise UsageError(f"{method} config: {exc} (set with --set {method}.KEY=VALUE)") from None

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bench.core.errors import UsageError
-from bench.core.files import read_json, write_json
+from bench.core.files import NULL, check_output, check_shape, read_json, read_table, write_json
 from bench.core.text import safe_name
+from bench.harness.spec import Given
 from bench.harness.statuses import COMPLETED
 
 FORMAT = "bench-tuned/1"
@@ -69,6 +70,8 @@ class Candidate:
     """Final eval reward of each tuning seed that finished its budget."""
     runs: int = 0
     """Tuning runs made (finished or not)."""
+    origins: dict = field(default_factory=dict)
+    """Config field -> the ``--grid`` part that gave its values (``rwr.lr=1e-4,abc``), named by errors about them."""
 
     @property
     def name(self) -> str:
@@ -134,43 +137,62 @@ def record_command(out: Path, command: list[str]) -> None:
 
 
 def check_targets(out: Path, target: Path, resume: list[str] | None = None) -> None:
-    """Before the first run: the runs' folder is new (or empty) and creatable, the tuned file is writable; with
-    ``resume`` (the command without ``--resume``) the folder holds a tuning begun by that same command."""
-    import json
-
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} is a file; choose a folder")
+    """Before the first run: the runs' folder is new (or empty) and creatable, the tuned file writable and no other
+    file (``check_tuned_target``); with ``resume`` (the command without it) OUT holds this same command's tuning."""
+    check_output(out, "--out", folder=True)
     if resume is not None:
-        try:
-            earlier = json.loads((out / COMMAND_FILE).read_text())["argv"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise UsageError(f"--resume: {str(out)!r} holds no tuning begun by bench.tune ({COMMAND_FILE} missing "
-                             "or unreadable); give the --out of the tuning to continue") from None
+        if not (out / COMMAND_FILE).is_file():
+            raise UsageError(f"--resume: {str(out)!r} holds no tuning begun by bench.tune ({COMMAND_FILE} missing); "
+                             "give the --out of the tuning to continue")
+        earlier = read_json(out / COMMAND_FILE, "give the --out of a tuning begun by bench.tune", {"argv": [str]},
+                            label=f"--resume: {str(out / COMMAND_FILE)!r}")["argv"]
         if earlier != resume:
             raise UsageError(f"--resume: {str(out / COMMAND_FILE)!r} records another command; repeat it exactly "
                              "(plus --resume) or choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise UsageError(f"{str(out)!r} already holds results; choose another --out or add --resume")
-    if target.is_dir():
-        raise UsageError(f"--write {str(target)!r} is a folder; name the tuned file to write, e.g. {target / 'tuned.json'}")
-    for path, flag in ((out, "--out"), (target.parent, "--write")):
-        ancestor = next(p for p in (path, *path.parents) if p.exists())
-        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-            raise UsageError(f"{flag} {str(path)!r} cannot be written ({str(ancestor)!r} is not a writable folder)")
+    check_output(target, "--write", what="tuned file", example="tuned.json")
+    check_tuned_target(target, out)
+
+
+def check_tuned_target(target: Path, out: Path) -> None:
+    """``--write`` replaces only a tuned file (``format`` is ``FORMAT``, a key ``tuned_document`` always writes),
+    never a results folder's ``manifest.json`` or any other file, nor a path among the tuning's own results."""
+    import json
+
+    target, out = Path(os.path.abspath(target)), Path(os.path.abspath(out))
+    if out in target.parents and (target.parent != out or target.name in (COMMAND_FILE, "tuning.md")):
+        raise UsageError(f"--write {str(target)!r} is inside the tuning's own results in --out {str(out)!r}; name a "
+                         f"file beside them, e.g. {out / 'tuned.json'}")
+    try:
+        kind = json.loads(target.read_text()).get("format") if target.is_file() else FORMAT
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    if kind != FORMAT:
+        raise UsageError(f"--write {str(target)!r} exists and is not a tuned file written by bench.tune (no "
+                         f"\"format\": \"{FORMAT}\"); it would be overwritten: name a new file")
 
 
 def candidates(method: str, config_cls, grid: dict[str, list[str]]) -> list[Candidate]:
     """Every combination of the grid keys that ``method``'s config has (``method.key`` keys for it alone)."""
     names = {f.name for f in fields(config_cls)}
-    keys = {}
+    keys, origins = {}, {}
     # Global keys first, then this method's own (``method.key``), which win whatever their order in the grid.
     for specific in (False, True):
         for key, values in grid.items():
             target, dot, name = key.rpartition(".")
             if bool(dot) == specific and (not dot or target == method) and name in names:
-                keys[name] = values
+                keys[name], origins[name] = values, f"{key}={','.join(values)}"
     combos = itertools.product(*keys.values()) if keys else [()]
-    return [Candidate(method, dict(zip(keys, combo))) for combo in combos]
+    return [Candidate(method, dict(zip(keys, combo)), origins=origins) for combo in combos]
+
+
+def grid_sources(planned, method: str, cand: Candidate):
+    """A candidate's parsed bench.run flags with its own ``--set`` values marked as given by ``--grid``
+    (``Given``): a value the planner refuses is named as the grid part that gave it, not as a ``--set``."""
+    mine = {f"{method}.{k}={v}": f"--grid {cand.origins[k]!r}" for k, v in cand.values.items() if k in cand.origins}
+    planned.sets = [Given(item, mine[item]) if item in mine else item for item in planned.sets]
+    return planned
 
 
 def check_grid_keys(grid: dict[str, list[str]], config_classes: dict) -> None:
@@ -239,7 +261,8 @@ def tuned_document(chosen: dict[str, list[Candidate]], winners: dict[str, Candid
     return dict(format=FORMAT, methods=methods, **facts)
 
 
-def write_tuned(path: Path, document: dict) -> None:
+def write_tuned(path: Path, document: dict, out: Path) -> None:
+    check_tuned_target(path, out)  # again: a file may have been made there during the runs
     write_json(path, document)
 
 
@@ -248,43 +271,28 @@ def load_tuned(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--config-from {str(path)!r} does not exist; write one with python -m bench.tune")
-    data = read_json(path, "write it again with python -m bench.tune")
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("methods"), dict):
-        raise UsageError(f"--config-from {str(path)!r} is not a bench.tune file ({FORMAT}); write one with "
-                         "python -m bench.tune")
-    problem = schema_problem(data)
-    if problem:
-        raise UsageError(f"--config-from {str(path)!r}: {problem}; write it again with python -m bench.tune")
+    label, fix = f"--config-from {str(path)!r}", "write it again with python -m bench.tune"
+    data = read_json(path, fix, label=label)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UsageError(f"{label} is not a bench.tune file ({FORMAT}); write one with python -m bench.tune")
+    check_shape(data, TUNED_SHAPE, label, fix)
     return data
 
 
-def schema_problem(data: dict) -> str | None:
-    """What in a tuned file's ``methods``, ``chosen`` values, ``reward`` or ``tuning_seeds`` has the wrong type."""
-    for method, entry in data["methods"].items():
-        if not isinstance(entry, dict):
-            return f"methods.{method} must be an object with a 'chosen' object, got {type(entry).__name__}"
-        chosen = entry.get("chosen")
-        if chosen is not None and not isinstance(chosen, dict):
-            return f"methods.{method}.chosen must be an object of KEY: value (or null), got {type(chosen).__name__}"
-        bad = [k for k, v in (chosen or {}).items() if isinstance(v, (dict, list)) or v is None]
-        if bad:
-            return f"methods.{method}.chosen.{bad[0]} must be a number, string or boolean"
-    if not isinstance(data.get("reward"), str):
-        return "'reward' must be the reward name it was tuned for"
-    seeds = data.get("tuning_seeds")
-    if seeds is not None and not (isinstance(seeds, list) and all(type(x) is int for x in seeds)):
-        return f"'tuning_seeds' must be a list of integers, got {seeds!r}"
-    return None
+TUNED_SHAPE = {"reward": str, "tuning_seeds?": ([int], NULL), "bench_run_flags?": ([str], NULL),
+               "methods": {"*": {"chosen?": ({"*": (float, str, bool)}, NULL)}}}
+"""What ``bench.run --config-from`` reads from a tuned file (``bench.core.files.check_shape``)."""
 
 
-def tuned_sets(data: dict, methods: list[str]) -> dict[str, dict[str, str]]:
-    """Per-method ``--set`` values from a tuned file, for the chosen methods the file covers (as strings, the way
-    ``--set`` gives them, so they go through the same conversion and validation)."""
+def tuned_sets(data: dict, methods: list[str], path: str = "") -> dict[str, dict[str, str]]:
+    """Per-method values from a tuned file, for the chosen methods the file covers, as text the way ``--set`` gives
+    them (``Given``: the same conversion and validation, whose errors name the file and key)."""
     out = {}
     for method in methods:
         entry = data["methods"].get(method) or {}
         if entry.get("chosen"):
-            out[method] = {k: str(v) for k, v in entry["chosen"].items()}
+            out[method] = {k: Given(str(v), f"--config-from {path!r} (key methods.{method}.chosen.{k})")
+                           for k, v in entry["chosen"].items()}
     return out
 
 
@@ -345,7 +353,7 @@ def apply_tuned(paths: str | None, reward: str, seeds: list[int], per_method: di
         if overlap:
             raise UsageError(f"--seeds {','.join(map(str, overlap))} were used to tune {path!r}; evaluate the chosen "
                              "configurations on other seeds")
-        for method, values in tuned_sets(data, list(per_method)).items():
+        for method, values in tuned_sets(data, list(per_method), path).items():
             if method in applied:
                 raise UsageError(f"--config-from: both {files[method]!r} and {path!r} tune {method}; pass one of them")
             applied[method], files[method] = values, path
@@ -363,13 +371,17 @@ def resume_command(argv: list[str] | None) -> list[str]:
 def finished_candidate(folder: Path, runs: int) -> bool:
     """Whether an earlier invocation left this candidate's folder with all ``runs`` runs finished (tuning resumes:
     rerunning the same command reuses them, and resumes a candidate it was stopped inside)."""
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(folder / "runs.csv")
-    except (OSError, ValueError, pd.errors.EmptyDataError):
+    if not (folder / "runs.csv").is_file():
         return False
+    table = read_runs(folder)
     return len(table) == runs and bool(table.status.isin(COMPLETED).all())
+
+
+def read_runs(folder: Path):
+    """A candidate's ``runs.csv`` (status and final evaluation reward per run); a damaged or hand-edited one (text
+    where the reward belongs) is a ``UsageError`` naming the file, column and row."""
+    return read_table(folder / "runs.csv", "delete the candidate's folder to run it again, or restore the file",
+                      columns=("status",), numbers=("final_eval_reward",))
 
 
 def candidate_command(args, method: str, cand, passthrough: list[str], methods: list[str],

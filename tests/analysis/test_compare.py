@@ -243,3 +243,22 @@ def test_one_workers_calibration_outlier_does_not_move_its_ratio(tmp_path):
     new = folder("new", [0.114, 0.114, 0.112])
     done = gate(new, base, "--time-tol", "1.5")
     assert done.returncode == 0 and done.stdout.count("1.00x CPU/calib ok") == 3, done.stdout  # per-run: 1.20x
+
+
+def test_write_baseline_and_json_under_a_file_or_unwritable_exit_2_before_anything_is_read(baseline, tmp_path,
+                                                                                            monkeypatch):
+    # Issue 36: --write-baseline / --json under a regular file raised FileExistsError (--json after the table was
+    # printed); /proc raised FileNotFoundError.
+    monkeypatch.setattr(compare_cli, "load_summary", lambda *a: pytest.fail("read before the outputs were checked"))
+    a_file = tmp_path / "somefile.txt"
+    a_file.write_text("keep")
+    cases = [("--write-baseline", a_file / "b.json", f"its parent {str(a_file)!r} is a regular file"),
+             ("--write-baseline", "/proc/b.json", "no file can be created in '/proc'"),
+             ("--json", a_file / "c.json", f"its parent {str(a_file)!r} is a regular file"),
+             ("--json", tmp_path, "is a folder; name the file to write")]
+    for flag, path, message in cases:
+        done = cli(baseline, "--baseline", baseline, flag, path)
+        assert done.returncode == 2 and not done.stdout, (flag, path, done.stdout)
+        assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"error: {flag} {str(path)!r} "), done.stderr
+        assert message in done.stderr, done.stderr
+    assert a_file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["base", "somefile.txt"]

@@ -131,7 +131,10 @@ def test_export_refuses_bad_input(trained, tmp_path, capsys):
     cases = [((tmp_path, "--out", tmp_path / "o1"), "not a run folder"),
              ((unfinished, "--out", tmp_path / "o2"), "ended as 'error'"),
              ((trained["run_dir"], "--out", tmp_path / "o3", "--base", "tiny-shapes"), "--base only applies"),
-             ((trained["run_dir"], "--out", trained["base"]), "not an earlier output")]
+             ((trained["run_dir"], "--out", trained["base"]), "not an earlier output"),
+             # issue 36: the hint named the report's default (DIR/report), not export's
+             ((trained["run_dir"], "--out", trained["out"] / "runs"),
+              f"(the default is {trained['out'] / 'export' / trained['spec'].run_id})")]
     for argv, message in cases:
         assert export(*argv) == 2
         err = capsys.readouterr().err.strip()
@@ -320,3 +323,66 @@ def test_an_export_that_loads_fewer_modules_than_trained_is_refused(trained, tmp
     assert export(trained["run_dir"], "--out", tmp_path / "y") == 2
     assert "loads 0 of the" in capsys.readouterr().err and not (tmp_path / "y").exists()
     monkeypatch.setattr(exporting, "write_weights", real)
+
+
+FAMILY_WORDS = {"sd": ("`StableDiffusionPipeline`", "`unet`", "DDIM, eta 0", "`DDIMScheduler`"),
+                "sd3": ("`StableDiffusion3Pipeline`", "`transformer`", "flow-matching Euler ODE",
+                        "`FlowMatchEulerDiscreteScheduler`")}
+
+
+@pytest.mark.parametrize("model,family", [("tiny-random", "sd"), ("tiny-flow-random", "sd3")])
+def test_model_card_describes_the_runs_family(model, family, tmp_path):
+    """Issue 36: the card named no pipeline class or scheduler and said 'flow-ODE Euler' / 'DDIM' by a branch of its
+    own; every family-specific word now comes from the run's family and none of the other family's appears."""
+    from bench import run
+    from bench.analysis.export import model_card
+
+    args = run.build_parser().parse_args(["--preset", "smoke", "--model", model, "--methods", "rwr", "--reward",
+                                          "mean-brightness", "--out", str(tmp_path / "results")])
+    (spec,), _ = run.plan(args)
+    result = dict(status="max_steps", steps=1, samples=2)
+    for merged in (False, True):
+        card = model_card(spec, result, None, merged, folder=tmp_path / "export")
+        foreign = (*FAMILY_WORDS["sd3" if family == "sd" else "sd"],
+                   *(("DDIM", "unet", "UNet") if family == "sd3" else ("flow", "transformer", "T5", "sd3")))
+        assert all(word in card for word in FAMILY_WORDS[family]), card
+        assert not [word for word in foreign if word in card], card
+
+
+def card_snippet(folder):
+    """The python block of ``folder``'s card executed exactly as printed (offline: the suite's HF_HUB_OFFLINE=1)."""
+    import os
+    import re
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    code = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, str(folder / "README.md"), "exec"), scope)  # noqa: S102 (the card's code, as a user pastes it)
+    return code, scope
+
+
+@pytest.mark.slow  # one more run, four exports and four diffusers samplings: make test-slow (run by .ci/run)
+def test_card_snippets_run_as_printed_and_redraw_the_run_for_both_families(trained, tmp_path):
+    # Issue 36: a merged sd3 export's card said DiffusionPipeline.from_pretrained(folder), which diffusers refuses
+    # (its text_encoder_3 and tokenizer_3 are saved as null and the pipeline class does not declare them optional),
+    # and every sd3 snippet drew with diffusers' 256 zero T5 tokens where the run used 0 (21/255 off).
+    import numpy as np
+    from PIL import Image
+
+    flow_run = run_folder(tmp_path, "tiny-flow-random")
+    for run_dir, family in ((flow_run, "sd3"), (trained["run_dir"], "sd")):
+        last = np.asarray(Image.open(run_dir / "eval_last.png"), dtype=np.float64)  # one row of evaluation images
+        for merged in (False, True):
+            folder = tmp_path / f"{family}-{'merged' if merged else 'adapter'}"
+            assert export(run_dir, "--out", folder, *(["--merge"] if merged else [])) == 0
+            code, scope = card_snippet(folder)
+            drawn = [np.asarray(image, dtype=np.float64) for image in scope["images"]]
+            width = drawn[0].shape[1]
+            n = min(len(drawn), last.shape[1] // width)
+            assert n >= 1 and drawn[0].shape[0] == last.shape[0]
+            gap = np.abs(np.concatenate(drawn[:n], axis=1) - last[:, : n * width]).max()
+            assert gap <= 2.0, (family, merged, gap)
+            if family == "sd3":
+                assert "max_sequence_length=0" in code
+                assert ("text_encoder_3=None, tokenizer_3=None" in code) == merged  # the built-in loads itself
+

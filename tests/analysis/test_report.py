@@ -247,3 +247,20 @@ def test_mean_curve_stops_where_a_seed_ends():
     drawn = np.asarray(line.get_xdata())[~np.isnan(np.asarray(line.get_ydata(), dtype=float))]
     assert drawn.max() == pytest.approx(10, abs=0.25) and drawn.min() == 0
     plt.close(fig)
+
+
+def test_an_out_under_a_file_or_where_nothing_can_be_created_exits_2_before_any_work(two_folders, tmp_path, capsys,
+                                                                                     monkeypatch):
+    # Issue 36: --out somefile/sub raised FileExistsError (and /proc a FileNotFoundError) after the report was made.
+    from bench import report as report_cli
+
+    monkeypatch.setattr(report_cli, "build_report", lambda *a, **k: pytest.fail("work began"))
+    a_file = tmp_path / "somefile.txt"
+    a_file.write_text("keep")
+    for out, message in ((a_file / "sub", f"its parent {str(a_file)!r} is a regular file"),
+                         (a_file, "is a file, not a folder"), ("/proc/rep", "no file can be created in '/proc'")):
+        assert report_cli.main([str(two_folders[0]), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --out {str(out)!r} ") and message in err, err
+    assert a_file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["brightness", "jpeg",
+                                                                                           "somefile.txt"]

@@ -136,3 +136,40 @@ def test_a_signal_stops_the_whole_tuning_and_writes_no_tuned_file(tmp_path, caps
     assert tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-5,3e-2", "--seeds", "100",
                       "--out", str(tmp_path / "t"), "--write", str(tuned), "--preset", "smoke"]) == code
     assert len(calls) == 1 and not tuned.exists() and "--resume continues it" in capsys.readouterr().err
+
+
+def test_write_replaces_only_a_tuned_file_and_every_target_is_checked_before_any_run(tmp_path, capsys, monkeypatch):
+    # Issue 36: --write results/x/manifest.json overwrote a run's manifest after the tuning; --write /proc/tuned.json
+    # failed only after every run. A tuned file is recognised by its "format" (tuning.FORMAT), which it always has.
+    from bench import run
+
+    calls = []
+    monkeypatch.setattr(run, "main", lambda argv: calls.append(argv) or 130)  # a run that starts: stops the tuning
+    manifest = tmp_path / "results" / "x" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({"runs": {}}))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    out = tmp_path / "t"
+    cases = [(manifest, "exists and is not a tuned file written by bench.tune"),
+             (notes, "exists and is not a tuned file written by bench.tune"),
+             (notes / "tuned.json", f"its parent {str(notes)!r} is a regular file"),
+             ("/proc/tuned.json", "no file can be created in '/proc'"),
+             (out / "rwr" / "tuned.json", "inside the tuning's own results"),
+             (out / "tune_command.json", "inside the tuning's own results")]
+    argv = ["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-5", "--seeds", "100", "--preset",
+            "smoke", "--out", str(out)]
+    for target, message in cases:
+        capsys.readouterr()
+        assert tune.main([*argv, "--write", str(target)]) == 2, target
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0] and f"--write {str(target)!r}" in err[0], err
+        assert not calls and not out.exists()
+    assert manifest.read_text() == json.dumps({"runs": {}}) and notes.read_text() == "keep me"
+    assert tune.main([*argv[:-1], str(notes / "t"), "--write", str(tmp_path / "new.json")]) == 2
+    assert "--out" in capsys.readouterr().err and not calls
+    earlier = tmp_path / "earlier.json"  # an earlier tuned file is replaced: the tuning starts
+    earlier.write_text(json.dumps({"format": tuning.FORMAT, "methods": {}}))
+    assert tune.main([*argv, "--write", str(earlier)]) == 130 and len(calls) == 1
+    with pytest.raises(UsageError, match="not a tuned file"):  # checked again when written (made during the runs)
+        tuning.write_tuned(manifest, {"format": tuning.FORMAT}, out)

@@ -133,11 +133,12 @@ def tuned_file(tmp_path, **changes):
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(methods={"rwr": "oops"}), "methods.rwr must be an object"),
-    (dict(methods={"rwr": {"chosen": "lr=1"}}), "methods.rwr.chosen must be an object"),
-    (dict(methods={"rwr": {"chosen": {"lr": [1]}}}), "methods.rwr.chosen.lr must be a number"),
-    (dict(tuning_seeds="0"), "'tuning_seeds' must be a list of integers"),
-    (dict(reward=3), "'reward' must be"),
+    (dict(methods={"rwr": "oops"}), "(key methods.rwr): expected an object, got 'oops'"),
+    (dict(methods={"rwr": {"chosen": "lr=1"}}), "(key methods.rwr.chosen): expected an object or null, got 'lr=1'"),
+    (dict(methods={"rwr": {"chosen": {"lr": [1]}}}), "(key methods.rwr.chosen.lr): expected a number, a string or"),
+    (dict(tuning_seeds="0"), "(key tuning_seeds): expected a list or null, got '0'"),
+    (dict(tuning_seeds=[0.5]), "(key tuning_seeds[0]): expected an integer, got 0.5"),
+    (dict(reward=3), "(key reward): expected a string, got 3"),
 ])
 def test_config_from_schema_errors_are_one_line(tmp_path, capsys, changes, message):
     assert message in refused(capsys, tmp_path, "--methods", "rwr", "--config-from", tuned_file(tmp_path, **changes))
@@ -300,3 +301,54 @@ def test_flow_sdes_are_planned_only_where_they_exist(tmp_path, capsys):
     line = refused(capsys, tmp_path, "--model", "tiny-flow-random", "--methods", "flow-grpo", "--set",
                    "flow-grpo.sde=nope")
     assert "sde 'nope' unknown" in line
+
+
+def test_run_out_under_a_file_or_where_nothing_can_be_created_exits_2_with_nothing_written(tmp_path, capsys):
+    # Issue 36: bench.run's own check said "(File exists)" for --out somefile/sub; one guard serves every tool.
+    a_file = tmp_path / "somefile.txt"
+    a_file.write_text("keep")
+    for out, message in ((a_file / "sub", f"its parent {str(a_file)!r} is a regular file"),
+                         ("/proc/results", "no file can be created in '/proc'")):
+        capsys.readouterr()
+        assert main([*BASE, "--methods", "rwr", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: --out {str(out)!r} ") and message in err, err
+    assert a_file.read_text() == "keep" and [p.name for p in tmp_path.iterdir()] == ["somefile.txt"]
+
+
+def test_a_full_disk_under_torchs_cpp_stream_is_named_in_runs_csv_error_log_and_console(tmp_path, monkeypatch):
+    # Issue 36: on a tiny tmpfs --checkpoint-every 1 ended as "RuntimeError: basic_ios::clear: iostream error" (torch's
+    # C++ stream, no errno): after a failed write the free space on the target's file system names the cause.
+    import os
+
+    import pandas as pd
+    import torch
+
+    from bench.harness import guard, loop
+    from bench.harness.launch import run_end_line
+    from bench.harness.recorder import write_results
+
+    out = tmp_path / "r"
+    (spec,), _ = plan(build_parser().parse_args([*BASE, "--methods", "rwr", "--max-steps", "2", "--eval-n", "2",
+                                                 "--checkpoint-every", "1", "--out", str(out)]))
+    run_dir = out / "runs" / spec.run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(spec.to_json())
+    guard.reserve_error_log(run_dir)
+
+    def stream_fails(state, path):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(torch, "save", stream_fails)
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((4096, 4096, 1000, 0, 0, 100, 0, 0, 0, 255)))
+    result = loop.Run(run_dir).execute()
+    cause = result["error"]
+    assert result["status"] == "error" and result["steps"] == 1
+    assert cause.startswith(f"no space left on {run_dir}: disk full (0 bytes free on /"), cause
+    assert "RuntimeError: basic_ios::clear: iostream error" in cause and cause.endswith("again with --resume")
+    assert "disk full (0 bytes free on" in (run_dir / "error.log").read_text()
+    write_results(out, [spec], {spec.run_id: result}, {})
+    assert pd.read_csv(out / "runs.csv").error.tolist() == [cause]
+    assert run_end_line(result, 5.0).endswith(cause)  # the runner's "end, error, ..." console line
+    assert not list(run_dir.glob("*.tmp")) and not (run_dir / loop.CHECKPOINT).exists()
