@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder of the tuning runs (default results/tune-<timestamp>)")
     p.add_argument("--write", help="tuned-configuration file to write (default OUT/tuned.json)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the tuning in --out begun by this same command: finished candidates are reused")
+                   help="continue the tuning in --out begun by this same command (its --grid may grow): "
+                        "finished candidates are reused")
     return p
 
 
@@ -63,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     tuning.check_grid_keys(grid, classes)
     out = Path(args.out or f"results/tune-{datetime.now():%Y%m%d-%H%M%S}").resolve()
     target = Path(args.write) if args.write else out / "tuned.json"
-    tuning.check_targets(out, target, tuning.resume_command(argv) if args.resume else None)
+    earlier = tuning.check_targets(out, target, tuning.resume_command(argv) if args.resume else None)
     cands = {m: tuning.candidates(m, classes[m], grid) for m in methods}
+    grown = earlier is not None and earlier != tuning.resume_command(argv)
+    if grown:  # a resumed tuning's grid may grow (e.g. past a winner on its edge), never lose a candidate
+        old = tuning.parse_grid(build_parser().parse_known_args(earlier)[0].grid)
+        dropped = sorted({c.name for m in methods for c in tuning.candidates(m, classes[m], old)}
+                         - {c.name for group in cands.values() for c in group})
+        if dropped:
+            raise UsageError(f"--resume --grid {args.grid!r} drops candidate(s) of the recorded tuning: "
+                             f"{', '.join(dropped)}; keep every value of its --grid and add values")
     added, warnings = tuning.validation_flags(passthrough)
     passthrough = [*passthrough, *added]
     if len({len(c) for c in cands.values()}) > 1:
@@ -81,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(len(c) for c in cands.values())
     print(f"tuning {total} configuration(s) x {len(seeds)} seed(s) of {reward}: "
           + "; ".join(f"{m}: {len(c)}" for m, c in cands.items()), flush=True)
+    if grown:
+        print(f"note: the grid grew from {build_parser().parse_known_args(earlier)[0].grid!r}; the earlier "
+              "candidates' finished runs are reused", flush=True)
     for warning in warnings:
         print(f"WARNING: {warning}", flush=True)
     for method, group in cands.items():

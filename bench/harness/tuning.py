@@ -136,23 +136,29 @@ def record_command(out: Path, command: list[str]) -> None:
     write_json(out / COMMAND_FILE, {"argv": command})
 
 
-def check_targets(out: Path, target: Path, resume: list[str] | None = None) -> None:
-    """Before the first run: the runs' folder is new (or empty) and creatable, the tuned file writable and no other
-    file (``check_tuned_target``); with ``resume`` (the command without it) OUT holds this same command's tuning."""
+def without_grid(argv: list[str]) -> list[str]:
+    """The command without its ``--grid``, the one part a resumed tuning may change (only grow: ``bench.tune``)."""
+    return [a for i, a in enumerate(argv) if not (a.startswith("--grid") or (i and argv[i - 1] == "--grid"))]
+
+
+def check_targets(out: Path, target: Path, resume: list[str] | None = None) -> list[str] | None:
+    """Before the first run: OUT new (or empty) and creatable, the tuned file writable (``check_tuned_target``); with
+    ``resume`` (the command without it) OUT holds this command's tuning, whose recorded command is returned."""
     check_output(out, "--out", folder=True)
     if resume is not None:
         if not (out / COMMAND_FILE).is_file():
             raise UsageError(f"--resume: {str(out)!r} holds no tuning begun by bench.tune ({COMMAND_FILE} missing); "
                              "give the --out of the tuning to continue")
         earlier = read_json(out / COMMAND_FILE, "give the --out of a tuning begun by bench.tune", {"argv": [str]},
-                            label=f"--resume: {str(out / COMMAND_FILE)!r}")["argv"]
-        if earlier != resume:
+                            label=f"--resume: {str(out / COMMAND_FILE)!r}")["argv"]  # fmt: skip
+        if without_grid(earlier) != without_grid(resume):
             raise UsageError(f"--resume: {str(out / COMMAND_FILE)!r} records another command; repeat it exactly "
-                             "(plus --resume) or choose another --out")
+                             "(plus --resume; only its --grid may grow) or choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise UsageError(f"{str(out)!r} already holds results; choose another --out or add --resume")
     check_output(target, "--write", what="tuned file", example="tuned.json")
     check_tuned_target(target, out)
+    return earlier if resume is not None else None
 
 
 def check_tuned_target(target: Path, out: Path) -> None:

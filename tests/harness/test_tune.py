@@ -56,8 +56,17 @@ def test_tune_writes_the_best_and_run_applies_it_on_other_seeds(tmp_path, capsys
     assert printed.count("reusing") == 2 and "$ python -m bench.run" not in printed
     assert json.loads(tuned.read_text())["methods"]["rwr"]["chosen"] == doc["methods"]["rwr"]["chosen"]
     assert tune.main(first) == 2 and "add --resume" in capsys.readouterr().err
-    assert tune.main([*first[:5], "lr=1e-5", *first[6:], "--resume"]) == 2
+    assert tune.main([*first[:5], "lr=1e-5", *first[6:], "--resume"]) == 2  # a grid may grow, never shrink
+    assert "drops candidate(s) of the recorded tuning: rwr[lr=3e-2]" in capsys.readouterr().err
+    assert tune.main([*first[:-3], "3", *first[-2:], "--resume"]) == 2  # --max-steps 3: another command
     assert "records another command" in capsys.readouterr().err
+    grown = [*first[:5], "lr=1e-5,3e-2,1e-3", *first[6:]]  # past an edge: only the new candidate runs
+    assert tune.main([*grown, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 2 and printed.count("$ python -m bench.run") == 1 and "grid grew" in printed
+    assert {g["values"]["lr"] for g in json.loads(tuned.read_text())["methods"]["rwr"]["grid"]} == {"1e-5", "3e-2",
+                                                                                                     "1e-3"}
+    assert tune.main([*grown, "--resume"]) == 0 and "grid grew" not in capsys.readouterr().out  # recorded anew
     base = ["--preset", "smoke", "--methods", "rwr", "--reward", "mean-brightness", "--config-from", str(tuned),
             "--dry-run"]
     code, text, _ = bench_run_inprocess(capsys, *base, "--seeds", "0")
