@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, help="evaluate every N optimizer steps (0: only first and last)")
     p.add_argument("--eval-every-samples", type=int,
                    help="evaluate each time training reward queries cross a multiple of N (replaces the preset's --eval-every)")
+    p.add_argument("--eval-at", metavar="SCHEDULE",
+                   help="evaluate when training reward queries cross these counts: log (8, 12, 16, 24, 32, 48, ...), "
+                        "log:FIRST, N, A:B:S or A::S, comma-separated (replaces the preset's --eval-every)")
     p.add_argument("--eval-n", type=int, help="number of evaluation images (fixed prompts and noise)")
     p.add_argument("--eval-seed", type=int,
                    help="seed of the fixed evaluation noise: image i starts from seed + i (default 1234)")

@@ -1,26 +1,20 @@
 """Time to a target reward as a statistic over seeds, not a reading of mean curves.
 
-For each reward, the targets are absolute reward values: the reference method's mean final eval reward (the
-AlignProp paper's "reaches DDPO's reward 25x faster") and ``FRACTIONS`` of the best method's gain over the
-reference's own start (its step-0 evaluation, under its own evaluation setting: a method evaluated at another
-guidance scale starts elsewhere, and no start pools settings or models). For every run, the cost (reward queries,
-CPU seconds of training) at its first evaluation that reaches a target is read at evaluations, never interpolated
-between them. Two kinds of seeds only bound their cost:
+For each (reward, model), the targets are absolute rewards at levels the reference method reaches (``FRACTIONS``
+of its gain): 50 % and 75 % of its mean gain over its start, and its mean final eval reward itself (100 %: the
+AlignProp paper's "reaches DDPO's reward 25x faster"). The start is the reference's own step-0 evaluation, under
+its own evaluation setting (a method evaluated at another guidance scale starts elsewhere: said under the table;
+runs of different models are never pooled). Where the reference did not improve, or did not run, the levels are
+the best method's, and there is no ratio to a reference that never moved.
 
-- *censored at the budget*: it never reaches the target; it counts the cost of its whole budget (its last
-  evaluation), a lower bound on its true cost;
-- *censored at the first evaluation*: it reaches the target at its first evaluation after training began (or at
-  the start): its true cost is anywhere from 0 to that evaluation's, an upper bound.
+Each seed's cost to a target is its first crossing, interpolated between the two evaluations that bracket it, or a
+bound (never reached; reached at the first evaluation); the speed-up is the reference's mean cost / the method's,
+a point with a bootstrap interval where every seed of both crossed between evaluations, else a bound with the seed
+counts that make it one (``bench.analysis.reach`` has the formulas and why).
 
-The speed-up of a method is the reference's mean cost over its seeds / the method's. It is a point estimate with a
-percentile-bootstrap 95 % interval (resampling the seeds of both methods independently) only where every seed of
-both reached the target and none at its first evaluation. Otherwise it is a bound, printed as one with the seed
-counts that make it so and no interval: ">=" where the reference had seeds censored at the budget or the method
-seeds censored at the first evaluation, "<=" for the converse, nothing ("—") where both directions mix.
-
-A target can lie inside the noise: its distance from the start is at most half the width of the reference's own
-95 % interval of its final reward (the seed-to-seed spread of what it reached). Such targets are marked, as is
-the reference's final reward when its interval contains the start (the reference did not measurably improve).
+A target can lie inside the noise: its distance from the start is at most half the width of the 95 % interval of
+the final reward of the method whose levels they are (the seed-to-seed spread of what it reached). Such targets
+are marked, as is that method's final reward when its interval contains the start.
 """
 
 from __future__ import annotations
@@ -30,14 +24,17 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.analysis import stats
-from bench.analysis.results import Results, eval_curves, reward_higher_is_better
+from bench.analysis import reach, stats
+from bench.analysis.reach import COSTS
+from bench.analysis.results import Results, eval_curves, eval_setting, reward_higher_is_better
 from bench.core.errors import UsageError
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED
 
 DEFAULT_REFERENCE = "ddpo"
 """The reference when ``--reference`` is not given (results without it get no speed-up ratios)."""
+FRACTIONS = (0.5, 0.75, 1.0)
+"""Targets as fractions of the reference's mean gain over its start (1.0: its mean final reward)."""
 
 
 def reference_method(runs: pd.DataFrame, asked: str | None) -> str:
@@ -52,61 +49,6 @@ def reference_method(runs: pd.DataFrame, asked: str | None) -> str:
     return asked
 
 
-FRACTIONS = (0.25, 0.5, 0.75)
-"""Targets as fractions of the best method's mean gain over the start."""
-COSTS = {"samples": "reward queries", "cpu_s": "CPU s"}
-"""Cost axes of time to target: the column of the evaluation rows and its name."""
-
-
-def first_reach(rows: pd.DataFrame, target: float, higher: bool, cost: str) -> tuple[float, bool, bool]:
-    """(``cost`` at a run's first evaluation whose reward reaches ``target``, True, whether that evaluation is its
-    first after training began (or the start): no evaluation after a training step missed the target first), or
-    (the cost at its last evaluation, False, False) if none does: censored at the budget it spent."""
-    rows = rows.sort_values("step")
-    hit = (rows["value"] >= target if higher else rows["value"] <= target).to_numpy()
-    if hit.any():
-        i = int(np.argmax(hit))
-        trained_before = int((rows["step"].to_numpy()[:i] > 0).sum())
-        return float(rows[cost].iloc[i]), True, trained_before == 0
-    return float(rows[cost].iloc[-1]), False, False
-
-
-def seed_costs(rows: pd.DataFrame, target: float, higher: bool, cost: str
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``first_reach`` of every run in ``rows``: (costs, reached, at first evaluation) arrays, one entry per run."""
-    found = [first_reach(r, target, higher, cost) for _, r in rows.groupby("run_id")]
-    return (np.array([c for c, _, _ in found]), np.array([hit for _, hit, _ in found], dtype=bool),
-            np.array([first for _, _, first in found], dtype=bool))
-
-
-def ratio_interval(ref: np.ndarray, mine: np.ndarray, *, rng: np.random.Generator, n_boot: int):
-    """(point, lo, hi) of mean(ref) / mean(mine) with the seeds of each resampled independently."""
-
-    def ratio(a, b):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return a / b
-
-    point = float(ratio(ref.mean(), mine.mean()))
-    if len(ref) < 2 and len(mine) < 2:
-        return point, point, point
-    boots = ratio(ref[stats.bootstrap_indices(len(ref), n_boot, rng)].mean(axis=1),
-                  mine[stats.bootstrap_indices(len(mine), n_boot, rng)].mean(axis=1))
-    lo, hi = np.quantile(boots, [0.025, 0.975], method="nearest")
-    return point, float(lo), float(hi)
-
-
-def bound(ref_reached: np.ndarray, reached: np.ndarray, ref_first: np.ndarray | None = None,
-          first: np.ndarray | None = None) -> str:
-    """What a ratio of mean costs (reference / method) is: exact (""), a lower bound (">="), an upper bound
-    ("<="), or nothing ("none": censoring in both directions). A seed censored at the budget makes its side's mean
-    cost a lower bound, one that reached at its first evaluation (``*_first``) an upper bound."""
-    ref_first = np.zeros(len(ref_reached), bool) if ref_first is None else ref_first
-    first = np.zeros(len(reached), bool) if first is None else first
-    at_least = (not ref_reached.all()) or bool(first.any())
-    at_most = (not reached.all()) or bool(ref_first.any())
-    return "none" if at_least and at_most else ">=" if at_least else "<=" if at_most else ""
-
-
 def starts_by_label(rc: pd.DataFrame) -> dict[str, float]:
     """Each label's start: the mean over its runs of their first (step-0) evaluation."""
     first = rc.sort_values("step").groupby("run_id").first()
@@ -115,9 +57,9 @@ def starts_by_label(rc: pd.DataFrame) -> dict[str, float]:
 
 def targets(rc: pd.DataFrame, finals: dict[str, np.ndarray], reference: str, ref_label: str | None,
             higher: bool, *, rng: np.random.Generator, n_boot: int, fractions=FRACTIONS) -> list[dict]:
-    """The targets of one reward: name, value, the start they are measured from, and whether they lie inside the
-    reference's noise around it. ``finals``: final rewards by label; ``ref_label``: the reference method's label
-    (None when it is absent). The start is the reference's own (the best method's own without a reference)."""
+    """The targets of one (reward, model): name, value, the start they are measured from (``anchor``: whose start),
+    whose levels they are (``level_of``) and whether they lie inside the noise. ``finals``: final rewards by label;
+    ``ref_label``: the reference method's label (None when it is absent)."""
     means = {k: float(v.mean()) for k, v in finals.items() if len(v)}
     starts = starts_by_label(rc)
     if not means:
@@ -127,28 +69,30 @@ def targets(rc: pd.DataFrame, finals: dict[str, np.ndarray], reference: str, ref
     start = starts.get(anchor, float("nan"))
     if math.isnan(start):
         return []
-    half = float("nan")
+
+    def improved(label) -> bool:
+        return label in means and means[label] != start and (means[label] > start) == higher
+
+    level = ref_label if improved(ref_label) else best if improved(best) else None
+    if level is None:
+        return []
+    _, lo, hi = stats.bootstrap_ci(finals[level], "mean", rng=rng, n_boot=n_boot)
+    half, gain = (hi - lo) / 2, means[level] - start
+    who = reference if level == ref_label else level
     found = []
-    if ref_label in means:
-        _, lo, hi = stats.bootstrap_ci(finals[ref_label], "mean", rng=rng, n_boot=n_boot)
-        half = (hi - lo) / 2
-        ref_mean = means[ref_label]
-        if (ref_mean > start) == higher and ref_mean != start:
-            found.append(dict(name=f"{reference} final", value=ref_mean, start=start, anchor=anchor,
-                              inside=bool(lo <= start <= hi)))
-    gain = means[best] - start
-    if (gain > 0) == higher and gain != 0:
-        for f in fractions:
-            value = start + f * gain
-            found.append(dict(name=f"{round(f * 100)}% of {best}'s gain", value=value, start=start, anchor=anchor,
-                              inside=bool(abs(value - start) <= half)))
+    for f in sorted(fractions):
+        value = start + f * gain
+        name = f"{who} final" if f == 1 else f"{round(f * 100)}% of {who}'s gain"
+        inside = bool(lo <= start <= hi) if f == 1 else bool(abs(value - start) <= half)
+        found.append(dict(name=name, value=value, start=start, anchor=anchor, level_of=level, inside=inside))
     return found
 
 
 def time_to_targets(results: Results, reference: str, *, rng: np.random.Generator, n_boot: int = 2000,
                     fractions=FRACTIONS) -> pd.DataFrame:
-    """One row per (reward, target, method, cost axis): seeds reaching it, mean cost, speed-up vs ``reference``
-    with its 95 % interval. Runs that did not finish their budget are left out (their curves stop early)."""
+    """One row per (reward, model, target, method, cost axis): seeds reaching it, mean cost, speed-up vs
+    ``reference`` (``reach.speedup``'s columns). Runs that did not finish their budget are left out (their curves
+    stop early)."""
     runs, curves = results.runs, eval_curves(results)
     done_ids = set(runs.loc[runs["status"].isin(COMPLETED), "run_id"])
     rows = []
@@ -163,104 +107,126 @@ def time_to_targets(results: Results, reference: str, *, rng: np.random.Generato
         done = rgroup[rgroup["run_id"].isin(done_ids)]
         finals = {label: g["final_eval_reward"].dropna().to_numpy(float) for label, g in done.groupby("label")}
         ref_label = next((lab for lab, g in done.groupby("label") if g["method"].iloc[0] == reference), None)
+        starts = starts_by_label(rc)
+        setting = {label: set(eval_setting(g)) for label, g in done.groupby("label")} if "eval_guidance" in done else {}
         for target in targets(rc, finals, reference, ref_label, higher, rng=rng, n_boot=n_boot, fractions=fractions):
-            cost_of = {label: {c: seed_costs(lc, target["value"], higher, c) for c in COSTS}
-                       for label, lc in rc.groupby("label")}
-            ref_costs = cost_of.get(ref_label)
-            for label, costs in sorted(cost_of.items()):
-                for cost, (values, reached, first) in costs.items():
-                    point = lo = hi = float("nan")
-                    kind = ""  # no reference in these results: no ratio, and nothing censored to say
-                    ref_values, ref_reached, ref_first = ref_costs[cost] if ref_costs is not None else ([],) * 3
-                    if ref_costs is not None:
-                        kind = bound(ref_reached, reached, ref_first, first)
-                        if kind == "":
-                            point, lo, hi = ratio_interval(ref_values, values, rng=rng, n_boot=n_boot)
-                        elif kind != "none":
-                            point = float(np.mean(ref_values) / np.mean(values)) if np.mean(values) > 0 else math.inf
+            crossings = {label: reach.seed_crossings(lc, target["value"], higher) for label, lc in rc.groupby("label")}
+            ref = crossings.get(ref_label)
+            for label, axes in sorted(crossings.items()):
+                for cost, seeds in axes.items():
+                    ratio = (reach.speedup(ref[cost], seeds, rng=rng, n_boot=n_boot) if ref is not None else
+                             dict(bound="", **dict.fromkeys(("speedup", "speedup_lo", "speedup_hi", "spacing_lo",
+                                                             "spacing_hi"), float("nan"))))
                     rows.append(dict(reward=reward, model=model, target_name=target["name"], target=target["value"],
-                                     start=target["start"], start_of=target["anchor"], inside_noise=target["inside"],
-                                     method=label, cost=cost, seeds=len(values), reached=int(reached.sum()),
-                                     at_first=int(first.sum()), mean_cost=float(values.mean()),
-                                     ref_seeds=len(ref_values), ref_reached=int(np.sum(ref_reached)),
-                                     ref_at_first=int(np.sum(ref_first)),
-                                     speedup=point, speedup_lo=lo, speedup_hi=hi, bound=kind))
+                                     start=target["start"], start_of=target["anchor"], level_of=target["level_of"],
+                                     inside_noise=target["inside"], method=label, is_reference=label == ref_label,
+                                     own_start=starts.get(label, float("nan")),
+                                     other_setting=setting.get(label) != setting.get(target["anchor"]), cost=cost, seeds=len(seeds.cost),
+                                     reached=int(seeds.reached.sum()), at_first=int(seeds.at_first.sum()),
+                                     mean_cost=float(np.mean(seeds.cost)),
+                                     ref_seeds=len(ref[cost].cost) if ref is not None else 0,
+                                     ref_reached=int(ref[cost].reached.sum()) if ref is not None else 0,
+                                     ref_at_first=int(ref[cost].at_first.sum()) if ref is not None else 0, **ratio))
     return pd.DataFrame(rows)
 
 
-def _bound_reasons(r, reference: str) -> str:
-    """The seed counts that make a speed-up a bound: "3/3 at 1st eval; flow-grpo 1/3 reached"."""
-    reasons = []
-    if r.reached < r.seeds:
-        reasons.append(f"{r.reached}/{r.seeds} reached")
-    if r.at_first:
-        reasons.append(f"{r.at_first}/{r.seeds} at 1st eval")
-    if r.ref_reached < r.ref_seeds:
-        reasons.append(f"{reference} {r.ref_reached}/{r.ref_seeds} reached")
-    if r.ref_at_first:
-        reasons.append(f"{reference} {r.ref_at_first}/{r.ref_seeds} at 1st eval")
-    return "; ".join(reasons)
+def _seeds(n: int, of: int, label: str, what: str) -> str:
+    return f"{n} of {of} seed{'s' if of != 1 else ''} of {label} {what}"
 
 
-def _speedup_text(r, reference: str = "the reference") -> str:
-    if r.bound == "none":
-        return f"— ({_bound_reasons(r, reference)})"
-    if math.isnan(r.speedup):
+def note(r, reference: str) -> str:
+    """Why a speed-up is a bound, in seed counts ("2 of 3 seeds of ddpo reached"), or why a point has no interval."""
+    if r.bound:  # ">=", "<=" or "none"
+        reasons = []
+        if r.reached < r.seeds:
+            reasons.append(_seeds(r.reached, r.seeds, r.method, "reached"))
+        if r.at_first:
+            reasons.append(_seeds(r.at_first, r.seeds, r.method, "at the 1st evaluation"))
+        if r.ref_reached < r.ref_seeds:
+            reasons.append(_seeds(r.ref_reached, r.ref_seeds, reference, "reached"))
+        if r.ref_at_first:
+            reasons.append(_seeds(r.ref_at_first, r.ref_seeds, reference, "at the 1st evaluation"))
+        return "; ".join(reasons)
+    if r.ref_seeds and not math.isnan(r.speedup) and (r.seeds < 2 or r.ref_seeds < 2):
+        one = [who for who, n in ((reference, r.ref_seeds), (r.method, r.seeds)) if n < 2]
+        return f"1 seed of {' and '.join(dict.fromkeys(one))}: no interval"
+    return ""
+
+
+def speedup_text(r) -> str:
+    if r.bound == "none" or math.isnan(r.speedup):
         return "—"
     if math.isinf(r.speedup):
-        return f"— (at the start: {_bound_reasons(r, reference)})"
+        return "— (at the start)"
     if r.bound in (">=", "<="):  # a bound is a bound: no interval around it
-        return f"{r.bound} {r.speedup:.2f}x ({_bound_reasons(r, reference)})"
+        return f"{r.bound} {r.speedup:.2f}x"
+    if math.isnan(r.speedup_lo):
+        return f"{r.speedup:.2f}x"
     return f"{r.speedup:.2f}x [{r.speedup_lo:.2f}x, {r.speedup_hi:.2f}x]"
 
 
-def _cost_text(r) -> str:
+def cost_text(r) -> str:
     below, above = r.reached < r.seeds, getattr(r, "at_first", 0) > 0
     if below and above:
         return f"~{fmt(r.mean_cost, 1)} (censored both ways)"
     return f">= {fmt(r.mean_cost, 1)}" if below else f"<= {fmt(r.mean_cost, 1)}" if above else fmt(r.mean_cost, 1)
 
 
+def intro(reference: str) -> str:
+    return (
+        "Per seed, the cost at which its evaluation reward first reaches the target, read on the straight line "
+        "between the two evaluations that bracket the crossing (in reward queries, training seconds and CPU seconds "
+        f"alike); `reached` counts seeds. Targets are levels {reference} reaches: 50 % and 75 % of its mean gain over "
+        f"its start ({reference}'s step-0 evaluation) and its mean final reward. A seed that never reaches a target "
+        "counts its whole budget (its mean cost reads \">=\"); one that reaches it at its first evaluation after "
+        "training began may have got there any time after the start and counts that evaluation (\"<=\"; no line is "
+        f"drawn from the start). Speed-up = {reference}'s mean cost / the method's: where every seed of both crossed "
+        "between two evaluations, a point with a 95 % percentile-bootstrap interval (each method's seeds resampled "
+        "on their own; none with one seed); otherwise a bound, \">=\" or \"<=\", with the seed counts that make it "
+        "one under `why a bound`, or \"—\" where it is bounded both ways. `time_to_target.csv` adds, for a point, "
+        "the ratio were every crossing at either end of its bracket (`spacing_lo`, `spacing_hi`): what the "
+        "evaluation spacing leaves open. The AlignProp paper reports about 25x for AlignProp over DDPO on "
+        "aesthetics.")
+
+
 def markdown(table: pd.DataFrame, reference: str) -> list[str]:
-    """The report section: one table per reward, rows target x method, columns per cost axis."""
+    """The report section: one table per (reward, model), rows target x method, columns per cost axis."""
     if not len(table):
         return []
-    lines = [f"## Time to target, speed-up vs {reference}", "",
-             "Per seed, the cost at its first evaluation that reaches the target (read at evaluations, not "
-             "interpolated); `reached` counts seeds. Targets are absolute rewards, fractions of the best gain "
-             f"measured from {reference}'s own start. A seed that never reaches a target counts its whole budget "
-             "(its mean cost reads \">=\"); one that reaches it at its first evaluation after training began (\"at 1st "
-             "eval\") may have got there any time before (\"<=\"). Speed-up = "
-             f"{reference}'s mean cost / the method's: with a 95 % percentile-bootstrap interval over both methods' "
-             "seeds only where every seed of both reached the target, none at its first evaluation; otherwise a bound "
-             f"without interval, \">=\" ({reference} had seeds that never reached it, or the method reached it at its "
-             "first evaluation) or \"<=\" (the converse), with the seed counts that make it one; \"—\": bounds both "
-             "ways (the counts in brackets). The AlignProp paper reports about 25x for AlignProp over DDPO on "
-             "aesthetics.", ""]
+    lines = [f"## Time to target, speed-up vs {reference}", "", intro(reference), ""]
     several = "model" in table and table["model"].nunique() > 1
     for (reward, model), g in table.groupby(["reward", "model"] if "model" in table else ["reward", "reward"],
                                             sort=True):
         shown = []
         for (name, method), tg in g.groupby(["target_name", "method"], sort=False):
-            row = {"target": f"{name} ({fmt(tg['target'].iloc[0])})", "method": method,
-                   "reached": f"{tg['reached'].iloc[0]}/{tg['seeds'].iloc[0]}"}
+            first = next(tg.itertuples())
+            is_ref = bool(getattr(first, "is_reference", method == reference))
+            row = {"target": f"{name} ({fmt(first.target)})", "method": method,
+                   "reached": f"{first.reached}/{first.seeds}"}
             for r in tg.itertuples():
-                row[f"{COSTS[r.cost]} to reach"] = _cost_text(r)
-                row[f"speed-up ({COSTS[r.cost]})"] = ("(reference)" if method == reference else
-                                                       _speedup_text(r, reference))
+                row[f"{COSTS[r.cost]} to reach"] = cost_text(r)
+                row[f"speed-up ({COSTS[r.cost]})"] = "(reference)" if is_ref else speedup_text(r)
+            row["why a bound"] = "" if is_ref else note(first, reference)
             shown.append(row)
         anchor = g["start_of"].iloc[0] if "start_of" in g else reference
+        start = g["start"].iloc[0]
         on = f" on {model}" if several else ""
-        lines += [f"### {reward}{on} (start {fmt(g['start'].iloc[0])}: {anchor}'s step-0 evaluation)", "",
+        lines += [f"### {reward}{on} (start {fmt(start)}: {anchor}'s step-0 evaluation)", "",
                   markdown_table(pd.DataFrame(shown)), ""]
         if reference in set(g["method"]) and f"{reference} final" not in set(g["target_name"]):
             lines.append(f"- **No `{reference} final` target:** {reference}'s mean final reward is not beyond the start "
-                         f"({fmt(g['start'].iloc[0])}): it did not improve at this budget, so no speed-up to it exists.")
+                         f"({fmt(start)}): it did not improve at this budget, so no speed-up to its levels exists; the "
+                         f"targets are {g['level_of'].iloc[0] if 'level_of' in g else 'the best method'}'s levels.")
         for name, tg in g[g["inside_noise"].astype(bool)].groupby("target_name", sort=False):
-            why = (f"{reference}'s own 95 % interval of its final reward contains the start"
-                   if name == f"{reference} final" else
-                   f"it is no farther from the start than half the width of {reference}'s final-reward interval")
+            whose = tg["level_of"].iloc[0] if "level_of" in tg else reference
+            why = (f"{whose}'s own 95 % interval of its final reward contains the start" if name.endswith(" final")
+                   else f"it is no farther from the start than half the width of {whose}'s final-reward interval")
             lines.append(f"- **Target inside the noise:** {name} ({fmt(tg['target'].iloc[0])}): {why}; a speed-up "
                          "to it measures noise, not learning.")
+        if "other_setting" in g:
+            for r in g[g["other_setting"].astype(bool)].drop_duplicates("method").itertuples():
+                lines.append(f"- **Another start:** `{r.method}` is evaluated under another setting: its step-0 "
+                             f"evaluation is {fmt(r.own_start)}, not {fmt(start)}; its costs to these absolute "
+                             "targets include that difference.")
         lines.append("")
     return lines

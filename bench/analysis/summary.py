@@ -341,9 +341,10 @@ DEFINITIONS = """\
   training only; CPU seconds are the process's (all threads) in training, which a busy machine does not inflate.
   Peak memory is CUDA max allocated on a GPU, the whole process's peak RSS on a CPU. *Machine busy*: load above the
   cores and at least 1 beyond the job's own load (its workers at once x their torch threads).
-- **time to target**: its own section (reward queries and CPU seconds, per seed); summary.csv also keeps
-  `time_to_target_s`, the training seconds at which the mean curve first reaches start + 0.9 × (best final −
-  start), start that of the best method's setting.
+- **time to target**: its own section (reward queries, training and CPU seconds, per seed, each crossing read
+  between the two evaluations that bracket it); summary.csv also keeps `time_to_target_s`, the training seconds
+  (read at evaluations) at which the mean curve first reaches start + 0.9 × (best final − start), start that of the
+  best method's setting.
 - **status**: run counts per stop reason; diverged/oom/error/skipped runs are listed, not dropped.
 - Curves: markers are evaluations; with two or more seeds the mean over seeds with a seeded 95 % bootstrap band
   (a seed that stopped early is not extrapolated), and an IQM row below it when every method has 5 or more seeds;

@@ -69,6 +69,12 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
           f"resolution {info['resolution'] or 'native'}, model {info['model']}, prompts {info['prompts']}, "
           f"eval {info['eval_prompts']} (n={len(info['eval']['prompts'])}, noise seed {info['eval']['config']['seed']}); "
           f"budget per run: {budget_text(info['budget'])}")
+    evaluations = info.get("evaluations") or {}
+    if evaluations.get("eval_at"):
+        counts = ", ".join(map(str, evaluations["eval_at_queries"]))
+        print(f"evaluations (--eval-at {evaluations['eval_at']}) at reward queries {counts}"
+              + (", ..." if evaluations.get("eval_at_queries_truncated") else "")
+              + (f", and every {evaluations['every_steps']} steps" if evaluations.get("every_steps") else ""))
     if getattr(args, "reward_note", None):
         print(args.reward_note)
     for stand_in in info.get("stand_ins", []):

@@ -26,6 +26,7 @@ from bench.harness.checkpoints import CHECKPOINT, checkpoint_names, load_resume_
 from bench.harness.guard import Interrupted, keep_error_log
 from bench.harness.progress import Progress
 from bench.harness.recorder import ROWS, STATUSES, Recorder, cores, is_finite, read_rows, write_rows
+from bench.harness.schedule import QuerySchedule
 from bench.harness.spec import Budget, RunSpec
 from bench.harness.tracking import open_tracker
 
@@ -156,6 +157,7 @@ class Run:
             distributed.barrier()
             return float(scores.mean())
 
+        schedule = QuerySchedule.parse(spec.eval_at) if spec.eval_at else None  # --eval-at (checked when planned)
         if saved is None:
             run_eval(first=True)
         # the fixed workload of bench.core.calibrate, in this process, on its threads, its passes between the first
@@ -186,7 +188,7 @@ class Run:
                 every_q = spec.eval_every_samples
                 if (spec.eval_every and rec.step % spec.eval_every == 0) or (
                     every_q and rec.samples // every_q > (rec.samples - queried) // every_q
-                ):
+                ) or (schedule is not None and schedule.crossed(rec.samples - queried, rec.samples)):
                     run_eval()
                 if spec.checkpoint_every and rec.step % spec.checkpoint_every == 0:  # every process its own
                     self.checkpoint(method, rec)

@@ -10,6 +10,7 @@ from bench.core.errors import UsageError
 from bench.core.text import safe_name
 from bench.harness import tuning
 from bench.harness.presets import PROTOCOLS, get_preset
+from bench.harness.schedule import check_eval_at, describe as describe_schedule
 from bench.harness.tracking import check_tracker
 from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, given_source, method_config, parse_list,
                                  parse_seeds, parse_sets, run_id, source_of)
@@ -184,8 +185,11 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         if value is not None and (value < 0 or (flag == "eval_n" and value < 1)):
             raise UsageError(f"--{flag.replace('_', '-')} must be {'>= 1' if flag == 'eval_n' else '>= 0'}")
     eval_every_samples = args.eval_every_samples or 0
+    eval_at = check_eval_at(getattr(args, "eval_at", None), every_samples=eval_every_samples,
+                            max_samples=budget["max_samples"])
     # A query schedule replaces the preset's step schedule (an explicit --eval-every still adds to it).
-    eval_every = (0 if eval_every_samples else preset.eval_every) if args.eval_every is None else args.eval_every
+    queries = eval_every_samples or eval_at is not None
+    eval_every = (0 if queries else preset.eval_every) if args.eval_every is None else args.eval_every
     checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
@@ -249,7 +253,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         RunSpec(run_id=run_id(m, args.reward, seed), method=m, reward=args.reward, model=model, seed=seed,
                 method_config=configs[m].to_dict(), prompts=prompts, eval_prompts=eval_prompts_name,
                 eval=EvalSettings(eval_block["prompts"], method_eval[m]), budget=Budget(**budget), eval_every=eval_every,
-                eval_every_samples=eval_every_samples, checkpoint_every=checkpoint_every, allow_stand_in=allow_stand_in,
+                eval_every_samples=eval_every_samples, eval_at=eval_at.text if eval_at else "",
+                checkpoint_every=checkpoint_every, allow_stand_in=allow_stand_in,
                 reward_weights=args.reward_weights, preset=args.preset, protocol=protocol,
                 precision=scale["precision"], tracker=getattr(args, "tracker", None) or "none")
         for m in methods for seed in seeds
@@ -260,6 +265,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         raise UsageError(f"--methods give the same run id twice ({', '.join(clash)}); rename a plug-in class")
     return runs, dict(preset=args.preset, model=model, prompts=prompts, eval_prompts=eval_prompts_name,
                       budget=budget, eval=eval_block, tuned=tuned, protocol=protocol, **scale,
+                      evaluations=dict(every_steps=eval_every, every_queries=eval_every_samples,
+                                       **(describe_schedule(eval_at, budget["max_samples"]) if eval_at else {})),
                       stand_ins=stand_ins, notes=notes)
 
 

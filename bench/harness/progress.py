@@ -9,6 +9,7 @@ import threading
 
 from bench.core import distributed
 from bench.harness.recorder import Recorder
+from bench.harness.schedule import QuerySchedule
 from bench.harness.spec import Budget, RunSpec
 
 
@@ -40,6 +41,8 @@ class Progress:
         self.run_id, self.total, self.budget = spec.run_id, budget.max_steps, budget
         self.eval_every = int(getattr(spec, "eval_every", 0) or 0)
         self.eval_every_samples = int(getattr(spec, "eval_every_samples", 0) or 0)
+        eval_at = getattr(spec, "eval_at", "")
+        self.eval_at = QuerySchedule.parse(eval_at) if eval_at else None
         step, samples = (initial.step, initial.samples) if initial is not None else (0, 0)
         self.state = f"step {step}{f'/{self.total}' if self.total else ''}: training"
         self.said = None
@@ -97,6 +100,9 @@ class Progress:
             left = self.eval_every_samples - samples % self.eval_every_samples
             if not b.max_samples or samples + left < b.max_samples:
                 parts.append(plural(left, "query", "queries"))
+        nxt = self.eval_at.next_after(samples) if self.eval_at is not None else None
+        if nxt is not None and (not b.max_samples or nxt < b.max_samples):
+            parts.append(plural(nxt - samples, "query", "queries"))
         if self.eval_every:
             left = self.eval_every - step % self.eval_every
             if not b.max_steps or step + left < b.max_steps:

@@ -76,6 +76,9 @@ class RunSpec:
     eval_every_samples: int = 0
     """Also evaluate each time the training reward queries cross a multiple of this (0: off), so methods with
     different images per step are evaluated at the same query counts."""
+    eval_at: str = ""
+    """Also evaluate each time the training reward queries cross a count of this ``--eval-at`` schedule
+    (``bench.harness.schedule``; "": off)."""
     tracker: str = "none"
     """Experiment tracker the worker mirrors its rows to: none, tensorboard, wandb or trackio (``--tracker``)."""
 
