@@ -1,4 +1,5 @@
-"""The suite's true scores: the shape world's hand reader (prompt-match), PIL's JPEG size (the JPEG tasks)."""
+"""The suite's true scores: the shape world's hand reader (prompt-match), PIL's JPEG size (the JPEG tasks), and that
+every task's reward records the true score its task names."""
 
 import io
 from dataclasses import replace
@@ -10,6 +11,7 @@ from PIL import Image
 
 from bench.core import shape_reader
 from bench.core import shapes as world
+from bench.suite.tasks import load_tasks
 from rewards import build_reward
 from rewards.compress import held_out_images, jpeg_rate_kb
 from rewards.shapeworld import PromptMatch, ShapeCount
@@ -101,3 +103,10 @@ def test_jpeg_true_score_is_the_pil_byte_size_at_quality_95():
         assert reward.true_metrics == {"true_jpeg_kb": sign == 1}
     assert pil_jpeg_bytes(images[0], 50) != expected[0]  # the quality matters: 95 is the stated one
 
+
+@pytest.mark.parametrize("name", list(load_tasks()))
+def test_every_task_s_reward_records_its_true_score(name):
+    task = load_tasks()[name]
+    images, scenes = renders(seed=11)
+    metrics = build_reward(task.reward).eval_metrics(images[:8], [s.caption for s in scenes[:8]])
+    assert task.true_score in metrics and np.isfinite(metrics[task.true_score])
