@@ -39,7 +39,7 @@ REWARDS = Registry(
 )
 
 __all__ = ["REWARDS", "Reward", "build_reward", "check_reward_prompts", "check_reward_spec", "check_reward_weights",
-           "higher_is_better", "is_plugin", "make_reward", "reward_names"]
+           "higher_is_better", "is_plugin", "make_reward", "reward_names", "true_metrics"]
 
 
 def higher_is_better(spec: str | None) -> bool:
@@ -49,6 +49,16 @@ def higher_is_better(spec: str | None) -> bool:
         return bool(getattr(REWARDS.get(spec), "higher_is_better", True))
     except Exception:
         return True
+
+
+def true_metrics(spec: str) -> dict[str, bool]:
+    """The true scores a reward's evaluation records (``Reward.true_metrics``: name -> higher is better), read from
+    its class without building it; {} for a combination (its evaluation records none) or a factory that declares
+    none. Raises ``UsageError`` for an unknown name or a plug-in that does not import."""
+    check_reward_spec(spec)
+    if is_combination(spec):
+        return {}
+    return dict(getattr(_factory(spec), "true_metrics", None) or {})
 
 
 def reward_names() -> list[str]:

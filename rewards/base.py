@@ -29,6 +29,9 @@ class Reward:
     """Set when the weights behind this reward are a random-weight stand-in; names what it stands in for."""
     surrogate_name: str | None = None
     """Names the differentiable ``surrogate`` (recorded in a gradient method's results); None without one."""
+    true_metrics: dict[str, bool] = {}
+    """The true scores ``eval_metrics`` records beside this reward (the quantity it stands for, computed without the
+    reward's own model or surrogate), each with whether higher is better; a task names one (``bench.suite.tasks``)."""
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """The true score, shape [B]."""

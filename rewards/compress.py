@@ -12,7 +12,8 @@ mixed with noise), and about 0.9 on 64 tiny-random samples (32x32, similar image
 bytes, many tied: 0.914 with the default seed, 0.87-0.91 over four seeds).
 
 Gradient methods train on the surrogate and name it (``surrogate`` in ``result.json`` and ``runs.csv``:
-``SURROGATE``); evaluation and the score-function methods (DDPO, RWR) use the true JPEG size.
+``SURROGATE``); evaluation and the score-function methods (DDPO, RWR) use the true JPEG size. Every evaluation
+records both sizes, ``true_jpeg_kb`` (PIL) and ``surrogate_jpeg_kb``.
 """
 
 from __future__ import annotations
@@ -83,6 +84,12 @@ def _bits(quantised: torch.Tensor) -> torch.Tensor:
 SURROGATE = "jpeg-rate surrogate (rewards.compress.jpeg_rate_kb)"
 
 
+def size_metrics(images: torch.Tensor) -> dict[str, float]:
+    """Evaluation's sizes: the true one (``true_jpeg_kb``, PIL) beside the surrogate's (``surrogate_jpeg_kb``, what a
+    gradient method trains on), so a surrogate that parts from the codec shows."""
+    return {"true_jpeg_kb": float(jpeg_kb(images).mean()), "surrogate_jpeg_kb": float(jpeg_rate_kb(images).mean())}
+
+
 class Compressibility(JpegCompressibility):
     """Negated JPEG kB (true score), with ``-jpeg_rate_kb`` as the differentiable surrogate."""
 
@@ -91,6 +98,10 @@ class Compressibility(JpegCompressibility):
 
     def surrogate(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         return -jpeg_rate_kb(images)
+
+    @torch.no_grad()
+    def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        return size_metrics(images)
 
 
 class Incompressibility(JpegIncompressibility):
@@ -101,6 +112,10 @@ class Incompressibility(JpegIncompressibility):
 
     def surrogate(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         return jpeg_rate_kb(images)
+
+    @torch.no_grad()
+    def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        return size_metrics(images)
 
 
 def held_out_images(n: int = 96, seed: int = 1, size: int = 64) -> torch.Tensor:

@@ -9,8 +9,10 @@ reward hacking (learned score up, true score not) is visible.
 The hand-defined quality (``true_aesthetic``, in [0, 1]; independent of the prompt's count, colour and shape):
 
 1. background = the per-channel median of the image's 1-pixel border; foreground = pixels whose largest channel
-   difference from it exceeds ``FOREGROUND``;
-2. objects = 8-connected foreground components of at least ``MIN_AREA`` pixels (smaller specks are ignored);
+   difference from it exceeds ``FOREGROUND`` (0.4);
+2. objects = 8-connected foreground components of at least ``MIN_AREA`` (6) pixels (smaller specks are ignored);
+   steps 1-2 are those of the shape world's hand reader (``bench.core.shape_reader``, which also reads count,
+   colour and shape);
 3. each object scores size x centring: size = (bounding-box side - 10) / 4 clipped to [0, 1] (0 up to 10 px,
    the middle of the world's 8-11 px, 1 for 14 px objects that fill their 16 px quadrant with a 1 px margin);
    centring = 1 when the box centre is within 1 px of the centre of its cell of the world's 2x2 grid, falling
@@ -34,40 +36,16 @@ from torch import nn
 
 from bench.core import shapes as world
 from bench.core.errors import UsageError
+from bench.core.shape_reader import MIN_AREA, components, foreground
 from rewards.base import Reward
 
 ASSET = Path(__file__).resolve().parent / "assets" / "shape_aesthetic.safetensors"
-FOREGROUND = 0.4
-"""Largest channel difference from the background (in [0, 1]) above which a pixel is foreground."""
-MIN_AREA = 6
-"""Components smaller than this (pixels) are specks, not objects."""
 SIZE_FLOOR, SIZE_CEILING = 10, 14
 """Bounding-box sides (px) at which the size term is 0 and 1."""
 CENTRE_TOLERANCE, CENTRE_ZERO = 1.0, 4.0
 """Distance (px) of the box centre from its cell centre at which centring starts to fall, and reaches 0."""
 CELL_CENTRES = (7.5, 23.5)
 """Pixel coordinates of the centres of the world's 2x2 grid cells (each axis)."""
-
-
-def foreground(images: torch.Tensor) -> torch.Tensor:
-    """Bool [B, H, W]: pixels far from the background colour (the median of the 1-pixel border)."""
-    x = images.detach().float()
-    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, 1:-1, 0], x[:, :, 1:-1, -1]], dim=2)  # [B, 3, perimeter]
-    background = border.median(dim=2).values
-    return (x - background[:, :, None, None]).abs().amax(dim=1) > FOREGROUND
-
-
-def components(mask: torch.Tensor) -> torch.Tensor:
-    """Long [B, H, W]: 8-connected component labels (0 = background), by max-label propagation."""
-    b, h, w = mask.shape
-    ids = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, 1, h, w).expand(b, 1, h, w)
-    m = mask[:, None].float()
-    labels = ids * m
-    while True:
-        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * m
-        if torch.equal(grown, labels):
-            return labels[:, 0].long()
-        labels = grown
 
 
 def objects(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -165,6 +143,7 @@ class ShapeAesthetic(Reward):
 
     name = "shape-aesthetic"
     differentiable = True
+    true_metrics = {"true_aesthetic": True, "true_size": True, "true_centring": True}
 
     def __init__(self):
         self.net = load_net()
@@ -178,8 +157,7 @@ class ShapeAesthetic(Reward):
         metrics = {"true_aesthetic": float(terms["true_aesthetic"].mean()), "true_size": float(terms["size"].mean()),
                    "true_centring": float(terms["centring"].mean())}
         if all(world.parse_caption(p) is not None for p in prompts):
-            from rewards.shapeworld import PromptMatch, ShapeCount
+            from rewards.shapeworld import PromptMatch
 
-            for fidelity in (ShapeCount(), PromptMatch()):
-                metrics.update(fidelity.to(images.device).eval_metrics(images, prompts))
+            metrics.update(PromptMatch().to(images.device).classifier_metrics(images, prompts))
         return metrics

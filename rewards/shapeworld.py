@@ -1,11 +1,14 @@
-"""In-domain rewards of the shape world (``bench/shapeworld.py``), each a small CNN trained on ground truth.
+"""In-domain rewards of the shape world (``bench/core/shapes.py``), small CNNs trained on ground truth.
 
-- ``count``: log-probability that the image shows the prompted number of objects (the AlignProp paper's
-  object-count objective, made differentiable by a classifier).
-- ``prompt-match``: log p(prompted colour) + log p(prompted shape).
+- ``count``: probability that the image shows the prompted number of objects (the AlignProp paper's object-count
+  objective, made differentiable by a classifier).
+- ``prompt-match``: log p(prompted colour) + log p(prompted shape) + log p(prompted count): the whole prompt.
 
 Both parse the prompt ("three red circles on a white background"); the weights (a few hundred kB, with their
 held-out accuracy in the metadata) ship in ``rewards/assets`` and are trained by ``python -m bench.shapeworld.train``.
+Their true scores are not these classifiers: the shape world's hand reader (``bench.core.shape_reader``: connected
+components, palette colours, bounding-box fill) reads count, colour and shape from the pixels, and evaluation records
+what it reads (``true_count``; ``true_color``, ``true_shape``, ``true_match``) beside the classifiers' accuracies.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core import shape_reader
 from bench.core import shapes as world
 from bench.core.diversity import FeatureSpace
 from bench.core.errors import UsageError
@@ -178,6 +182,7 @@ class ShapeCount(ShapeWorldReward):
 
     name = "count"
     differentiable = True
+    true_metrics = {"true_count": True}
 
     def __init__(self):
         self.net = load_net(CountNet, "count")
@@ -194,33 +199,52 @@ class ShapeCount(ShapeWorldReward):
 
     @torch.no_grad()
     def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
-        return {"exact_count": float(self.exact(images, prompts).mean())}
+        """The classifier's exact-count accuracy, and the hand reader's (``true_count``)."""
+        truth = shape_reader.hits(images, parse_prompts(prompts, self.name))
+        return {"exact_count": float(self.exact(images, prompts).mean()), "true_count": float(truth["count"].mean())}
 
 
 class PromptMatch(ShapeWorldReward):
-    """log p(prompted colour | image) + log p(prompted shape | image); differentiable."""
+    """log p(prompted colour | image) + log p(prompted shape | image) + log p(prompted count | image); differentiable.
+
+    Evaluation records the classifiers' accuracies (``color_accuracy``, ``shape_accuracy``, ``exact_count``) and the
+    hand reader's (``true_color``, ``true_shape``, ``true_count``, and ``true_match``: all three right), the true
+    score: a model that learns to fool the classifiers raises the first and not the second.
+    """
 
     name = "prompt-match"
     differentiable = True
+    true_metrics = {"true_match": True, "true_color": True, "true_shape": True, "true_count": True}
 
     def __init__(self):
         self.net = load_net(AttributeNet, "prompt_match")
+        self.count_net = load_net(CountNet, "count")
+
+    def logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**self.net(images.float()), **self.count_net(images.float())}
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         y = labels(parse_prompts(prompts, self.name))
-        logits = self.net(images.float())
+        logits = self.logits(images)
         total = 0
-        for key in ("color", "shape"):
+        for key in ("color", "shape", "count"):
             logp = F.log_softmax(logits[key], dim=-1)
             total = total + logp.gather(1, y[key].to(images.device)[:, None])[:, 0]
         return total
 
     def hits(self, images: torch.Tensor, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """Per image: whether the classifier's colour / shape is the prompted one."""
+        """Per image: whether the classifiers' colour / shape / count is the prompted one."""
         y = labels(parse_prompts(prompts, self.name))
-        logits = self.net(images.float())
-        return {k: (logits[k].argmax(-1).cpu() == y[k]).float() for k in ("color", "shape")}
+        logits = self.logits(images)
+        return {k: (logits[k].argmax(-1).cpu() == y[k]).float() for k in ("color", "shape", "count")}
+
+    @torch.no_grad()
+    def classifier_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+        """The classifiers' colour, shape and exact-count accuracy (what the reward sees)."""
+        names = {"color": "color_accuracy", "shape": "shape_accuracy", "count": "exact_count"}
+        return {names[k]: float(v.mean()) for k, v in self.hits(images, prompts).items()}
 
     @torch.no_grad()
     def eval_metrics(self, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
-        return {f"{k}_accuracy": float(v.mean()) for k, v in self.hits(images, prompts).items()}
+        truth = shape_reader.hits(images, parse_prompts(prompts, self.name))
+        return {**self.classifier_metrics(images, prompts), **{f"true_{k}": float(v.mean()) for k, v in truth.items()}}

@@ -32,7 +32,7 @@ REWARD_UNITS = {
     "pickscore": "PickScore, 100 x cosine",
     "hpsv2": "HPS v2.1 score",
     "count": "p(prompted count), 0-1",
-    "prompt-match": "log p(colour) + log p(shape)",
+    "prompt-match": "log p(colour) + log p(shape) + log p(count)",
 }
 """What each registered reward's number is, for axis labels (combinations and plug-ins show their name only)."""
 
