@@ -88,14 +88,15 @@ def interval(scores: np.ndarray, stat: str = "iqm", *, rng: np.random.Generator,
     return point, float(lo), float(hi)
 
 
-def no_interval_reason(scores: np.ndarray) -> str:
+def no_interval_reason(scores: np.ndarray, task: str = "task") -> str:
     """Why the aggregate of ``scores`` gets no interval ("" when it gets one): a single task (the bootstrap over
-    tasks has nothing to stratify) or a single seed in every task (nothing to resample)."""
+    tasks has nothing to stratify) or a single seed in every task (nothing to resample). ``task``: what a column is
+    called in the message (the suite's are cells)."""
     cols = [c for c in columns(scores) if len(c)]
     if not cols:
         return "no score"
     if len(cols) < 2:
-        return "1 task: no interval"
+        return f"1 {task}: no interval"
     if max(len(c) for c in cols) < 2:
         return "1 seed: no interval"
     return ""

@@ -45,7 +45,8 @@ def resolve_references(asked: str | None, families, methods) -> dict[str, str]:
     parts = [p.strip() for p in asked.split(",") if p.strip()]
     pairs = [p.split("=", 1) for p in parts] if all("=" in p for p in parts) else None
     if pairs is None and len(parts) != 1:
-        raise UsageError(f"--reference {asked!r}: give one method (ddpo) or family=method pairs (sd=ddpo,sd3=flow-grpo)")
+        raise UsageError(f"--reference {asked!r}: give one method (ddpo) or family=method pairs "
+                         "(sd=ddpo,sd3=flow-grpo)")
     chosen = dict(pairs) if pairs else {f: parts[0] for f in families}
     for family, method in chosen.items():
         if family not in families:
@@ -71,12 +72,12 @@ def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n
     for method, matrix in matrices.items():
         have = (~np.isnan(matrix)).any(axis=0)
         own = matrix[:, have]
-        reason = aggregate.no_interval_reason(own)
+        reason = aggregate.no_interval_reason(own, "cell")
         row = dict(method=method, together=method in together, cells=int(have.sum()), runs=int((~np.isnan(own)).sum()),
                    cell_names=", ".join(f"{t}/{f}" for (t, f), h in zip(keys, have) if h), no_interval=reason)
         for stat in ("iqm", "mean"):
             point, lo, hi = aggregate.interval(own, stat, rng=np.random.default_rng(seed), n_boot=n_boot)
-            row.update({stat: point, f"{stat}_lo": lo if not reason else np.nan, f"{stat}_hi": hi if not reason else np.nan})
+            row.update({stat: point, f"{stat}_lo": np.nan if reason else lo, f"{stat}_hi": np.nan if reason else hi})
         rows.append(row)
     pairs = []
     for x, y in itertools.combinations(matrices, 2):
@@ -85,9 +86,7 @@ def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n
             continue
         a, b = matrices[x][:, shared], matrices[y][:, shared]
         p, lo, hi = aggregate.improvement_interval(a, b, rng=np.random.default_rng(seed), n_boot=n_boot)
-        reason = aggregate.no_interval_reason(np.concatenate([a, b], axis=0))
-        if not reason and max(len(c) for c in aggregate.columns(a)) < 2 and max(len(c) for c in aggregate.columns(b)) < 2:
-            reason = "1 seed: no interval"
+        reason = aggregate.no_interval_reason(a, "cell") or aggregate.no_interval_reason(b, "cell")
         pairs.append(dict(x=x, y=y, p=p, lo=np.nan if reason else lo, hi=np.nan if reason else hi,
                           cells=int(shared.sum()), no_interval=reason, together=x in together and y in together))
     return dict(cells=keys, matrices=matrices, together=together, estimates=pd.DataFrame(rows),
@@ -137,7 +136,8 @@ def write_report(suite_dir, out_dir=None, *, tasks=None, score: str = "true", re
                 tmp, {r.method: {"iqm": (r.iqm, r.iqm_lo, r.iqm_hi), "mean": (r.mean, r.mean_lo, r.mean_hi)}
                       for r in shown.itertuples()},
                 agg["improvements"][agg["improvements"]["together"]], colors=colors, what=what, cells=cells_text,
-                quick=suite.quick, formats=formats),
+                quick=suite.quick, formats=formats,
+                note="; ".join(sorted({r.split(":")[0] for r in shown["no_interval"] if r}))),
             profile=suite_figures.profile_figure(tmp, together, colors=colors, what=what, cells=cells_text,
                                                  quick=suite.quick, seed=seed, n_boot=min(n_boot, 1000),
                                                  formats=formats),

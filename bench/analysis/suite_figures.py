@@ -50,6 +50,8 @@ def plot_interval_estimates(ax, estimates: dict[str, tuple[float, float, float]]
         color = colors.get(name)
         if not (np.isnan(lo) or np.isnan(hi)):
             ax.barh(i, hi - lo, left=lo, height=0.6, color=color, alpha=0.75)
+        else:  # no interval: the point alone, in the method's colour
+            ax.plot(point, i, "o", color=color, markersize=9)
         ax.plot([point, point], [i - 0.3, i + 0.3], color="black", linewidth=2)
     ax.set_yticks(range(len(names)))
     ax.set_yticklabels(names, fontsize=9)
@@ -77,15 +79,15 @@ def plot_performance_profile(ax, taus: np.ndarray, profiles: dict[str, dict], *,
 
 
 def aggregate_figure(out: Path, estimates: dict[str, dict], improvements: pd.DataFrame, *, colors: dict, what: str,
-                     cells: str, quick: bool, formats) -> list[str]:
+                     cells: str, quick: bool, formats, note: str = "") -> list[str]:
     """``aggregate``: IQM and mean of the normalised scores per method (95 % stratified-bootstrap intervals) and
     P(X > Y) per pair of methods."""
     if not estimates:
         return []
     panels = [("iqm", "IQM"), ("mean", "mean")]
     n_pairs = len(improvements)
-    fig, axes = plots.plt.subplots(1, 3 if n_pairs else 2, figsize=(14 if n_pairs else 9.5, 1.2 + 0.45 * max(
-        len(estimates), n_pairs)), squeeze=False)
+    fig, axes = plots.plt.subplots(1, 3 if n_pairs else 2, figsize=(14 if n_pairs else 9.5, max(2.8, 1.4 + 0.45 * max(
+        len(estimates), n_pairs))), squeeze=False)
     for ax, (stat, name) in zip(axes[0], panels):
         plot_interval_estimates(ax, {m: e[stat] for m, e in estimates.items()}, colors=colors,
                                 xlabel=f"{name} of {what}", title=f"{name} over runs x cells")
@@ -97,8 +99,8 @@ def aggregate_figure(out: Path, estimates: dict[str, dict], improvements: pd.Dat
                                 xlabel="probability of improvement", title="P(X > Y) over shared cells")
         ax.axvline(0.5, color="black", linestyle=":", linewidth=1)
         ax.set_xlim(-0.02, 1.02)
-    fig.suptitle(title(f"Aggregate over {cells} (95 % stratified-bootstrap intervals; black tick: the point)",
-                       quick), fontsize=11)
+    how = f"no intervals: {note}" if note else "95 % stratified-bootstrap intervals"
+    fig.suptitle(title(f"Aggregate over {cells} ({how}; black tick: the point)", quick), fontsize=11)
     return save(fig, out, "aggregate", formats)
 
 
@@ -119,7 +121,9 @@ def profile_figure(out: Path, matrices: dict[str, np.ndarray], *, colors: dict, 
         ax.axvline(x, color="0.4", linestyle=":", linewidth=1)
         ax.text(x, 1.0, f" {text}", fontsize=8, color="0.3", va="top", rotation=90)
     plots.legend_beside(ax)
-    ax.set_title(title(f"Performance profile over {cells}\n(95 % stratified-bootstrap bands)", quick), fontsize=10)
+    banded = any(not np.allclose(p["lo"], p["hi"]) for p in profiles.values())
+    ax.set_title(title(f"Performance profile over {cells}\n(" + ("95 % stratified-bootstrap bands" if banded else
+                       "no bands: 1 cell or 1 seed") + ")", quick), fontsize=10)
     return save(fig, out, "performance_profile", formats)
 
 
@@ -149,7 +153,7 @@ def curve_figures(suite, out: Path, *, colors: dict, seed: int, n_boot: int, qui
                                          n_boot=n_boot, colors=colors, title=f"{task} on {cell.family} ({model})",
                                          ylabel=ylabel, legend=None)
         plots.legend_below(fig, list(axes.ravel()), ncol=min(4, max(1, len(colors))))
-        fig.suptitle(title(f"{task}: evaluation against reward queries (mean over seeds, 95 % bootstrap bands; "
+        fig.suptitle(title(f"{task}: evaluation against reward queries\n(mean over seeds, 95 % bootstrap bands; "
                            "markers: each seed's evaluations)", quick), fontsize=11)
         names += save(fig, out, f"curves_{safe_name(task)}", formats)
     return names

@@ -137,9 +137,9 @@ def aggregate_lines(agg: dict, what: str, figures: dict, seed: int, n_boot: int)
     imp = agg["improvements"]
     if len(imp):
         lines += ["### Probability of improvement", "", "P(X > Y): the probability that a run of X scores above a run "
-                  "of Y in the same cell (ties count half; Mann-Whitney U over run pairs), averaged over the cells both "
-                  "have; 95 % interval from X's and Y's runs resampled independently within each cell. Above 0.5: X "
-                  "tends to beat Y.", ""]
+                  "of Y in the same cell (ties count half; Mann-Whitney U over run pairs), averaged over the cells "
+                  "both have; 95 % interval from X's and Y's runs resampled independently within each cell. "
+                  "Above 0.5: X tends to beat Y.", ""]
         shown = [{"X": r["x"], "Y": r["y"], "P(X > Y) [95% CI]": interval_text(r["p"], r["lo"], r["hi"]),
                   "cells": r["cells"], "note": r["no_interval"]} for r in imp.to_dict("records")]
         lines += [markdown_table(pd.DataFrame(shown)), ""]
@@ -248,8 +248,8 @@ def report_markdown(suite, board, cells, agg, reach, refs, figures, *, score: st
     lines += figure_lines(SECTIONS[2], "Per task, the learned reward (top) and the true score (bottom) against "
                           "reward queries, one column per family.", figures.get("curves", []))
     lines += figure_lines(SECTIONS[3], f"The final {what} (x) against diversity and fidelity (y), one point per "
-                          "method and cell (colour: method; marker: task; filled or hollow: family); grey at x = 0: the "
-                          "base model.", figures.get("diversity", []) + figures.get("fidelity", []))
+                          "method and cell (colour: method; marker: task; filled or hollow: family); grey at x = 0: "
+                          "the base model.", figures.get("diversity", []) + figures.get("fidelity", []))
     lines += grid_lines(suite, figures.get("grids", []))
     lines += speedup_lines(reach, refs, explicit_reference)
     lines += ["## Definitions", "", DEFINITIONS]

@@ -182,7 +182,8 @@ def cell_runs(cell: Cell, task: TaskInfo, score: str) -> tuple[pd.DataFrame, dic
     ids = runs["run_id"]
     get = lambda table, m: table.get(m, pd.Series(dtype=float)).reindex(ids).to_numpy(float)  # noqa: E731
     table = pd.DataFrame({"task": cell.task, "family": cell.family, "method": runs["label"].to_numpy(),
-                          "seed": runs["seed"].to_numpy(), "run_id": ids.to_numpy(), "status": runs["status"].to_numpy(),
+                          "seed": runs["seed"].to_numpy(), "run_id": ids.to_numpy(),
+                          "status": runs["status"].to_numpy(),
                           "completed": runs["status"].isin(COMPLETED).to_numpy(), "setting": runs["setting"].to_numpy(),
                           "score_metric": metric, "start_step": get(first_step, metric)})
     for name, metric_name in (("score", metric), ("reward", "reward_mean"), ("true", task.true_score),

@@ -43,7 +43,8 @@ def test_probability_of_improvement_from_a_hand_counted_mann_whitney():
     assert aggregate.improvement_per_task(np.array([3, 5, 7.0]), np.array([2, 5, 6.0])) == pytest.approx(5.5 / 9)
     expected = (5.5 / 9 + 2 / 4) / 2  # the mean over tasks
     assert aggregate.probability_of_improvement(x, y) == pytest.approx(expected)
-    assert expected == pytest.approx(np.mean([hand_mann_whitney([3, 5, 7], [2, 5, 6]), hand_mann_whitney([1, 1], [2, 0])]))
+    by_hand = [hand_mann_whitney([3, 5, 7], [2, 5, 6]), hand_mann_whitney([1, 1], [2, 0])]
+    assert expected == pytest.approx(np.mean(by_hand))
     # P(X > Y) + P(Y > X) = 1 (ties split), identical runs give 1/2, a clean sweep 1
     assert aggregate.probability_of_improvement(y, x) == pytest.approx(1 - expected)
     assert aggregate.probability_of_improvement(x, x) == pytest.approx(0.5)
@@ -96,6 +97,7 @@ def test_stratified_bootstrap_agrees_with_an_independent_loop():
 
 def test_one_task_or_one_seed_gives_no_interval():
     assert aggregate.no_interval_reason(np.array([[0.1], [0.2], [0.3]])) == "1 task: no interval"
+    assert aggregate.no_interval_reason(np.array([[0.1], [0.2]]), "cell") == "1 cell: no interval"
     assert aggregate.no_interval_reason(np.array([[0.1, 0.2, 0.3]])) == "1 seed: no interval"
     assert aggregate.no_interval_reason(np.array([[0.1, 0.2], [0.3, NAN]])) == ""
 

@@ -87,7 +87,8 @@ def test_sections_are_in_order_and_the_figures_exist_and_read(standard):
     assert headings == list(SECTIONS)
     assert not text.startswith(f"# Suite report — {QUICK}") and QUICK not in text
     for name in ("aggregate", "performance_profile", "curves_jpeg-compressibility", "curves_prompt-match",
-                 "score_vs_diversity", "score_vs_fidelity", "effect_jpeg-compressibility_sd", "effect_prompt-match_sd3"):
+                 "score_vs_diversity", "score_vs_fidelity", "effect_jpeg-compressibility_sd",
+                 "effect_prompt-match_sd3"):
         assert f"![{name}.png]({name}.png)" in text
         image = Image.open(out / f"{name}.png")
         assert image.width >= 600 and image.height >= 300, name  # readable, not a thumbnail
@@ -114,7 +115,7 @@ def test_a_quick_suite_is_headed_so(tmp_path):
     assert text.splitlines()[0] == f"# Suite report — {QUICK}"
     assert f"> **{QUICK}.**" in text
     # one cell: the aggregate over it has no interval, and says why
-    assert "1 task: no interval" in text
+    assert "1 cell: no interval" in text
 
 
 def test_one_seed_gives_no_interval_and_says_so(tmp_path):
@@ -124,7 +125,8 @@ def test_one_seed_gives_no_interval_and_says_so(tmp_path):
     assert "[" not in board.split("|---|")[1] and "(1 seed)" in board
     assert "- **1 seed** per method: no interval anywhere" in text
     aggregate_section = text.split("## Aggregate")[1].split("## Per-task")[0]
-    assert "1 seed: no interval" in aggregate_section and "[" not in aggregate_section.split("|---|")[1].split("\n\n")[0]
+    table = aggregate_section.split("|---|")[1].split("\n\n")[0]
+    assert "1 seed: no interval" in aggregate_section and "[" not in table
 
 
 def test_cells_without_a_normalisation_or_results_are_said_and_not_aggregated(tmp_path):
