@@ -225,6 +225,12 @@ DEFINITIONS = """\
 """
 
 
+def seeds_text(seeds) -> str:
+    if isinstance(seeds, str):
+        return seeds or "(not recorded)"
+    return ", ".join(str(s) for s in seeds or []) or "(not recorded)"
+
+
 def report_markdown(suite, board, cells, agg, reach, refs, figures, *, score: str, what: str, seed: int, n_boot: int,
                     command: str | None, explicit_reference: bool) -> str:
     head = [f"# Suite report{f' — {QUICK}' if suite.quick else ''}", ""]
@@ -239,7 +245,7 @@ def report_markdown(suite, board, cells, agg, reach, refs, figures, *, score: st
     head += [f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from `{suite.root}`"
              + (f" (suite command: `{recorded}`)" if recorded else "") + ".", "",
              f"Tasks: {tasks}. Families: {', '.join(suite.families)}. Methods: {', '.join(suite.methods)}. Seeds: "
-             f"{', '.join(str(s) for s in spec.get('seeds', [])) or '(not recorded)'}. Scored on: the "
+             f"{seeds_text(spec.get('seeds'))}. Scored on: the "
              f"{'true score' if score == 'true' else 'learned reward'} (`--score {score}`).", ""]
     if command:
         head += [f"Report command: `{command}`", ""]

@@ -30,8 +30,8 @@ from bench.core.files import read_json
 from bench.harness.recorder import COMPLETED
 
 SUITE_FILE = "suite.json"
-SUITE_SHAPE = {"tasks": ([str], {"*": dict}), "families": [str], "methods?": [str], "seeds?": [int], "quick?": bool,
-               "command?": ([str], str)}
+SUITE_SHAPE = {"tasks": ([str], {"*": dict}), "families": [str], "methods?": ([str], str), "seeds?": ([int], str),
+               "quick?": bool, "command?": ([str], str)}
 """What ``suite.json`` holds (``bench.core.files.check_shape``)."""
 SCORES = ("true", "reward")
 """What a scoreboard normalises: the task's true score, or the learned reward it trains on."""
@@ -109,7 +109,9 @@ def read_suite(root, tasks=None) -> Suite:
             cells.append(cell)
     infos = {name: task_info(name, (tasks or {}).get(name), spec["tasks"], cells) for name in names}
     found = [m for c in cells if c.results is not None for m in sorted(set(c.results.runs["label"]))]
-    methods = list(dict.fromkeys(list(spec.get("methods", [])) + found))
+    listed = spec.get("methods", [])
+    listed = listed.split(",") if isinstance(listed, str) else listed  # "ddpo,alignprop" as --methods gives it
+    methods = list(dict.fromkeys([m.strip() for m in listed if m.strip()] + found))
     return Suite(root, spec, infos, list(spec["families"]), cells, methods, problems)
 
 

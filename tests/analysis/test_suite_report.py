@@ -179,3 +179,16 @@ def test_command_writes_the_report_and_refuses_bad_input(tmp_path, capsys):
     text = (out / "report.md").read_text()
     assert "Reference per family: sd: `alignprop` (given with --reference)" in text
     assert "Normalised learned reward" in text and "--score reward" in text
+
+
+def test_suite_json_is_checked_and_tolerates_the_runners_spellings(tmp_path):
+    cells = {("prompt-match", "sd"): STANDARD[("prompt-match", "sd")]}
+    root = write_suite(tmp_path / "suite", cells, images=False, methods=["ddpo"])
+    suite = suite_scores.read_suite(root)
+    assert suite.methods == ["ddpo", "alignprop", "refl"]  # a method found in a cell is shown, not dropped
+    spec = json.loads((root / "suite.json").read_text())
+    (root / "suite.json").write_text(json.dumps(dict(spec, methods="ddpo, refl", seeds="0,1,2")))
+    assert suite_scores.read_suite(root).methods == ["ddpo", "refl", "alignprop"]
+    (root / "suite.json").write_text(json.dumps(dict(spec, families="sd")))
+    with pytest.raises(UsageError, match=r"suite.json' \(key families\): expected a list, got 'sd'"):
+        suite_scores.read_suite(root)
