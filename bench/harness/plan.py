@@ -234,7 +234,10 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     if "guidance_scale" in global_sets:
         eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
-    notes = (tuned or {}).get("notes", []) + pinned_notes(method_classes, configs, per_method, global_sets)
+    from bench.core.models import model_notes
+
+    notes = ((tuned or {}).get("notes", []) + pinned_notes(method_classes, configs, per_method, global_sets)
+             + model_notes(model))
     method_eval = {m: method_eval_config(eval_cfg, method_classes[m], configs[m]) for m in methods}
     eval_block["methods"] = {m: {k: getattr(c, k) for k in method_classes[m].inference}
                              for m, c in method_eval.items() if method_classes[m].inference}
