@@ -8,9 +8,9 @@ from pathlib import Path
 
 from bench.core.errors import UsageError
 from bench.core.text import safe_name
-from bench.harness import tuning
 from bench.harness.presets import PROTOCOLS, get_preset
 from bench.harness.tracking import check_tracker
+from bench.harness.tuned import apply_tuned
 from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, given_source, method_config, parse_list,
                                  parse_seeds, parse_sets, run_id, source_of)
 
@@ -189,7 +189,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
-    tuned = tuning.apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method, model)
+    tuned = apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method, model)
     args = fold_run_wide(args, global_sets, per_method)
     scale = resolve_scale(args, model)
     protocol = getattr(args, "protocol", None) or preset.protocol
