@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 
+from bench.harness.tuning import TUNE_EVAL_SEED
 from bench.suite.cost import hours
 from bench.suite.plan import SuitePlan
 from bench.suite.tasks import shown
@@ -61,9 +62,10 @@ def print_plan(plan: SuitePlan, stage: str, states: dict[str, str] | None = None
         lines.append(f"tuning: {TUNING_WHY.split(': tuning each')[0]}")
         for fam, job in plan.tuning.items():
             state = f" [{states[f'tune/{fam}']}]" if f"tune/{fam}" in states else ""
-            lines.append(f"  {fam}: on task {job.task.name} ({job.task.val_prompts}, noise seed 4321), grid "
-                         f"{plan.grid}, seeds {','.join(map(str, plan.settings.tune_seeds))}: {len(job.methods)} "
-                         f"methods, {job.runs} runs, about {hours(job.estimate_s)} of CPU{state}")
+            seeds = ",".join(map(str, plan.settings.tune_seeds))
+            lines.append(f"  {fam}: on task {job.task.name} ({job.task.val_prompts}, noise seed {TUNE_EVAL_SEED}), "
+                         f"grid {plan.grid}, seeds {seeds}: {len(job.methods)} methods, {job.runs} runs, about "
+                         f"{hours(job.estimate_s)} of CPU{state}")
             lines += [f"    untuned: {m} ({why}; it runs at its defaults)" for m, why in job.untuned.items()]
             lines.append(f"    {command_text('bench.tune', job.command)}")
     lines.append("runs:")

@@ -24,10 +24,6 @@ from bench.suite.cost import INVOCATION_S, run_seconds
 from bench.suite.settings import ALIASES_NOTE, FULL, QUICK, Settings, method_sets
 from bench.suite.tasks import TASKS_FILE, Task, load_tasks
 
-TUNE_EVAL_SEED = "4321"
-"""The evaluation noise ``bench.tune`` scores on (``bench.harness.tuning.TUNE_EVAL_SEED``), for the checks."""
-
-
 @dataclass
 class Cell:
     """One (task, family): one ``bench.run`` results folder."""
@@ -322,7 +318,7 @@ def check_tuning(job: Tuning, grid: str, settings: Settings) -> None:
         raise UsageError(f"{where}: {exc}") from None
     argv = ["--methods", ",".join(job.methods), "--reward", job.task.reward,
             "--seeds", ",".join(map(str, settings.tune_seeds)), *tune_flags(job, settings),
-            "--eval-seed", TUNE_EVAL_SEED]
+            "--eval-seed", str(tuning.TUNE_EVAL_SEED)]
     sizes = {m: len(tuning.candidates(m, classes[m], parsed)) for m in job.methods}
     runs = planned(argv, where)
     job.runs = sum(sizes.values()) * len(settings.tune_seeds)

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from bench.suite import runner
-from bench.suite.__main__ import main
+from bench.suite.__main__ import build_parser, main
 from bench.suite.plan import make_plan
-from bench.suite.__main__ import build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--quick", "--tasks", "prompt-match,jpeg-compressibility", "--families", "sd3", "--methods", "rwr,grpo"]
@@ -73,7 +72,8 @@ def test_the_full_plan_runs_every_registered_method_and_fits_8_hours_of_2_cores(
         assert job.task.name == "shape-aesthetic" and job.methods == cell.methods
         own = cell.task.name == "shape-aesthetic"
         assert cell.tuned == (job.file if own else job.file.with_name(f"{cell.family}.{cell.task.name}.json"))
-        assert flag(" ".join(cell.command), "--eval-at") == "log" and flag(" ".join(cell.command), "--max-samples") == "384"
+        line = " ".join(cell.command)
+        assert (flag(line, "--eval-at"), flag(line, "--max-samples"), flag(line, "--seeds")) == ("log", "384", "0,1,2")
     assert [c.name for c in plan.cells] == [f"{t}/{f}" for t in ("shape-aesthetic", "jpeg-compressibility",
                                                                   "jpeg-incompressibility", "prompt-match")
                                              for f in ("sd", "sd3")]
@@ -102,11 +102,12 @@ def no_gradient_tasks(tmp_path) -> Path:
 
 def test_a_method_the_task_cannot_train_is_skipped_with_its_reason_in_the_plan_and_suite_json(tmp_path, capsys):
     out = tmp_path / "suite"
-    args = ["--quick", "--tasks-file", str(no_gradient_tasks(tmp_path)), "--methods", "alignprop,rwr", "--out", str(out)]
+    tasks = no_gradient_tasks(tmp_path)
+    args = ["--quick", "--tasks-file", str(tasks), "--methods", "alignprop,rwr", "--out", str(out)]
     assert main([*args, "--dry-run"]) == 0
     text = capsys.readouterr().out
-    reason = "needs the reward's gradient; " + str(tmp_path / "flat.py") + ":Flat is neither differentiable nor has a " \
-        "surrogate (methods that need none: the policy gradients, rwr)"
+    reason = (f"needs the reward's gradient; {tmp_path / 'flat.py'}:Flat is neither differentiable nor has a "
+              "surrogate (methods that need none: the policy gradients, rwr)")
     assert f"skipped: alignprop ({reason})" in text
     assert [flag(c, "--methods") for c in commands(text)] == ["rwr"]
     assert main([*args, "--stage", "tune"]) == 0  # no tuning in --quick: writes suite.json and runs nothing
@@ -188,7 +189,8 @@ def test_the_report_is_optional_until_its_module_exists(tmp_path, monkeypatch, c
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "bench.analysis.suite" else real(name))
+    absent = "bench.analysis.suite"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == absent else real(name))
     assert runner.suite_report(tmp_path)["status"] == "absent"
     assert "note: the suite report (bench.analysis.suite) is not on this branch yet" in capsys.readouterr().out
 
