@@ -36,9 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)  # fmt: skip
     if not args.baseline and not args.write_baseline:
         raise UsageError("nothing to do: pass --baseline BASELINE to compare, or --write-baseline PATH")
+    inputs = [p for p in (args.new, args.baseline) if p]  # never overwritten, nor compared against what was just written
     for flag, path in (("--write-baseline", args.write_baseline), ("--json", args.json)):
         if path:  # before anything is read or printed
-            check_output(Path(path), flag, example="baseline.json" if flag == "--write-baseline" else "compare.json")
+            check_output(Path(path), flag, example="baseline.json" if flag == "--write-baseline" else "compare.json",
+                         inputs=inputs)
+    if args.json and args.write_baseline and Path(args.json).resolve() == Path(args.write_baseline).resolve():
+        raise UsageError(f"--json and --write-baseline both name {args.json!r}; one would overwrite the other: name "
+                         "two files")
     tol = Tolerance(args.reward_sigmas, args.reward_rel_tol, args.reward_abs_tol, args.time_tol, args.mem_tol)
     if not Path(args.new).is_dir():
         raise UsageError(f"results folder {args.new!r} does not exist; pass a folder written by bench.run")

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.launcher == "slurm":
         check_submitit()
     out = (Path(args.out) if args.out else default_out(args.methods, args.reward)).resolve()
-    previous, lock = prepare_out(out, runs, args.resume)  # noqa: F841 (held until exit)
+    previous, lock = prepare_out(out, runs, args.resume, args.processes)  # noqa: F841 (held until exit)
     now = datetime.now(timezone.utc).isoformat()
     given = argv if argv is not None else sys.argv[1:]
     manifest = dict(command=[sys.executable, "-m", "bench.run", *given],
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                     runs={s.run_id: s.to_dict() for s in runs}, versions=versions(), git_commit=git_commit(),
                     device=device_description(), started=now, finished=None, resumed=[], **{"plan": info},
                     reward=args.reward, reward_requested=getattr(args, "reward_requested", args.reward),
-                    reward_note=getattr(args, "reward_note", None))  # what ran, what was asked, why they differ
+                    reward_note=getattr(args, "reward_note", None),  # what ran, what was asked, why they differ
+                    processes=args.processes)  # --resume continues on as many
     if previous:  # --resume: keep when and how the results were started
         manifest.update(started=previous.get("started", now), command=previous.get("command", manifest["command"]),
                         command_line=previous.get("command_line", manifest["command_line"]),

@@ -79,12 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     if len({len(c) for c in cands.values()}) > 1:
         warnings.append("unequal tuning effort: " + ", ".join(f"{m} {len(c)}" for m, c in cands.items())
                         + " configurations")
-    reward = args.reward
+    reward, notes = args.reward, []
     for method, group in cands.items():  # every candidate's bench.run flags are checked before the first run
         for cand in group:
             argv_run, _ = tuning.candidate_command(args, method, cand, passthrough, methods, out)
             planned = run.build_parser().parse_args(argv_run)
-            plan(tuning.grid_sources(planned, method, cand))  # errors name the grid part, not a --set
+            _, info = plan(tuning.grid_sources(planned, method, cand))  # errors name the grid part, not a --set
+            notes += [n for n in info.get("notes", []) if n not in notes]  # e.g. a grid over a pinned inference setting
             reward = planned.reward  # what the name means on the model (shape world: aesthetic = shape-aesthetic)
     tuning.record_command(out, tuning.resume_command(argv))
     total = sum(len(c) for c in cands.values())
@@ -93,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if grown:
         print(f"note: the grid grew from {build_parser().parse_known_args(earlier)[0].grid!r}; the earlier "
               "candidates' finished runs are reused", flush=True)
-    for warning in warnings:
-        print(f"WARNING: {warning}", flush=True)
+    for line in [f"WARNING: {w}" for w in warnings] + [f"note: {n}" for n in notes]:
+        print(line, flush=True)
     for method, group in cands.items():
         for cand in group:
             cmd, folder = tuning.candidate_command(args, method, cand, passthrough, methods, out)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     winners = {m: tuning.best(c, higher) for m, c in cands.items()}
     asked = {"reward_requested": args.reward} if reward != args.reward else {}
     facts = dict(reward=reward, **asked, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
-                 candidates={m: len(c) for m, c in cands.items()}, warnings=warnings,
+                 candidates={m: len(c) for m, c in cands.items()}, warnings=warnings, notes=notes,
                  higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
     tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts), out)
     rows = [dict(method=c.method, configuration=c.name, runs=c.runs, finished=len(c.final),
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     effort = ", ".join(f"{m} {len(c)}" for m, c in cands.items())
     text = (f"# Tuning: {reward}\n\nSeeds {args.seeds}; bench.run flags: `{shlex.join(passthrough)}`; "
             f"{'higher' if higher else 'lower'} is better.\n\nConfigurations per method: {effort}.\n\n"
-            + "".join(f"WARNING: {w}\n\n" for w in warnings)
+            + "".join(f"WARNING: {w}\n\n" for w in warnings) + "".join(f"note: {n}\n\n" for n in notes)
             + f"{markdown_table(rows)}\n\nTuned file: `{target}`\n")
     write_text(out / "tuning.md", text)
     print("\n" + text)

@@ -434,7 +434,7 @@ def test_synopses_read_with_every_optional_part():
 TOOLS = ["bench.run", "bench.tune", "bench.report", "bench.compare", "bench.export", "bench.interpolate",
          "bench.memory_vs_steps", "bench.memory_ladder", "bench.gpu_check", "bench.trl_overhead", "bench.build_time",
          "bench.shapeworld", "bench.shapeworld.train", "bench.shapeworld.train_aesthetic",
-         "bench.shapeworld.train_flow", "rewards.compress"]
+         "bench.shapeworld.train_flow", "rewards.compress", "bench.suite.report"]
 """Every command people type (``bench.worker`` has no flags)."""
 
 

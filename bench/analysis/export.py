@@ -20,8 +20,9 @@ import numpy as np
 from bench.core.errors import UsageError
 from bench.core.files import atomic_dir, read_json, write_json, write_text
 from bench.core.lora import DIFFUSERS_WEIGHTS, LoraSettings, save_diffusers_lora
+from bench.core.models import absent_components
 from bench.harness.plan import budget_text
-from bench.harness.recorder import COMPLETED, EVAL_SHAPE, RESULT_SHAPE
+from bench.harness.recorder import COMPLETED, EVAL_SHAPE, MANIFEST_SHAPE, RESULT_SHAPE
 from bench.harness.spec import RunSpec
 
 MARKER = "bench_export.json"
@@ -45,7 +46,28 @@ def finished_run(run_dir: Path) -> tuple[RunSpec, dict]:
     except (ValueError, KeyError, TypeError):
         raise UsageError(f"{str(run_dir / 'config.json')!r} is damaged; pass a run folder written by "
                          "bench.run") from None
+    check_against_manifest(run_dir, spec)
     return spec, result
+
+
+def check_against_manifest(run_dir: Path, spec: RunSpec) -> None:
+    """A run's ``config.json`` must say what its results folder's ``manifest.json`` (the source of truth, as for
+    ``--resume``) recorded for it: an edited one (another LoRA rank, evaluation steps, model) would be exported
+    under a card describing a run that never happened. A run folder outside a results folder is taken as it is."""
+    from bench.harness.launch import spec_changes
+
+    manifest = run_dir.parent.parent / "manifest.json"
+    if run_dir.parent.name != "runs" or not manifest.is_file():
+        return
+    recorded = read_json(manifest, "restore it or export a run of an intact results folder",
+                         MANIFEST_SHAPE).get("runs", {})
+    if spec.run_id not in recorded:
+        return
+    changed = spec_changes(recorded[spec.run_id], spec)
+    if changed:
+        raise UsageError(f"{str(run_dir / 'config.json')!r} differs from {str(manifest)!r} in {', '.join(changed)}: "
+                         "the run was made with the manifest's settings; restore config.json (the manifest's "
+                         "runs." + spec.run_id + ") and export again")
 
 
 def lora_settings(spec: RunSpec) -> LoraSettings:
@@ -106,19 +128,34 @@ def verify_export(spec: RunSpec, lora_file: Path, trained: int) -> dict:
 
     pipe = load_model(spec.model).pipe
     component = lora_component(pipe)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise UsageError(f"the exported adapter of {spec.run_id} does not load into {spec.model!r} "
-                             f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})"
-                             ) from None
+    reason = load_lora(pipe, lora_file)
+    if reason:
+        raise UsageError(f"the exported adapter of {spec.run_id} does not load into {spec.model!r} ({reason}); "
+                         "nothing was exported")
     loaded = sum(".lora_A." in n for n, _ in getattr(pipe, component).named_parameters())
     if loaded != trained:
         raise UsageError(f"the exported adapter of {spec.run_id} loads {loaded} of the {trained} trained LoRA "
                          f"modules into a fresh {spec.model!r}; nothing was exported")
     return call_arguments(pipe)
+
+
+def load_lora(pipe, lora_file: Path) -> str | None:
+    """Load ``lora_file`` into ``pipe`` with diffusers' and peft's chatter silenced (their error log would repeat
+    the exception over many lines; what took it is judged by the caller); the failure's one-line reason, or None."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # peft's note on modules the state dict lacks
+            pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        return next((line for line in lines if "mismatch" in line), lines[0] if lines else type(exc).__name__)[:160]
+    finally:
+        diffusers_logging.set_verbosity(level)
+    return None
 
 
 def call_arguments(pipe) -> dict:
@@ -130,21 +167,6 @@ def call_arguments(pipe) -> dict:
     if family_of_pipe(pipe).name == "sd3":
         return {"max_sequence_length": int(getattr(pipe, "t5_tokens", 256))}  # as bench.core.flow.FlowChain reads it
     return {}
-
-
-def absent_components(folder: Path) -> list[str]:
-    """Components a saved pipeline folder holds as ``[null, null]`` in ``model_index.json`` that its pipeline class
-    does not declare optional (an SD3 model without its T5 encoder: ``text_encoder_3``, ``tokenizer_3``): diffusers'
-    ``from_pretrained`` refuses such a folder unless each is passed as None."""
-    index = Path(folder) / "model_index.json"
-    if not index.is_file():
-        return []
-    import diffusers
-
-    config = read_json(index, "save the pipeline again")
-    optional = set(getattr(getattr(diffusers, str(config.get("_class_name")), None), "_optional_components", ()))
-    return sorted(k for k, v in config.items() if not k.startswith("_") and isinstance(v, list) and v[:1] == [None]
-                  and k not in optional)
 
 
 def from_pretrained(source: str, absent) -> list[str]:
@@ -282,21 +304,10 @@ def merge(spec: RunSpec, lora_file: Path, base: str, dest: Path) -> None:
     pipe = model.pipe
     component = lora_component(pipe)
     expected = lora_modules(lora_file)  # every module of the file must land in the component (none elsewhere)
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity(diffusers_logging.CRITICAL)  # its error log would repeat the exception's lines
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # peft's note on modules the state dict lacks: judged below
-            pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(exc).__name__)
-        raise UsageError(f"the adapter of {spec.run_id} does not fit base model {base!r} ({reason[:160]}); merge "
-                         f"into the model it was trained on, {spec.model!r}") from None
-    finally:
-        diffusers_logging.set_verbosity(level)
+    reason = load_lora(pipe, lora_file)
+    if reason:
+        raise UsageError(f"the adapter of {spec.run_id} does not fit base model {base!r} ({reason}); merge "
+                         f"into the model it was trained on, {spec.model!r}")
     loaded = sum(".lora_A." in n for n, _ in getattr(pipe, component).named_parameters())
     if loaded != expected or not expected:
         raise UsageError(f"base model {base!r} took {loaded} of the {expected} LoRA modules of {spec.run_id}; merge "
@@ -304,6 +315,18 @@ def merge(spec: RunSpec, lora_file: Path, base: str, dest: Path) -> None:
     pipe.fuse_lora()
     pipe.unload_lora_weights()
     save_model(LoadedModel(pipe=pipe, name=base, stand_in=model.stand_in), dest)
+
+
+def check_not_fused_in(run_dir: Path, spec: RunSpec, base: str) -> None:
+    """Refuse a ``--base`` that is this run's own merged export: its adapter is fused in already, and fusing it again
+    would apply the update twice (every module fits, so nothing else would say so)."""
+    marker = Path(base) / MARKER
+    if not marker.is_file():
+        return
+    made = read_json(marker, "export the run again", {"run?": str, "merged_into?": (str, type(None))})
+    if made.get("merged_into") and made.get("run") == str(Path(run_dir).resolve()):
+        raise UsageError(f"--base {base!r} is {spec.run_id}'s own merged export: its adapter is fused in already "
+                         f"and would be applied twice; merge into the model it was trained on, {spec.model!r}")
 
 
 def default_out(run_dir: Path) -> Path:
@@ -318,6 +341,8 @@ def export_run(run_dir: Path, out: Path, merged: bool = False, base: str | None 
     run_dir = Path(run_dir)
     spec, result = finished_run(run_dir)
     base = base or spec.model
+    if merged:
+        check_not_fused_in(run_dir, spec, base)
     trained = trained_modules(run_dir)  # the files are read (and a damaged one refused) before anything is written
     interval = final_interval(run_dir)
     with atomic_dir(Path(out), MARKER, inputs=[run_dir], default=str(default_out(run_dir))) as tmp:

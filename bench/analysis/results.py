@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.analysis.pooling import check_seeds_poolable, pool_repeat
 from bench.core.errors import UsageError
 from bench.core.files import check_shape
 # the tables' schema and the shapes of the files read back live in one place, the recorder
@@ -160,33 +161,6 @@ def _clean_stand_in(value) -> str:
         return ""
     return str(value).strip()
 
-def config_difference(first: Path, second: Path) -> str | None:
-    """None when two run folders were made with the same configuration (config.json); else what differs."""
-    try:
-        a, b = json.loads((first / "config.json").read_text()), json.loads((second / "config.json").read_text())
-    except (OSError, ValueError):
-        return "config.json missing or damaged, so the settings cannot be compared"
-    keys = sorted(k for k in (set(a) | set(b)) - NOT_SETTINGS if a.get(k) != b.get(k))
-    return f"settings differ in {', '.join(keys)}" if keys else None
-
-
-NOT_SETTINGS = {"tracker"}
-"""config.json keys that change where a run is watched, not what it computes: runs differing in them pool."""
-
-
-def pool_repeat(run_id: str, sources: dict, directory: Path) -> str:
-    """The id under which a repeat of ``run_id`` (same configuration, another folder) joins: ``run_id#2``, ..."""
-    first = sources[run_id]
-    reason = config_difference(first / "runs" / run_id, directory / "runs" / run_id)
-    if reason:
-        raise UsageError(f"run {run_id!r} appears in both {str(first)!r} and {str(directory)!r} and cannot be pooled: "
-                         f"{reason}; pool folders made by the same command, or report them separately")
-    k = 2
-    while f"{run_id}#{k}" in sources:
-        k += 1
-    return f"{run_id}#{k}"
-
-
 def load_results(directories: list[str | Path]) -> Results:
     """Read and concatenate results folders. A run id present in two folders is pooled as a repeat (``id#2``) when
     both were made with the same configuration (e.g. the same command run twice), and refused otherwise."""
@@ -213,6 +187,7 @@ def load_results(directories: list[str | Path]) -> Results:
         for col in METRIC_COLUMNS:
             if col not in metrics.columns:
                 metrics[col] = np.nan if col not in ("stand_in",) else ""
+        runs = with_identity(runs, metrics, directory / "runs.csv", problems) if runs is not None else None
         runs = runs if runs is not None else pd.DataFrame(columns=RUN_COLUMNS)
         known = set(runs["run_id"].astype(str)) if len(runs) else set()
         extra = metrics[~metrics["run_id"].astype(str).isin(known)]
@@ -241,6 +216,8 @@ def load_results(directories: list[str | Path]) -> Results:
         metric_parts.append(metrics)
     runs = pd.concat(runs_parts, ignore_index=True)
     metrics = pd.concat(metric_parts, ignore_index=True)
+    if len(directories) > 1:  # one folder is one command: its seeds share their settings
+        check_seeds_poolable(runs, lambda r: run_dirs.get(r) or sources[r] / "runs" / r)
     for frame in (runs, metrics):
         frame["run_id"] = frame["run_id"].astype(str)
         frame["stand_in"] = frame["stand_in"].map(_clean_stand_in)
@@ -257,6 +234,30 @@ def load_results(directories: list[str | Path]) -> Results:
     stand_ins += [s for s in runs["stand_in"].tolist() + metrics["stand_in"].tolist() if s]
     return Results(runs=runs, metrics=metrics, sources=sources, stand_ins=sorted(set(stand_ins)), problems=problems,
                    run_dirs=run_dirs)
+
+IDENTITY = ("method", "reward", "model", "seed")
+"""What a run is: the columns every table groups by."""
+
+
+def with_identity(runs: pd.DataFrame, metrics: pd.DataFrame, path: Path, problems: list[str]) -> pd.DataFrame:
+    """runs.csv with its identity columns whole: a column or value missing (a hand edit) is read from the run's
+    metrics rows, said in one line; a run whose identity no table holds is dropped, said too."""
+    missing = [c for c in IDENTITY if c not in runs.columns]
+    runs = runs.copy()
+    for col in missing:
+        runs[col] = np.nan
+    holes = runs[list(IDENTITY)].isna().any(axis=1)
+    if not holes.any():
+        return runs
+    known = metrics.dropna(subset=list(IDENTITY)).groupby(metrics["run_id"].astype(str)).first()
+    for col in IDENTITY:
+        runs[col] = runs[col].where(runs[col].notna(), runs["run_id"].astype(str).map(known[col]))
+    lost = runs[list(IDENTITY)].isna().any(axis=1)
+    what = f"has no column {', '.join(missing)}" if missing else f"lacks {', '.join(IDENTITY)} in some rows"
+    problems.append(f"{path} {what} (a hand edit?); read from metrics" + (
+        f"; {int(lost.sum())} run(s) no table identifies dropped" if lost.any() else ""))
+    return runs[~lost].reset_index(drop=True)
+
 
 def read_manifest(directory: Path) -> dict:
     """A results folder's manifest.json as a dict; {} when it is missing or not JSON (a crashed runner may leave a

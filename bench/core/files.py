@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.core.errors import UsageError
+from bench.core.errors import OutputError, UsageError
 
 
 def atomic_write(path: Path, write) -> None:
@@ -185,15 +185,21 @@ def read_table(path: Path, fix: str, columns=(), numbers=()):
 
 
 def check_output(path, flag: str, *, folder: bool = False, whole: bool = False, what: str = "file",
-                 example: str = "out.json") -> Path:
+                 example: str = "out.json", inputs=()) -> Path:
     """Before any work, refuse an output path that cannot be written, as a one-line ``UsageError`` naming ``flag``,
     the path and the problem: a file asked for where a folder is (``what`` / ``example`` name the file to give), a
     regular file where a folder is, a parent that is a regular file, or a place this process cannot create files
     in (permissions, a read-only or virtual file system such as /proc: tried by creating and removing an empty
     file, so nothing is left). ``folder``: the path is a folder written into, or with ``whole`` one replaced whole
-    from a folder made beside it (``atomic_dir``); else a file replaced atomically (``atomic_write``)."""
+    from a folder made beside it (``atomic_dir``); else a file replaced atomically (``atomic_write``), which must
+    not be one of the tool's ``inputs`` (files or folders: a file already inside one) it would destroy."""
     path = Path(path)
     shown = f"{flag} {str(path)!r}"
+    for source in inputs if not folder else ():
+        source, target = Path(source).resolve(), path.resolve()
+        if target == source or (source.is_dir() and source in target.parents and target.exists()):
+            raise UsageError(f"{shown} is {'the input' if target == source else 'a file inside the input'} "
+                             f"{str(source)!r}; it would be overwritten: name a new file")
     if folder and path.exists() and not path.is_dir():
         raise UsageError(f"{shown} is a file, not a folder; choose a folder")
     if not folder and path.is_dir():
@@ -234,7 +240,7 @@ def atomic_dir(out: Path, marker: str, inputs=(), default: str | None = None):
     """Yield a temporary folder next to ``out``; on success it replaces ``out`` whole, on error it is removed.
     ``out`` must be new, empty or an earlier output holding ``marker`` (see ``check_replaceable``)."""
     check_replaceable(out, marker, inputs, default)
-    out = Path(out)
+    out = Path(out).resolve()  # a symbolic link (even one to a missing path) is written through, as bench.run does
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700: give the report the usual permissions
@@ -244,9 +250,15 @@ def atomic_dir(out: Path, marker: str, inputs=(), default: str | None = None):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
+    try:
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except OSError as exc:  # nothing half-written: the earlier output is put back, the new one removed
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {str(out)!r} ({exc.strerror or exc}); the earlier output is kept") from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

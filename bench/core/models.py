@@ -33,6 +33,10 @@ STAND_INS = {
     "sd35m-random": "random weights (sd35m-random: SD 3.5 Medium architecture at full size, no T5)",
 }
 STAND_IN_MARKER = "BENCH_STAND_IN.txt"
+MODEL_FACTS = "bench_model.json"
+"""What a saved pipeline folder needs beyond diffusers' files to sample as the harness did: an sd3 model's T5
+context length (``{"t5_tokens": N}``: zero T5 tokens on the toy models, which have no T5 encoder, where diffusers
+defaults to 256). ``save_model`` writes it, ``load_model`` reads it."""
 
 
 @dataclass
@@ -145,9 +149,12 @@ def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
         pipe, stand_in = BUILDERS.get(spec)(seed=seed), STAND_INS.get(spec)
     else:
         source = HUB_ALIASES.get(spec, spec)
-        pipe = _from_pretrained(source, model_family(spec))
+        pipe = _from_pretrained(source, model_family(spec), absent_components(_config_folder(spec)))
         marker = Path(source) / STAND_IN_MARKER
         stand_in = marker.read_text().strip() if marker.is_file() else None
+        tokens = saved_t5_tokens(spec)
+        if tokens is not None:
+            pipe.t5_tokens = tokens  # else the chain's default, diffusers' 256 (``model_notes`` says so)
     if model_family(spec) == "sd":
         _use_ddim(pipe)
     pipe.to(device)
@@ -194,10 +201,60 @@ def save_model(model: LoadedModel, directory: str | Path) -> Path:
     model.pipe.save_pretrained(directory)
     if model.stand_in:
         (directory / STAND_IN_MARKER).write_text(model.stand_in + "\n")
+    if getattr(model.pipe, "t5_tokens", None) is not None:
+        from bench.core.files import write_json
+
+        write_json(directory / MODEL_FACTS, {"t5_tokens": int(model.pipe.t5_tokens)})
     return directory
 
 
-def _from_pretrained(source: str, family: str = "sd"):
+def absent_components(folder) -> list[str]:
+    """Components a saved pipeline folder holds as ``[null, null]`` in ``model_index.json`` that its pipeline class
+    does not declare optional (an SD3 model without its T5 encoder: ``text_encoder_3``, ``tokenizer_3``): diffusers'
+    ``from_pretrained`` refuses such a folder unless each is passed as None."""
+    index = Path(folder) / "model_index.json" if folder else None
+    if index is None or not index.is_file():
+        return []
+    import diffusers
+
+    from bench.core.files import read_json
+
+    config = read_json(index, "save the pipeline again", {"*": None})
+    optional = set(getattr(getattr(diffusers, str(config.get("_class_name")), None), "_optional_components", ()))
+    return sorted(k for k, v in config.items() if not k.startswith("_") and isinstance(v, list) and v[:1] == [None]
+                  and k not in optional)
+
+
+def saved_t5_tokens(spec: str) -> int | None:
+    """The T5 context length a saved sd3 folder records (``MODEL_FACTS``), or None where it records none."""
+    folder = _config_folder(spec) if spec not in BUILDERS else None
+    path = folder / MODEL_FACTS if folder else None
+    if path is None or not path.is_file():
+        return None
+    from bench.core.files import read_json
+
+    tokens = read_json(path, "save the model again (bench.export --merge) or delete the file", {"t5_tokens": int},
+                       )["t5_tokens"]
+    if not 0 <= tokens <= 4096:
+        raise UsageError(f"{str(path)!r} (key t5_tokens): expected 0..4096 T5 tokens, got {tokens}; save the model "
+                         "again (bench.export --merge) or delete the file")
+    return tokens
+
+
+def model_notes(spec: str) -> list[str]:
+    """What the plan says about a model loaded from a folder: an sd3 folder without a T5 encoder that records no
+    T5 context length gets diffusers' 256 zero tokens, where the built-in toy models use 0."""
+    if spec in BUILDERS or model_family(spec) != "sd3":
+        return []
+    folder = _config_folder(spec)
+    if folder is None or "text_encoder_3" not in absent_components(folder) or saved_t5_tokens(spec) is not None:
+        return []
+    return [f"model {spec!r} has no T5 encoder and its folder no {MODEL_FACTS}: its transformer gets diffusers' "
+            "default 256 zero T5 tokens (the built-in toy models use 0; a folder saved by bench.export --merge "
+            "records its model's count)"]
+
+
+def _from_pretrained(source: str, family: str = "sd", absent=()):
     from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
 
     is_dir = Path(source).is_dir()
@@ -205,7 +262,7 @@ def _from_pretrained(source: str, family: str = "sd"):
         raise UsageError(f"{source!r} has no model_index.json; pass a diffusers pipeline directory (save_pretrained)")
     try:
         if family == "sd3":
-            return StableDiffusion3Pipeline.from_pretrained(source)
+            return StableDiffusion3Pipeline.from_pretrained(source, **{name: None for name in absent})
         return StableDiffusionPipeline.from_pretrained(source, safety_checker=None, requires_safety_checker=False)
     except (OSError, ValueError) as exc:
         if is_dir:

@@ -55,17 +55,21 @@ def read_checkpoint(path: Path) -> tuple[dict | None, str]:
 
 def load_checkpoint(run_dir: Path, rank: int = 0) -> tuple[dict | None, str]:
     """A single-process run's resume point: the newest readable checkpoint (``checkpoint.pt``, else
-    ``checkpoint.prev.pt``) and a note on what was damaged; with none readable the run restarts."""
+    ``checkpoint.prev.pt``) of a single-process run and a note on what was damaged or of another ``--processes``;
+    with none usable the run restarts."""
     notes = []
     for name in checkpoint_names(rank):
         saved, note = read_checkpoint(run_dir / name)
         notes += [note] if note else []
+        if saved is not None and saved.get("processes", 1) != 1:  # process 0 of a data-parallel run's state
+            notes.append(f"{name} is of a run with --processes {saved['processes']}: not used with --processes 1")
+            saved = None
         if saved is not None:
             if notes:
                 notes.append(f"resuming from {name} at step {saved['step']}")
             return saved, "; ".join(notes)
     if notes:
-        notes.append(f"no readable checkpoint: {RESTART}")
+        notes.append(f"no usable checkpoint: {RESTART}")
     return None, "; ".join(notes)
 
 

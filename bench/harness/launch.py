@@ -257,8 +257,9 @@ def previous_result(out: Path, spec: RunSpec) -> dict | None:
         path.unlink()  # errors, kills and interruptions are retried from their last checkpoint
     return None
 
-def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
-    """Check the results folder without writing; on --resume return the earlier manifest."""
+def check_out(out: Path, runs: list[RunSpec], resume: bool, processes: int | None = None) -> dict | None:
+    """Check the results folder without writing; on --resume return the earlier manifest (whose ``processes``, where
+    recorded, ``processes`` must equal: a run is never continued on another number of data-parallel processes)."""
     previous = None
     check_output(out, "--out", folder=True)  # a file, under a file, or not writable: refused before anything
     if resume:
@@ -269,6 +270,9 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool) -> dict | None:
         if not isinstance(previous.get("runs"), dict):
             raise UsageError(f"{str(out / 'manifest.json')!r} holds no run specs; it cannot be resumed: start a new "
                              "--out with the same flags")
+        if processes is not None and previous.get("processes") not in (None, processes):
+            raise UsageError(f"--resume: {str(out)!r} was run with --processes {previous['processes']}, not "
+                             f"{processes}; repeat the original flags (--processes {previous['processes']})")
         before, now = sorted(previous["runs"]), sorted(spec.run_id for spec in runs)
         if before != now:
             raise UsageError(f"--resume: {str(out)!r} holds runs {', '.join(before)}, the flags give "
@@ -300,7 +304,7 @@ def spec_changes(recorded, spec: RunSpec) -> list[str]:
         return ["its whole spec"]
     return sorted(k for k in planned if k in recorded and recorded[k] != planned[k])
 
-def prepare_out(out: Path, runs: list[RunSpec], resume: bool):
+def prepare_out(out: Path, runs: list[RunSpec], resume: bool, processes: int | None = None):
     """Check, lock and lay out the results folder; returns (the earlier manifest on --resume, the held lock).
     Another ``bench.run`` on the folder, or a folder that cannot be made, is a ``UsageError``."""
     lock = None
@@ -311,7 +315,7 @@ def prepare_out(out: Path, runs: list[RunSpec], resume: bool):
             lock = lock_folder(out, "bench.run")
         except OSError:
             pass  # a read-only folder: the writes below say so
-    previous = check_out(out, runs, resume)
+    previous = check_out(out, runs, resume, processes)
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = lock or lock_folder(out, "bench.run")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from bench.core.errors import UsageError
 from bench.core.text import safe_name
-from bench.harness import tuning
 from bench.harness.presets import PROTOCOLS, get_preset
 from bench.harness.schedule import check_eval_at, describe as describe_schedule
 from bench.harness.tracking import check_tracker
+from bench.harness.tuned import apply_tuned
 from bench.harness.spec import (Budget, EvalSettings, RunSpec, config_fields, given_source, method_config, parse_list,
                                  parse_seeds, parse_sets, run_id, source_of)
 
@@ -193,7 +193,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     checkpoint_every = preset.checkpoint_every if args.checkpoint_every is None else args.checkpoint_every
     n_eval = args.eval_n or preset.eval_n
     per_method, global_sets = parse_sets(args.sets, methods)
-    tuned = tuning.apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method, model)
+    tuned = apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method, model)
     args = fold_run_wide(args, global_sets, per_method)
     scale = resolve_scale(args, model)
     protocol = getattr(args, "protocol", None) or preset.protocol
@@ -238,7 +238,10 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     if "guidance_scale" in global_sets:
         eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
-    notes = (tuned or {}).get("notes", []) + pinned_notes(method_classes, configs, per_method, global_sets)
+    from bench.core.models import model_notes
+
+    notes = ((tuned or {}).get("notes", []) + pinned_notes(method_classes, configs, per_method, global_sets)
+             + model_notes(model))
     method_eval = {m: method_eval_config(eval_cfg, method_classes[m], configs[m]) for m in methods}
     eval_block["methods"] = {m: {k: getattr(c, k) for k in method_classes[m].inference}
                              for m, c in method_eval.items() if method_classes[m].inference}

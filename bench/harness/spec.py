@@ -189,14 +189,18 @@ def parse_sets(items: list[str], methods: list[str]) -> tuple[dict[str, dict[str
     global_sets: dict[str, str] = {}
     for item in items:
         key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()  # "rwr.lr = 1e-3" is rwr.lr, not an unknown key 'lr '
         shown = getattr(item, "source", "") or f"--set {item!r}"
         if not eq or not key:
             raise UsageError(f"{shown} is malformed; write method.key=value or key=value")
         target, dot, field_name = key.rpartition(".")
         if dot and target not in methods:
             raise UsageError(f"{shown} names method {target!r}, which is not in --methods {','.join(methods)}")
-        (per_method[target] if dot else global_sets)[field_name] = Given(value, getattr(item, "source", "")
-                                                                          or f"--set {item}")
+        scope = per_method[target] if dot else global_sets
+        if field_name in scope and scope[field_name] != value:  # the last would win unseen
+            raise UsageError(f"{shown} contradicts {scope[field_name].source or '--set'} given before; give {key} "
+                             "once")
+        scope[field_name] = Given(value, getattr(item, "source", "") or f"--set {key}={value}")
     return per_method, global_sets
 
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from bench.core.errors import UsageError
-from bench.core.files import NULL, check_output, check_shape, read_json, read_table, write_json
+from bench.core.files import check_output, read_json, read_table, write_json
 from bench.core.text import safe_name
 from bench.harness.spec import Given
 from bench.harness.statuses import COMPLETED
+from bench.harness.tuned import FORMAT
 
-FORMAT = "bench-tuned/1"
+
 
 TUNE_EVAL_SEED = 4321
 """Evaluation noise seed of tuning runs (bench.run's default, what results report, is 1234)."""
@@ -270,103 +271,6 @@ def tuned_document(chosen: dict[str, list[Candidate]], winners: dict[str, Candid
 def write_tuned(path: Path, document: dict, out: Path) -> None:
     check_tuned_target(path, out)  # again: a file may have been made there during the runs
     write_json(path, document)
-
-
-def load_tuned(path: str | Path) -> dict:
-    """A file written by ``bench.tune``; anything else is a UsageError naming the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--config-from {str(path)!r} does not exist; write one with python -m bench.tune")
-    label, fix = f"--config-from {str(path)!r}", "write it again with python -m bench.tune"
-    data = read_json(path, fix, label=label)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise UsageError(f"{label} is not a bench.tune file ({FORMAT}); write one with python -m bench.tune")
-    check_shape(data, TUNED_SHAPE, label, fix)
-    return data
-
-
-TUNED_SHAPE = {"reward": str, "tuning_seeds?": ([int], NULL), "bench_run_flags?": ([str], NULL),
-               "methods": {"*": {"chosen?": ({"*": (float, str, bool)}, NULL)}}}
-"""What ``bench.run --config-from`` reads from a tuned file (``bench.core.files.check_shape``)."""
-
-
-def tuned_sets(data: dict, methods: list[str], path: str = "") -> dict[str, dict[str, str]]:
-    """Per-method values from a tuned file, for the chosen methods the file covers, as text the way ``--set`` gives
-    them (``Given``: the same conversion and validation, whose errors name the file and key)."""
-    out = {}
-    for method in methods:
-        entry = data["methods"].get(method) or {}
-        if entry.get("chosen"):
-            out[method] = {k: Given(str(v), f"--config-from {path!r} (key methods.{method}.chosen.{k})")
-                           for k, v in entry["chosen"].items()}
-    return out
-
-
-# ------------------------------------------------------------------ applying a tuned file (bench.run --config-from)
-def tuned_model(data: dict) -> str:
-    """The model a ``bench.tune`` file was tuned on: its bench.run flags' ``--model``, else their preset's model."""
-    import argparse
-
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--model")
-    p.add_argument("--preset", default="default")
-    known, _ = p.parse_known_args([str(f) for f in data.get("bench_run_flags") or []])
-    from bench.harness.presets import get_preset
-
-    return known.model or get_preset(known.preset).model
-
-
-def check_tuned_model(path: str, data: dict, model: str | None) -> str | None:
-    """A file tuned on a model of another family is refused; on another model of the same family, a note."""
-    if model is None:
-        return None
-    from bench.core.models import model_family
-
-    source = tuned_model(data)
-    if source == model:
-        return None
-    try:
-        same_family = model_family(source) == model_family(model)
-    except Exception:  # a directory or hub id that is gone: its family cannot be read
-        same_family = False
-    if not same_family:
-        raise UsageError(f"--config-from {path!r} was tuned on {source!r}, another model family than {model!r}; "
-                         "tune on this model (python -m bench.tune --model ...) or drop --config-from")
-    return f"--config-from {path!r} was tuned on {source!r}, not {model!r} (same family); its values are applied"
-
-
-def apply_tuned(paths: str | None, reward: str, seeds: list[int], per_method: dict[str, dict],
-                model: str | None = None) -> dict | None:
-    """Merge the chosen values of one or more ``bench.tune`` files (comma-separated) under each method's own
-    ``--set`` values (which win); refuses a file tuned for another reward, on the seeds being evaluated or on a
-    model of another family, and a method two files both tune. Returns what was applied, for the manifest (with a
-    note where a file was tuned on another model of the same family)."""
-    if paths is None:
-        return None
-    applied, files, tuning_seeds, notes = {}, {}, set(), []
-    items = [p.strip() for p in paths.split(",")]
-    if not all(items):
-        raise UsageError(f"--config-from {paths!r} is empty or malformed; give bench.tune files, comma-separated")
-    for path in items:
-        data = load_tuned(path)
-        if data.get("reward") != reward:
-            raise UsageError(f"--config-from {path!r} was tuned for reward {data.get('reward')!r}, not {reward!r}; "
-                             "tune for this reward first (python -m bench.tune)")
-        note = check_tuned_model(path, data, model)
-        if note:
-            notes.append(note)
-        overlap = sorted(set(seeds) & set(data.get("tuning_seeds") or []))
-        if overlap:
-            raise UsageError(f"--seeds {','.join(map(str, overlap))} were used to tune {path!r}; evaluate the chosen "
-                             "configurations on other seeds")
-        for method, values in tuned_sets(data, list(per_method), path).items():
-            if method in applied:
-                raise UsageError(f"--config-from: both {files[method]!r} and {path!r} tune {method}; pass one of them")
-            applied[method], files[method] = values, path
-        tuning_seeds |= set(data.get("tuning_seeds") or [])
-    for method, values in applied.items():
-        per_method[method] = {**values, **per_method[method]}
-    return dict(file=paths, files=files, tuning_seeds=sorted(tuning_seeds), methods=applied, notes=notes)
 
 
 def resume_command(argv: list[str] | None) -> list[str]:

@@ -41,6 +41,10 @@ def save(out: Path, transformer, vae, first, second) -> None:
     pipe = assemble_flow(transformer, vae, first, second, t5_tokens=T5_TOKENS)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     pipe.save_pretrained(tmp, safe_serialization=True)
+    from bench.core.files import write_json
+    from bench.core.models import MODEL_FACTS
+
+    write_json(tmp / MODEL_FACTS, {"t5_tokens": T5_TOKENS})  # --model of this folder samples as tiny-shapes-flow
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

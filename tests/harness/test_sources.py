@@ -76,3 +76,16 @@ def test_an_unknown_tracker_is_one_line_listing_the_valid_ones(tmp_path, capsys)
     assert refused(capsys, tmp_path, main, *BASE, "--tracker", "foo") == expected
     assert refused(capsys, tmp_path, tune.main, "--methods", "rwr", "--reward", "mean-brightness", "--grid",
                    "lr=1e-3", "--preset", "smoke", "--tracker", "foo") == expected
+
+
+def test_a_key_set_twice_with_two_values_is_refused_and_spaces_around_it_are_ignored(tmp_path, capsys):
+    # Sweep: `--set rwr.lr=1e-3 --set rwr.lr=2e-3` trained on 2e-3 without a word (the last won unseen);
+    # `--set 'rwr.lr = 1e-3'` was "unknown key for rwr" with lr among the valid keys listed.
+    from bench.run import build_parser, plan
+
+    line = refused(capsys, tmp_path, main, *BASE, "--set", "rwr.lr=1e-3", "--set", "rwr.lr=2e-3")
+    assert line == "error: --set 'rwr.lr=2e-3' contradicts --set rwr.lr=1e-3 given before; give rwr.lr once"
+    for sets in (["rwr.lr=1e-3", "rwr.lr=1e-3"], ["rwr.lr = 1e-3"], [" lr=1e-3 "]):
+        args = [*BASE, *[a for s in sets for a in ("--set", s)], "--out", str(tmp_path / "x")]
+        (spec,), _ = plan(build_parser().parse_args(args))
+        assert spec.method_config["lr"] == 1e-3, sets
