@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import resource
-import shlex
 import signal
 import subprocess
 import sys
@@ -152,7 +151,7 @@ def new_record(plan: SuitePlan, argv: list[str]) -> dict:
     return dict(format=FORMAT, quick=quick, label=QUICK_LABEL if quick else None,
                 command=["python", "-m", "bench.suite", *argv], command_line=command_text("bench.suite", argv),
                 identity=plan.identity(), started=now(), updated=now(), finished=None, invocations=[],
-                tasks_file=dict(path=str(plan.tasks_file), sha256=plan.sha256, content=plan.tasks_text),
+                tasks_file=str(plan.tasks_file.resolve()), tasks_sha256=plan.sha256, tasks_content=plan.tasks_text,
                 tasks=tasks, families=plan.families, methods=methods, seeds=plan.seeds,
                 settings=plan.settings.to_dict(), jobs=plan.jobs, left_out=plan.left_out,
                 tuning=dict(skipped=tuning_skipped(plan, quick), why=None if not plan.tuning else TUNING_WHY,
@@ -229,7 +228,8 @@ def run_suite(plan: SuitePlan, argv: list[str], stage: str, earlier: dict | None
         failed |= entry["state"] != "finished"
         save(plan, record)
     if stage in ("run", "all"):
-        record["report"] = suite_report(plan.out)
+        save(plan, record)
+        record["report"] = suite_report(plan)
         failed |= record["report"]["status"] == "failed"
     done = [e["state"] for e in [*record["tuning"]["families"].values(), *record["cells"].values()]]
     record["finished"] = now() if all(s in ("finished", "nothing to run") for s in done) else None
@@ -283,23 +283,21 @@ def git_commit() -> str:
     return commit()
 
 
-def suite_report(out: Path) -> dict:
-    """The suite report (``bench.analysis.suite.write_report``) where this branch has it; else a note, the runs
-    kept (each folder works with ``bench.report``)."""
-    import importlib
-    import importlib.util
+def suite_report(plan: SuitePlan) -> dict:
+    """The suite report (``bench.analysis.suite``: scoreboard, aggregate, curves, speed-ups) into ``OUT/report``,
+    as ``python -m bench.suite.report OUT`` writes it. A failure is a warning and ``failed`` in suite.json: the runs
+    stay, and that command writes the report again."""
+    from bench.analysis.suite import write_report
 
-    if importlib.util.find_spec("bench.analysis.suite") is None:
-        note = ("the suite report (bench.analysis.suite) is not on this branch yet; each folder works with "
-                f"bench.report: python -m bench.report {shlex.quote(str(out))}/<task>/<family>")
-        print(f"note: {note}", flush=True)
-        return dict(status="absent", note=note)
+    again = command_text("bench.suite.report", [str(plan.out)])
     try:
-        importlib.import_module("bench.analysis.suite").write_report(out)
-    except (UsageError, OSError, AttributeError) as exc:
-        print(f"warning: the suite report failed: {exc}", file=sys.stderr, flush=True)
-        return dict(status="failed", note=str(exc).splitlines()[0])
-    return dict(status="written", note=None)
+        path = write_report(plan.out, tasks=plan.tasks, command=again)
+    except Exception as exc:  # noqa: BLE001 (the runs are done; the report is made again by its own command)
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"warning: the suite report failed ({text}); `{again}` makes it again", file=sys.stderr, flush=True)
+        return dict(status="failed", note=text, command=again)
+    print(f"suite report: {path / 'report.md'}", flush=True)
+    return dict(status="written", path=str(path), command=again)
 
 
 def outcome(plan: SuitePlan, record: dict, stage: str) -> str:

@@ -115,8 +115,8 @@ def test_a_method_the_task_cannot_train_is_skipped_with_its_reason_in_the_plan_a
     cell = record["cells"]["flat/sd3"]
     assert cell["skipped"] == {"alignprop": reason} and cell["methods"] == ["rwr"] and cell["state"] == "to do"
     assert record["quick"] and record["label"] == "QUICK: numbers meaningless at this budget"
-    assert record["tasks_file"]["content"] == (tmp_path / "tasks.toml").read_text()
-    assert len(record["tasks_file"]["sha256"]) == 64 and record["commit"]
+    assert record["tasks_file"] == str(tasks.resolve()) and record["tasks_content"] == tasks.read_text()
+    assert len(record["tasks_sha256"]) == 64 and record["commit"]
     assert cell["command"][:3] == ["python", "-m", "bench.run"] and not (out / "flat").exists()
 
 
@@ -141,7 +141,7 @@ def test_resume_skips_finished_folders_and_continues_the_others(tmp_path, capsys
         return 0, 1.5
 
     monkeypatch.setattr(runner, "call", call)
-    monkeypatch.setattr(runner, "suite_report", lambda out: dict(status="absent", note="test"))
+    monkeypatch.setattr(runner, "suite_report", lambda plan: dict(status="written"))
     capsys.readouterr()
     assert main([*args, "--resume"]) == 0
     text = capsys.readouterr().out
@@ -185,19 +185,26 @@ def test_unknown_names_exit_2_listing_the_valid_ones(given, message, tmp_path, c
     assert err.startswith(message) and err.count("\n") == 1
 
 
-def test_the_report_is_optional_until_its_module_exists(tmp_path, monkeypatch, capsys):
-    import importlib.util
+def test_a_failed_suite_report_is_a_warning_that_names_its_command(tmp_path, monkeypatch, capsys):
+    import bench.analysis.suite as report
+    from bench.core.errors import UsageError
 
-    real = importlib.util.find_spec
-    absent = "bench.analysis.suite"
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == absent else real(name))
-    assert runner.suite_report(tmp_path)["status"] == "absent"
-    assert "note: the suite report (bench.analysis.suite) is not on this branch yet" in capsys.readouterr().out
+    def fail(*args, **kwargs):
+        raise UsageError("no (task, family) folder holds results yet")
+
+    monkeypatch.setattr(report, "write_report", fail)
+    plan = make_plan(build_parser().parse_args([*SMALL, "--out", str(tmp_path / "s")]))
+    found = runner.suite_report(plan)
+    again = f"python -m bench.suite.report {tmp_path / 's'}"
+    assert found == dict(status="failed", note="no (task, family) folder holds results yet", command=again)
+    assert f"warning: the suite report failed (no (task, family) folder holds results yet); `{again}` makes it " \
+        "again" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_a_tiny_suite_end_to_end_tuned_on_another_task_then_resumed(tmp_path):
-    """One task x one family x one method, tuned (a 1-point grid) on another task, as a user runs it: ~60 s."""
+    """One task x one family x one method, tuned (a 1-point grid) on another task, as a user runs it, then the
+    suite report: about 75 CPU s."""
     out = tmp_path / "suite"
     args = [sys.executable, "-m", "bench.suite", "--quick", "--grid", "lr=3e-3", "--tune-task", "shape-aesthetic",
             "--tasks", "prompt-match", "--families", "sd3", "--methods", "rwr", "--out", str(out)]
@@ -214,6 +221,7 @@ def test_a_tiny_suite_end_to_end_tuned_on_another_task_then_resumed(tmp_path):
     manifest = json.loads((out / "prompt-match" / "sd3" / "manifest.json").read_text())
     assert manifest["plan"]["tuned"]["methods"] == {"rwr": {"lr": "3e-3"}}
     assert "QUICK: numbers meaningless at this budget" in done.stdout.splitlines()[-1]
+    assert record["report"]["status"] == "written" and (out / "report" / "report.md").is_file()
     again = subprocess.run([*args, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "tuning sd3: finished earlier" in again.stdout and "prompt-match/sd3: finished earlier" in again.stdout
