@@ -210,8 +210,13 @@ def test_a_tiny_suite_end_to_end_tuned_on_another_task_then_resumed(tmp_path):
             "--tasks", "prompt-match", "--families", "sd3", "--methods", "rwr", "--out", str(out)]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
     record = json.loads((out / "suite.json").read_text())
+    # The report needs a cell where a method moved the score the right way (else it cannot normalise): with one
+    # method at 8 queries that is chance, and its failure is a warning and exit 1, the runs kept.
+    report = record["report"]
+    assert report["command"] == f"python -m bench.suite.report {out}"
+    assert done.returncode == (0 if report["status"] == "written" else 1), done.stderr[-2000:]
+    assert (report["status"] == "written") == (out / "report" / "report.md").is_file()
     assert record["tuning"]["families"]["sd3"]["chosen"] == {"rwr": {"lr": "3e-3"}}
     cell = record["cells"]["prompt-match/sd3"]
     assert cell["state"] == "finished" and cell["runs"] == {"max_samples": 2} and cell["cpu_s"] > 0
@@ -221,9 +226,8 @@ def test_a_tiny_suite_end_to_end_tuned_on_another_task_then_resumed(tmp_path):
     manifest = json.loads((out / "prompt-match" / "sd3" / "manifest.json").read_text())
     assert manifest["plan"]["tuned"]["methods"] == {"rwr": {"lr": "3e-3"}}
     assert "QUICK: numbers meaningless at this budget" in done.stdout.splitlines()[-1]
-    assert record["report"]["status"] == "written" and (out / "report" / "report.md").is_file()
     again = subprocess.run([*args, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.returncode == done.returncode, again.stderr[-2000:]
     assert "tuning sd3: finished earlier" in again.stdout and "prompt-match/sd3: finished earlier" in again.stdout
     assert "$ python -m" not in again.stdout
 
