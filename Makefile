@@ -62,7 +62,16 @@ FLOW_PG_ARGS ?= --methods $(FLOW_PG_METHODS) $(FLOW_PG_BUDGET) --eval-n 40 $(SHA
 	--seeds 0,1,2 --eval-at log --config-from $(FLOW_PG_TUNED) --jobs 2
 FLOW_PG_TUNE_OUT ?= results/tune-flow-pg-v2
 
-.PHONY: install test test-slow bench bench-long bench-flow bench-flow-pg tune-flow-pg clean-venv gpu-check
+# The benchmark suite (docs/suite.md): 4 tasks x 2 families x every registered method x 3 seeds at 384 reward queries,
+# the learning rate tuned per family on shape-aesthetic's validation prompts; about 7 hours on 2 cores. Resumable:
+# rerunning make bench-suite continues SUITE_OUT (finished folders are skipped). SUITE_ARGS selects, e.g.
+# SUITE_ARGS="--tasks prompt-match --families sd".
+SUITE_OUT ?= results/suite
+SUITE_ARGS ?=
+SUITE_QUICK_OUT ?= results/suite-quick-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: install test test-slow bench bench-long bench-flow bench-flow-pg tune-flow-pg bench-suite bench-suite-quick \
+	clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -104,6 +113,13 @@ bench-flow-pg: install
 	$(BIN)/python -m bench.run $(FLOW_PG_ARGS) --out $(FLOW_PG_OUT)
 	$(BIN)/python -m bench.report $(FLOW_PG_OUT) --reference flow-grpo
 	$(BIN)/python -m bench.report $(FLOW_PG_OUT) --reference dance-grpo --out $(FLOW_PG_OUT)/report-vs-dance-grpo
+
+bench-suite: install
+	$(BIN)/python -m bench.suite $(SUITE_ARGS) --out $(SUITE_OUT) $(if $(wildcard $(SUITE_OUT)/suite.json),--resume,)
+
+# Minutes: 8 reward queries, 2 seeds, one method of each kind per family, no tuning; numbers meaningless.
+bench-suite-quick: install
+	$(BIN)/python -m bench.suite --quick --out $(SUITE_QUICK_OUT)
 
 clean-venv:
 	rm -rf $(VENV)
