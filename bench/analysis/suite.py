@@ -89,7 +89,9 @@ def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n
         reason = aggregate.no_interval_reason(a, "cell") or aggregate.no_interval_reason(b, "cell")
         pairs.append(dict(x=x, y=y, p=p, lo=np.nan if reason else lo, hi=np.nan if reason else hi,
                           cells=int(shared.sum()), no_interval=reason, together=x in together and y in together))
-    return dict(cells=keys, matrices=matrices, together=together, estimates=pd.DataFrame(rows),
+    columns = ["method", "together", "cells", "runs", "cell_names", "no_interval", "iqm", "iqm_lo", "iqm_hi", "mean",
+               "mean_lo", "mean_hi"]  # fixed, so that a suite where no cell can be normalised reports, empty
+    return dict(cells=keys, matrices=matrices, together=together, estimates=pd.DataFrame(rows, columns=columns),
                 improvements=pd.DataFrame(pairs, columns=["x", "y", "p", "lo", "hi", "cells", "no_interval",
                                                           "together"]))
 

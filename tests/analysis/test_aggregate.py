@@ -108,3 +108,17 @@ def test_performance_profile_counts_runs_above_tau():
     assert profile == pytest.approx([1.0, 4 / 5, 3 / 5, 1 / 5, 0.0])  # strictly above tau
     band = aggregate.profile_band(scores, np.array([0.75]), rng=np.random.default_rng(0), n_boot=500)
     assert band["lo"][0] <= band["value"][0] <= band["hi"][0]
+
+
+def test_a_suite_where_no_cell_can_be_normalised_aggregates_to_empty_tables():
+    """No method moved any cell's score the right way (e.g. a one-method quick suite): the aggregate's tables are
+    empty but keep their columns, so the report writes its sections instead of failing with a KeyError."""
+    import pandas as pd
+
+    from bench.analysis.suite import aggregates
+
+    cells = pd.DataFrame({"task": ["t"], "family": ["sd"], "present": [True], "note": ["no method moved it"]})
+    agg = aggregates(pd.DataFrame(), cells, ["rwr"], seed=0, n_boot=10)
+    assert agg["cells"] == [] and len(agg["estimates"]) == 0 and len(agg["improvements"]) == 0
+    assert {"no_interval", "together", "iqm"} <= set(agg["estimates"].columns)
+    assert {"no_interval", "together"} <= set(agg["improvements"].columns)
