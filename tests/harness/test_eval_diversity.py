@@ -3,6 +3,7 @@ by its feature space (``rewards.diversity``; one sample per prompt records none:
 The run goes through the worker's own loop in this process (no process start-up)."""
 
 import pandas as pd
+import pytest
 
 
 def run_rows(tmp_path, *flags) -> pd.DataFrame:
@@ -20,6 +21,7 @@ def run_rows(tmp_path, *flags) -> pd.DataFrame:
     return rows[rows.split == "eval"]
 
 
+@pytest.mark.slow  # a real tiny-shapes run with two evaluations: ~20 s of CPU (make test-slow)
 def test_a_shape_world_run_records_classifier_and_attribute_diversity(tmp_path):
     prompts = tmp_path / "two.txt"
     prompts.write_text("two red circles on a white background\nthree blue squares on a black background\n")

@@ -65,6 +65,7 @@ def test_eval_at_beside_eval_every_samples_or_past_the_budget_is_refused():
     assert check_eval_at("log", every_samples=0, max_samples=None).text == "log"  # no query budget: open-ended
 
 
+@pytest.mark.slow  # a real run evaluated at its schedule: ~25 s of CPU (make test-slow)
 def test_the_plan_and_manifest_record_the_schedule_and_the_run_evaluates_where_queries_cross_it(tmp_path, capsys):
     from bench.harness.loop import Run
     from bench.harness.plan import plan

@@ -316,6 +316,7 @@ def test_run_out_under_a_file_or_where_nothing_can_be_created_exits_2_with_nothi
     assert a_file.read_text() == "keep" and [p.name for p in tmp_path.iterdir()] == ["somefile.txt"]
 
 
+@pytest.mark.slow  # a whole run in-process: ~10 s of CPU (make test-slow)
 def test_a_full_disk_under_torchs_cpp_stream_is_named_in_runs_csv_error_log_and_console(tmp_path, monkeypatch):
     # Issue 36: on a tiny tmpfs --checkpoint-every 1 ended as "RuntimeError: basic_ios::clear: iostream error" (torch's
     # C++ stream, no errno): after a failed write the free space on the target's file system names the cause.
