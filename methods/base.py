@@ -23,6 +23,7 @@ from bench.core import precision as mp
 from bench.core.checks import FRACTION, Range, above, at_least, check_ranges
 from bench.core.families import FAMILIES
 from bench.core.lora import LoraSettings, add_lora, adapter_state_dict, lora_parameters
+from bench.core.modules import device_of, set_adapters
 from bench.core.prompts import PromptSet
 from bench.core.sampler import Sampler, SamplerConfig
 
@@ -146,16 +147,17 @@ class Method:
         settings.init_seed = self.seed
         self.params = add_lora(self.denoiser, settings)
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = mp.grad_scaler(self.denoiser.device, cfg.precision)
+        self.scaler = mp.grad_scaler(device_of(self.denoiser), cfg.precision)
 
     @contextmanager
     def base_model(self):
-        """The denoiser with its adapter disabled (the base model: KL references), re-enabled on exit."""
-        self.denoiser.disable_adapters()
+        """The denoiser with its adapter disabled (the base model: KL references), re-enabled on exit (diffusers'
+        ``disable_adapters`` / ``enable_adapters`` without their module-tree walk: ``bench.core.modules``)."""
+        set_adapters(self.denoiser, False)
         try:
             yield
         finally:
-            self.denoiser.enable_adapters()
+            set_adapters(self.denoiser, True)
 
     ema: "EMA | None" = None
     """An EMA of the adapter that evaluation and the saved adapter use (Flow-GRPO, DiffusionNFT); None: the
@@ -173,7 +175,7 @@ class Method:
 
     def autocast(self):
         """Autocast at the method's precision (no cast cache), for reward forwards; a no-op in fp32."""
-        return mp.autocast(self.denoiser.device, self.config.precision)
+        return mp.autocast(device_of(self.denoiser), self.config.precision)
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()`` through the gradient scaler (a pass-through except in fp16)."""

@@ -24,6 +24,7 @@ import torch
 from bench.core import precision as mp
 from bench.core.ddim import ddim_step, predict_x0
 from bench.core.families import FAMILIES, Family
+from bench.core.modules import device_of, dtype_of
 
 
 class Chain:
@@ -46,7 +47,7 @@ class Chain:
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        return device_of(self.denoiser)  # diffusers' .device, remembered (bench.core.modules)
 
     def autocast(self, enabled: bool = True):
         return mp.autocast(self.device, self.config.precision, enabled)
@@ -77,7 +78,7 @@ class Chain:
         """Images in [0, 1] from final latents (float32 out; autocast unless ``vae_fp32``)."""
         vae = self.vae
         with self.autocast(enabled=not self.config.vae_fp32):
-            image = vae.decode(self.decode_scale(latents).to(vae.dtype), return_dict=False)[0].float()
+            image = vae.decode(self.decode_scale(latents).to(dtype_of(vae)), return_dict=False)[0].float()
         return (image / 2 + 0.5).clamp(0, 1)
 
     def clip_states(self, tokenizer, encoder, prompts, **kwargs):
@@ -115,7 +116,7 @@ class DDIMChain(Chain):
 
     def forward(self, x, t, states):
         """The UNet's prediction (float32) at the sampler's precision: inputs in the UNet's dtype, autocast on."""
-        dt = self.denoiser.dtype
+        dt = dtype_of(self.denoiser)
         x = self.scheduler.scale_model_input(x, t)
         with self.autocast():
             return self.denoiser(x.to(dt), t, encoder_hidden_states=states.to(dt), return_dict=False)[0].float()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from bench.core.chain import Chain
 from bench.core.families import FAMILIES
+from bench.core.modules import dtype_of
 
 SDE_STEPS: dict = {}
 """Stochastic flow transitions by name: function(v, sigma, sigma_next, x, eta) -> (mean, std float)."""
@@ -131,7 +132,7 @@ class FlowChain(Chain):
 
     def forward(self, x, t, states):
         """The transformer's velocity (float32) at the sampler's precision."""
-        dt = self.denoiser.dtype
+        dt = dtype_of(self.denoiser)
         embeds, pooled = self.split(states)
         t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
         t = t.expand(len(x)) if t.ndim == 0 else t

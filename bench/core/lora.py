@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from bench.core.files import atomic_write
+from bench.core.modules import forget
 
 ADAPTER = "default"
 
@@ -52,6 +53,7 @@ def add_lora(unet: torch.nn.Module, settings: LoraSettings) -> list[torch.nn.Par
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.init_seed)
         unet.add_adapter(config, adapter_name=ADAPTER)
+    forget(unet)  # new tuner layers: bench.core.modules finds them again
     params = lora_parameters(unet)
     if not params:
         raise ValueError(f"no UNet module matched lora target_modules {settings.target_modules}")

@@ -192,7 +192,7 @@ class Sampler:
 
     @property
     def device(self) -> torch.device:
-        return self.denoiser.device
+        return self.chain.device
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -198,12 +198,15 @@ def run_end_line(result: dict, elapsed: float) -> str:
     """How a run ended, for the console: status, steps, final evaluation reward, training and CPU seconds, a busy
     machine (load beyond the job's own workers x threads, ``recorder.busy_text``), the reason of a failure."""
     from bench.harness.recorder import busy_text, own_load
+    from bench.harness.summary_text import cpu_per_query
 
     parts = [str(result.get("status")), f"{result.get('steps') or 0} steps"]
     if result.get("final_eval_reward") is not None:
         parts.append(f"final eval reward {result['final_eval_reward']:.4g}")
     if result.get("wall_s"):
-        parts.append(f"train {result['wall_s']:.1f} s (CPU {result.get('cpu_s') or 0:.1f} s)")
+        per_query = cpu_per_query(result)
+        cost = f", {per_query:.3g} CPU s/query" if per_query is not None else ""
+        parts.append(f"train {result['wall_s']:.1f} s (CPU {result.get('cpu_s') or 0:.1f} s{cost})")
     busy = busy_text(result.get("load_avg"), result.get("cores"), own_load(result))
     if busy:
         parts.append(busy)

@@ -13,8 +13,8 @@ from bench.harness.statuses import COMPLETED
 def summary_markdown(rows: list[dict]) -> str:
     """The table printed at the end of ``bench.run`` and written to summary.md: one row per run (evaluation reward
     at the start and at the end), then per method start -> final with ties named (``method_lines``)."""
-    head = ("| run | status | eval reward start -> final | steps | train s | s/step | CPU s/step | peak MB |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+    head = ("| run | status | eval reward start -> final | steps | train s | s/step | CPU s/step | CPU s/query | "
+            "peak MB |\n|---|---|---|---|---|---|---|---|---|\n")
     lines, notes = [], []
     for r in rows:
         cell = lambda v, spec: fmt(v, spec=spec, missing="")  # noqa: E731
@@ -23,7 +23,8 @@ def summary_markdown(rows: list[dict]) -> str:
                   else cell(final, ".4g"))
         lines.append(f"| {r['run_id']} | {r['status']} | {reward} | {r['steps']} | "
                      f"{cell(r['wall_s'], '.1f')} | {cell(r['sec_per_step'], '.3f')} | "
-                     f"{cell(r.get('cpu_per_step'), '.3f')} | {cell(r['peak_mem_mb'], '.0f')} |")
+                     f"{cell(r.get('cpu_per_step'), '.3f')} | {cell(cpu_per_query(r), '.3f')} | "
+                     f"{cell(r['peak_mem_mb'], '.0f')} |")
         if r["status"] not in COMPLETED and r.get("error"):
             notes.append(f"- {r['run_id']} {r['status']}: {r['error']}")
         if r.get("warning"):
@@ -36,6 +37,13 @@ def summary_markdown(rows: list[dict]) -> str:
     per_method = method_lines(rows)
     per_method = ("\n" + "\n".join(per_method) + "\n") if per_method else ""
     return head + "\n".join(lines) + "\n" + per_method + notes + note
+
+
+def cpu_per_query(result: dict) -> float | None:
+    """Training CPU seconds (all threads, evaluation excluded) per reward query made for training: the run's cost
+    figure (runs.csv ``cpu_s`` / ``samples``); None before its first query."""
+    cpu, samples = result.get("cpu_s"), result.get("samples")
+    return cpu / samples if cpu is not None and samples else None
 
 
 TIE_SIGMAS = 2.0

@@ -104,6 +104,17 @@ def test_machine_busy_only_beyond_the_jobs_own_workers():
     assert "busy" not in run_end_line(alone, 10.0)
 
 
+def test_the_end_line_and_the_summary_give_cpu_seconds_per_reward_query():
+    from bench.harness.launch import run_end_line
+
+    result = dict(status="max_steps", steps=4, wall_s=3.0, cpu_s=2.4, samples=8)
+    assert "train 3.0 s (CPU 2.4 s, 0.3 CPU s/query)" in run_end_line(result, 10.0)
+    assert "(CPU 0.0 s)" in run_end_line(dict(result, cpu_s=0.0, samples=0), 10.0)  # no query: no figure
+    table = summary_markdown([dict(row("a", 0, 0.2, 0.9), cpu_s=2.4, samples=8), row("b", 0, 0.2, 0.5)])
+    assert "| CPU s/query |" in table.splitlines()[0]
+    assert "| 0.200 | 0.300 | 500 |" in table and "| 0.200 |  | 500 |" in table  # b has no cpu_s: empty, not 0
+
+
 def row(method: str, seed: int, start: float, final: float, images=None, start_images=None) -> dict:
     return dict(run_id=f"{method}__shape-aesthetic__s{seed}", method=method, reward="shape-aesthetic", seed=seed,
                 status="max_steps", start_eval_reward=start, final_eval_reward=final, final_images=images,
