@@ -50,8 +50,9 @@ FLOW_PG_SETS = --set flow-grpo.batch_size=8 --set dance-grpo.batch_size=8 --set 
 	--set diffusion-nft.batch_size=8 --set diffusion-nft.grad_accum=2
 FLOW_PG_METHODS = alignprop,draft-lv,refl,flow-grpo,dance-grpo,mixgrpo,diffusion-nft,rwr
 # The grid grew once (bench.tune --resume): the lr of each method whose winner sat on the first grid's edge
-# (alignprop at 1e-2; draft-lv, mixgrpo and rwr at 1e-3) got one more value past it.
-FLOW_PG_GRID = lr=1e-3,3e-3,1e-2;group_size=4,8;alignprop.k_max=3,0;draft-lv.draws=2,4;refl.stop_from=0.5,0.75;rwr.temperature=0.5,1.0;alignprop.lr=1e-3,3e-3,1e-2,3e-2;draft-lv.lr=3e-4,1e-3,3e-3,1e-2;mixgrpo.lr=3e-4,1e-3,3e-3,1e-2;rwr.lr=3e-4,1e-3,3e-3,1e-2
+# (alignprop at 1e-2; draft-lv, mixgrpo and rwr at 1e-3) got one more value past it; rwr's winner then sat at 3e-4,
+# so it got 1e-4 (a second growth).
+FLOW_PG_GRID = lr=1e-3,3e-3,1e-2;group_size=4,8;alignprop.k_max=3,0;draft-lv.draws=2,4;refl.stop_from=0.5,0.75;rwr.temperature=0.5,1.0;alignprop.lr=1e-3,3e-3,1e-2,3e-2;draft-lv.lr=3e-4,1e-3,3e-3,1e-2;mixgrpo.lr=3e-4,1e-3,3e-3,1e-2;rwr.lr=1e-4,3e-4,1e-3,3e-3,1e-2
 FLOW_PG_TUNED = results/tuned/flow-pg-v2-shape-aesthetic-val.json
 FLOW_PG_BUDGET = --preset default --model tiny-shapes-flow --reward shape-aesthetic --max-samples 768 \
 	--max-seconds 36000

@@ -205,7 +205,7 @@ def test_list_names_everything(capsys):
 
 
 @pytest.mark.parametrize("variable,lr", [("BENCH_ARGS", "0.005"), ("LONG_ARGS", "0.005"), ("FLOW_ARGS", "0.003"),
-                                         ("FLOW_PG_ARGS", "0.003")])
+                                         ("FLOW_PG_ARGS", "0.01")])
 def test_the_makefile_jobs_plan(variable, lr, capsys, tmp_path, monkeypatch):
     """`make bench`, `make bench-long` and `make bench-flow` pass planning (a --set the planner refuses would stop
     them after install) with their tuned files' values."""
