@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.analysis import stats
+from bench.analysis import reach, stats
 from bench.analysis.results import Results, eval_curves, eval_setting, fmt_setting, reward_higher_is_better
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED, STATUSES
@@ -209,9 +209,9 @@ def ranked(rows: list[dict], higher: bool) -> list[dict]:
 
 
 def time_to_targets(rows: list[dict], rc: pd.DataFrame, starts: dict, higher: bool) -> None:
-    """Adds ``target``, ``time_to_target_s`` and ``reached`` to the method ``rows``: the wall-clock seconds at
-    which a method's mean curve first reaches start + FRACTION x (best final - start), with start the best
-    method's own evaluation setting's start."""
+    """Adds ``target``, ``time_to_target_s`` and ``reached`` to the method ``rows``: the training seconds at
+    which its seeds reach start + FRACTION x (best final - start) (``time_to_reach``: mean of the seeds' first
+    crossings, NaN unless all reached), with start the best method's own evaluation setting's start."""
     means = {r["label"]: r["final_mean"] for r in rows if not math.isnan(r["final_mean"])}
     target = float("nan")
     if means:
@@ -228,23 +228,14 @@ def time_to_targets(rows: list[dict], rc: pd.DataFrame, starts: dict, higher: bo
 
 
 def time_to_reach(curve_rows: pd.DataFrame, target: float, higher: bool, x: str = "wall_s") -> float:
-    """``x`` (training seconds, steps or samples, averaged over seeds) at the first evaluation where the mean over
-    seeds reaches ``target``; NaN if none does. Measured at evaluations only, never interpolated between them: with
-    evaluations every 10 steps a straight line from the start would put the crossing anywhere in between (it made a
-    2.5x speed-up read 24x), so this is an upper bound that finer ``--eval-every`` tightens."""
+    """``x`` (training seconds, steps or samples) at which the seeds reach ``target``: the mean over seeds of each
+    seed's first crossing (``reach.first_crossing``, the one definition the time-to-target section uses: read
+    between the two evaluations that bracket it, at the evaluation itself for a seed that reached it at its first
+    one); NaN unless every seed reached it."""
     if not len(curve_rows):
         return float("nan")
-    per_run = [r.sort_values("step") for _, r in curve_rows.groupby("run_id")]
-    n = max(len(r) for r in per_run)
-
-    def padded(column: str) -> np.ndarray:  # evaluation k of every seed; a seed that stopped early is not extrapolated
-        return np.array([np.pad(r[column].to_numpy(float), (0, n - len(r)), constant_values=np.nan) for r in per_run])
-
-    xs, ys = stats.nanmean(padded(x).T), stats.nanmean(padded("value").T)
-    for xi, yi in zip(xs, ys):
-        if (yi >= target) if higher else (yi <= target):
-            return float(xi)
-    return float("nan")
+    seeds = reach.seed_crossings(curve_rows, target, higher, costs=(x,))[x]
+    return float(seeds.cost.mean()) if seeds.reached.all() else float("nan")
 
 
 METRIC_NAMES = {"color_accuracy": "colour acc.", "shape_accuracy": "shape acc.", "exact_count": "exact count",
@@ -343,8 +334,8 @@ DEFINITIONS = """\
   cores and at least 1 beyond the job's own load (its workers at once x their torch threads).
 - **time to target**: its own section (reward queries, training and CPU seconds, per seed, each crossing read
   between the two evaluations that bracket it); summary.csv also keeps `time_to_target_s`, the training seconds
-  (read at evaluations) at which the mean curve first reaches start + 0.9 × (best final − start), start that of the
-  best method's setting.
+  at which the seeds reach start + 0.9 × (best final − start), start that of the best method's setting: the mean
+  over seeds of the same per-seed crossing, empty unless every seed reached it.
 - **status**: run counts per stop reason; diverged/oom/error/skipped runs are listed, not dropped.
 - Curves: markers are evaluations; with two or more seeds the mean over seeds with a seeded 95 % bootstrap band
   (a seed that stopped early is not extrapolated), and an IQM row below it when every method has 5 or more seeds;
