@@ -49,10 +49,12 @@ class FlowGRPOConfig(GRPOConfig):
 
     lr: float = 3e-4
     """AdamW learning rate [train.learning_rate] (3e-4, LoRA)."""
-    eta: float = 0.7
-    """The SDE's noise level a [sample.noise_level] (0.7)."""
+    eta: float = 0.0
+    """The SDE's noise level a [sample.noise_level]; 0: the chosen SDE's reference level (``SDE_NOISE_LEVELS``:
+    flow-grpo 0.7, cps 0.8)."""
     sde: str = "flow-grpo"
-    """The flow SDE (``bench.core.flow.SDE_STEPS``): Flow-GRPO's sigma-dependent noise."""
+    """The flow SDE (``bench.core.flow.SDE_STEPS``): Flow-GRPO's sigma-dependent noise; ``cps`` for
+    coefficients-preserving sampling (flow_grpo's ``sample.sde_type``)."""
     guidance_scale: float = 4.5
     """Guidance weight while sampling and training [sample.guidance_scale] (4.5)."""
     shared_noise: bool = False
@@ -79,6 +81,13 @@ class FlowGRPOConfig(GRPOConfig):
     """EMA updated every 8 optimizer steps [EMAModuleWrapper(update_step_interval=8)]."""
     updates_per_batch: int = 2
     """Optimizer updates per sampling round (``gradient_accumulation_steps = num_batches_per_epoch // 2``: 2)."""
+
+    def __post_init__(self):
+        if self.eta == 0:  # before GRPOConfig's check (eta > 0): the SDE's own level
+            from bench.core.flow import SDE_NOISE_LEVELS
+
+            self.eta = SDE_NOISE_LEVELS.get(self.sde, 0.0)
+        super().__post_init__()
 
 
 class FlowGRPO(GRPO):
