@@ -114,7 +114,7 @@ def build(name, flow, **overrides):
 def test_flow_grpo_with_cps_samples_cps_at_its_noise_level_and_is_on_policy_first(flow):
     method = build("flow-grpo", flow, sde="cps", updates_per_batch=2, lr=1e-2, clip_range=1e-6, max_grad_norm=0.0)
     assert method.config.eta == 0.8 and method.sampler.chain.sde == "cps"  # the reference's cps noise level
-    assert METHODS.get("flow-grpo").Config().eta == 0.7 and build("flow-grpo", flow, sde="cps", eta=0.5).config.eta == 0.5
+    assert METHODS.get("flow-grpo").Config().eta == 0.7 and METHODS.get("flow-grpo").Config(sde="cps", eta=0.5).eta == 0.5
     first = method.step()  # on-policy: every recomputed log-probability equals the recorded one, ratio exactly 1
     assert first["approx_kl"] == 0.0 and first["clipfrac"] == 0.0 and first["ratio_max_dev"] == 0.0
     batch = method.buffer[0]  # the round's second batch, sampled before the first update
