@@ -86,7 +86,7 @@ class FlowGRPOConfig(GRPOConfig):
         if self.eta == 0:  # before GRPOConfig's check (eta > 0): the SDE's own level
             from bench.core.flow import SDE_NOISE_LEVELS
 
-            self.eta = SDE_NOISE_LEVELS.get(self.sde, 0.0)
+            self.eta = SDE_NOISE_LEVELS.get(self.sde, 0.7)  # an unknown sde: GRPOConfig's own check refuses it
         super().__post_init__()
 
 
