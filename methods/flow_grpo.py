@@ -26,6 +26,14 @@ Reference details (each pinned by ``tests/methods/test_flow_faithful.py`` or ``t
 - Denoising reduction: training rollouts take ``steps`` (10) while evaluation takes its own (40 there;
   ``--set steps=...`` for all methods).
 
+CPS (``sde`` = cps; Wang & Yu, arXiv 2509.05952; ``bench.core.flow.cps_step``, flow_grpo @ 54809b5
+``sd3_sde_with_logprob.py:70-83``): coefficients-preserving steps instead of the SDE, at eta 0.8 unless ``eta`` is given
+(flow_grpo @ 31c71b9 ``config/grpo.py``: every cps config sets ``noise_level = 0.8``). Its log-probability here is the
+exact Gaussian density; flow_grpo's cps branch scores -mean((x - mean)^2) (no 1 / (2 std^2), no constants), so its
+log-ratio is 2 std^2 times ours. The chain's last CPS step is deterministic; ``drop_last_step`` then leaves out
+x_2 -> x_1 (std 0.008 at 10 steps: its exact-likelihood gradient would dominate), which flow_grpo's first
+int(10 x 0.99) steps train (``drop_last_step`` false). GRPO-Guard's switches: ``methods/grpo_guard.py``.
+
 Deviations, each a setting or stated here:
 
 - The unconditional branch: flow_grpo after ac4c86e (74db691) no longer detaches it; ``detach_uncond`` false
