@@ -26,6 +26,14 @@ Reference details (each pinned by ``tests/methods/test_flow_faithful.py`` or ``t
 - Denoising reduction: training rollouts take ``steps`` (10) while evaluation takes its own (40 there;
   ``--set steps=...`` for all methods).
 
+CPS (``sde`` = cps; Wang & Yu, arXiv 2509.05952; ``bench.core.flow.cps_step``, flow_grpo @ 54809b5
+``sd3_sde_with_logprob.py:70-83``): coefficients-preserving steps instead of the SDE, at eta 0.8 unless ``eta`` is given
+(flow_grpo @ 31c71b9 ``config/grpo.py``: every cps config sets ``noise_level = 0.8``). Its log-probability here is the
+exact Gaussian density; flow_grpo's cps branch scores -mean((x - mean)^2) (no 1 / (2 std^2), no constants), so its
+log-ratio is 2 std^2 times ours. The chain's last CPS step is deterministic; ``drop_last_step`` then leaves out
+x_2 -> x_1 (std 0.008 at 10 steps: its exact-likelihood gradient would dominate), which flow_grpo's first
+int(10 x 0.99) steps train (``drop_last_step`` false). GRPO-Guard's switches: ``methods/grpo_guard.py``.
+
 Deviations, each a setting or stated here:
 
 - The unconditional branch: flow_grpo after ac4c86e (74db691) no longer detaches it; ``detach_uncond`` false
@@ -49,10 +57,12 @@ class FlowGRPOConfig(GRPOConfig):
 
     lr: float = 3e-4
     """AdamW learning rate [train.learning_rate] (3e-4, LoRA)."""
-    eta: float = 0.7
-    """The SDE's noise level a [sample.noise_level] (0.7)."""
+    eta: float = 0.0
+    """The SDE's noise level a [sample.noise_level]; 0: the chosen SDE's reference level (``SDE_NOISE_LEVELS``:
+    flow-grpo 0.7, cps 0.8)."""
     sde: str = "flow-grpo"
-    """The flow SDE (``bench.core.flow.SDE_STEPS``): Flow-GRPO's sigma-dependent noise."""
+    """The flow SDE (``bench.core.flow.SDE_STEPS``): Flow-GRPO's sigma-dependent noise; ``cps`` for
+    coefficients-preserving sampling (flow_grpo's ``sample.sde_type``)."""
     guidance_scale: float = 4.5
     """Guidance weight while sampling and training [sample.guidance_scale] (4.5)."""
     shared_noise: bool = False
@@ -79,6 +89,13 @@ class FlowGRPOConfig(GRPOConfig):
     """EMA updated every 8 optimizer steps [EMAModuleWrapper(update_step_interval=8)]."""
     updates_per_batch: int = 2
     """Optimizer updates per sampling round (``gradient_accumulation_steps = num_batches_per_epoch // 2``: 2)."""
+
+    def __post_init__(self):
+        if self.eta == 0:  # before GRPOConfig's check (eta > 0): the SDE's own level
+            from bench.core.flow import SDE_NOISE_LEVELS
+
+            self.eta = SDE_NOISE_LEVELS.get(self.sde, 0.7)  # an unknown sde: GRPOConfig's own check refuses it
+        super().__post_init__()
 
 
 class FlowGRPO(GRPO):

@@ -33,6 +33,10 @@ normalises whole groups, and gradients are averaged.
 transition out of training: its noise std is about 20x smaller than the others' on a 20-step DDIM chain, and the
 log-probability's gradient scales like 1 / sigma, so it would dominate the update.
 
+GRPO-Guard (arXiv 2510.22319; ``methods/grpo_guard.py``), off by default: ``ratio_norm`` replaces the log-ratio by
+std (log r + mean((mu - mu_old)^2) / (2 std^2)) (``guard_log_ratio``, mu_old the sampling mean the round keeps), and
+``grad_reweight`` divides each transition's clipped loss by its |dt| (flow SDEs).
+
 Differences from DanceGRPO, on purpose: LoRA instead of the full UNet; one random subset of transitions per
 rollout batch instead of one per sample.
 """
@@ -112,7 +116,13 @@ class GRPOConfig(MethodConfig):
     sqrt(-dt)); its beta 0.04 is set on that scale."""
     sde: str = ""
     """Flow chains (sd3): the SDE of the stochastic steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo,
-    dance-grpo); empty on the sd family, whose stochastic step is DDIM's eta."""
+    dance-grpo, cps); empty on the sd family, whose stochastic step is DDIM's eta."""
+    ratio_norm: bool = False
+    """GRPO-Guard's RatioNorm (arXiv 2510.22319; ``guard_log_ratio``): the log-ratio recentred by the mean drift
+    term and scaled by the transition's std, so that it is centred on 0 with a comparable spread at every step."""
+    grad_reweight: bool = False
+    """GRPO-Guard's gradient re-weighting: each transition's clipped policy loss divided by its step length |dt|
+    (flow SDEs only; the KL term is not re-weighted)."""
     schedule: str = "scheduler"
     """Flow chains (sd3): the rollouts' sigma schedule, ``scheduler`` or ``shifted-linspace`` (DanceGRPO's;
     ``bench.core.sampler.SamplerConfig.schedule``). Evaluation always uses the pipeline's own."""
@@ -131,8 +141,9 @@ class GRPOConfig(MethodConfig):
         check_group(self.round_size(), self.group(), self.sampling_batch())
         if self.updates_per_batch < 1:
             raise ValueError(f"updates_per_batch must be >= 1, got {self.updates_per_batch}")
-        if self.kl_per_time and not self.sde:
-            raise ValueError("kl_per_time needs a flow SDE (sde=flow-grpo or dance-grpo): DDIM steps have no |dt|")
+        for flag in ("kl_per_time", "grad_reweight"):
+            if getattr(self, flag) and not self.sde:
+                raise ValueError(f"{flag} needs a flow SDE (sde=flow-grpo, dance-grpo, cps): DDIM steps have no |dt|")
         if self.sde:
             from bench.core.flow import SDE_STEPS
 
@@ -224,6 +235,7 @@ class GRPO(Method):
                 steps=torch.tensor(rollout.log_prob_steps), embeds=rollout.prompt_embeds,
                 chosen=self.choose(rollout.log_probs.shape[1], size), rewards=rewards,
                 window=torch.full((size,), self.stochastic_steps_start(), dtype=torch.long),
+                **({"means": rollout.means} if cfg.ratio_norm else {}),
             ))
         rewards = torch.cat([b["rewards"] for b in sampled])
         signed = rewards if self.reward.higher_is_better else -rewards
@@ -256,10 +268,15 @@ class GRPO(Method):
         x, x_prev, t = batch["latents"][rows, j], batch["latents"][rows, j + 1], batch["timesteps"][j]
         embeds, old = batch["embeds"][rows], batch["log_probs"][rows, c]
         log_prob, mean, std = self.sampler.transition_log_prob(x, t, embeds, x_prev, detach_uncond=cfg.detach_uncond)
-        ratio = torch.exp(log_prob - old)
+        log_ratio = log_prob - old
+        if cfg.ratio_norm:
+            log_ratio = guard_log_ratio(log_ratio, mean, batch["means"][rows, c], std)
+        ratio = torch.exp(log_ratio)
         adv = batch["advantages"][rows].clamp(-cfg.adv_clip_max, cfg.adv_clip_max).to(ratio)
         clipped = torch.clamp(ratio, 1 - cfg.clip_range, 1 + cfg.clip_range)
         loss = torch.maximum(-adv * ratio, -adv * clipped)
+        if cfg.grad_reweight:
+            loss = loss / self.sampler.chain.step_length(t)
         kl = torch.zeros(len(rows))
         if cfg.kl_weight > 0:
             with torch.no_grad(), self.base_model():
@@ -335,6 +352,17 @@ class GRPO(Method):
         self.rounds = int(state.get("rounds", 0))
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+
+
+def guard_log_ratio(log_ratio: torch.Tensor, mean, old_mean, std: float) -> torch.Tensor:
+    """GRPO-Guard's RatioNorm of a Gaussian transition's log-ratio: std (log r + mean((mu - mu_old)^2) / (2 std^2)).
+
+    With x_next = mu_old + std eps (sampled by the old policy) the exact log r is mean(eps d) / std - mean(d^2) /
+    (2 std^2), d = mu - mu_old: a negative drift (the ratio's mean below 1) and a spread ~ 1 / std that differs from
+    step to step. Adding the drift back and multiplying by std leaves mean(eps d), centred on 0 whatever the step
+    (means over the latent dimensions, as the log-probabilities)."""
+    drift = ((mean.float() - old_mean.float()) ** 2).mean(dim=tuple(range(1, mean.ndim)))
+    return std * (log_ratio + drift / (2 * std**2))
 
 
 @dataclass

@@ -7,6 +7,7 @@ from bench.core import distributed
 from methods.diffusion_nft import DiffusionNFT
 from methods.flow_grpo import FlowGRPO
 from methods.grpo import GRPO
+from methods.grpo_guard import FlowGRPOGuard
 
 KILL_ENV = "BENCH_TEST_KILL"
 """``RANK:N``: process RANK of a ``Killed*`` method SIGKILLs itself while its N-th checkpoint is being taken."""
@@ -32,6 +33,10 @@ class KilledGRPO(KilledInCheckpoint, GRPO):
 
 class KilledFlowGRPO(KilledInCheckpoint, FlowGRPO):
     """``flow-grpo`` with the kill switch."""
+
+
+class KilledFlowGRPOGuard(KilledInCheckpoint, FlowGRPOGuard):
+    """``flow-grpo-guard`` with the kill switch (its round keeps the sampling means)."""
 
 
 class KilledNFT(KilledInCheckpoint, DiffusionNFT):

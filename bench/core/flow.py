@@ -13,8 +13,8 @@ Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscr
   two pooled projections (zero-padded): one tensor per prompt, like the SD family's.
 
 The ODE is deterministic: its transitions have no density. Stochastic transitions come from a flow SDE named by
-``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``
-and ``dance-grpo`` below); ``step`` then hands the sampler a Gaussian transition N(mean, std^2 I) whose
+``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``,
+``dance-grpo`` and ``cps`` below); ``step`` then hands the sampler a Gaussian transition N(mean, std^2 I) whose
 log-probability the sampler scores exactly as for DDIM's eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
 averaged over the non-batch latent dimensions, as flow_grpo and DanceGRPO do). eta = 0, or no SDE selected, is the
 ODE step itself; with no SDE selected eta > 0 is refused.
@@ -65,7 +65,34 @@ def dance_grpo_step(v, sigma, sigma_next, x, eta: float):
     return sde_mean(v, sigma, sigma_next, x, eta), eta * math.sqrt(float(sigma) - float(sigma_next))
 
 
-SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step})
+def cps_step(v, sigma, sigma_next, x, eta: float):
+    """Coefficients-preserving sampling (Wang & Yu, arXiv:2509.05952; IamCreateAI/FlowCPS @ 814c359 and
+    yifan123/flow_grpo @ 54809b5 ``flow_grpo/diffusers_patch/sd3_sde_with_logprob.py:70-83``, ``sde_type='cps'``):
+    the next state is re-noised from the predictions x0 = x - sigma v and x1 = x + (1 - sigma) v so that its signal
+    and noise coefficients stay those of the flow's marginal, 1 - sigma_next and sigma_next:
+
+        mean = (1 - sigma_next) x0 + sqrt(sigma_next^2 - std^2) x1,    std = sigma_next sin(eta pi / 2),
+
+    eta in [0, 1] their ``noise_level``. eta = 0 is the Euler ODE step x + (sigma_next - sigma) v (up to float
+    rounding); the last step (sigma_next = 0) is deterministic (std 0, mean x0) and so has no log-probability.
+
+    Log-probability: the sampler scores N(mean, std^2 I) exactly (``gaussian_log_prob``). flow_grpo's cps branch
+    (line 86, "remove all constants") uses -mean((x_next - mean)^2) instead: no 1 / (2 std^2) and no -log std -
+    log sqrt(2 pi). The constants cancel in the ratio, the missing 1 / (2 std^2) does not: their log-ratio is 2 std^2
+    times the exact one, so a PPO clip range means a different trust region here than there."""
+    s_next = float(sigma_next)
+    std = s_next * math.sin(eta * math.pi / 2)
+    keep = math.sqrt(max(s_next * s_next - std * std, 0.0))  # = s_next cos(eta pi / 2) for eta in [0, 1]
+    x0, x1 = x - sigma * v, x + (1 - sigma) * v
+    return x0 * (1 - sigma_next) + x1 * keep, std
+
+
+SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step, "cps": cps_step})
+SDE_NOISE_LEVELS = {"flow-grpo": 0.7, "dance-grpo": 0.3, "cps": 0.8}
+"""Each SDE's reference noise level (eta): Flow-GRPO ``config/base.py`` ``sample.noise_level = 0.7``; DanceGRPO's
+flux script ``--eta 0.3``; CPS 0.8, what every flow_grpo @ 31c71b9 ``config/grpo.py`` config that selects
+``sde_type = "cps"`` sets (``geneval_sd3_fast_nocfg``, ``pickscore_sd3_fast_nocfg``; FlowCPS's own ``geneval_sd3``
+runs CPS at its base.py's 0.7)."""
 
 
 class FlowChain(Chain):

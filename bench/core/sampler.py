@@ -40,7 +40,6 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from bench.core.ddim import gaussian_log_prob
-
 from bench.core import precision as mp
 
 GRAD_MODES = ("none", "full", "last-k", "random-k", "alignprop-code")
@@ -59,8 +58,8 @@ class SamplerConfig:
     """DDIM eta in [0, 1]: 0 is deterministic (AlignProp code), 1 is DDPM-like (DDPO); log-probs need eta > 0. On a
     flow chain with ``sde`` set: the SDE's noise level (Flow-GRPO's a, DanceGRPO's eta)."""
     sde: str = ""
-    """Flow chains only: the SDE of eta > 0 steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo, dance-grpo);
-    empty: the flow ODE, eta must be 0."""
+    """Flow chains only: the SDE of eta > 0 steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo, dance-grpo,
+    cps); empty: the flow ODE, eta must be 0."""
     schedule: str = "scheduler"
     """Flow chains only: ``scheduler`` = the pipeline's own sigmas (diffusers' FlowMatchEulerDiscreteScheduler with
     T steps: the shifted linspace from 1 to 1/1000, then 0; Flow-GRPO, MixGRPO, evaluation) or ``shifted-linspace`` =
@@ -172,6 +171,8 @@ class Rollout:
     """Detached text-encoder states of the prompts [B, L, D]."""
     grad_steps: list[bool]
     """Which steps carried gradient in this rollout."""
+    means: torch.Tensor | None = None
+    """Detached mean of each stochastic transition [B, S, ...], columns as ``log_probs`` (GRPO-Guard's RatioNorm)."""
 
 
 class Sampler:
@@ -240,8 +241,7 @@ class Sampler:
             out = self._denoise(x_in, t, emb)
         if self.guided:
             uncond, cond = out.chunk(2)
-            if detach_uncond:
-                uncond = uncond.detach()
+            uncond = uncond.detach() if detach_uncond else uncond
             out = uncond + self.config.guidance_scale * (cond - uncond)
         return out
 
@@ -253,9 +253,7 @@ class Sampler:
 
     def decode(self, latents, *, use_checkpoint: bool = False):
         """Images in [0, 1] from final latents."""
-        if use_checkpoint:
-            return checkpoint(self.chain.decode, latents, use_reentrant=False)
-        return self.chain.decode(latents)
+        return checkpoint(self.chain.decode, latents, use_reentrant=False) if use_checkpoint else self.chain.decode(latents)
 
     def set_steps(self) -> torch.Tensor:
         return self.chain.set_steps(self.config.steps)
@@ -329,7 +327,7 @@ class Sampler:
         carries = grad.draw(steps, generator)
         kept = set([i for i, c in enumerate(carries) if c][::-1][: max(grad.keep, 0)])
         timesteps = self.set_steps()
-        trace, log_probs, scored, x0_hat = [x.detach()], [], [], None
+        trace, log_probs, scored, means, x0_hat = [x.detach()], [], [], [], None
         noisy = set(range(steps)) if stochastic is None else set(stochastic)
         if not noisy <= set(range(steps)):
             raise ValueError(f"stochastic steps {sorted(noisy - set(range(steps)))} lie outside 0..{steps - 1}")
@@ -345,6 +343,7 @@ class Sampler:
                 if std > 0:
                     x = mean + std * step_noise[i].to(mean.device, mean.dtype)
                     log_probs.append(gaussian_log_prob(x.detach(), mean.detach(), std))
+                    means.append(mean.detach())
                     scored.append(i)
                 else:
                     x = mean
@@ -358,6 +357,7 @@ class Sampler:
             log_prob_steps=scored,
             prompt_embeds=embeds,
             grad_steps=carries,
+            means=torch.stack(means, dim=1) if means else None,
         )
 
 

@@ -23,6 +23,7 @@ CPU_PER_QUERY: dict[str, dict[str, float]] = {
     # tiny-shapes-flow: results/reference/flow-pg/{backprop,policy-gradients}/runs.csv (768 queries, 3 seeds)
     "sd3": {"alignprop": 0.166, "draft-lv": 0.103, "refl": 0.118, "rwr": 0.105, "flow-grpo": 0.196,
             "dance-grpo": 0.124, "mixgrpo": 0.106, "diffusion-nft": 0.234,
+            "flow-grpo-guard": 0.196,  # not measured: flow-grpo's computation (+ an elementwise term per transition)
             "alignprop-full": 0.264, "alignprop-k1": 0.071, "draft-k": 0.071, "rwr-sparse": 0.097},
 }
 """Training CPU seconds per reward query, per family and method (evaluation excluded, as ``cpu_s`` is)."""

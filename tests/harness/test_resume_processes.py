@@ -38,8 +38,8 @@ def values(out: Path) -> pd.DataFrame:
 @pytest.mark.slow
 @pytest.mark.parametrize("model, methods, sets", [
     ("tiny-random", ["KilledGRPO"], ["--set", "updates_per_batch=2"]),
-    ("tiny-flow-random", ["KilledFlowGRPO", "KilledNFT"], []),
-], ids=["grpo", "flow-grpo+diffusion-nft"])
+    ("tiny-flow-random", ["KilledFlowGRPO", "KilledNFT", "KilledFlowGRPOGuard"], []),
+], ids=["grpo", "flow-grpo+diffusion-nft+guard"])
 def test_killed_two_process_run_resumes_bit_for_bit(tmp_path, model, methods, sets):
     args = [*ARGS, "--model", model, "--methods", ",".join(f"{KILLED}:{m}" for m in methods), *sets]
     ref = bench_run(args, tmp_path / "ref")

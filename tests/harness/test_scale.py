@@ -34,7 +34,7 @@ def test_two_processes_keep_identical_adapters_and_the_schema(tmp_path):
 @pytest.mark.slow
 def test_the_flow_policy_gradients_keep_identical_adapters_over_two_processes(tmp_path):
     out = tmp_path / "dp-flow"
-    methods = ("flow-grpo", "dance-grpo", "mixgrpo", "diffusion-nft")
+    methods = ("flow-grpo", "flow-grpo-guard", "dance-grpo", "mixgrpo", "diffusion-nft")
     bench_run(*SMOKE, "--model", "tiny-flow-random", "--methods", ",".join(methods), "--processes", "2",
               "--max-steps", "2", "--out", str(out))
     for method in methods:

@@ -14,7 +14,7 @@ from bench.core.sampler import SamplerConfig, Sampler
 from methods import METHODS
 from rewards.toy import MeanBrightness
 
-FLOW_PG = ("flow-grpo", "dance-grpo", "mixgrpo", "diffusion-nft")
+FLOW_PG = ("flow-grpo", "flow-grpo-guard", "dance-grpo", "mixgrpo", "diffusion-nft")
 SMALL = dict(steps=4, batch_size=4, group_size=2, guidance_scale=3.0)
 SMALL_BY = {"mixgrpo": dict(window_size=2)}
 
