@@ -193,6 +193,10 @@ def test_a_training_time_noises_the_final_latent_and_regresses_the_velocity(flow
                          beta=0.5, ema_beta=2.0)
     assert torch.allclose(loss.detach(), ref, rtol=1e-6, atol=1e-9)
     assert info["kl"] > 0 and info["ema_kl"] > 0
+    # the loss's value is -A + regularisers (ratio 1); its gradient's weight w at this sigma is reported as matching
+    m = ((v.double() - (eps - x0).double()) ** 2).mean(dim=(1, 2, 3))
+    w = ((m + 1e-10) ** 0.25 - 1e-10**0.25) * sigma / 0.25
+    assert info["matching"] == pytest.approx(float(w.mean()), rel=1e-5)
 
 
 # -- regularisation and the evaluated adapter -----------------------------------------------------------------------
