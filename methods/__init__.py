@@ -25,6 +25,7 @@ METHODS = Registry(
         "dance-grpo": "methods.dance_grpo:DanceGRPO",
         "mixgrpo": "methods.mixgrpo:MixGRPO",
         "diffusion-nft": "methods.diffusion_nft:DiffusionNFT",
+        "awm": "methods.awm:AWM",
     },
     plugins=True,  # --methods my_module:MyMethod or path/to/file.py:MyMethod (a methods.base.Method subclass)
 )

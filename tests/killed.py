@@ -4,6 +4,7 @@ import os
 import signal
 
 from bench.core import distributed
+from methods.awm import AWM
 from methods.diffusion_nft import DiffusionNFT
 from methods.flow_grpo import FlowGRPO
 from methods.grpo import GRPO
@@ -41,3 +42,7 @@ class KilledFlowGRPOGuard(KilledInCheckpoint, FlowGRPOGuard):
 
 class KilledNFT(KilledInCheckpoint, DiffusionNFT):
     """``diffusion-nft`` with the kill switch."""
+
+
+class KilledAWM(KilledInCheckpoint, AWM):
+    """``awm`` with the kill switch."""

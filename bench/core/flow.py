@@ -14,7 +14,7 @@ Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscr
 
 The ODE is deterministic: its transitions have no density. Stochastic transitions come from a flow SDE named by
 ``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``,
-``dance-grpo`` and ``cps`` below); ``step`` then hands the sampler a Gaussian transition N(mean, std^2 I) whose
+``dance-grpo``, ``cps`` and ``sa-solver`` below); ``step`` then hands the sampler a Gaussian transition N(mean, std^2 I) whose
 log-probability the sampler scores exactly as for DDIM's eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
 averaged over the non-batch latent dimensions, as flow_grpo and DanceGRPO do). eta = 0, or no SDE selected, is the
 ODE step itself; with no SDE selected eta > 0 is refused.
@@ -87,12 +87,33 @@ def cps_step(v, sigma, sigma_next, x, eta: float):
     return x0 * (1 - sigma_next) + x1 * keep, std
 
 
-SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step, "cps": cps_step})
-SDE_NOISE_LEVELS = {"flow-grpo": 0.7, "dance-grpo": 0.3, "cps": 0.8}
+def sa_solver_step(v, sigma, sigma_next, x, eta: float):
+    """SA-Solver's stochastic step (Xue et al., arXiv 2309.05019; AWM's rollouts, scxue/advantage_weighted_matching
+    ``flow_grpo/diffusers_patch/sa_solver.py``) at order 1, data-prediction form, on the flow (alpha = 1 - sigma),
+    with tau = ``eta`` (their ``noise_level``). With r = exp(-h) = (1 - sigma) sigma_next / (sigma (1 - sigma_next))
+    (h: the step in log-SNR lambda = log(alpha / sigma)) and x_0 = x - sigma v:
+
+        mean = r^(tau^2) (sigma_next / sigma) x + (1 - sigma_next) (1 - r^(1 + tau^2)) x_0,
+        std = sigma_next sqrt(1 - r^(2 tau^2))
+
+    (sa_solver.py:274-285 with its order-0 coefficient :149-151). tau = 0 is the ODE step exactly; at sigma = 1 or
+    sigma_next = 0, r = 0 (a fresh draw of x_sigma_next given x_0; x_0 itself at the end)."""
+    if eta == 0:
+        return x + (sigma_next - sigma) * v, 0.0
+    s, t, tau2 = float(sigma), float(sigma_next), float(eta) ** 2
+    r = (1 - s) * t / (s * (1 - t))
+    x0 = x - sigma * v
+    mean = (r**tau2 * t / s) * x + ((1 - t) * (1 - r ** (1 + tau2))) * x0
+    return mean, t * math.sqrt(max(1 - r ** (2 * tau2), 0.0))
+
+
+SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step, "cps": cps_step,
+                  "sa-solver": sa_solver_step})
+SDE_NOISE_LEVELS = {"flow-grpo": 0.7, "dance-grpo": 0.3, "cps": 0.8, "sa-solver": 0.4}
 """Each SDE's reference noise level (eta): Flow-GRPO ``config/base.py`` ``sample.noise_level = 0.7``; DanceGRPO's
 flux script ``--eta 0.3``; CPS 0.8, what every flow_grpo @ 31c71b9 ``config/grpo.py`` config that selects
 ``sde_type = "cps"`` sets (``geneval_sd3_fast_nocfg``, ``pickscore_sd3_fast_nocfg``; FlowCPS's own ``geneval_sd3``
-runs CPS at its base.py's 0.7)."""
+runs CPS at its base.py's 0.7); SA-Solver 0.4 (AWM's ``sample.noise_level``, ``methods/awm.py``)."""
 
 
 class FlowChain(Chain):

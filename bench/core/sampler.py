@@ -59,7 +59,7 @@ class SamplerConfig:
     flow chain with ``sde`` set: the SDE's noise level (Flow-GRPO's a, DanceGRPO's eta)."""
     sde: str = ""
     """Flow chains only: the SDE of eta > 0 steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo, dance-grpo,
-    cps); empty: the flow ODE, eta must be 0."""
+    cps, sa-solver); empty: the flow ODE, eta must be 0."""
     schedule: str = "scheduler"
     """Flow chains only: ``scheduler`` = the pipeline's own sigmas (diffusers' FlowMatchEulerDiscreteScheduler with
     T steps: the shifted linspace from 1 to 1/1000, then 0; Flow-GRPO, MixGRPO, evaluation) or ``shifted-linspace`` =

@@ -1,4 +1,5 @@
-"""The flow SDEs (``bench.core.flow.SDE_STEPS``): their means and stds are Flow-GRPO's and DanceGRPO's formulas, a
+"""The flow SDEs (``bench.core.flow.SDE_STEPS``): their means and stds are Flow-GRPO's, DanceGRPO's and SA-Solver's
+(AWM's rollouts) formulas, a
 noise level of 0 is the ODE step exactly, the sampler's log-probability is the Gaussian density of (mean, std) and
 recomputing it for a sampled transition gives a ratio of exactly 1. Tensor arithmetic only; one tiny-flow-random
 build checks the selection through the sampler."""
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from bench.core.ddim import gaussian_log_prob
-from bench.core.flow import SDE_STEPS, dance_grpo_step, flow_grpo_step
+from bench.core.flow import SDE_STEPS, dance_grpo_step, flow_grpo_step, sa_solver_step
 
 SIGMAS = torch.tensor([1.0, 0.9, 0.6, 0.25, 0.001, 0.0])  # a shifted flow schedule: 1 first, a terminal 0
 
@@ -48,7 +49,39 @@ def test_means_and_stds_are_the_papers_formulas(i):
     ref_mean, ref_std = reference_dance_grpo(v, sigma, sigma_next, x, 0.3)
     assert isinstance(std, float) and math.isclose(std, ref_std, rel_tol=1e-6)
     assert torch.allclose(mean, ref_mean, rtol=1e-5, atol=1e-5)
-    assert set(SDE_STEPS) == {"flow-grpo", "dance-grpo", "cps"}  # cps: tests/methods/test_guard_cps.py
+    assert set(SDE_STEPS) == {"flow-grpo", "dance-grpo", "cps", "sa-solver"}  # cps: tests/methods/test_guard_cps.py
+
+
+def reference_sa_solver(v, sigma, sigma_next, x, tau):
+    """scxue/advantage_weighted_matching ``sa_solver.py`` at order 1 (data prediction): NoiseScheduleFlowMatching
+    (:31-62: alpha = 1 - t, sigma = t, lambda = log(alpha) - log(sigma)), the order-0 coefficient of
+    ``get_coefficients_exponential_positive`` (:146-151) and ``adams_bashforth_update`` (:259-289), in float64."""
+    s, t = torch.tensor(float(sigma), dtype=torch.float64), torch.tensor(float(sigma_next), dtype=torch.float64)
+    lam = lambda u: torch.log(1 - u) - torch.log(u)
+    lambda_s, lambda_t = lam(s), lam(t)
+    h = lambda_t - lambda_s
+    end_cov, start_cov = (1 + tau**2) * lambda_t, (1 + tau**2) * lambda_s
+    coefficient = torch.exp(end_cov) * (1 - torch.exp(-(end_cov - start_cov))) / (1 + tau**2)
+    model_prev = x.double() - s * v.double()  # data_prediction_fn: x - t * model(x, t)
+    gradient_part = (1 + tau**2) * t * torch.exp(-(tau**2) * lambda_t) * coefficient * model_prev
+    noise_std = t * torch.sqrt(1 - torch.exp(-2 * tau**2 * h))
+    return torch.exp(-(tau**2) * h) * (t / s) * x.double() + gradient_part, float(noise_std)
+
+
+@pytest.mark.parametrize("tau", [0.4, 1.0])
+def test_sa_solver_step_is_sa_solvers_order_one_update(tau):
+    for i in range(1, len(SIGMAS) - 2):  # interior steps: lambda finite at both ends
+        x, v = tensors(20 + i)
+        mean, std = sa_solver_step(v, SIGMAS[i], SIGMAS[i + 1], x, tau)
+        ref_mean, ref_std = reference_sa_solver(v, SIGMAS[i], SIGMAS[i + 1], x, tau)
+        assert isinstance(std, float) and std > 0 and math.isclose(std, ref_std, rel_tol=1e-9)
+        assert torch.allclose(mean.double(), ref_mean, rtol=1e-5, atol=1e-5)
+    x, v = tensors(30)
+    x0 = x - 0.001 * v
+    mean, std = sa_solver_step(v, SIGMAS[-2], SIGMAS[-1], x, tau)  # to sigma 0: x_0 itself (denoise_to_zero)
+    assert std == 0.0 and torch.allclose(mean, x0, atol=1e-6)
+    mean, std = sa_solver_step(v, SIGMAS[0], SIGMAS[1], x, tau)  # from sigma 1: x forgotten, N((1 - s') x_0, s'^2)
+    assert math.isclose(std, 0.9, rel_tol=1e-6) and torch.allclose(mean, 0.1 * (x - v), atol=1e-6)
 
 
 def test_flow_grpo_noise_level_guard_at_sigma_one():

@@ -34,13 +34,13 @@ def test_two_processes_keep_identical_adapters_and_the_schema(tmp_path):
 @pytest.mark.slow
 def test_the_flow_policy_gradients_keep_identical_adapters_over_two_processes(tmp_path):
     out = tmp_path / "dp-flow"
-    methods = ("flow-grpo", "flow-grpo-guard", "dance-grpo", "mixgrpo", "diffusion-nft")
+    methods = ("flow-grpo", "flow-grpo-guard", "dance-grpo", "mixgrpo", "diffusion-nft", "awm")
     bench_run(*SMOKE, "--model", "tiny-flow-random", "--methods", ",".join(methods), "--processes", "2",
               "--max-steps", "2", "--out", str(out))
     for method in methods:
         result = json.loads((out / "runs" / f"{method}__mean-brightness__s0" / "result.json").read_text())
         assert result["processes"] == 2 and result["status"] == "max_steps", method
-        assert result["rank_weight_spread"] == 0.0, method  # DiffusionNFT's old adapter follows synchronised weights
+        assert result["rank_weight_spread"] == 0.0, method  # DiffusionNFT's old, AWM's trailing adapter too
         assert result["samples"] == 2 * 2 * 2, method  # steps x batch x processes
 
 

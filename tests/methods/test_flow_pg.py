@@ -1,4 +1,4 @@
-"""The flow policy gradients (flow-grpo, dance-grpo, mixgrpo, diffusion-nft) on tiny-flow-random: only adapters
+"""The flow policy gradients (flow-grpo, dance-grpo, mixgrpo, diffusion-nft, awm) on tiny-flow-random: only adapters
 train, the ratio is exactly 1 on-policy, MixGRPO's window is the only stochastic and trained part of its chain and
 moves on its schedule, DiffusionNFT's weight r lies in [0, 1] and equal rewards give no update, resume restores
 their own state, queries are counted as the budget counts them, and each learns the toy reward's way."""
@@ -14,7 +14,7 @@ from bench.core.sampler import SamplerConfig, Sampler
 from methods import METHODS
 from rewards.toy import MeanBrightness
 
-FLOW_PG = ("flow-grpo", "flow-grpo-guard", "dance-grpo", "mixgrpo", "diffusion-nft")
+FLOW_PG = ("flow-grpo", "flow-grpo-guard", "dance-grpo", "mixgrpo", "diffusion-nft", "awm")
 SMALL = dict(steps=4, batch_size=4, group_size=2, guidance_scale=3.0)
 SMALL_BY = {"mixgrpo": dict(window_size=2)}
 

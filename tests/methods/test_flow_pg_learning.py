@@ -19,7 +19,7 @@ def test_learns_in_the_rewarded_direction(flow, name):
                              EvalConfig(n=4, steps=4, guidance_scale=3.0))
         return float(scores.mean())
 
-    clip = {} if name == "diffusion-nft" else dict(clip_range=0.2)  # (DiffusionNFT has no ratio to clip)
+    clip = {} if name in ("diffusion-nft", "awm") else dict(clip_range=0.2)  # (DiffusionNFT: no ratio; AWM: 1)
     method = build(name, flow, lr=3e-2, max_grad_norm=0.0, batch_size=8, group_size=4, **clip)
     before = brightness(method.pipe)
     for _ in range(4):
@@ -29,11 +29,12 @@ def test_learns_in_the_rewarded_direction(flow, name):
 
 @pytest.mark.parametrize("name", FLOW_PG)
 def test_state_round_trip_continues_the_same_run(flow, name):
-    a = build(name, flow, seed=5, updates_per_batch=2) if name != "diffusion-nft" else build(name, flow, seed=5)
+    rounds = {} if name in ("diffusion-nft", "awm") else dict(updates_per_batch=2)  # (one update per round)
+    a = build(name, flow, seed=5, **rounds)
     a.step()
-    state = a.state_dict()  # grpo's: the set's untrained half; mixgrpo's: its update count; nft's: the old adapter
+    state = a.state_dict()  # grpo's: the set's untrained half; mixgrpo's: its update count; nft's, awm's: adapters
     next_a = a.step()
-    b = build(name, flow, seed=5, **({} if name == "diffusion-nft" else dict(updates_per_batch=2)))
+    b = build(name, flow, seed=5, **rounds)
     b.load_state_dict(state)
     next_b = b.step()
     assert next_a["loss"] == pytest.approx(next_b["loss"], rel=1e-5, abs=1e-9)
