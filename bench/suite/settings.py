@@ -24,6 +24,11 @@ METHOD_SETS: dict[str, dict[str, str]] = {
     "dance-grpo": {"batch_size": "8"},
     "mixgrpo": {"batch_size": "2"},
     "diffusion-nft": {"batch_size": "8", "grad_accum": "2"},
+    # Issue 38's methods at the same loop structure as their parents: flow-grpo-guard is flow-grpo's loop; awm makes
+    # one update per sampling round of several groups (train_sd3_awm.py), here diffusion-nft's 2 groups of 8, so
+    # its round-wide std is not one group's.
+    "flow-grpo-guard": {"batch_size": "8"},
+    "awm": {"batch_size": "8", "grad_accum": "2"},
 }
 """Per-method settings of every suite run and tuning run (``--set METHOD.KEY=VALUE``), the ones the committed
 comparisons use: the CPU costs in ``bench.suite.cost`` were measured with them."""
