@@ -13,9 +13,9 @@ Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscr
   two pooled projections (zero-padded): one tensor per prompt, like the SD family's.
 
 The ODE is deterministic: its transitions have no density. Stochastic transitions come from a flow SDE named by
-``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``
-and ``dance-grpo`` below); ``step`` then hands the sampler a Gaussian transition N(mean, std^2 I) whose
-log-probability the sampler scores exactly as for DDIM's eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
+``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``,
+``dance-grpo`` and Adjoint Matching's ``memoryless`` below); ``step`` then hands the sampler a Gaussian transition
+N(mean, std^2 I) whose log-probability the sampler scores exactly as for DDIM's eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
 averaged over the non-batch latent dimensions, as flow_grpo and DanceGRPO do). eta = 0, or no SDE selected, is the
 ODE step itself; with no SDE selected eta > 0 is refused.
 """
@@ -65,7 +65,20 @@ def dance_grpo_step(v, sigma, sigma_next, x, eta: float):
     return sde_mean(v, sigma, sigma_next, x, eta), eta * math.sqrt(float(sigma) - float(sigma_next))
 
 
-SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step})
+def memoryless_step(v, sigma, sigma_next, x, eta: float):
+    """Adjoint Matching's memoryless noise schedule for flows (Domingo-Enrich et al., arXiv 2409.08861, the Flow
+    Matching case): in the paper's time t = 1 - sigma (alpha_t = t, beta_t = 1 - t) the memoryless diffusion
+    coefficient is sigma(t)^2 = 2 beta_t (alpha_t'/alpha_t beta_t - beta_t') = 2 (1 - t) / t, i.e. g^2 = 2 sigma /
+    (1 - sigma), under which the drift is 2 v_t - x / t (v_t = -v, ``sde_mean``); ``eta`` scales g (1: memoryless).
+    This is Flow-GRPO's g with a = sqrt(2) eta, including its stand-in at sigma = 1, where the memoryless g is
+    infinite: the next-lower sigma in the denominator (the first step then has std sqrt(2) eta)."""
+    return flow_grpo_step(v, sigma, sigma_next, x, math.sqrt(2) * eta)
+
+
+MEMORYLESS = "memoryless"
+"""The ``SamplerConfig.sde`` whose eta = 1 step is memoryless on every chain: ``memoryless_step`` on flow chains,
+DDIM's own eta step on the sd family (Adjoint Matching: DDIM with eta = 1 is the memoryless schedule)."""
+SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step, MEMORYLESS: memoryless_step})
 
 
 class FlowChain(Chain):
