@@ -222,6 +222,20 @@ class AdjointMatching(Method):
         self.clip_updates += 1
         return (losses.detach().sqrt() < self.threshold).to(losses.dtype), self.threshold
 
+    def adjoint_states(self, latents, timesteps, embeds, a_final, keep) -> tuple[dict, dict]:
+        """The lean adjoint at the steps in ``keep`` and the base model's transition means there (the code reuses
+        them for the control), from the base model with its adapter disabled."""
+        means = {}
+
+        def base_mean(k, x):
+            with self.base_model():
+                mean, _ = self.transition(x, timesteps[k], embeds, self.config.guidance_in_adjoint)
+            if k in keep:
+                means[k] = mean.detach()
+            return mean
+
+        return lean_adjoint(latents, a_final, base_mean, set(keep)), means
+
     def micro_batch(self) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         cfg = self.config
         prompts = self.prompts.sample(cfg.batch_size, self.generator)
@@ -232,17 +246,9 @@ class AdjointMatching(Method):
         drop = (cfg.prompt_dropout > 0 and not cfg.guidance_in_control
                 and float(torch.rand(1, generator=self.generator)) < cfg.prompt_dropout)
         a_final, objective, images = self.terminal_adjoint(latents[:, -1], prompts)
-        reuse = cfg.guidance_in_adjoint == cfg.guidance_in_control and not drop
-        base_means = {}
-
-        def base_mean(k, x):
-            with self.base_model():
-                mean, _ = self.transition(x, timesteps[k], embeds, cfg.guidance_in_adjoint)
-            if reuse and k in chosen:
-                base_means[k] = mean.detach()
-            return mean
-
-        adjoints = lean_adjoint(latents, a_final, base_mean, set(chosen))
+        adjoints, base_means = self.adjoint_states(latents, timesteps, embeds, a_final, chosen)
+        if cfg.guidance_in_adjoint != cfg.guidance_in_control or drop:
+            base_means = {}  # the control's base drift differs from the adjoint's: recomputed below
         control_embeds = self.sampler.negative_embeds(len(prompts)) if drop else embeds
         terms = []
         for k in chosen:
