@@ -4,6 +4,7 @@ import os
 import signal
 
 from bench.core import distributed
+from methods.adjoint_matching import AdjointMatching
 from methods.diffusion_nft import DiffusionNFT
 from methods.flow_grpo import FlowGRPO
 from methods.grpo import GRPO
@@ -36,3 +37,7 @@ class KilledFlowGRPO(KilledInCheckpoint, FlowGRPO):
 
 class KilledNFT(KilledInCheckpoint, DiffusionNFT):
     """``diffusion-nft`` with the kill switch."""
+
+
+class KilledAM(KilledInCheckpoint, AdjointMatching):
+    """``adjoint-matching`` with the kill switch."""
