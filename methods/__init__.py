@@ -26,6 +26,8 @@ METHODS = Registry(
         "mixgrpo": "methods.mixgrpo:MixGRPO",
         "diffusion-nft": "methods.diffusion_nft:DiffusionNFT",
         "awm": "methods.awm:AWM",
+        # memoryless stochastic optimal control on both families (DDIM eta 1; the memoryless flow SDE)
+        "adjoint-matching": "methods.adjoint_matching:AdjointMatching",
     },
     plugins=True,  # --methods my_module:MyMethod or path/to/file.py:MyMethod (a methods.base.Method subclass)
 )

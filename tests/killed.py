@@ -5,6 +5,7 @@ import signal
 
 from bench.core import distributed
 from methods.awm import AWM
+from methods.adjoint_matching import AdjointMatching
 from methods.diffusion_nft import DiffusionNFT
 from methods.flow_grpo import FlowGRPO
 from methods.grpo import GRPO
@@ -46,3 +47,7 @@ class KilledNFT(KilledInCheckpoint, DiffusionNFT):
 
 class KilledAWM(KilledInCheckpoint, AWM):
     """``awm`` with the kill switch."""
+
+
+class KilledAM(KilledInCheckpoint, AdjointMatching):
+    """``adjoint-matching`` with the kill switch."""

@@ -94,7 +94,7 @@ class DDIMChain(Chain):
 
     def __init__(self, pipe, config):
         super().__init__(pipe, config)
-        if getattr(config, "sde", ""):
+        if getattr(config, "sde", "") not in ("", "memoryless"):  # bench.core.flow.MEMORYLESS: DDIM's eta = 1
             raise ValueError(f"sde={config.sde!r} selects a flow SDE; the sd family's stochastic step is DDIM's eta")
         if getattr(config, "schedule", "scheduler") != "scheduler":
             raise ValueError(f"schedule={config.schedule!r} is a flow chain's sigma schedule; the sd family's DDIM "

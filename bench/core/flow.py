@@ -14,8 +14,9 @@ Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscr
 
 The ODE is deterministic: its transitions have no density. Stochastic transitions come from a flow SDE named by
 ``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``,
-``dance-grpo``, ``cps`` and ``sa-solver`` below); ``step`` then hands the sampler a Gaussian transition N(mean, std^2 I) whose
-log-probability the sampler scores exactly as for DDIM's eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
+``dance-grpo``, ``cps``, ``sa-solver`` and Adjoint Matching's ``memoryless`` below); ``step`` then hands the
+sampler a Gaussian transition N(mean, std^2 I) whose log-probability the sampler scores exactly as for DDIM's
+eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
 averaged over the non-batch latent dimensions, as flow_grpo and DanceGRPO do). eta = 0, or no SDE selected, is the
 ODE step itself; with no SDE selected eta > 0 is refused.
 """
@@ -107,13 +108,27 @@ def sa_solver_step(v, sigma, sigma_next, x, eta: float):
     return mean, t * math.sqrt(max(1 - r ** (2 * tau2), 0.0))
 
 
+def memoryless_step(v, sigma, sigma_next, x, eta: float):
+    """Adjoint Matching's memoryless noise schedule for flows (Domingo-Enrich et al., arXiv 2409.08861, the Flow
+    Matching case): in the paper's time t = 1 - sigma (alpha_t = t, beta_t = 1 - t) the memoryless diffusion
+    coefficient is sigma(t)^2 = 2 beta_t (alpha_t'/alpha_t beta_t - beta_t') = 2 (1 - t) / t, i.e. g^2 = 2 sigma /
+    (1 - sigma), under which the drift is 2 v_t - x / t (v_t = -v, ``sde_mean``); ``eta`` scales g (1: memoryless).
+    This is Flow-GRPO's g with a = sqrt(2) eta, including its stand-in at sigma = 1, where the memoryless g is
+    infinite: the next-lower sigma in the denominator (the first step then has std sqrt(2) eta)."""
+    return flow_grpo_step(v, sigma, sigma_next, x, math.sqrt(2) * eta)
+
+
+MEMORYLESS = "memoryless"
+"""The ``SamplerConfig.sde`` whose eta = 1 step is memoryless on every chain: ``memoryless_step`` on flow chains,
+DDIM's own eta step on the sd family (Adjoint Matching: DDIM with eta = 1 is the memoryless schedule)."""
 SDE_STEPS.update({"flow-grpo": flow_grpo_step, "dance-grpo": dance_grpo_step, "cps": cps_step,
-                  "sa-solver": sa_solver_step})
-SDE_NOISE_LEVELS = {"flow-grpo": 0.7, "dance-grpo": 0.3, "cps": 0.8, "sa-solver": 0.4}
+                  "sa-solver": sa_solver_step, MEMORYLESS: memoryless_step})
+SDE_NOISE_LEVELS = {"flow-grpo": 0.7, "dance-grpo": 0.3, "cps": 0.8, "sa-solver": 0.4, MEMORYLESS: 1.0}
 """Each SDE's reference noise level (eta): Flow-GRPO ``config/base.py`` ``sample.noise_level = 0.7``; DanceGRPO's
 flux script ``--eta 0.3``; CPS 0.8, what every flow_grpo @ 31c71b9 ``config/grpo.py`` config that selects
 ``sde_type = "cps"`` sets (``geneval_sd3_fast_nocfg``, ``pickscore_sd3_fast_nocfg``; FlowCPS's own ``geneval_sd3``
-runs CPS at its base.py's 0.7); SA-Solver 0.4 (AWM's ``sample.noise_level``, ``methods/awm.py``)."""
+runs CPS at its base.py's 0.7); SA-Solver 0.4 (AWM's ``sample.noise_level``, ``methods/awm.py``); memoryless 1 (the
+memoryless schedule itself)."""
 
 
 class FlowChain(Chain):

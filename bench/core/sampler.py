@@ -58,8 +58,8 @@ class SamplerConfig:
     """DDIM eta in [0, 1]: 0 is deterministic (AlignProp code), 1 is DDPM-like (DDPO); log-probs need eta > 0. On a
     flow chain with ``sde`` set: the SDE's noise level (Flow-GRPO's a, DanceGRPO's eta)."""
     sde: str = ""
-    """Flow chains only: the SDE of eta > 0 steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo, dance-grpo,
-    cps, sa-solver); empty: the flow ODE, eta must be 0."""
+    """Flow chains: the SDE of eta > 0 steps, a name in ``bench.core.flow.SDE_STEPS`` (flow-grpo, dance-grpo, cps,
+    sa-solver, memoryless); empty: the flow ODE, eta must be 0. The sd family takes only ``memoryless`` (DDIM eta)."""
     schedule: str = "scheduler"
     """Flow chains only: ``scheduler`` = the pipeline's own sigmas (diffusers' FlowMatchEulerDiscreteScheduler with
     T steps: the shifted linspace from 1 to 1/1000, then 0; Flow-GRPO, MixGRPO, evaluation) or ``shifted-linspace`` =

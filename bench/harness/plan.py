@@ -210,7 +210,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     for m, c in configs.items():
         given = lambda key, value: given_source(m, key, value, per_method, global_sets)  # where m.key was given
         sde = getattr(c, "sde", "")
-        if fam.stochastic and sde:
+        if fam.stochastic and sde and sde != "memoryless":  # bench.core.flow.MEMORYLESS: DDIM's eta step on sd
             raise UsageError(f"{given('sde', sde)}: {model} (family {fam.name}) has DDIM's stochastic step, not a "
                              "flow SDE; drop it")
         schedule = getattr(c, "schedule", "scheduler")

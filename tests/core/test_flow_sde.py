@@ -49,7 +49,7 @@ def test_means_and_stds_are_the_papers_formulas(i):
     ref_mean, ref_std = reference_dance_grpo(v, sigma, sigma_next, x, 0.3)
     assert isinstance(std, float) and math.isclose(std, ref_std, rel_tol=1e-6)
     assert torch.allclose(mean, ref_mean, rtol=1e-5, atol=1e-5)
-    assert set(SDE_STEPS) == {"flow-grpo", "dance-grpo", "cps", "sa-solver"}  # cps: tests/methods/test_guard_cps.py
+    assert set(SDE_STEPS) == {"flow-grpo", "dance-grpo", "cps", "sa-solver", "memoryless"}  # cps: tests/methods/test_guard_cps.py
 
 
 def reference_sa_solver(v, sigma, sigma_next, x, tau):

@@ -33,13 +33,15 @@ def values(out: Path) -> pd.DataFrame:
 
 
 # grpo with a buffered round (2 updates per sampled round) on the sd family; flow-grpo (a buffered round by default)
-# and diffusion-nft (its old adapter) and awm (its trailing adapter) on sd3. Process 0 dies while taking its 2nd checkpoint, so process 1 may
+# and diffusion-nft (its old adapter) and awm (its trailing adapter) on sd3; adjoint-matching (its warm-up count and clipping EMA) on both. Process 0 dies while taking its 2nd checkpoint, so process 1 may
 # have written one step more than it: both must resume from the step they share.
 @pytest.mark.slow
 @pytest.mark.parametrize("model, methods, sets", [
     ("tiny-random", ["KilledGRPO"], ["--set", "updates_per_batch=2"]),
     ("tiny-flow-random", ["KilledFlowGRPO", "KilledNFT", "KilledFlowGRPOGuard", "KilledAWM"], []),
-], ids=["grpo", "flow-grpo+diffusion-nft+guard+awm"])
+    ("tiny-random", ["KilledAM"], ["--set", "warmup_steps=2"]),
+    ("tiny-flow-random", ["KilledAM"], ["--set", "warmup_steps=2"]),
+], ids=["grpo", "flow-grpo+diffusion-nft+guard+awm", "adjoint-matching-sd", "adjoint-matching-sd3"])
 def test_killed_two_process_run_resumes_bit_for_bit(tmp_path, model, methods, sets):
     args = [*ARGS, "--model", model, "--methods", ",".join(f"{KILLED}:{m}" for m in methods), *sets]
     ref = bench_run(args, tmp_path / "ref")
