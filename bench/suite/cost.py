@@ -19,11 +19,18 @@ CPU_PER_QUERY: dict[str, dict[str, float]] = {
            # not in a reference run: alignprop's (rwr's) cost x the memory ladder's s/step ratio to it
            # (docs/performance.md: full 4.65, K=1 1.25, trl 2.97 against alignprop's 2.92; rwr-sparse 0.85 / 0.92)
            "alignprop-full": 0.379, "alignprop-k1": 0.102, "draft-k": 0.102, "alignprop-trl": 0.242,
-           "rwr-sparse": 0.142},
-    # tiny-shapes-flow: results/reference/flow-pg/{backprop,policy-gradients}/runs.csv (768 queries, 3 seeds)
+           "rwr-sparse": 0.142,
+           # issue 38's methods: one 96-query run each (/work/wt/measure_new.sh in the closing note of issue 38;
+           # load 1.6; alignprop beside it measured 0.231, its reference 0.238)
+           "adjoint-matching": 0.378},
+    # tiny-shapes-flow: issue 25's flow comparison (768 queries, 3 seeds; git show
+    # b8f2458:results/reference/flow-pg/backprop/runs.csv and .../policy-gradients/runs.csv); its successor at
+    # d32b70f costs less per query, these stay (conservative)
     "sd3": {"alignprop": 0.166, "draft-lv": 0.103, "refl": 0.118, "rwr": 0.105, "flow-grpo": 0.196,
             "dance-grpo": 0.124, "mixgrpo": 0.106, "diffusion-nft": 0.234,
-            "flow-grpo-guard": 0.196,  # not measured: flow-grpo's computation (+ an elementwise term per transition)
+            # issue 38's methods: one 96-query run each at the suite's settings (load 1.8; flow-grpo beside them
+            # measured 0.187, its reference 0.196): guard 0.184, adjoint-matching 0.182, awm 0.116
+            "flow-grpo-guard": 0.196, "adjoint-matching": 0.182, "awm": 0.116,
             "alignprop-full": 0.264, "alignprop-k1": 0.071, "draft-k": 0.071, "rwr-sparse": 0.097},
 }
 """Training CPU seconds per reward query, per family and method (evaluation excluded, as ``cpu_s`` is)."""

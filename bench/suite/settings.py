@@ -36,6 +36,16 @@ comparisons use: the CPU costs in ``bench.suite.cost`` were measured with them."
 ALIASES_NOTE = "the same class as {twin} (methods/__init__.py): its runs would repeat {twin}'s"
 """Why a registered name that is another name's class is left out of the default selection (``draft-k``)."""
 
+BUDGET_LEFT_OUT = {
+    "alignprop-full": "a variant of alignprop (backprop through every step: the end of alignprop's K range), the "
+                      "costliest per query; left out of the default selection so that the suite fits 8 hours of 2 "
+                      "cores (docs/suite.md); --methods alignprop-full runs it",
+    "rwr-sparse": "a variant of rwr (the top 10 % of each batch, unweighted); left out of the default selection so "
+                  "that the suite fits 8 hours of 2 cores (docs/suite.md); --methods rwr-sparse runs it",
+}
+"""Variants of suite methods the full suite's default selection leaves out, to fit its budget (each named with its
+reason in the plan and suite.json; ``--methods`` runs any)."""
+
 
 @dataclass(frozen=True)
 class Settings:
