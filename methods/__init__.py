@@ -21,6 +21,7 @@ METHODS = Registry(
         "grpo-kl": "methods.grpo:GRPOKL",  # GRPO with Flow-GRPO's KL to the base model (beta 0.04)
         # the flow policy gradients (sd3 family): stochastic flow SDEs on the shared sampler's flow chain
         "flow-grpo": "methods.flow_grpo:FlowGRPO",
+        "flow-grpo-cps": "methods.flow_grpo:FlowGRPOCPS",  # flow-grpo with the CPS SDE (flow-grpo --set sde=cps)
         "flow-grpo-guard": "methods.grpo_guard:FlowGRPOGuard",  # flow-grpo + GRPO-Guard's RatioNorm and 1/|dt|
         "dance-grpo": "methods.dance_grpo:DanceGRPO",
         "mixgrpo": "methods.mixgrpo:MixGRPO",

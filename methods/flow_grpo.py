@@ -129,3 +129,24 @@ class FlowGRPO(GRPO):
     )
     """Published protocol: flow_grpo ``config/grpo.py`` ``geneval_sd3`` over ``config/base.py`` (32 GPUs there: 48
     prompts x 24 images per epoch; here one process's share of whole groups)."""
+
+
+@dataclass
+class FlowGRPOCPSConfig(FlowGRPOConfig):
+    """``flow-grpo`` with the CPS SDE (``docs/methods/flow-grpo.md`` "CPS")."""
+
+    sde: str = "cps"
+    """The flow SDE: coefficients-preserving sampling (arXiv 2509.05952; ``bench.core.flow.cps_step``); eta left at
+    0 resolves to its reference level 0.8 (flow_grpo @ 31c71b9's cps configs)."""
+
+
+class FlowGRPOCPS(FlowGRPO):
+    """Flow-GRPO sampling and scoring CPS transitions (exact Gaussian log-probabilities): ``flow-grpo --set
+    flow-grpo.sde=cps`` under its own name, so that a comparison or the suite lists it beside ``flow-grpo``."""
+
+    name = "flow-grpo-cps"
+    Config = FlowGRPOCPSConfig
+    published = dict(FlowGRPO.published, sde="cps", eta=0.8)
+    """Flow-GRPO's published protocol with flow_grpo's cps noise level (``geneval_sd3_fast_nocfg``,
+    ``pickscore_sd3_fast_nocfg``: ``sample.noise_level = 0.8``); their cps configs' SDE window and CFG-free
+    sampling are not taken (docs/methods/flow-grpo.md)."""

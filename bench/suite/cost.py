@@ -31,6 +31,7 @@ CPU_PER_QUERY: dict[str, dict[str, float]] = {
             # issue 38's methods: one 96-query run each at the suite's settings (load 1.8; flow-grpo beside them
             # measured 0.187, its reference 0.196): guard 0.184, adjoint-matching 0.182, awm 0.116
             "flow-grpo-guard": 0.196, "adjoint-matching": 0.182, "awm": 0.116,
+            "flow-grpo-cps": 0.196,  # not measured: flow-grpo's computation with another step formula
             "alignprop-full": 0.264, "alignprop-k1": 0.071, "draft-k": 0.071, "rwr-sparse": 0.097},
 }
 """Training CPU seconds per reward query, per family and method (evaluation excluded, as ``cpu_s`` is)."""

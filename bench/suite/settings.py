@@ -28,6 +28,7 @@ METHOD_SETS: dict[str, dict[str, str]] = {
     # one update per sampling round of several groups (train_sd3_awm.py), here diffusion-nft's 2 groups of 8, so
     # its round-wide std is not one group's.
     "flow-grpo-guard": {"batch_size": "8"},
+    "flow-grpo-cps": {"batch_size": "8"},
     "awm": {"batch_size": "8", "grad_accum": "2"},
 }
 """Per-method settings of every suite run and tuning run (``--set METHOD.KEY=VALUE``), the ones the committed

@@ -125,6 +125,14 @@ def test_flow_grpo_with_cps_samples_cps_at_its_noise_level_and_is_on_policy_firs
     assert second["ratio_max_dev"] > 1e-6 and second["clipfrac"] > 0
 
 
+def test_flow_grpo_cps_is_flow_grpo_with_cps():
+    cps, plain = METHODS.get("flow-grpo-cps").Config(), METHODS.get("flow-grpo").Config()
+    assert (cps.sde, cps.eta) == ("cps", 0.8) and plain.sde == "flow-grpo"
+    assert {k: v for k, v in vars(cps).items() if k not in ("sde", "eta")} == \
+        {k: v for k, v in vars(plain).items() if k not in ("sde", "eta")}
+    assert METHODS.get("flow-grpo-cps").families == ("sd3",)
+
+
 def test_guard_loss_is_the_normalised_ratio_clipped_and_divided_by_dt(flow):
     method = build("flow-grpo", flow, ratio_norm=True, grad_reweight=True, kl_weight=0.0, lr=1e-2, clip_range=0.5,
                    updates_per_batch=2)

@@ -25,6 +25,7 @@ ELSEWHERE = {  # checked by their own tests, or too slow for a 4-step toy run
     "ddpo": "trl's trainer; test_ddpo_and_alignprop_trl_go_through_trl_trainers",
     "rwr-sparse": "rwr with top-fraction weights; test_rwr_weights",
     "grpo-kl": "grpo with kl_weight 0.04 by default; the KL term: test_grpo_ratio_is_one_before_the_first_update...",
+    "flow-grpo-cps": "flow-grpo with sde=cps: test_guard_cps.py::test_flow_grpo_cps_is_flow_grpo_with_cps",
     "adjoint-matching": "both families: test_adjoint_matching.py::test_learns_in_the_rewarded_direction",
     **{name: "sd3 family: test_flow_pg.py::test_learns_in_the_rewarded_direction" for name in
        ("flow-grpo", "flow-grpo-guard", "dance-grpo", "mixgrpo", "diffusion-nft", "awm")},

@@ -81,7 +81,7 @@ def test_the_full_plan_runs_every_registered_method_and_fits_8_hours_of_2_cores(
                                                                   "jpeg-incompressibility", "prompt-match")
                                              for f in ("sd", "sd3")]
     total = sum(c.estimate_s for c in plan.cells) + sum(j.estimate_s for j in plan.tuning.values())
-    assert sum(j.runs for j in plan.tuning.values()) == (10 + 12) * 3 * 2  # sd: 10 methods, sd3: 12
+    assert sum(j.runs for j in plan.tuning.values()) == (10 + 13) * 3 * 2  # sd: 10 methods, sd3: 13
     assert total / 2 <= 0.9 * 8 * 3600  # docs/suite.md: 2 busy cores, a tenth kept for slack
 
 
