@@ -64,7 +64,7 @@ FLOW_PG_ARGS ?= --methods $(FLOW_PG_METHODS) $(FLOW_PG_BUDGET) --eval-n 40 $(SHA
 FLOW_PG_TUNE_OUT ?= results/tune-flow-pg-v2
 
 # The benchmark suite (docs/suite.md): 4 tasks x 2 families x every registered method x 3 seeds at 384 reward queries,
-# the learning rate tuned per family on shape-aesthetic's validation prompts; about 7 hours on 2 cores. Resumable:
+# the learning rate tuned per family on shape-aesthetic's validation prompts; about 7.5 hours on 2 cores. Resumable:
 # rerunning make bench-suite continues SUITE_OUT (finished folders are skipped). SUITE_ARGS selects, e.g.
 # SUITE_ARGS="--tasks prompt-match --families sd".
 SUITE_OUT ?= results/suite

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.core.errors import UsageError
 from bench.harness.spec import parse_list, parse_seeds
 from bench.suite.cost import INVOCATION_S, run_seconds
-from bench.suite.settings import ALIASES_NOTE, BUDGET_LEFT_OUT, FULL, QUICK, Settings, method_sets
+from bench.suite.settings import ALIASES_NOTE, FULL, QUICK, Settings, method_sets
 from bench.suite.tasks import TASKS_FILE, Task, load_tasks
 
 @dataclass
@@ -144,7 +144,7 @@ def pick(available: dict, given: str | None, what: str, where: str = "") -> dict
 
 def choose_methods(given: str | None, settings: Settings) -> tuple[list[str], bool, dict[str, str]]:
     """(the methods to run where their family allows, whether ``--methods`` named them, the registered names the
-    default selection leaves out, as another name's class or a variant the budget cannot hold)."""
+    default selection leaves out as another name's class)."""
     from methods import METHODS
 
     if given is not None:
@@ -159,8 +159,6 @@ def choose_methods(given: str | None, settings: Settings) -> tuple[list[str], bo
         target = METHODS.target(name)
         if target in seen:
             left_out[name] = ALIASES_NOTE.format(twin=seen[target])
-        elif name in BUDGET_LEFT_OUT:
-            left_out[name] = BUDGET_LEFT_OUT[name]
         else:
             seen[target] = name
             names.append(name)

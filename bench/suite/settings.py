@@ -37,15 +37,6 @@ comparisons use: the CPU costs in ``bench.suite.cost`` were measured with them."
 ALIASES_NOTE = "the same class as {twin} (methods/__init__.py): its runs would repeat {twin}'s"
 """Why a registered name that is another name's class is left out of the default selection (``draft-k``)."""
 
-BUDGET_LEFT_OUT = {
-    "alignprop-full": "a variant of alignprop (backprop through every step: the end of alignprop's K range), the "
-                      "costliest per query; left out of the default selection so that the suite fits 8 hours of 2 "
-                      "cores (docs/suite.md); --methods alignprop-full runs it",
-    "rwr-sparse": "a variant of rwr (the top 10 % of each batch, unweighted); left out of the default selection so "
-                  "that the suite fits 8 hours of 2 cores (docs/suite.md); --methods rwr-sparse runs it",
-}
-"""Variants of suite methods the full suite's default selection leaves out, to fit its budget (each named with its
-reason in the plan and suite.json; ``--methods`` runs any)."""
 
 
 @dataclass(frozen=True)
@@ -92,9 +83,11 @@ class Settings:
         return asdict(self)
 
 
-FULL = Settings(name="full", seeds=(0, 1, 2), max_samples=384, max_seconds=36000, steps=10, eval_n=40, eval_at="log",
-                grid="lr=1e-3,3e-3,1e-2", tune_seeds=(100, 101), tune_eval_n=20, methods=None)
-"""The full suite: 384 queries, 3 seeds, every registered method, the lr tuned per family (docs/suite.md)."""
+FULL = Settings(name="full", seeds=(0, 1, 2), max_samples=384, max_seconds=36000, steps=10, eval_n=40,
+                eval_at="8,16,32,64,128,256", grid="lr=1e-3,3e-3,1e-2", tune_seeds=(100, 101), tune_eval_n=20,
+                methods=None)
+"""The full suite: 384 queries, 3 seeds, every registered method, the lr tuned per family; evaluations once per
+doubling of the queries (``--eval-at log``'s two per doubling would cost 8.5 hours: docs/suite.md)."""
 
 QUICK = Settings(name="quick", seeds=(0, 1), max_samples=8, max_seconds=300, steps=4, eval_n=40, eval_at=None,
                  grid=None, tune_seeds=(100, 101), tune_eval_n=20, methods=("alignprop", "flow-grpo", "grpo", "rwr"))
