@@ -14,6 +14,7 @@ import pytest
 from test_run import ENV, PLUGINS, REPO, bench_run
 
 
+@pytest.mark.slow  # a whole run (about 20 s of CPU): make test-slow
 def test_nan_reward_is_diverged(tmp_path):
     out = tmp_path / "r"
     proc = bench_run("--preset", "smoke", "--methods", "alignprop-k1", "--reward", f"{PLUGINS}:NaNReward", "--out",
@@ -90,6 +91,7 @@ def test_user_reward_plugin_from_a_temporary_file_runs_end_to_end(tmp_path):
     assert runs.final_eval_reward.notna().all()
 
 
+@pytest.mark.slow  # a whole run (about 20 s of CPU): make test-slow
 def test_stand_in_reward_is_named_in_every_output(tmp_path):
     out = tmp_path / "r"
     bench_run("--preset", "smoke", "--methods", "rwr", "--reward", "aesthetic", "--max-steps", "2",

@@ -3,11 +3,13 @@
 import subprocess
 
 import pandas as pd
+import pytest
 
 from bench import memory_ladder
 from bench.perf import ladder, memory
 
 
+@pytest.mark.slow  # a whole run (about 20 s of CPU): make test-slow
 def test_ladder_measures_methods_and_the_sampler_ratio(tmp_path, monkeypatch):
     # One row goes through the real fresh-process path; the others are measured in this process (same code, no
     # interpreter start-up and trl import per row).
