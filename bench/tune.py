@@ -1,9 +1,9 @@
 """``python -m bench.tune --methods a,b --reward R --grid "lr=1e-4,1e-3;batch_size=4,8" [bench.run flags]``: fair tuning.
 
 Runs every method's grid (``bench.harness.tuning``) on the tuning seeds under the same budget and bench.run flags,
-picks each method's configuration with the best mean final eval reward, and writes it to ``--write`` (default
-``OUT/tuned.json``) for ``python -m bench.run --config-from FILE`` on *other* seeds. Every flag it does not know
-goes to ``bench.run`` unchanged (``--preset``, ``--max-samples``, ``--model``, ``--eval-n``, ``--jobs``, ...).
+picks each method's configuration with the best mean final (``--score late``: late-half) eval reward, and writes
+it to ``--write`` (default ``OUT/tuned.json``) for ``python -m bench.run --config-from FILE`` on *other* seeds. Every
+flag it does not know goes to ``bench.run`` unchanged (``--preset``, ``--max-samples``, ``--model``, ``--eval-n``, ...).
 
 Resumable: the same command with ``--resume`` (and an explicit ``--out``) reuses the candidates whose runs all
 finished, resumes one stopped midway (``bench.run --resume``) and runs the rest.
@@ -28,9 +28,8 @@ from bench.core.cli import command
 from bench.core.errors import UsageError
 from bench.core.files import write_text
 from bench.core.text import fmt, markdown_table
-from bench.harness import tuning
+from bench.harness import scoring, tuning
 from bench.harness.plan import plan
-from bench.harness.recorder import COMPLETED
 from bench.harness.spec import parse_list, parse_seeds
 
 
@@ -42,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="100,101", help="tuning seeds (default 100,101); evaluate on others")
     p.add_argument("--out", help="folder of the tuning runs (default results/tune-<timestamp>)")
     p.add_argument("--write", help="tuned-configuration file to write (default OUT/tuned.json)")
+    p.add_argument("--score", default="final", help="final (default: each run's last eval reward) or late (the mean "
+                   "of its evaluations in the last half of its budget); then the mean over the tuning seeds")
     p.add_argument("--resume", action="store_true",
                    help="continue the tuning in --out begun by this same command (its --grid may grow): "
                         "finished candidates are reused")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from methods import METHODS
 
     methods = parse_list(args.methods, "methods")
-    seeds = parse_seeds(args.seeds)
+    seeds, score = parse_seeds(args.seeds), scoring.check_score(args.score)
     grid = tuning.parse_grid(args.grid)
     tuning.check_fixed_sets(passthrough, grid)
     classes = {m: METHODS.get(m).Config for m in methods}
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if dropped:
             raise UsageError(f"--resume --grid {args.grid!r} drops candidate(s) of the recorded tuning: "
                              f"{', '.join(dropped)}; keep every value of its --grid and add values")
-    added, warnings = tuning.validation_flags(passthrough)
+    added, warnings = tuning.validation_flags(passthrough, score)
     passthrough = [*passthrough, *added]
     if len({len(c) for c in cands.values()}) > 1:
         warnings.append("unequal tuning effort: " + ", ".join(f"{m} {len(c)}" for m, c in cands.items())
@@ -112,22 +113,20 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"tuning stopped by {'SIGINT' if code == 130 else 'SIGTERM'}: no tuned file written; the "
                           f"same command with --resume continues it ({out})", file=sys.stderr)
                     return code
-            table = tuning.read_runs(folder)
-            cand.runs = len(table)
-            cand.final = table[table.status.isin(COMPLETED)].final_eval_reward.dropna().tolist()
+            tuning.read_scores(cand, folder, score)
     higher = reward_higher_is_better(reward)
     winners = {m: tuning.best(c, higher) for m, c in cands.items()}
     asked = {"reward_requested": args.reward} if reward != args.reward else {}
-    facts = dict(reward=reward, **asked, grid=args.grid, tuning_seeds=seeds, bench_run_flags=passthrough,
+    facts = dict(reward=reward, **asked, grid=args.grid, score=score, tuning_seeds=seeds, bench_run_flags=passthrough,
                  candidates={m: len(c) for m, c in cands.items()}, warnings=warnings, notes=notes,
                  higher_is_better=higher, created=datetime.now().isoformat(timespec="seconds"))
     tuning.write_tuned(target, tuning.tuned_document(cands, winners, facts), out)
     rows = [dict(method=c.method, configuration=c.name, runs=c.runs, finished=len(c.final),
-                 **{"final eval reward (mean over tuning seeds)": fmt(c.score, 4)},
+                 **{scoring.SCORES[score]: fmt(c.score, 4)},
                  chosen="**yes**" if winners[c.method] is c else "")
             for group in cands.values() for c in group]
     effort = ", ".join(f"{m} {len(c)}" for m, c in cands.items())
-    text = (f"# Tuning: {reward}\n\nSeeds {args.seeds}; bench.run flags: `{shlex.join(passthrough)}`; "
+    text = (f"# Tuning: {reward}\n\nSeeds {args.seeds}; --score {score}; bench.run flags: `{shlex.join(passthrough)}`; "
             f"{'higher' if higher else 'lower'} is better.\n\nConfigurations per method: {effort}.\n\n"
             + "".join(f"WARNING: {w}\n\n" for w in warnings) + "".join(f"note: {n}\n\n" for n in notes)
             + f"{markdown_table(rows)}\n\nTuned file: `{target}`\n")

@@ -1,5 +1,6 @@
 """Fair tuning: each method's small hyper-parameter grid on tuning seeds under one budget, the best configuration
-per method by final evaluation reward, written to a file that ``bench.run --config-from`` applies.
+per method by evaluation reward (``--score``: the final one, or the last half's mean: ``scoring``), written to a
+file that ``bench.run --config-from`` applies.
 
 A grid is ``"lr=1e-4,3e-4,1e-3;batch_size=4,8"``: ``;`` separates keys, ``,`` values. A key applies to every chosen
 method whose config has it (``ddpo.lr=...`` to one method only); a method with none of the keys runs once, on its
@@ -19,6 +20,7 @@ from pathlib import Path
 from bench.core.errors import UsageError
 from bench.core.files import check_output, read_json, read_table, write_json
 from bench.core.text import safe_name
+from bench.harness import scoring
 from bench.harness.spec import Given
 from bench.harness.statuses import COMPLETED
 from bench.harness.tuned import FORMAT
@@ -29,8 +31,9 @@ TUNE_EVAL_SEED = 4321
 """Evaluation noise seed of tuning runs (bench.run's default, what results report, is 1234)."""
 
 
-def validation_flags(passthrough: list[str]) -> tuple[list[str], list[str]]:
-    """The ``--eval-prompts`` / ``--eval-seed`` flags to add so that tuning scores on validation, and warnings for
+def validation_flags(passthrough: list[str], score: str = "final") -> tuple[list[str], list[str]]:
+    """The ``--eval-prompts`` / ``--eval-seed`` flags to add so that tuning scores on validation (and, for ``--score
+    late``, the evaluations in the last half of the budget it needs: ``scoring.late_schedule``), and warnings for
     a tuning that scores on the reported evaluation set or noise."""
     from bench.core.evaluate import EvalConfig
     from bench.core.prompts import VALIDATION_SETS
@@ -41,7 +44,7 @@ def validation_flags(passthrough: list[str]) -> tuple[list[str], list[str]]:
     p.add_argument("--eval-prompts")
     p.add_argument("--eval-seed", type=int)
     known, _ = p.parse_known_args(passthrough)
-    added, warnings = [], []
+    added, warnings = (scoring.late_schedule(passthrough) if scoring.check_score(score) == "late" else []), []
     reported = get_preset(known.preset).eval_prompts
     if known.eval_prompts is None:
         if reported in VALIDATION_SETS:
@@ -73,6 +76,12 @@ class Candidate:
     """Tuning runs made (finished or not)."""
     origins: dict = field(default_factory=dict)
     """Config field -> the ``--grid`` part that gave its values (``rwr.lr=1e-4,abc``), named by errors about them."""
+    kind: str = "final"
+    """What ``score`` means (``--score``): the mean of ``final``, or of ``late``."""
+    late: list[float] = field(default_factory=list)
+    """Per finished tuning seed: the mean eval reward over its evaluations in the last half of its budget."""
+    late_n: list[int] = field(default_factory=list)
+    """How many evaluations each ``late`` value averages."""
 
     @property
     def name(self) -> str:
@@ -81,10 +90,12 @@ class Candidate:
 
     @property
     def score(self) -> float:
-        """Mean final eval reward over the tuning seeds; NaN unless every seed finished (a failure is no winner)."""
-        if not self.final or len(self.final) < self.runs:
+        """Mean final (or late) eval reward over the tuning seeds; NaN unless every seed finished (a failure is no
+        winner)."""
+        values = self.late if self.kind == "late" else self.final
+        if not values or len(values) < self.runs:
             return float("nan")
-        return sum(self.final) / len(self.final)
+        return sum(values) / len(values)
 
 
 def parse_grid(text: str) -> dict[str, list[str]]:
@@ -263,6 +274,7 @@ def tuned_document(chosen: dict[str, list[Candidate]], winners: dict[str, Candid
             chosen=win.values if win else None,
             score=None if win is None else win.score,
             grid=[dict(name=c.name, values=c.values, final=c.final, runs=c.runs,
+                       **(dict(late=c.late, late_evaluations=c.late_n) if c.kind == "late" else {}),
                        score=None if math.isnan(c.score) else c.score) for c in cands],
         )
     return dict(format=FORMAT, methods=methods, **facts)
@@ -285,6 +297,15 @@ def finished_candidate(folder: Path, runs: int) -> bool:
         return False
     table = read_runs(folder)
     return len(table) == runs and bool(table.status.isin(COMPLETED).all())
+
+
+def read_scores(cand: Candidate, folder: Path, kind: str) -> None:
+    """A candidate's runs, final eval rewards and (``kind`` late) late eval rewards, from its results folder."""
+    table = read_runs(folder)
+    cand.runs, cand.kind = len(table), kind
+    cand.final = table[table.status.isin(COMPLETED)].final_eval_reward.dropna().tolist()
+    if kind == "late":
+        cand.late, cand.late_n = scoring.late_rewards(folder, table)
 
 
 def read_runs(folder: Path):

@@ -275,8 +275,8 @@ def tune_flags(job: Tuning, settings: Settings) -> list[str]:
 
 def tune_command(job: Tuning, grid: str, settings: Settings, jobs: int) -> list[str]:
     return ["--methods", ",".join(job.methods), "--reward", job.task.reward, "--grid", grid,
-            "--seeds", ",".join(map(str, settings.tune_seeds)), "--out", str(job.out), "--write", str(job.file),
-            *tune_flags(job, settings), "--jobs", str(jobs)]
+            "--seeds", ",".join(map(str, settings.tune_seeds)), "--score", "late", "--out", str(job.out),
+            "--write", str(job.file), *tune_flags(job, settings), "--jobs", str(jobs)]
 
 
 def planned(argv: list[str], where: str):
@@ -305,7 +305,7 @@ def check_run(cell: Cell) -> float:
 def check_tuning(job: Tuning, grid: str, settings: Settings) -> None:
     """Check a family's tuning before any run: the grid against the methods, and one run's flags per method as
     ``bench.tune`` will give them (``bench.tune`` checks every candidate again before its first run)."""
-    from bench.harness import tuning
+    from bench.harness import scoring, tuning
     from methods import METHODS
 
     where = f"tuning {job.family} (task {job.task.name})"
@@ -318,7 +318,7 @@ def check_tuning(job: Tuning, grid: str, settings: Settings) -> None:
         raise UsageError(f"{where}: {exc}") from None
     argv = ["--methods", ",".join(job.methods), "--reward", job.task.reward,
             "--seeds", ",".join(map(str, settings.tune_seeds)), *tune_flags(job, settings),
-            "--eval-seed", str(tuning.TUNE_EVAL_SEED)]
+            "--eval-seed", str(tuning.TUNE_EVAL_SEED), *scoring.late_schedule(tune_flags(job, settings))]
     sizes = {m: len(tuning.candidates(m, classes[m], parsed)) for m in job.methods}
     runs = planned(argv, where)
     job.runs = sum(sizes.values()) * len(settings.tune_seeds)

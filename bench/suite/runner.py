@@ -1,4 +1,5 @@
-"""Running a planned suite: the tuning stage (one ``bench.tune`` per family), then the runs (one ``bench.run`` per
+"""Running a planned suite: the tuning stage (one ``bench.tune`` per family, grown past a winner on its grid's edge:
+``bench.suite.growth``), then the runs (one ``bench.run`` per
 (task, family)), each a subprocess as CleanRL's benchmark tool makes them, with ``OUT/suite.json`` rewritten after
 each step: the command, commit, task file, every command with its state and CPU seconds.
 
@@ -25,6 +26,7 @@ from bench.harness.guard import LOCK, lock_folder
 from bench.harness.launch import FINISHED
 from bench.harness.plan import REPO
 from bench.suite.console import TUNING_WHY, command_text, tuning_skipped
+from bench.suite.growth import next_growth
 from bench.suite.plan import Cell, SuitePlan, Tuning
 from bench.suite.settings import QUICK_LABEL
 
@@ -206,8 +208,11 @@ def run_suite(plan: SuitePlan, argv: list[str], stage: str, earlier: dict | None
             code = step(plan, record, entry, "bench.tune", [*job.command, *resume])
             if code in INTERRUPTED:
                 return code
+        code = grow(plan, record, entry, job)  # past a winner on the grid's edge (bench.suite.growth)
+        if code in INTERRUPTED:
+            return code
         entry["state"], entry["chosen"] = tuning_state(job), chosen(job)
-        failed |= entry["state"] != "finished"
+        failed |= entry["state"] != "finished" or code != 0
         save(plan, record)
     for cell in (c for c in plan.cells if c.methods) if stage in ("run", "all") else ():
         entry, job = record["cells"][cell.name], plan.tuning.get(cell.family)
@@ -248,6 +253,27 @@ def step(plan: SuitePlan, record: dict, entry: dict, module: str, argv: list[str
     if code in INTERRUPTED or Child.stopped:
         return stop(plan, record, entry, code)
     return code
+
+
+def grow(plan: SuitePlan, record: dict, entry: dict, job: Tuning) -> int:
+    """Grow a finished tuning past its winners on the grid's edge (``bench.suite.growth``), each growth one
+    ``bench.tune --resume``; an unfinished growth recorded by an earlier invocation is run again. Returns the exit
+    code of a growth that failed or was stopped, else 0."""
+    growths = entry.setdefault("growths", [])
+    while True:
+        pending = growths[-1] if growths and growths[-1]["state"] != "finished" else None
+        if pending is None and tuning_state(job) == "finished":
+            pending = next_growth(plan.grid, entry, job, chosen(job))
+        save(plan, record)
+        if pending is None:
+            return 0
+        code = step(plan, record, entry, "bench.tune", pending["command"][3:])
+        if code in INTERRUPTED:
+            return code
+        pending["state"] = "finished" if code == 0 else f"failed (exit {code})"
+        save(plan, record)
+        if code:
+            return code
 
 
 def chosen(job: Tuning) -> dict | None:

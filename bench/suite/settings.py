@@ -74,8 +74,8 @@ class Settings:
                 "--set", f"steps={self.steps}", "--eval-n", str(self.eval_n), *schedule]
 
     def tune_flags(self) -> list[str]:
-        """``bench.run`` flags of every tuning run (``bench.tune`` adds ``--eval-seed 4321``): the runs' budget,
-        evaluated at the start and the end on the validation prompts."""
+        """``bench.run`` flags of every tuning run (``bench.tune`` adds ``--eval-seed 4321``, and for its ``--score
+        late`` ``--eval-at`` at 1/2 and 3/4 of the budget): the runs' budget, on the validation prompts."""
         return ["--preset", "default", "--max-samples", str(self.max_samples), "--max-seconds", f"{self.max_seconds:g}",
                 "--set", f"steps={self.steps}", "--eval-n", str(self.tune_eval_n), "--eval-every", "0"]
 

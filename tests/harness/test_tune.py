@@ -1,6 +1,7 @@
 """bench.tune: grids expand per method, the best configuration is chosen and applied by bench.run --config-from."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,70 @@ def test_write_replaces_only_a_tuned_file_and_every_target_is_checked_before_any
     assert tune.main([*argv, "--write", str(earlier)]) == 130 and len(calls) == 1
     with pytest.raises(UsageError, match="not a tuned file"):  # checked again when written (made during the runs)
         tuning.write_tuned(manifest, {"format": tuning.FORMAT}, out)
+
+
+# Issue 37: AlignProp's tuned lr sat on the grid's edge after one seed fell from 0.48 to 0.23 between its last two
+# evaluations. --score late scores each seed by the mean of its evaluations in the last half of its budget.
+CURVES = {"1e-3": [0.20, 0.45, 0.46, 0.44], "1e-2": [0.20, 0.25, 0.23, 0.48]}  # at 0, 8, 12, 16 queries
+"""Steadily higher (1e-3) against a lucky last evaluation (1e-2)."""
+
+
+def fake_run(calls):
+    """bench.run's stand-in: a candidate's results folder whose eval curve is ``CURVES`` of its lr."""
+    import pandas as pd
+
+    def main(argv):
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        lr = next(a.rsplit("=", 1)[1] for a in argv if a.startswith("--set=rwr.lr="))
+        curve, seeds = CURVES[lr], argv[argv.index("--seeds") + 1].split(",")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_text("{}")
+        pd.DataFrame([dict(run_id=f"r{s}", status="max_samples", samples=16, final_eval_reward=curve[-1])
+                      for s in seeds]).to_csv(out / "runs.csv", index=False)
+        pd.DataFrame([dict(run_id=f"r{s}", step=i, samples=q, split="eval", metric="reward_mean", value=v)
+                      for s in seeds for i, (q, v) in enumerate(zip((0, 8, 12, 16), curve))]
+                     ).to_csv(out / "metrics.csv", index=False)
+        return 0
+
+    return main
+
+
+@pytest.mark.parametrize("score, winner", [("final", "1e-2"), ("late", "1e-3")])
+def test_a_late_score_is_not_swung_by_one_lucky_last_evaluation(tmp_path, monkeypatch, score, winner):
+    from bench import run
+
+    calls = []
+    monkeypatch.setattr(run, "main", fake_run(calls))
+    tuned = tmp_path / "tuned.json"
+    argv = ["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-3,1e-2", "--seeds", "100,101",
+            "--out", str(tmp_path / "t"), "--write", str(tuned), "--preset", "smoke", "--max-samples", "16",
+            "--eval-every", "0"]
+    assert tune.main([*argv, "--score", score] if score == "late" else argv) == 0
+    doc = json.loads(tuned.read_text())
+    assert doc["score"] == score and doc["methods"]["rwr"]["chosen"] == {"lr": winner}
+    grid = {g["values"]["lr"]: g for g in doc["methods"]["rwr"]["grid"]}
+    if score == "late":  # the runs evaluate at 1/2 and 3/4 of the budget: the late half holds 3 evaluations
+        assert all(c[c.index("--eval-at") + 1] == "8,12" for c in calls)
+        assert grid["1e-3"]["late"] == [pytest.approx(0.45)] * 2 and grid["1e-3"]["late_evaluations"] == [3, 3]
+        assert grid["1e-2"]["score"] == pytest.approx((0.25 + 0.23 + 0.48) / 3)
+        assert "late eval reward" in (tmp_path / "t" / "tuning.md").read_text()
+    else:  # unchanged: the last evaluation, no schedule added
+        assert all("--eval-at" not in c for c in calls) and "late" not in grid["1e-3"]
+        assert grid["1e-2"]["score"] == pytest.approx(0.48)
+
+
+def test_late_needs_evaluations_in_the_last_half_and_a_bad_score_is_one_line(tmp_path, capsys):
+    from bench.harness import scoring
+
+    assert scoring.late_schedule(["--eval-every", "0", "--max-samples", "384"]) == ["--eval-at", "192,288"]
+    assert scoring.late_schedule(["--eval-every", "0", "--eval-at", "log", "--max-samples", "384"]) == []
+    assert scoring.late_schedule(["--max-samples", "384"]) == []  # the preset's schedule evaluates on its own
+    with pytest.raises(UsageError, match="give --max-samples"):
+        scoring.late_schedule(["--eval-every", "0"])
+    base = ["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-3", "--out", str(tmp_path / "t"),
+            "--preset", "smoke"]
+    assert tune.main([*base, "--score", "mean"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --score 'mean' is not a score; give --score final")
+    assert not (tmp_path / "t").exists()

@@ -255,3 +255,92 @@ def test_a_stopped_suite_records_where_it_stopped_and_starts_nothing_more(tmp_pa
     assert [c["state"] for c in record["cells"].values()] == ["interrupted by SIGTERM", "to do"]
     assert record["finished"] is None
     assert "the same command with --resume continues it" in capsys.readouterr().err
+
+
+# Issue 37: a winner on the grid's edge grows the grid past it (bench.suite.growth).
+GROWN = ["--quick", "--grid", "lr=1e-3,3e-3,1e-2", "--tasks", "shape-aesthetic", "--families", "sd3", "--methods",
+         "rwr,alignprop", "--stage", "tune"]
+
+
+def fake_tune(out: Path, targets: dict, calls: list):
+    """bench.tune's stand-in: each method chooses the lr of its grid nearest (in log) to its target; it writes the
+    tuned file and records its command as bench.tune does."""
+    import math
+
+    from bench.harness import tuning
+
+    def call(module, argv):
+        calls.append(argv)
+        grid = tuning.parse_grid(argv[argv.index("--grid") + 1])
+        methods = argv[argv.index("--methods") + 1].split(",")
+        pick = {m: min(grid.get(f"{m}.lr", grid["lr"]), key=lambda v: abs(math.log(float(v) / targets[m])))
+                for m in methods}
+        (out / "tuned").mkdir(parents=True, exist_ok=True)
+        (out / "tuned" / "sd3.json").write_text(json.dumps({
+            "format": tuning.FORMAT, "reward": "shape-aesthetic", "bench_run_flags": ["--model", "tiny-shapes-flow"],
+            "methods": {m: {"chosen": {"lr": v}} for m, v in pick.items()}}))
+        tuning.record_command(out / "tune" / "sd3", [a for a in argv if a != "--resume"])
+        return 0, 1.0
+
+    return call
+
+
+def test_an_edge_winner_grows_the_grid_until_inside_or_twice(tmp_path, monkeypatch, capsys):
+    from bench.harness import tuning
+
+    out, calls = tmp_path / "suite", []
+    # rwr's best lr lies just below the grid (one growth), alignprop's far above it (two, then a warning).
+    monkeypatch.setattr(runner, "call", fake_tune(out, {"rwr": 6e-4, "alignprop": 1.0}, calls))
+    assert main([*GROWN, "--out", str(out)]) == 0
+    assert len(calls) == 3 and "--resume" not in calls[0] and all(c[-1] == "--resume" for c in calls[1:])
+    assert all(flag(" ".join(c), "--score") == "late" for c in calls)
+    grids = [tuning.parse_grid(c[c.index("--grid") + 1]) for c in calls]
+    assert grids[1] == {"lr": ["1e-3", "3e-3", "1e-2"], "rwr.lr": ["3e-4", "1e-3", "3e-3", "1e-2"],
+                        "alignprop.lr": ["1e-3", "3e-3", "1e-2", "3e-2"]}
+    assert grids[2]["alignprop.lr"][-2:] == ["3e-2", "1e-1"] and grids[2]["rwr.lr"] == grids[1]["rwr.lr"]
+    record = json.loads((out / "suite.json").read_text())
+    fam = record["tuning"]["families"]["sd3"]
+    assert record["identity"]["grid"] == record["tuning"]["grid"] == "lr=1e-3,3e-3,1e-2"  # the suite's identity
+    assert fam["grown"] == {"rwr": ["3e-4"], "alignprop": ["3e-2", "1e-1"]}
+    assert [g["added"] for g in fam["growths"]] == [{"rwr": "3e-4", "alignprop": "3e-2"}, {"alignprop": "1e-1"}]
+    assert [g["command"][3:] for g in fam["growths"]] == calls[1:] and all(g["state"] == "finished"
+                                                                            for g in fam["growths"])
+    assert fam["warnings"] == ["alignprop: lr=1e-1, winner still on the edge after 2 growths"]
+    assert fam["chosen"] == {"rwr": {"lr": "1e-3"}, "alignprop": {"lr": "1e-1"}} and fam["state"] == "finished"
+    assert "WARNING: tuning sd3: alignprop: lr=1e-1, winner still on the edge" in capsys.readouterr().out
+    calls.clear()
+    assert main([*GROWN, "--out", str(out), "--resume"]) == 0 and calls == []  # nothing more to grow
+
+
+def test_an_interior_winner_grows_nothing(tmp_path, monkeypatch):
+    out, calls = tmp_path / "suite", []
+    monkeypatch.setattr(runner, "call", fake_tune(out, {"rwr": 3e-3, "alignprop": 2.5e-3}, calls))
+    assert main([*GROWN, "--out", str(out)]) == 0 and len(calls) == 1
+    fam = json.loads((out / "suite.json").read_text())["tuning"]["families"]["sd3"]
+    assert fam["grown"] == {} and fam["growths"] == [] and fam["warnings"] == []
+
+
+def test_a_suite_tuned_before_growth_existed_is_grown_on_resume_with_its_own_command(tmp_path, monkeypatch):
+    out, calls, grow = tmp_path / "suite", [], runner.grow
+    monkeypatch.setattr(runner, "call", fake_tune(out, {"rwr": 3e-3, "alignprop": 1e-2}, calls))
+    monkeypatch.setattr(runner, "grow", lambda *args: 0)  # as before this feature
+    assert main([*GROWN, "--out", str(out)]) == 0 and len(calls) == 1
+    old = [a for a in calls[0] if a not in ("--score", "late")]  # its tuning command had no --score late
+    (out / "tune" / "sd3" / "tune_command.json").write_text(json.dumps({"argv": old}))
+    record = json.loads((out / "suite.json").read_text())
+    del record["tuning"]["families"]["sd3"]["chosen"]
+    (out / "suite.json").write_text(json.dumps(record))
+    monkeypatch.setattr(runner, "grow", grow)
+    calls.clear()
+    assert main([*GROWN, "--out", str(out), "--resume"]) == 0
+    assert len(calls) == 1 and calls[0][-1] == "--resume" and "--score" not in calls[0]  # bench.tune's own record
+    assert calls[0][calls[0].index("--grid") + 1] == "lr=1e-3,3e-3,1e-2;alignprop.lr=1e-3,3e-3,1e-2,3e-2"
+
+
+def test_the_ladder_steps_past_an_edge():
+    from bench.suite.growth import edge_growth, ladder_step
+
+    assert [ladder_step(v, up) for v, up in (("1e-3", False), ("3e-4", False), ("1e-2", True), ("3e-2", True),
+                                             ("5e-3", True), ("0.001", False), ("abc", True))] == \
+        ["3e-4", "1e-4", "3e-2", "1e-1", "1e-2", "3e-4", None]
+    assert edge_growth("lr=3e-3", {"rwr": {"lr": "3e-3"}}, {}) == ({}, [])  # one value: no edge
