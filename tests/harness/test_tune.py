@@ -36,6 +36,7 @@ def test_best_needs_every_seed_and_follows_the_direction():
     assert tuning.best([b], higher_is_better=True) is None
 
 
+@pytest.mark.slow  # two tunings' runs (about 28 s of CPU): make test-slow
 def test_tune_writes_the_best_and_run_applies_it_on_other_seeds(tmp_path, capsys):
     out, tuned = tmp_path / "tune", tmp_path / "tuned.json"
     code = tune.main(["--methods", "rwr", "--reward", "mean-brightness", "--grid", "lr=1e-5,3e-2", "--seeds", "100",
