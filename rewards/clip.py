@@ -32,7 +32,7 @@ def small_clip(projection_dim: int = 64, seed: int = 0):
     """(CLIPModel, tokenizer): CLIP's architecture at width 32, seeded random weights, 224x224 input."""
     from transformers import CLIPConfig, CLIPModel
 
-    from bench.core.builders import load_tokenizer
+    from bench.core.families.parts import load_tokenizer
 
     tokenizer = load_tokenizer()
     config = CLIPConfig(

@@ -27,8 +27,8 @@ def is_shape_world_model(model: str | None) -> bool:
         return True
     if not Path(model).is_dir():
         return False
-    from bench.core.builders import ASSET
-    from bench.core.builders_flow import SHAPES_FLOW_ASSET
+    from bench.core.families.sd import ASSET
+    from bench.core.families.sd3 import SHAPES_FLOW_ASSET
 
     try:
         return Path(model).resolve() in (ASSET.resolve(), SHAPES_FLOW_ASSET.resolve())

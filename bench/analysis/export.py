@@ -77,10 +77,11 @@ def lora_settings(spec: RunSpec) -> LoraSettings:
 
 
 def component_of(model: str) -> str:
-    """The component a model's LoRA keys are prefixed by, from its family: ``transformer`` (sd3) or ``unet`` (sd)."""
-    from bench.core.models import model_family
+    """The component a model's LoRA keys are prefixed by, its family's denoiser: ``transformer`` (sd3) or ``unet``
+    (sd)."""
+    from bench.core.models import family_of
 
-    return "transformer" if model_family(model) == "sd3" else "unet"
+    return family_of(model).denoiser
 
 
 def lora_modules(path: Path) -> int:
@@ -164,8 +165,8 @@ def call_arguments(pipe) -> dict:
     ``t5_tokens``, zero T5 tokens on the toy models that have no T5 encoder, where diffusers defaults to 256)."""
     from bench.core.families import family_of_pipe
 
-    if family_of_pipe(pipe).name == "sd3":
-        return {"max_sequence_length": int(getattr(pipe, "t5_tokens", 256))}  # as bench.core.flow.FlowChain reads it
+    if family_of_pipe(pipe).t5:
+        return {"max_sequence_length": int(getattr(pipe, "t5_tokens", 256))}  # as bench.core.families.sd3.FlowChain reads it
     return {}
 
 
@@ -193,8 +194,7 @@ def final_interval(run_dir: Path, seed: int = 0) -> tuple[float, float, float, i
 
 def base_code(model: str) -> tuple[str, list[str]]:
     """(the lines that load the base pipeline the run was trained on, the diffusers names they use)."""
-    from bench.core.families import family
-    from bench.core.models import BUILDERS, HUB_ALIASES, model_family
+    from bench.core.models import BUILDERS, HUB_ALIASES, family_of
 
     if model in BUILDERS:  # built by this harness (tiny-random from code, seeded; the family's scheduler set)
         return (f'from bench.core.models import load_model  # diffusion-reward-bench\npipe = load_model("{model}").pipe',
@@ -203,8 +203,8 @@ def base_code(model: str) -> tuple[str, list[str]]:
     is_dir = Path(source).is_dir()
     source = str(Path(source).resolve()) if is_dir else source
     lines = from_pretrained(source, absent_components(Path(source)) if is_dir else [])
-    fam = family(model_family(model))
-    if fam.name != "sd":  # the sd3 family samples with the model's own scheduler (FlowMatchEulerDiscreteScheduler)
+    fam = family_of(model)
+    if fam.own_scheduler:  # the sd3 family samples with the model's own scheduler (FlowMatchEulerDiscreteScheduler)
         return "\n".join(lines), ["DiffusionPipeline"]
     return ("\n".join([*lines, f"pipe.scheduler = {fam.scheduler}.from_config(pipe.scheduler.config)  # the run "
                                 f"sampled with {fam.sampler}"]),
@@ -248,8 +248,7 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
     """README.md: Hub front matter, what was trained how (the model family's pipeline class, denoiser and
     sampler), the final reward with its interval, how to load it (``usage_code``, naming ``folder``, the export's
     own path)."""
-    from bench.core.families import family
-    from bench.core.models import HUB_ALIASES, model_family
+    from bench.core.models import HUB_ALIASES, family_of
 
     hub_base = HUB_ALIASES.get(spec.model, spec.model)
     is_hub = "/" in hub_base and not Path(hub_base).exists()
@@ -258,7 +257,7 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
              "tags:", *[f"- {t}" for t in tags], "---", ""]
     stand_in = result.get("stand_in")
     cfg = spec.eval.config
-    fam = family(model_family(spec.model))
+    fam = family_of(spec.model)
     if interval:
         mean, low, high, n = interval
         final = f"{mean:.4g} [{low:.4g}, {high:.4g}] (95 % bootstrap interval over {n} evaluation images, seed 0)"

@@ -47,7 +47,7 @@ class Calibration:
             return
         from diffusers import UNet2DConditionModel
 
-        from bench.core.builders import TINY_UNET
+        from bench.core.families.sd import TINY_UNET
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)

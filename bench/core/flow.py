@@ -1,5 +1,6 @@
-"""The ``sd3`` family's chain: a rectified-flow transformer (SD3Transformer2DModel) sampled by the flow-matching
-Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscreteScheduler``.
+"""Flow-matching arithmetic in float32, what a flow family's chain (``bench.core.families.sd3.FlowChain``: a
+rectified-flow transformer sampled by the flow-matching Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with
+``FlowMatchEulerDiscreteScheduler``) steps with: the flow SDEs and the training noise levels.
 
 - Schedule: sigmas from 1 down to 1/1000 (T of them, the scheduler's ``shift`` applied: s' = shift s / (1 +
   (shift - 1) s)) plus a terminal 0; timestep t = 1000 sigma. The state is x_sigma = sigma eps + (1 - sigma) x_0.
@@ -14,7 +15,7 @@ Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with ``FlowMatchEulerDiscr
 
 The ODE is deterministic: its transitions have no density. Stochastic transitions come from a flow SDE named by
 ``SamplerConfig.sde`` (``SDE_STEPS``: name -> function(v, sigma, sigma_next, x, eta) -> (mean, std); ``flow-grpo``,
-``dance-grpo``, ``cps``, ``sa-solver`` and Adjoint Matching's ``memoryless`` below); ``step`` then hands the
+``dance-grpo``, ``cps``, ``sa-solver`` and Adjoint Matching's ``memoryless`` below); the chain's ``step`` then hands the
 sampler a Gaussian transition N(mean, std^2 I) whose log-probability the sampler scores exactly as for DDIM's
 eta > 0 (``bench.core.ddim.gaussian_log_prob``: float32,
 averaged over the non-batch latent dimensions, as flow_grpo and DanceGRPO do). eta = 0, or no SDE selected, is the
@@ -26,11 +27,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-
-from bench.core.chain import Chain
-from bench.core.families import FAMILIES
-from bench.core.modules import dtype_of
 
 SDE_STEPS: dict = {}
 """Stochastic flow transitions by name: function(v, sigma, sigma_next, x, eta) -> (mean, std float)."""
@@ -129,128 +125,6 @@ flux script ``--eta 0.3``; CPS 0.8, what every flow_grpo @ 31c71b9 ``config/grpo
 ``sde_type = "cps"`` sets (``geneval_sd3_fast_nocfg``, ``pickscore_sd3_fast_nocfg``; FlowCPS's own ``geneval_sd3``
 runs CPS at its base.py's 0.7); SA-Solver 0.4 (AWM's ``sample.noise_level``, ``methods/awm.py``); memoryless 1 (the
 memoryless schedule itself)."""
-
-
-class FlowChain(Chain):
-    """SD 3 / 3.5: MMDiT with joint attention and pooled projections; flow-matching Euler steps."""
-
-    info = FAMILIES["sd3"]
-    sde = ""
-    """Name of the flow SDE in ``SDE_STEPS`` used when eta > 0 (from ``SamplerConfig.sde``; empty: the ODE only)."""
-
-    def __init__(self, pipe, config):
-        super().__init__(pipe, config)
-        cfg = self.denoiser.config
-        self.joint_dim, self.pooled_dim = cfg.joint_attention_dim, cfg.pooled_projection_dim
-        if self.pooled_dim > self.joint_dim:
-            raise ValueError(f"pooled_projection_dim {self.pooled_dim} > joint_attention_dim {self.joint_dim}: the "
-                             "pooled projections cannot ride as a prompt-state token")
-        if self.scheduler.config.get("use_dynamic_shifting"):
-            raise ValueError("a flow scheduler with use_dynamic_shifting (resolution-dependent shift) is not "
-                             "supported; use a fixed shift (SD 3 / 3.5: shift=3.0)")
-        self.t5_tokens = int(getattr(pipe, "t5_tokens", 256))
-        self.sde = getattr(config, "sde", "") or ""
-        if self.sde and self.sde not in SDE_STEPS:
-            raise ValueError(f"unknown flow SDE {self.sde!r}; valid: {', '.join(sorted(SDE_STEPS))}")
-        self.sigmas: torch.Tensor | None = None
-        self.timesteps: torch.Tensor | None = None
-
-    def check_eta(self, eta: float) -> None:
-        if eta > 0 and self.sde not in SDE_STEPS:
-            raise ValueError(f"eta={eta}: the sd3 family samples the deterministic flow ODE unless a flow SDE is "
-                             f"selected (SamplerConfig.sde: {', '.join(sorted(SDE_STEPS))}); set eta=0 or an sde")
-
-    # -- geometry ------------------------------------------------------------------------------------------
-    @property
-    def down_factor(self) -> int:
-        return self.denoiser.config.patch_size
-
-    def decode_scale(self, latents):
-        return latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
-
-    # -- prompts and the denoiser -----------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        """[B, 2 x CLIP length + T5 tokens + 1, joint_attention_dim] prompt states (no graph)."""
-        pipe, n = self.pipe, len(prompts)
-        hidden, pooled = [], []
-        with self.autocast():
-            for tok, enc in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
-                out = self.clip_states(tok, enc, prompts, output_hidden_states=True)
-                hidden.append(out.hidden_states[-2].float())
-                pooled.append(out[0].float())
-            clip = F.pad(torch.cat(hidden, dim=-1), (0, self.joint_dim - sum(h.shape[-1] for h in hidden)))
-            if pipe.text_encoder_3 is not None:
-                ids = pipe.tokenizer_3(list(prompts), padding="max_length", max_length=self.t5_tokens,
-                                       truncation=True, add_special_tokens=True, return_tensors="pt").input_ids
-                t5 = pipe.text_encoder_3(ids.to(self.device))[0].float()
-            else:
-                t5 = torch.zeros(n, self.t5_tokens, self.joint_dim, device=self.device)
-        pooled = F.pad(torch.cat(pooled, dim=-1), (0, self.joint_dim - self.pooled_dim)).unsqueeze(1)
-        return torch.cat([clip, t5, pooled], dim=1)
-
-    def split(self, states):
-        """(encoder_hidden_states, pooled_projections) from the one prompt-state tensor."""
-        return states[:, :-1], states[:, -1, : self.pooled_dim]
-
-    def forward(self, x, t, states):
-        """The transformer's velocity (float32) at the sampler's precision."""
-        dt = dtype_of(self.denoiser)
-        embeds, pooled = self.split(states)
-        t = torch.as_tensor(t, device=x.device, dtype=torch.float32)
-        t = t.expand(len(x)) if t.ndim == 0 else t
-        with self.autocast():
-            return self.denoiser(hidden_states=x.to(dt), timestep=t.to(dt), encoder_hidden_states=embeds.to(dt),
-                                 pooled_projections=pooled.to(dt), return_dict=False)[0].float()
-
-    # -- the chain ------------------------------------------------------------------------------------------
-    def set_steps(self, steps: int) -> torch.Tensor:
-        """The T timesteps; sigmas per ``SamplerConfig.schedule`` (the scheduler's own, or DanceGRPO's shifted
-        linspace, which diffusers shifts and ends with 0 when given the unshifted linspace as ``sigmas``)."""
-        if getattr(self.config, "schedule", "scheduler") == "shifted-linspace":
-            import numpy as np
-
-            self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=self.device)
-        else:
-            self.scheduler.set_timesteps(steps, device=self.device)
-        self.timesteps, self.sigmas = self.scheduler.timesteps, self.scheduler.sigmas.to(self.device)
-        return self.timesteps
-
-    def index(self, t) -> int:
-        if self.timesteps is None:
-            raise RuntimeError("set_steps must run before the chain is stepped")
-        return int(torch.argmin((self.timesteps - torch.as_tensor(t, device=self.timesteps.device)).abs()))
-
-    def sigma(self, t) -> torch.Tensor:
-        return self.sigmas[self.index(t)]
-
-    def step(self, out, t, x, eta: float):
-        i = self.index(t)
-        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        if eta > 0:
-            self.check_eta(eta)
-            return SDE_STEPS[self.sde](out, sigma, sigma_next, x, eta)
-        return x + (sigma_next - sigma) * out, 0.0
-
-    def step_length(self, t) -> float:
-        """sigma - sigma_next of the step leaving ``t`` (the SDE's |dt|; Flow-GRPO's KL is per unit of it)."""
-        i = self.index(t)
-        return float(self.sigmas[i] - self.sigmas[i + 1])
-
-    def predict_x0(self, out, t, x):
-        return x - self.sigma(t) * out
-
-    def renoise(self, x0, t, noise):
-        sigma = self.sigma(t)
-        return sigma * noise.to(x0.device, x0.dtype) + (1 - sigma) * x0
-
-    def training_pair(self, x0, generator: torch.Generator):
-        """(x_sigma, 1000 sigma, noise - x0) with sigma = shift(u), u = sigmoid(N(0, 1))."""
-        u = torch.sigmoid(torch.randn(len(x0), generator=generator)).to(x0.device)
-        sigma = train_sigma(u, float(self.scheduler.config.shift))
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
-        s = sigma.view(-1, *([1] * (x0.ndim - 1)))
-        return s * noise + (1 - s) * x0, sigma * self.scheduler.config.num_train_timesteps, noise - x0
 
 
 def train_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Model registry: built-in tiny models by name, any diffusers Stable Diffusion (1.x/2.x or 3/3.5) directory, or a
-hub id. Each model belongs to a family (``bench.core.families``: ``sd`` or ``sd3``), which decides its chain."""
+hub id. Each model belongs to a family (``bench.core.families``: ``sd`` or ``sd3``), which decides its chain; the
+built-in models and hub aliases below are collected from the families' own entries (``Family.models``, ``hub``)."""
 
 from __future__ import annotations
 
@@ -8,30 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.errors import UsageError
+from bench.core.families import FAMILIES, Family, family_of_pipeline_class
 from bench.core.registry import Registry
 
-# Built-in models, constructed in-process (no download).
-BUILDERS = Registry("model", {
-    "tiny-random": "bench.core.builders:build_tiny_random",
-    "tiny-shapes": "bench.core.builders:load_tiny_shapes",  # trained on the shape world, weights ship in the repo
-    "sd15-random": "bench.core.builders:build_sd15_random",  # SD 1.5 architecture, random weights: GPU measurements
-    "tiny-flow-random": "bench.core.builders_flow:build_tiny_flow_random",
-    "tiny-shapes-flow": "bench.core.builders_flow:load_tiny_shapes_flow",  # shape world as a rectified flow
-    "sd35m-random": "bench.core.builders_flow:build_sd35m_random",  # SD 3.5 Medium architecture, random weights
-})
+BUILT_IN = {name: model for fam in FAMILIES.values() for name, model in fam.models.items()}
+"""Built-in models, constructed in-process (no download): every family's ``models``."""
+BUILDERS = Registry("model", {name: f"{m.build.__module__}:{m.build.__name__}" for name, m in BUILT_IN.items()})
 # Short names for hub checkpoints (need the weights in the Hugging Face cache, or a connection).
-HUB_ALIASES = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-               "sd35m": "stabilityai/stable-diffusion-3.5-medium"}
+HUB_ALIASES = {alias: hub_id for fam in FAMILIES.values() for alias, hub_id in fam.hub.items()}
 # The family of every built-in model and hub alias (directories and other hub ids: read from model_index.json).
-FAMILY_OF = {"tiny-random": "sd", "tiny-shapes": "sd", "sd15-random": "sd", "sd15": "sd",
-             "tiny-flow-random": "sd3", "tiny-shapes-flow": "sd3", "sd35m-random": "sd3", "sd35m": "sd3"}
+FAMILY_OF = {name: fam.name for fam in FAMILIES.values() for name in [*fam.models, *fam.hub]}
 # Models whose weights are random: every output that uses them is labelled.
-STAND_INS = {
-    "tiny-random": "random weights (tiny-random: SD architecture at toy width)",
-    "sd15-random": "random weights (sd15-random: SD 1.5 architecture at full size)",
-    "tiny-flow-random": "random weights (tiny-flow-random: SD3 architecture at toy width)",
-    "sd35m-random": "random weights (sd35m-random: SD 3.5 Medium architecture at full size, no T5)",
-}
+STAND_INS = {name: m.stand_in for name, m in BUILT_IN.items() if m.stand_in}
 STAND_IN_MARKER = "BENCH_STAND_IN.txt"
 MODEL_FACTS = "bench_model.json"
 """What a saved pipeline folder needs beyond diffusers' files to sample as the harness did: an sd3 model's T5
@@ -78,38 +67,38 @@ def _looks_like_path(spec: str) -> bool:
     return spec.startswith((".", "/", "~")) or spec.count("/") > 1
 
 
-GEOMETRY = {"tiny-random": (2, 2), "sd15-random": (8, 8), "tiny-flow-random": (2, 2), "sd35m-random": (8, 2)}
+GEOMETRY = {name: m.geometry for name, m in BUILT_IN.items() if m.geometry}
 """Built-in models built from code: (VAE factor, denoiser down-sampling factor: UNet levels or the transformer's
 patch size); the shipped models' are read from their files."""
 
 
-def model_family(spec: str) -> str:
-    """The family (``sd`` or ``sd3``) of a model spec, read without loading weights; a hub id whose
+def family_of(spec: str) -> Family:
+    """The family of a model spec, read without loading weights (resolve it once and pass it on); a hub id whose
     model_index.json is not on this machine counts as ``sd``."""
     import json
 
     if spec in FAMILY_OF:
-        return FAMILY_OF[spec]
+        return FAMILIES[FAMILY_OF[spec]]
     index = _config_folder(spec)
     try:
         name = json.loads((index / "model_index.json").read_text()).get("_class_name", "") if index else ""
     except (OSError, ValueError):
         name = ""
-    from bench.core.families import family_of_pipeline_class
-
     try:
-        return family_of_pipeline_class(name).name
+        return family_of_pipeline_class(name)
     except ValueError:
-        return "sd"
+        return FAMILIES["sd"]
+
+
+def model_family(spec: str) -> str:
+    """The family's name (``sd`` or ``sd3``) of a model spec (``family_of``)."""
+    return family_of(spec).name
 
 
 def _config_folder(spec: str) -> Path | None:
     """The folder holding the model's configs (a directory, a shipped asset or the hub cache), or None."""
-    from bench.core.builders import ASSET
-    from bench.core.builders_flow import SHAPES_FLOW_ASSET
-
-    if spec in ("tiny-shapes", "tiny-shapes-flow"):
-        return ASSET if spec == "tiny-shapes" else SHAPES_FLOW_ASSET
+    if spec in BUILT_IN and BUILT_IN[spec].folder is not None:
+        return BUILT_IN[spec].folder
     if Path(spec).is_dir():
         return Path(spec)
     from huggingface_hub import try_to_load_from_cache
@@ -118,9 +107,9 @@ def _config_folder(spec: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def model_geometry(spec: str) -> tuple[int, int] | None:
-    """(pixels per latent cell, UNet down-sampling factor) read from the model's configs without loading weights;
-    None where they cannot be read here (a hub id not in the cache)."""
+def model_geometry(spec: str, family: Family | None = None) -> tuple[int, int] | None:
+    """(pixels per latent cell, denoiser down-sampling factor) read from the model's configs without loading
+    weights; None where they cannot be read here (a hub id not in the cache). ``family``: the model's, if resolved."""
     import json
 
     if spec in GEOMETRY:
@@ -128,35 +117,35 @@ def model_geometry(spec: str) -> tuple[int, int] | None:
     folder = _config_folder(spec)
     if folder is None:
         return None
+    fam = family or family_of(spec)
     try:
         vae = json.loads((folder / "vae" / "config.json").read_text())
-        if model_family(spec) == "sd3":
-            return 2 ** (len(vae["block_out_channels"]) - 1), json.loads(
-                (folder / "transformer" / "config.json").read_text())["patch_size"]
-        unet = json.loads((folder / "unet" / "config.json").read_text())
+        down = fam.down_factor(json.loads((folder / fam.denoiser / "config.json").read_text()))
     except (OSError, ValueError, KeyError):
         return None
-    return 2 ** (len(vae["block_out_channels"]) - 1), 2 ** (len(unet["down_block_types"]) - 1)
+    return 2 ** (len(vae["block_out_channels"]) - 1), down
 
 
 def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
-    """Load ``spec`` (a registry name, a diffusers directory or a hub id) on ``device``; an ``sd`` pipeline gets a
-    DDIM scheduler, an ``sd3`` one keeps its flow-matching Euler scheduler."""
+    """Load ``spec`` (a registry name, a diffusers directory or a hub id) on ``device``; its family's scheduler
+    replaces the model's own unless the family keeps it (``Family.own_scheduler``: an ``sd`` pipeline gets a DDIM
+    scheduler, an ``sd3`` one keeps its flow-matching Euler scheduler)."""
     import torch
 
     check_model(spec)
+    fam = family_of(spec)
     if spec in BUILDERS:
         pipe, stand_in = BUILDERS.get(spec)(seed=seed), STAND_INS.get(spec)
     else:
         source = HUB_ALIASES.get(spec, spec)
-        pipe = _from_pretrained(source, model_family(spec), absent_components(_config_folder(spec)))
+        pipe = _from_pretrained(source, fam, absent_components(_config_folder(spec)))
         marker = Path(source) / STAND_IN_MARKER
         stand_in = marker.read_text().strip() if marker.is_file() else None
         tokens = saved_t5_tokens(spec)
         if tokens is not None:
             pipe.t5_tokens = tokens  # else the chain's default, diffusers' 256 (``model_notes`` says so)
-    if model_family(spec) == "sd":
-        _use_ddim(pipe)
+    if not fam.own_scheduler:
+        _use_scheduler(pipe, fam.scheduler)
     pipe.to(device)
     for module in pipe.components.values():
         if isinstance(module, torch.nn.Module):
@@ -165,18 +154,16 @@ def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
     return LoadedModel(pipe=pipe, name=spec, stand_in=stand_in)
 
 
-def unet_module_names(spec: str) -> set[str] | None:
+def unet_module_names(spec: str, family: Family | None = None) -> set[str] | None:
     """Module names of the model's denoiser (UNet or SD3 transformer), built without weights where it can be (what
     LoRA targets are matched against); the built-in models of a family share its blocks, so the family's tiny
     random model stands for them. None when the denoiser's config is not on this machine (a hub id not in the
-    cache)."""
-    from diffusers import SD3Transformer2DModel, UNet2DConditionModel
+    cache). ``family``: the model's, if resolved."""
+    import diffusers
 
-    from bench.core.families import family
-
-    fam = family(model_family(spec))
+    fam = family or family_of(spec)
     if spec in BUILDERS:
-        tiny = BUILDERS.get("tiny-random" if fam.name == "sd" else "tiny-flow-random")(seed=0)
+        tiny = BUILDERS.get(fam.tiny)(seed=0)
         return {name for name, _ in getattr(tiny, fam.denoiser).named_modules()}
     source = HUB_ALIASES.get(spec, spec)
     config = Path(source) / fam.denoiser / "config.json"
@@ -189,7 +176,7 @@ def unet_module_names(spec: str) -> set[str] | None:
         config = Path(cached)
     from accelerate import init_empty_weights
 
-    cls = UNet2DConditionModel if fam.name == "sd" else SD3Transformer2DModel
+    cls = getattr(diffusers, fam.denoiser_class)
     with init_empty_weights():
         module = cls.from_config(cls.load_config(str(config)))
     return {name for name, _ in module.named_modules()}
@@ -241,10 +228,11 @@ def saved_t5_tokens(spec: str) -> int | None:
     return tokens
 
 
-def model_notes(spec: str) -> list[str]:
-    """What the plan says about a model loaded from a folder: an sd3 folder without a T5 encoder that records no
-    T5 context length gets diffusers' 256 zero tokens, where the built-in toy models use 0."""
-    if spec in BUILDERS or model_family(spec) != "sd3":
+def model_notes(spec: str, family: Family | None = None) -> list[str]:
+    """What the plan says about a model loaded from a folder: one of a family with a T5 part (sd3) without a T5
+    encoder that records no T5 context length gets diffusers' 256 zero tokens, where the built-in toy models use 0.
+    ``family``: the model's, if resolved."""
+    if spec in BUILDERS or not (family or family_of(spec)).t5:
         return []
     folder = _config_folder(spec)
     if folder is None or "text_encoder_3" not in absent_components(folder) or saved_t5_tokens(spec) is not None:
@@ -254,16 +242,12 @@ def model_notes(spec: str) -> list[str]:
             "records its model's count)"]
 
 
-def _from_pretrained(source: str, family: str = "sd", absent=()):
-    from diffusers import StableDiffusion3Pipeline, StableDiffusionPipeline
-
+def _from_pretrained(source: str, family: Family, absent=()):
     is_dir = Path(source).is_dir()
     if is_dir and not (Path(source) / "model_index.json").is_file():
         raise UsageError(f"{source!r} has no model_index.json; pass a diffusers pipeline directory (save_pretrained)")
     try:
-        if family == "sd3":
-            return StableDiffusion3Pipeline.from_pretrained(source, **{name: None for name in absent})
-        return StableDiffusionPipeline.from_pretrained(source, safety_checker=None, requires_safety_checker=False)
+        return family.load(source, absent)
     except (OSError, ValueError) as exc:
         if is_dir:
             raise UsageError(f"could not load diffusers pipeline from {source!r}: {exc}".splitlines()[0]) from None
@@ -274,8 +258,9 @@ def _from_pretrained(source: str, family: str = "sd", absent=()):
         ) from None
 
 
-def _use_ddim(pipe) -> None:
-    from diffusers import DDIMScheduler
+def _use_scheduler(pipe, name: str) -> None:
+    import diffusers
 
-    if not isinstance(pipe.scheduler, DDIMScheduler):
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    cls = getattr(diffusers, name)
+    if not isinstance(pipe.scheduler, cls):
+        pipe.scheduler = cls.from_config(pipe.scheduler.config)

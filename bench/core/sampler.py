@@ -1,7 +1,7 @@
 """The one sampler every method uses; which steps carry gradient is a parameter (``GradMode``).
 
 A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance over the model family's chain
-(``bench.core.chain``: DDIM with eta for ``sd``, the flow-matching Euler ODE for ``sd3``), decodes x_0 with the VAE
+(``bench.core.families``: DDIM with eta for ``sd``, the flow-matching Euler ODE for ``sd3``), decodes x_0 with the VAE
 and returns images in [0, 1] plus what the policy-gradient and regression methods need: every latent, the
 timesteps and the log-probability of each stochastic transition under the sampling policy. Gradient modes,
 checkpointing, precision and the order randomness is drawn in are the same for every family ("UNet call" below
@@ -176,16 +176,16 @@ class Rollout:
 
 
 class Sampler:
-    """Sampling with classifier-free guidance over a model family's chain (``bench.core.chain``): DDIM for
+    """Sampling with classifier-free guidance over a model family's chain (``bench.core.families``): DDIM for
     Stable Diffusion pipelines, the flow-matching Euler ODE (or the flow SDE ``SamplerConfig.sde`` names) for Stable
     Diffusion 3 pipelines."""
 
     def __init__(self, pipe, config: SamplerConfig):
-        from bench.core.families import CHAINS, family_of_pipe
+        from bench.core.families import family_of_pipe
 
         self.pipe = pipe
         self.config = config
-        self.chain = CHAINS.get(family_of_pipe(pipe).name)(pipe, config)
+        self.chain = family_of_pipe(pipe).chain(pipe, config)
         self.chain.check_eta(config.eta)
         self.denoiser, self.vae = self.chain.denoiser, pipe.vae
         self.scheduler = pipe.scheduler
@@ -377,9 +377,9 @@ def check_resolution(resolution: int, vae: int, unet_down: int) -> int:
 
 def latent_size(pipe, resolution: int, chain=None) -> int:
     if chain is None:
-        from bench.core.families import CHAINS, family_of_pipe
+        from bench.core.families import family_of_pipe
 
-        chain = CHAINS.get(family_of_pipe(pipe).name)(pipe, SamplerConfig())
+        chain = family_of_pipe(pipe).chain(pipe, SamplerConfig())
     return check_resolution(resolution, vae_factor(pipe), chain.down_factor)
 
 

@@ -29,15 +29,15 @@ def describe_config(spec: RunSpec, full: bool = False) -> str:
 def non_default(spec: RunSpec) -> dict:
     """The run's method settings that differ from the method's defaults: its config class's defaults, with the
     model family's own values (LoRA targets; eta 0 on a flow model) counted as defaults."""
-    from bench.core.families import family, family_defaults
-    from bench.core.models import model_family
+    from bench.core.families import family_defaults
+    from bench.core.models import family_of
     from bench.harness.spec import config_fields
     from methods import METHODS
 
     cls = METHODS.get(spec.method)
     defaults = config_fields(cls)
     try:
-        family_values = family_defaults(family(model_family(spec.model)), cls.Config)
+        family_values = family_defaults(family_of(spec.model), cls.Config)
     except Exception:  # a model whose family cannot be read here: the class defaults alone
         family_values = {}
     return {k: v for k, v in spec.method_config.items()
@@ -100,16 +100,15 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
 
 
 def print_listing() -> None:
-    from bench.core.families import family
-    from bench.core.models import HUB_ALIASES, STAND_INS, model_family, model_names
+    from bench.core.models import HUB_ALIASES, STAND_INS, family_of, model_names
     from bench.core.prompts import prompt_set_names
     from methods import METHODS
     from rewards import REWARDS
 
     print("models (or a diffusers directory / hub id):")
-    width = max(len(family(model_family(name)).description) for name in model_names())
+    width = max(len(family_of(name).description) for name in model_names())
     for name in model_names():
-        fam = family(model_family(name))
+        fam = family_of(name)
         note = f"hub: {HUB_ALIASES[name]}" if name in HUB_ALIASES else ("stand-in, " + STAND_INS[name]
                                                                         if name in STAND_INS else "trained, shipped")
         print(f"  {name:<17} family {fam.name:<4} {fam.description:<{width}}  {note}")

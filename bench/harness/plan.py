@@ -41,14 +41,13 @@ def check_model_available(spec: str) -> None:
                 f"first (huggingface-cli download {source}) or pass a local diffusers directory"
             )
 
-def check_families(model: str, method_classes: dict):
-    """The model's family (``bench.core.families``); a method that cannot run on it fails here, before any run,
-    naming the family and the registered methods that can."""
-    from bench.core.families import family
-    from bench.core.models import model_family
+def check_families(model: str, method_classes: dict, fam=None):
+    """The model's family (``bench.core.families``; ``fam``: already resolved); a method that cannot run on it fails
+    here, before any run, naming the family and the registered methods that can."""
+    from bench.core.models import family_of
     from methods import METHODS
 
-    fam = family(model_family(model))
+    fam = fam or family_of(model)
     refused = [m for m, cls in method_classes.items() if fam.name not in getattr(cls, "families", (fam.name,))]
     if refused:
         can = [n for n in METHODS.names() if fam.name in METHODS.get(n).families]
@@ -57,21 +56,19 @@ def check_families(model: str, method_classes: dict):
     return fam
 
 
-def check_lora_targets(model: str, configs: dict, method_classes: dict, per_method=None, global_sets=None) -> None:
-    """LoRA targets changed from a method's default must name modules of the chosen model's UNet (peft matches a
-    target against a module's full name or its last dotted parts)."""
-    from bench.core.families import family
-    from bench.core.models import model_family
-
+def check_lora_targets(model: str, fam, configs: dict, method_classes: dict, per_method=None,
+                       global_sets=None) -> None:
+    """LoRA targets changed from a method's default must name modules of the chosen model's (family ``fam``)
+    denoiser (peft matches a target against a module's full name or its last dotted parts)."""
     usual = (config_fields(method_classes[m]).get("lora_targets") for m in configs)
-    family_targets = ",".join(family(model_family(model)).lora_targets)
+    family_targets = ",".join(fam.lora_targets)
     changed = {m: c.lora_targets for (m, c), default in zip(configs.items(), usual)
                if hasattr(c, "lora_targets") and c.lora_targets not in (default, family_targets)}
     if not changed:
         return
     from bench.core.models import unet_module_names
 
-    names = unet_module_names(model)
+    names = unet_module_names(model, fam)
     if names is None:
         return
     for method, targets in changed.items():
@@ -113,9 +110,10 @@ def fold_run_wide(args, global_sets: dict[str, str], per_method: dict[str, dict]
     return argparse.Namespace(**{**vars(args), **moved}) if moved else args
 
 
-def resolve_scale(args, model: str) -> dict:
+def resolve_scale(args, model: str, fam) -> dict:
     """``--precision`` (default: bf16 on a CUDA device that supports it, else fp32) and ``--resolution`` (checked
-    against the model's VAE and UNet factors where its configs can be read here; else when the run builds it)."""
+    against the model's (family ``fam``) VAE and denoiser factors where its configs can be read here; else when the
+    run builds it)."""
     from bench.core import precision as mp
     from bench.core.models import model_geometry
     from bench.core.sampler import check_resolution
@@ -127,7 +125,7 @@ def resolve_scale(args, model: str) -> dict:
     if name not in mp.PRECISIONS:
         raise UsageError(f"--precision {name!r} unknown; valid: {', '.join(mp.PRECISIONS)}")
     resolution = positive(getattr(args, "resolution", None), "--resolution", integer=True) or 0
-    geometry = model_geometry(model) if resolution else None
+    geometry = model_geometry(model, fam) if resolution else None
     if geometry:
         try:
             check_resolution(resolution, *geometry)
@@ -161,7 +159,9 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     seeds = parse_seeds(args.seeds)
     model = args.model or preset.model
     check_model_available(model)
-    fam = check_families(model, method_classes)
+    from bench.core.models import family_of
+
+    fam = check_families(model, method_classes, family_of(model))  # the model's family, resolved once here
     prompts = args.prompts or preset.prompts
     eval_prompts_name = args.eval_prompts or preset.eval_prompts
     train_set = load_prompts(prompts)
@@ -195,7 +195,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     per_method, global_sets = parse_sets(args.sets, methods)
     tuned = apply_tuned(getattr(args, "config_from", None), args.reward, seeds, per_method, model)
     args = fold_run_wide(args, global_sets, per_method)
-    scale = resolve_scale(args, model)
+    scale = resolve_scale(args, model, fam)
     protocol = getattr(args, "protocol", None) or preset.protocol
     if protocol not in PROTOCOLS:
         raise UsageError(f"--protocol {protocol!r} unknown; valid: {', '.join(PROTOCOLS)}")
@@ -224,7 +224,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
-    check_lora_targets(model, configs, method_classes, per_method, global_sets)
+    check_lora_targets(model, fam, configs, method_classes, per_method, global_sets)
     # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
     # so evaluations agree across methods and across invocations (folders a report combines).
     eval_seed = EvalConfig.seed if getattr(args, "eval_seed", None) is None else args.eval_seed
@@ -241,7 +241,7 @@ def plan(args) -> tuple[list[RunSpec], dict]:
     from bench.core.models import model_notes
 
     notes = ((tuned or {}).get("notes", []) + pinned_notes(method_classes, configs, per_method, global_sets)
-             + model_notes(model))
+             + model_notes(model, fam))
     method_eval = {m: method_eval_config(eval_cfg, method_classes[m], configs[m]) for m in methods}
     eval_block["methods"] = {m: {k: getattr(c, k) for k in method_classes[m].inference}
                              for m, c in method_eval.items() if method_classes[m].inference}

@@ -62,7 +62,7 @@ class Preset:
 
 def default_model() -> str:
     """``tiny-shapes`` when its trained weights are present, else ``tiny-random``."""
-    from bench.core.builders import ASSET
+    from bench.core.families.sd import ASSET
 
     return "tiny-shapes" if (ASSET / "model_index.json").is_file() else "tiny-random"
 

@@ -99,15 +99,15 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
     import torch
 
     from bench.perf.memory import PeakMemory, return_freed_memory_to_os
-    from bench.core.families import family, family_defaults
-    from bench.core.models import load_model, model_family
+    from bench.core.families import family_defaults
+    from bench.core.models import family_of, load_model
     from bench.core.prompts import load_prompts
     from bench.harness.recorder import peak_memory_mb
     from bench.core.cli import quiet_libraries
     from methods import METHODS
     from rewards.toy import MeanBrightness
 
-    fam = family(model_family(model))
+    fam = family_of(model)
     if row != "sampler" and fam.name not in METHODS.get(ROWS[parse_row(row)[0]][0]).families:
         return dict(status="n/a", error=f"{ROWS[parse_row(row)[0]][0]} cannot run on model family {fam.name}")
     return_freed_memory_to_os()

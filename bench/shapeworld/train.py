@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core import shapes as world
-from bench.core.builders import ASSET
+from bench.core.families.sd import ASSET
 
 REWARD_ASSETS = Path(__file__).resolve().parents[2] / "rewards" / "assets"
 
@@ -58,7 +58,7 @@ def build_components(seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from bench.core.builders import load_tokenizer
+    from bench.core.families.parts import load_tokenizer
 
     tokenizer = load_tokenizer(world.WORDS, max_length=16)
     torch.manual_seed(seed)
@@ -106,7 +106,7 @@ def save_pipeline(out: Path, tokenizer, vae, unet, text_encoder) -> None:
     import shutil
     import tempfile
 
-    from bench.core.builders import assemble
+    from bench.core.families.sd import assemble
 
     pipe = assemble(vae, text_encoder, tokenizer, unet)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -119,7 +119,7 @@ def save_pipeline(out: Path, tokenizer, vae, unet, text_encoder) -> None:
 def train(out: Path, minutes: float, seed: int, vae_steps: int) -> None:
     from diffusers import DDIMScheduler
 
-    from bench.core.builders import SD_SCHEDULER
+    from bench.core.families.sd import SD_SCHEDULER
 
     tokenizer, vae, unet, text_encoder = build_components(seed)
     log("training the VAE")

@@ -5,8 +5,8 @@
 Reuses the trained ``tiny-shapes`` VAE (32x32 -> 4x16x16 latents; its scaling factor, shift 0), so only the
 transformer (SD3Transformer2DModel: 4 joint-attention layers of width 64, patch 2) and the two CLIP text encoders
 with projection are trained, jointly, on the rectified-flow loss ||v(x_sigma, sigma) - (noise - x_0)||^2 at
-sigma = shift(u), u logit-normal (``bench.core.flow.FlowChain.training_pair``, SD3's shift 3), with 10 % empty
-captions so that classifier-free guidance works, and an EMA of the transformer. No T5 (``bench.core.builders_flow``).
+sigma = shift(u), u logit-normal (``bench.core.families.sd3.FlowChain.training_pair``, SD3's shift 3), with 10 % empty
+captions so that classifier-free guidance works, and an EMA of the transformer. No T5 (``bench.core.families.sd3``).
 
 Every few minutes the whole training state (weights, EMA, optimizer, the batch generator, step, CPU seconds) goes to
 ``--checkpoint`` and the EMA pipeline to ``--out`` (safetensors), both atomically: a killed run resumes where its
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.core import shapes as world
-from bench.core.builders import ASSET
-from bench.core.builders_flow import SHAPES_FLOW_ASSET, T5_TOKENS, assemble_flow, tiny_flow_components
+from bench.core.families.sd import ASSET
+from bench.core.families.sd3 import SHAPES_FLOW_ASSET, T5_TOKENS, assemble_flow, tiny_flow_components
 from bench.core.flow import train_sigma
 from bench.shapeworld.train import log
 

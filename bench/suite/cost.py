@@ -69,11 +69,10 @@ def evaluations(images_per_step: int, budget: int, schedule=None, every_steps: i
 def run_seconds(spec) -> float:
     """The CPU seconds one planned run (a ``RunSpec``) is expected to take."""
     from bench.harness.schedule import QuerySchedule
-    from bench.core.families import family
-    from bench.core.models import model_family
+    from bench.core.models import family_of
     from methods import METHODS
 
-    fam = family(model_family(spec.model)).name
+    fam = family_of(spec.model).name
     config = METHODS.get(spec.method).Config(**spec.method_config)
     per_step = config.images_per_step()
     budget = int(spec.budget.max_samples or per_step * (spec.budget.max_steps or 1))

@@ -105,7 +105,7 @@ def test_exported_adapter_redraws_the_runs_last_evaluation(trained, monkeypatch)
 
 
 def test_merged_pipeline_and_mismatched_base(trained, capsys):
-    from bench.core.builders import ASSET
+    from bench.core.families.sd import ASSET
 
     spec, merged = trained["spec"], trained["root"] / "merged"
     assert export(trained["run_dir"], "--out", merged, "--merge") == 0

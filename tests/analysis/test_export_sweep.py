@@ -125,7 +125,7 @@ def test_a_saved_sd3_folder_records_its_t5_tokens_and_loads_with_them(tmp_path):
     (folder / MODEL_FACTS).write_text(json.dumps({"t5_tokens": "zero"}))
     with pytest.raises(UsageError, match=r"bench_model.json' \(key t5_tokens\): expected an integer"):
         load_model(str(folder))
-    from bench.core.builders_flow import SHAPES_FLOW_ASSET
+    from bench.core.families.sd3 import SHAPES_FLOW_ASSET
 
     assert load_model(str(SHAPES_FLOW_ASSET)).pipe.t5_tokens == 0  # the shipped folder as --model DIR: as its name
 

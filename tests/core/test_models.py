@@ -60,7 +60,7 @@ def test_directory_without_model_index_is_refused(tmp_path):
 def test_sd15_random_has_the_sd15_architecture():
     from accelerate import init_empty_weights
 
-    from bench.core.builders import build_sd15_random
+    from bench.core.families.sd import build_sd15_random
 
     with init_empty_weights():  # shapes only (meta tensors): the architecture without 4 GB of random numbers
         pipe = build_sd15_random()

@@ -16,7 +16,7 @@ SETTINGS = dict(steps=2, batch_size=1, guidance_scale=3.0, resolution=64)
 
 @pytest.fixture(scope="module")
 def sd15():
-    from bench.core.builders import build_sd15_random
+    from bench.core.families.sd import build_sd15_random
 
     # The SD 1.5 architecture with seeded weights drawn in one pass (the modules' own initialisers take a minute
     # on a CPU); about 4 GB in fp32, built once for the module.

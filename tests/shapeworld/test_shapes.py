@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bench.core import shapes as world
-from bench.core.builders import ASSET
+from bench.core.families.sd import ASSET
 
 
 def test_dataset_is_deterministic_and_captions_parse_back():

@@ -1,4 +1,6 @@
-"""The built-in models, assembled in-process from configs: no download, seeded weights (or shipped ones).
+"""The ``sd`` family (Stable Diffusion 1.x/2.x: a UNet with cross-attention on CLIP states, sampled by DDIM): its
+``Family`` (``SD``), its chain (``DDIMChain``, over ``bench.core.ddim``'s arithmetic) and its built-in models,
+assembled in-process from configs: no download, seeded weights (or shipped ones).
 
 - ``tiny-random`` has the exact component classes of Stable Diffusion 1.x (UNet2DConditionModel, AutoencoderKL,
 CLIPTextModel, CLIPTokenizer, DDIMScheduler) at toy width, so every code path of the bench runs on a CPU in
@@ -15,13 +17,16 @@ Every builder returns its components to ``assemble``, the one place a ``StableDi
 
 from __future__ import annotations
 
-import json
-import tempfile
+import math
 from pathlib import Path
 
 import torch
 
+from bench.core.ddim import ddim_step, predict_x0
 from bench.core.errors import UsageError
+from bench.core.families.base import BuiltIn, Chain, Family
+from bench.core.families.parts import fill_seeded, load_tokenizer
+from bench.core.modules import dtype_of
 
 # Stable Diffusion 1.x noise schedule (the scheduler_config.json of SD 1.5), used by every tiny model.
 SD_SCHEDULER = dict(
@@ -34,48 +39,6 @@ SD_SCHEDULER = dict(
     steps_offset=1,
     prediction_type="epsilon",
 )
-
-
-def write_clip_tokenizer(directory: str | Path, words: list[str] = ()) -> Path:
-    """Write ``vocab.json`` and ``merges.txt`` of a byte-level CLIP BPE tokenizer into ``directory``.
-
-    The vocabulary holds every byte symbol (alone and word-final), the two CLIP special tokens, and each word of
-    ``words`` as one token (merges build it up from the left), so any text tokenizes and listed words stay short.
-    """
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    symbols = list(bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for token in symbols + [s + "</w>" for s in symbols]:
-        vocab.setdefault(token, len(vocab))
-    merges: list[str] = []
-    for word in sorted({w.lower() for w in words if w}):
-        chars = list(word[:-1]) + [word[-1] + "</w>"]
-        prefix = chars[0]
-        for nxt in chars[1:]:
-            rule = f"{prefix} {nxt}"
-            if rule not in merges:
-                merges.append(rule)
-            prefix += nxt
-            vocab.setdefault(prefix, len(vocab))
-    for special in ("<|startoftext|>", "<|endoftext|>"):
-        vocab.setdefault(special, len(vocab))
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + ("\n" if merges else ""))
-    return directory
-
-
-def load_tokenizer(words: list[str] = (), max_length: int = 77):
-    """A ``CLIPTokenizer`` (max length 77 as Stable Diffusion) from files written to a temporary directory."""
-    from transformers import CLIPTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        write_clip_tokenizer(tmp, words)
-        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                             model_max_length=max_length)
-
 
 TINY_UNET = dict(
     sample_size=16,
@@ -168,23 +131,7 @@ def build_sd15_random(seed: int = 0, fast_init: bool = False):
     return assemble(vae, text_encoder, tokenizer, unet)
 
 
-def fill_seeded(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Materialise a meta-device module on the CPU with seeded values: matrices and kernels ~ N(0, 1/fan-in),
-    1-d parameters (biases, norm shifts) 0 except norm scales 1; buffers (e.g. position ids) are rebuilt by
-    their modules' own code where it exists, else zero."""
-    module.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if param.dim() > 1:
-                param.normal_(0.0, param[0].numel() ** -0.5, generator=generator)
-            else:
-                param.fill_(1.0 if name.endswith("weight") else 0.0)
-        for sub in module.modules():
-            if hasattr(sub, "position_ids") and isinstance(sub.position_ids, torch.Tensor):
-                sub.position_ids.copy_(torch.arange(sub.position_ids.shape[-1]).expand_as(sub.position_ids))
-
-
-ASSET = Path(__file__).resolve().parent / "assets" / "tiny_shapes"
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "tiny_shapes"
 
 
 def load_tiny_shapes(seed: int = 0):
@@ -207,3 +154,80 @@ def assemble(vae, text_encoder, tokenizer, unet):
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def from_pretrained(source: str, absent=()):
+    """A Stable Diffusion pipeline from a diffusers folder or hub id, without its safety checker."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(source, safety_checker=None, requires_safety_checker=False)
+
+
+class DDIMChain(Chain):
+    """Stable Diffusion: UNet with cross-attention on CLIP states, DDIM steps with eta (``bench.core.ddim``)."""
+
+    def __init__(self, pipe, config):
+        super().__init__(pipe, config)
+        if getattr(config, "sde", "") not in ("", "memoryless"):  # bench.core.flow.MEMORYLESS: DDIM's eta = 1
+            raise ValueError(f"sde={config.sde!r} selects a flow SDE; the sd family's stochastic step is DDIM's eta")
+        if getattr(config, "schedule", "scheduler") != "scheduler":
+            raise ValueError(f"schedule={config.schedule!r} is a flow chain's sigma schedule; the sd family's DDIM "
+                             "chain has the scheduler's timesteps only")
+
+    @property
+    def init_sigma(self) -> float:
+        return float(self.scheduler.init_noise_sigma)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Text-encoder hidden states [B, L, D] (the text encoder is frozen: no graph)."""
+        with self.autocast():
+            return self.clip_states(self.pipe.tokenizer, self.pipe.text_encoder, prompts)[0].float()
+
+    def forward(self, x, t, states):
+        """The UNet's prediction (float32) at the sampler's precision: inputs in the UNet's dtype, autocast on."""
+        dt = dtype_of(self.denoiser)
+        x = self.scheduler.scale_model_input(x, t)
+        with self.autocast():
+            return self.denoiser(x.to(dt), t, encoder_hidden_states=states.to(dt), return_dict=False)[0].float()
+
+    def set_steps(self, steps: int) -> torch.Tensor:
+        self.scheduler.set_timesteps(steps, device=self.device)
+        return self.scheduler.timesteps
+
+    def step(self, out, t, x, eta: float):
+        return ddim_step(self.scheduler, out, int(t), x, eta)
+
+    def predict_x0(self, out, t, x):
+        return predict_x0(self.scheduler, out, int(t), x)[0]
+
+    def renoise(self, x0, t, noise):
+        """sqrt(a_t) x0 + sqrt(1 - a_t) noise."""
+        a = float(self.scheduler.alphas_cumprod[int(t)])
+        return math.sqrt(a) * x0 + math.sqrt(1 - a) * noise.to(x0.device, x0.dtype)
+
+    def training_pair(self, x0, generator: torch.Generator):
+        """(noisy, t, target): t ~ U{0..999}, the epsilon (or v) target of the scheduler's prediction type."""
+        sched = self.scheduler
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        noisy = sched.add_noise(x0, noise, t)
+        if sched.config.prediction_type == "v_prediction":
+            noise = sched.get_velocity(x0, noise, t)
+        return noisy, t, noise
+
+
+SD = Family(
+    "sd", "StableDiffusionPipeline", "unet", "UNet2DConditionModel", ("to_q", "to_k", "to_v", "to_out.0"), True,
+    "UNet + DDIM, SD 1.x/2.x", "DDIMScheduler", False, "DDIM, eta 0", t5=False, chain=DDIMChain,
+    down_factor=lambda unet: 2 ** (len(unet["down_block_types"]) - 1), load=from_pretrained, tiny="tiny-random",
+    models={
+        "tiny-random": BuiltIn(build_tiny_random, "random weights (tiny-random: SD architecture at toy width)", (2, 2)),
+        # trained on the shape world, weights ship in the repo
+        "tiny-shapes": BuiltIn(load_tiny_shapes, folder=ASSET),
+        # SD 1.5 architecture, random weights: GPU measurements
+        "sd15-random": BuiltIn(build_sd15_random, "random weights (sd15-random: SD 1.5 architecture at full size)",
+                               (8, 8)),
+    },
+    hub={"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"},
+)

@@ -1,4 +1,7 @@
-"""A family's sampling chain: what the one sampler (``bench.core.sampler``) asks of a model family.
+"""What every model family is: a ``Family`` (the static facts the planner needs before any model is built, its
+built-in models, how a saved or hub model loads) and a ``Chain`` (what the one sampler, ``bench.core.sampler``, asks
+of a built pipeline). Each family is one module beside this one (``sd``, ``sd3``) holding its ``Family``, its chain
+subclass and its builders; ``bench.core.families`` collects them.
 
 A chain knows its pipeline's denoiser and scheduler and answers, in float32 latent arithmetic:
 
@@ -17,18 +20,77 @@ Classifier-free guidance, gradient modes, checkpointing and randomness stay in t
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 
 from bench.core import precision as mp
-from bench.core.ddim import ddim_step, predict_x0
-from bench.core.families import FAMILIES, Family
 from bench.core.modules import device_of, dtype_of
 
 
+@dataclass(frozen=True)
+class BuiltIn:
+    """A model the harness builds in-process (no download): from code with seeded weights, or shipped weights."""
+
+    build: Callable
+    """``build(seed=...)`` -> a diffusers pipeline."""
+    stand_in: str | None = None
+    """Why its weights are not a real pretrained model's (random weights), or None (trained, shipped)."""
+    geometry: tuple[int, int] | None = None
+    """(VAE factor, denoiser down-sampling factor) of a model built from code; a shipped one's are read from
+    ``folder``."""
+    folder: Path | None = None
+    """The folder of shipped weights (its configs are read without loading them)."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: what is known without building a model, and how its models are built and sampled."""
+
+    name: str
+    """Family name (``--list`` shows it)."""
+    pipeline: str
+    """diffusers pipeline class the family loads with."""
+    denoiser: str
+    """Attribute of the pipeline that is the denoiser LoRA trains."""
+    denoiser_class: str
+    """diffusers class of the denoiser (built without weights to read its module names)."""
+    lora_targets: tuple[str, ...]
+    """Default LoRA target modules of the denoiser."""
+    stochastic: bool
+    """Whether the chain has stochastic transitions (eta > 0, log-probabilities); False: eta must be 0."""
+    description: str
+    """One line for listings."""
+    scheduler: str
+    """diffusers scheduler class the family samples with."""
+    own_scheduler: bool
+    """Whether a loaded model keeps its own scheduler; False: it is replaced by ``scheduler`` on loading."""
+    sampler: str
+    """The evaluation's sampler in words (model cards)."""
+    t5: bool
+    """Whether its prompt states have a T5 part (a pipeline's ``t5_tokens``; diffusers' ``max_sequence_length``)."""
+    chain: type
+    """The family's ``Chain`` subclass (its ``info`` is set to this family)."""
+    down_factor: Callable
+    """The denoiser's down-sampling factor from its config (a dict): UNet levels or the transformer's patch."""
+    load: Callable
+    """``load(source, absent)``: the family's pipeline from a diffusers folder or hub id, the components
+    ``absent`` lists (``bench.core.models.absent_components``) passed as None; raises OSError / ValueError."""
+    tiny: str
+    """The family's tiny random built-in model (whose denoiser's module names stand for every built-in one's)."""
+    models: dict[str, BuiltIn] = field(default_factory=dict)
+    """Its built-in models by name."""
+    hub: dict[str, str] = field(default_factory=dict)
+    """Short names of its hub checkpoints -> hub ids."""
+
+    def __post_init__(self):
+        self.chain.info = self
+
+
 class Chain:
-    """Base: the pieces both families share (precision, decode, geometry)."""
+    """Base: the pieces every family shares (precision, decode, geometry)."""
 
     info: Family
 
@@ -71,6 +133,10 @@ class Chain:
 
     init_sigma = 1.0
 
+    @property
+    def down_factor(self) -> int:
+        return self.info.down_factor(self.denoiser.config)
+
     def decode_scale(self, latents):
         return latents / self.vae.config.scaling_factor
 
@@ -85,63 +151,3 @@ class Chain:
         tok = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt")
         return encoder(tok.input_ids.to(self.device), **kwargs)
-
-
-class DDIMChain(Chain):
-    """Stable Diffusion: UNet with cross-attention on CLIP states, DDIM steps with eta (``bench.core.ddim``)."""
-
-    info = FAMILIES["sd"]
-
-    def __init__(self, pipe, config):
-        super().__init__(pipe, config)
-        if getattr(config, "sde", "") not in ("", "memoryless"):  # bench.core.flow.MEMORYLESS: DDIM's eta = 1
-            raise ValueError(f"sde={config.sde!r} selects a flow SDE; the sd family's stochastic step is DDIM's eta")
-        if getattr(config, "schedule", "scheduler") != "scheduler":
-            raise ValueError(f"schedule={config.schedule!r} is a flow chain's sigma schedule; the sd family's DDIM "
-                             "chain has the scheduler's timesteps only")
-
-    @property
-    def down_factor(self) -> int:
-        return 2 ** (len(self.denoiser.config.down_block_types) - 1)
-
-    @property
-    def init_sigma(self) -> float:
-        return float(self.scheduler.init_noise_sigma)
-
-    @torch.no_grad()
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        """Text-encoder hidden states [B, L, D] (the text encoder is frozen: no graph)."""
-        with self.autocast():
-            return self.clip_states(self.pipe.tokenizer, self.pipe.text_encoder, prompts)[0].float()
-
-    def forward(self, x, t, states):
-        """The UNet's prediction (float32) at the sampler's precision: inputs in the UNet's dtype, autocast on."""
-        dt = dtype_of(self.denoiser)
-        x = self.scheduler.scale_model_input(x, t)
-        with self.autocast():
-            return self.denoiser(x.to(dt), t, encoder_hidden_states=states.to(dt), return_dict=False)[0].float()
-
-    def set_steps(self, steps: int) -> torch.Tensor:
-        self.scheduler.set_timesteps(steps, device=self.device)
-        return self.scheduler.timesteps
-
-    def step(self, out, t, x, eta: float):
-        return ddim_step(self.scheduler, out, int(t), x, eta)
-
-    def predict_x0(self, out, t, x):
-        return predict_x0(self.scheduler, out, int(t), x)[0]
-
-    def renoise(self, x0, t, noise):
-        """sqrt(a_t) x0 + sqrt(1 - a_t) noise."""
-        a = float(self.scheduler.alphas_cumprod[int(t)])
-        return math.sqrt(a) * x0 + math.sqrt(1 - a) * noise.to(x0.device, x0.dtype)
-
-    def training_pair(self, x0, generator: torch.Generator):
-        """(noisy, t, target): t ~ U{0..999}, the epsilon (or v) target of the scheduler's prediction type."""
-        sched = self.scheduler
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
-        noisy = sched.add_noise(x0, noise, t)
-        if sched.config.prediction_type == "v_prediction":
-            noise = sched.get_velocity(x0, noise, t)
-        return noisy, t, noise
