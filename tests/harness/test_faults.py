@@ -159,6 +159,7 @@ def test_damaged_manifest_or_config_is_one_line_exit_2(reference, tmp_path, caps
         p: b for p, b in before.items() if p.name != ".lock"}
 
 
+@pytest.mark.slow  # a whole run (10-15 s of CPU): make test-slow
 def test_damaged_result_is_made_again_from_its_checkpoint(reference, tmp_path):
     out = tmp_path / "r"
     shutil.copytree(reference, out)

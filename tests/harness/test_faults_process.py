@@ -13,6 +13,7 @@ from test_faults import ARGS, REPO, RUN, start, wait_for, worker_pid
 
 
 # 2: the worker dies with its parent (SIGTERM through the parent-death signal: a clean `interrupted`)
+@pytest.mark.slow  # a whole run (10-15 s of CPU): make test-slow
 def test_killing_the_runner_leaves_no_orphan(tmp_path):
     out = tmp_path / "r"
     proc = start(out)

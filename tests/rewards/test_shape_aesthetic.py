@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from bench.core import shapes as world
@@ -55,6 +56,7 @@ def test_learned_reward_agrees_with_true_score_on_held_out_renders_and_has_gradi
     assert metrics["true_aesthetic"] == float(truth[:4].mean())
 
 
+@pytest.mark.slow  # a whole run (10-15 s of CPU): make test-slow
 def test_jpeg_names_train_gradient_methods_on_the_surrogate(tmp_path):
     # Was "skipped": the README's smoke example. One gradient method keeps it short (DDPO and RWR never needed it).
     out = tmp_path / "r"
