@@ -8,32 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.core.models import load_model
 from bench.core.prompts import load_prompts
 from bench.core.sampler import Sampler
 from methods import METHODS
 from methods.awm import AWMConfig, awm_loss, matching_weight, time_indices
 from rewards.toy import MeanBrightness
-
-SMALL = dict(steps=4, batch_size=4, group_size=2, guidance_scale=3.0)
-
-
-@pytest.fixture(scope="module")
-def flow():
-    return load_model("tiny-flow-random")
-
-
-class Recording(MeanBrightness):
-    """Mean brightness that remembers every (prompt, reward) it returned, in order."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: list[tuple[str, float]] = []
-
-    def score(self, images, prompts):
-        out = super().score(images, prompts)
-        self.seen += list(zip(prompts, out.tolist()))
-        return out
+from test_flow_faithful import SMALL, Recording, flow  # noqa: F401  (flow: the module fixture)
 
 
 def build(flow, reward=None, seed=0, **overrides):
