@@ -38,6 +38,7 @@ CASES = {
     "grpo": ("grpo", "tiny-random"),
     "flow-grpo": ("flow-grpo", "tiny-flow-random"),
     "diffusion-nft": ("diffusion-nft", "tiny-flow-random"),
+    "awm": ("awm", "tiny-flow-random"),
 }
 """Case name -> (method, model): the sd family on tiny-random, the flow family on tiny-flow-random."""
 EVALS = {"eval-sd": "tiny-random", "eval-sd3": "tiny-flow-random"}
