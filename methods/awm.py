@@ -66,8 +66,8 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.checks import FRACTION, Range, above, at_least
-from methods.base import EMA, Method, MethodConfig, batch_stats, swapped
-from methods.rounds import check_group, group_advantages, group_prompts, round_batches
+from methods.base import Method, MethodConfig, batch_stats, swapped
+from methods.rounds import TrailingAdapter, check_group, round_batches, sample_round
 
 TIME_TYPES = ("discrete_wo_init", "discrete", "discrete_with_init")
 WEIGHTINGS = ("ghuber", "uniform", "t", "t2", "huber")
@@ -215,7 +215,7 @@ def awm_loss(v, target, t, adv, cfg: AWMConfig, v_base=None, v_slow=None) -> tup
     return loss, info
 
 
-class AWM(Method):
+class AWM(TrailingAdapter, Method):
     """Advantage-weighted flow matching on the model's own samples, regularised to the base and a trailing adapter."""
 
     name = "awm"
@@ -256,12 +256,8 @@ class AWM(Method):
     )
     """Published protocol: ``config/dgx_awm.py`` ``geneval_sd3_no_cfg_1node`` over ``config/base_awm.py`` (8 GPUs
     there: 1728 images, 72 prompts per epoch; here one process's 216)."""
-
-    def setup(self) -> None:
-        super().setup()
-        self.slow = [p.detach().clone() for p in self.params]
-        self.updates = 0
-        self.ema = EMA(self.params, self.config.eval_ema) if self.config.eval_ema > 0 else None
+    trailing = "slow"
+    """The trailing adapter of the ``ema_kl`` term (``TrailingAdapter``)."""
 
     def stochastic_steps(self) -> list[int]:
         """Steps whose target sigma lies in [sde_low, sde_high] (their tau(t) at the step's end, P:296)."""
@@ -273,21 +269,8 @@ class AWM(Method):
     def collect(self) -> list[dict]:
         """One round: ``grad_accum`` rollout batches of whole groups with the current adapter, advantages over the
         whole round, the samples shuffled and cut into training minibatches (T:844-1112)."""
-        cfg, g = self.config, self.config.group()
-        batches, prompts_all = [], []
-        self.denoiser.eval()
-        window = self.stochastic_steps()
-        for _ in range(cfg.grad_accum):
-            prompts = group_prompts(self.prompts, cfg.batch_size, g, self.generator)
-            with torch.no_grad():
-                rollout = self.sampler.sample(prompts, generator=self.generator, stochastic=window)
-                rewards = self.reward(rollout.images, prompts).float()
-            prompts_all += prompts
-            batches.append(dict(x0=rollout.latents[:, -1], embeds=rollout.prompt_embeds, timesteps=rollout.timesteps,
-                                rewards=rewards))
-        rewards = torch.cat([b["rewards"] for b in batches])
-        signed = rewards if self.reward.higher_is_better else -rewards
-        adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
+        cfg = self.config
+        batches, adv = sample_round(self, stochastic=self.stochastic_steps())
         adv = adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max) / cfg.adv_clip_max * cfg.advantage_max
         return round_batches(batches, cfg.train_batch(), self.generator, adv=adv)
 
@@ -334,17 +317,3 @@ class AWM(Method):
         metrics.update(loss=sum(losses) / len(losses), grad_norm=grad_norm, slow_decay=decay,
                        adv_abs=float(adv.abs().mean()), samples=float(cfg.batch_size * cfg.grad_accum))
         return metrics
-
-    def state_dict(self) -> dict:
-        """Adds the trailing adapter, the update count (its decay) and the EMA to the resume state."""
-        return {**super().state_dict(), "slow": [q.clone() for q in self.slow], "updates": self.updates,
-                "ema": None if self.ema is None else self.ema.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        with torch.no_grad():
-            for q, saved in zip(self.slow, state["slow"]):
-                q.copy_(saved)
-        self.updates = int(state["updates"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])

@@ -44,9 +44,9 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.checks import FRACTION, Range, above, at_least
-from methods.base import EMA, Method, MethodConfig, batch_stats, swapped
-from methods.rounds import (check_group, group_advantages, group_prompts, masked_columns, random_subsets,
-                            round_batches)
+from methods.base import Method, MethodConfig, batch_stats, swapped
+from methods.rounds import (TrailingAdapter, check_group, masked_columns, random_subsets, round_batches,
+                            sample_round)
 
 
 @dataclass
@@ -99,7 +99,7 @@ class DiffusionNFTConfig(MethodConfig):
         return min(self.decay_slope * updates, self.decay_max)
 
 
-class DiffusionNFT(Method):
+class DiffusionNFT(TrailingAdapter, Method):
     """Negative-aware fine-tuning on the forward process: reward-weighted contrast of two implicit policies."""
 
     name = "diffusion-nft"
@@ -127,36 +127,19 @@ class DiffusionNFT(Method):
         lora_alpha=64.0,
     )
     """Published protocol: DiffusionNFT ``config/nft.py`` ``sd3_geneval`` (8 GPUs there, 1152 images per epoch)."""
-
-    def setup(self) -> None:
-        super().setup()
-        self.old = [p.detach().clone() for p in self.params]
-        self.updates = 0
-        self.ema = EMA(self.params, self.config.eval_ema) if self.config.eval_ema > 0 else None
+    trailing = "old"
+    """The old adapter that samples the rounds and anchors the implicit policies (``TrailingAdapter``)."""
 
     def old_weights(self):
         """The old adapter in place of the current one (tensor swap, no copy), for no-graph forwards."""
         return swapped(self.params, self.old)
 
-
     def collect(self) -> list[dict]:
         """One round (theirs: one epoch): ``grad_accum`` rollout batches of whole groups sampled with the old
         adapter, advantages over the whole round (``group_advantages``: prompt means, the round's population std),
         the samples shuffled across the round (their ``torch.randperm`` before the training minibatches)."""
-        cfg, g = self.config, self.config.group()
-        batches, prompts_all = [], []
-        self.denoiser.eval()
-        for _ in range(cfg.grad_accum):
-            prompts = group_prompts(self.prompts, cfg.batch_size, g, self.generator)
-            with torch.no_grad(), self.old_weights():
-                rollout = self.sampler.sample(prompts, generator=self.generator)
-                rewards = self.reward(rollout.images, prompts).float()
-            prompts_all += prompts
-            batches.append(dict(x0=rollout.latents[:, -1], embeds=rollout.prompt_embeds, timesteps=rollout.timesteps,
-                                rewards=rewards))
-        rewards = torch.cat([b["rewards"] for b in batches])
-        signed = rewards if self.reward.higher_is_better else -rewards
-        adv = group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
+        cfg = self.config
+        batches, adv = sample_round(self, self.old_weights)
         r = (adv.clamp(-cfg.adv_clip_max, cfg.adv_clip_max) / cfg.adv_clip_max / 2 + 0.5).clamp(0, 1).float()
         return round_batches(batches, cfg.batch_size, self.generator, r=r)
 
@@ -224,17 +207,3 @@ class DiffusionNFT(Method):
                        r_extreme=float(((r == 0) | (r == 1)).float().mean()),
                        samples=float(cfg.batch_size * len(batches)))
         return metrics
-
-    def state_dict(self) -> dict:
-        """Adds the old adapter and the update count (its decay) to the resume state."""
-        return {**super().state_dict(), "old": [q.clone() for q in self.old], "updates": self.updates,
-                "ema": None if self.ema is None else self.ema.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        with torch.no_grad():
-            for q, saved in zip(self.old, state["old"]):
-                q.copy_(saved)
-        self.updates = int(state["updates"])
-        if self.ema is not None and state.get("ema") is not None:
-            self.ema.load_state_dict(state["ema"])

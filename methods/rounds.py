@@ -1,10 +1,15 @@
 """Sampling rounds of the group policy gradients (``grpo``, ``flow-grpo``, ``dance-grpo``, ``mixgrpo``,
-``diffusion-nft``): whole groups of samples per prompt, advantages normalised over the round, the round cut into the
-updates' rollout batches. Shared machinery, not a method: each function cites the reference lines it follows."""
+``diffusion-nft``, ``awm``): whole groups of samples per prompt, advantages normalised over the round, the round cut
+into the updates' rollout batches; and the trailing adapter of ``awm`` and ``diffusion-nft``. Shared machinery, not a
+method: each function cites the reference lines it follows."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
+
+from methods.base import EMA
 
 
 def check_group(round_size: int, group: int, sampling_batch: int | None = None) -> None:
@@ -96,3 +101,57 @@ def round_batches(batches: list[dict], size: int, generator: torch.Generator | N
         merged = {k: v[order] for k, v in merged.items()}
     shared = {k: batches[0][k] for k in SHARED_KEYS if k in batches[0]}
     return [{**shared, **{k: v[rows] for k, v in merged.items()}} for rows in torch.arange(n).tensor_split(parts)]
+
+
+def sample_round(method, weights=nullcontext, **sample_kwargs) -> tuple[list[dict], torch.Tensor]:
+    """One sampling round of ``awm`` and ``diffusion-nft`` (AWM train_sd3_awm.py:883-1048, DiffusionNFT
+    train_nft_sd3.py:640-769): ``grad_accum`` rollout batches of whole groups of ``config.group()`` per prompt,
+    sampled and scored without a graph inside ``weights()`` (the adapter to sample with; ``sample_kwargs`` go to
+    the sampler), then the advantages of the whole round (``group_advantages`` keyed by the prompts, with the
+    config's ``global_std`` and ``adv_eps``; rewards negated where lower is better). Returns the rollout batches
+    (``x0`` the final latents, ``embeds``, ``timesteps``, ``rewards``) and the round's float64 advantages."""
+    cfg, g = method.config, method.config.group()
+    batches, prompts_all = [], []
+    method.denoiser.eval()
+    for _ in range(cfg.grad_accum):
+        prompts = group_prompts(method.prompts, cfg.batch_size, g, method.generator)
+        with torch.no_grad(), weights():
+            rollout = method.sampler.sample(prompts, generator=method.generator, **sample_kwargs)
+            rewards = method.reward(rollout.images, prompts).float()
+        prompts_all += prompts
+        batches.append(dict(x0=rollout.latents[:, -1], embeds=rollout.prompt_embeds, timesteps=rollout.timesteps,
+                            rewards=rewards))
+    rewards = torch.cat([b["rewards"] for b in batches])
+    signed = rewards if method.reward.higher_is_better else -rewards
+    return batches, group_advantages(signed, g, global_std=cfg.global_std, eps=cfg.adv_eps, prompts=prompts_all)
+
+
+class TrailingAdapter:
+    """Mixin of a ``Method`` whose adapter has a copy that trails it (AWM's slow adapter, DiffusionNFT's old one),
+    in the attribute ``trailing`` names, with the count of updates that sets the copy's decay and an EMA of the
+    adapter for evaluation (decay ``config.eval_ema``; 0: none): their setup and their part of the resume state,
+    under the keys ``trailing``, ``updates`` and ``ema``. Each method blends the copy itself after its update (the
+    two differ in float order)."""
+
+    trailing: str
+    """The copy's attribute and resume-state key ("slow", "old")."""
+
+    def setup(self) -> None:
+        super().setup()
+        setattr(self, self.trailing, [p.detach().clone() for p in self.params])
+        self.updates = 0
+        self.ema = EMA(self.params, self.config.eval_ema) if self.config.eval_ema > 0 else None
+
+    def state_dict(self) -> dict:
+        """Adds the trailing copy, the update count (its decay) and the EMA to the resume state."""
+        return {**super().state_dict(), self.trailing: [q.clone() for q in getattr(self, self.trailing)],
+                "updates": self.updates, "ema": None if self.ema is None else self.ema.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            for q, saved in zip(getattr(self, self.trailing), state[self.trailing]):
+                q.copy_(saved)
+        self.updates = int(state["updates"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
