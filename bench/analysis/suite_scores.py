@@ -26,12 +26,12 @@ from bench.analysis import stats
 from bench.analysis.results import Results, add_labels, eval_setting, load_results, reward_higher_is_better
 from bench.analysis.summary import FIDELITY, per_run_evals, seed_values
 from bench.core.errors import UsageError
-from bench.core.files import read_json
+from bench.core.files import NULL, read_json
 from bench.harness.recorder import COMPLETED
 
 SUITE_FILE = "suite.json"
 SUITE_SHAPE = {"tasks": ([str], {"*": dict}), "families": [str], "methods?": ([str], str), "seeds?": ([int], str),
-               "quick?": bool, "command?": ([str], str)}
+               "quick?": bool, "command?": ([str], str), "tasks_file?": (str, NULL)}
 """What ``suite.json`` holds (``bench.core.files.check_shape``)."""
 SCORES = ("true", "reward")
 """What a scoreboard normalises: the task's true score, or the learned reward it trains on."""
@@ -82,15 +82,22 @@ def is_diversity(metric: str) -> bool:
     return metric in DIVERSITY or str(metric).startswith("diversity[")
 
 
+def read_suite_file(root) -> dict:
+    """The suite.json of the suite folder ``root`` (``SUITE_SHAPE``); a folder without one, or one that is damaged
+    or of the wrong shape, is a one-line ``UsageError`` naming the file."""
+    root = Path(root)
+    if not (root / SUITE_FILE).is_file():
+        raise UsageError(f"{str(root)!r} is not a suite folder (no {SUITE_FILE}); pass the folder bench.suite wrote")
+    return read_json(root / SUITE_FILE, "restore it from the suite's command line, or run the suite again",
+                     SUITE_SHAPE)
+
+
 def read_suite(root, tasks=None) -> Suite:
     """The suite folder ``root``. ``tasks``: name -> an object with ``reward``, ``true_score`` and
     ``true_higher_is_better`` (``bench.suite.tasks.Task``); a task it lacks is read from suite.json's entry when that
     is a table, else from its cells' reward and the first true score the reward declares."""
     root = Path(root)
-    if not (root / SUITE_FILE).is_file():
-        raise UsageError(f"{str(root)!r} is not a suite folder (no {SUITE_FILE}); pass the folder bench.suite wrote")
-    spec = read_json(root / SUITE_FILE, "restore it from the suite's command line, or run the suite again",
-                     SUITE_SHAPE)
+    spec = read_suite_file(root)
     names = list(spec["tasks"])
     cells, problems = [], []
     for task in names:

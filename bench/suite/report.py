@@ -8,27 +8,22 @@ What the report holds: ``bench.analysis.suite``; the tasks' true scores and thei
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
 from bench.analysis.suite import write_report
-from bench.analysis.suite_scores import SCORES, SUITE_FILE
+from bench.analysis.suite_scores import SCORES, read_suite_file
 from bench.core.cli import command
 from bench.core.errors import UsageError
 from bench.core.files import check_output
 from bench.suite.tasks import TASKS_FILE, load_tasks
 
 
-def suite_tasks(suite: Path) -> dict:
-    """The tasks of the task file the suite names (``tasks_file`` in suite.json, relative to the suite folder when
-    not absolute), else of the suite's own file; {} when suite.json cannot be read (the report says why)."""
-    try:
-        spec = json.loads((suite / SUITE_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    named = spec.get("tasks_file") if isinstance(spec, dict) else None
+def suite_tasks(suite: Path, spec: dict) -> dict:
+    """The tasks of the task file the suite names (``tasks_file`` in its suite.json ``spec``, relative to the suite
+    folder when not absolute), else of the suite's own file."""
+    named = spec.get("tasks_file")
     path = TASKS_FILE if not named else Path(named) if Path(named).is_absolute() else suite / named
     return load_tasks(path)
 
@@ -58,14 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_boot < 1:
         raise UsageError(f"--n-boot must be >= 1, got {args.n_boot}")
     suite = Path(args.suite)
-    if not (suite / SUITE_FILE).is_file():
-        raise UsageError(f"{str(suite)!r} is not a suite folder (no {SUITE_FILE}); pass the folder the suite runner "
-                         "wrote")
+    spec = read_suite_file(suite)
     out = Path(args.out) if args.out else suite / "report"
-    check_output(out, "--out", folder=True, whole=True)  # before reading anything: nothing half-written
+    check_output(out, "--out", folder=True, whole=True)  # before reading the cells: nothing half-written
     line = shlex.join(["python", "-m", "bench.suite.report", *(sys.argv[1:] if argv is None else argv)])
-    write_report(suite, out, tasks=suite_tasks(suite), score=args.score, reference=args.reference, seed=args.seed,
-                 n_boot=args.n_boot, formats=formats, command=line)
+    write_report(suite, out, tasks=suite_tasks(suite, spec), score=args.score, reference=args.reference,
+                 seed=args.seed, n_boot=args.n_boot, formats=formats, command=line)
     print(out / "report.md")
     return 0
 

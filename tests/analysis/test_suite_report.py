@@ -172,6 +172,13 @@ def test_command_writes_the_report_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "rep"
     assert cli.main([str(tmp_path), "--out", str(out)]) == 2
     assert "not a suite folder" in capsys.readouterr().err and not out.exists()
+    spec = (root / "suite.json").read_text()
+    (root / "suite.json").write_text(json.dumps(dict(json.loads(spec), tasks_file=3)))  # one reader: read_suite_file
+    assert cli.main([str(root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "suite.json' (key tasks_file): expected a string or null, got 3" in err and err.count("\n") == 1
+    assert not out.exists()
+    (root / "suite.json").write_text(spec)
     assert cli.main([str(root), "--out", str(out), "--reference", "nope"]) == 2
     assert "no run of 'nope'" in capsys.readouterr().err and not out.exists()
     assert cli.main([str(root), "--out", str(out), "--n-boot", "50", "--reference", "alignprop",
