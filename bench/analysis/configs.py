@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+from bench.analysis.pooling import read_config
 from bench.analysis.results import Results, read_manifest
-from bench.core.files import read_json
 
 
 def method_configurations(results: Results) -> list[dict]:
@@ -17,10 +17,7 @@ def method_configurations(results: Results) -> list[dict]:
     for label, group in results.runs.sort_values("seed").groupby("label", sort=True):
         run_id = group["run_id"].iloc[0]
         folder = results.sources[run_id]
-        path, config = results.run_dir(run_id) / "config.json", {}
-        if path.is_file():
-            config = read_json(path, "restore it from the manifest with bench.run --resume",
-                               {"method_config?": {"*": None}}).get("method_config", {})
+        config = (read_config(results.run_dir(run_id), strict=True) or {}).get("method_config", {})
         method = group["method"].iloc[0]
         tuned = tuned_by_folder.get(folder) or {}
         chosen = (tuned.get("methods") or {}).get(method)

@@ -51,7 +51,7 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
                 last, first = read_scores(run_dir / "eval_last.json"), read_scores(run_dir / "eval_first.json")
                 if last is None or first is None or not (run_dir / "eval_last.png").is_file():
                     continue
-                settings = read_eval_settings(run_dir / "config.json")
+                settings = read_eval_settings(run_dir)
                 n = len(last)
                 cfg = fmt_setting(run.get("eval_guidance"))
                 if cfg not in bases:

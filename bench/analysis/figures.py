@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 
 from bench.analysis import plots
 from bench.analysis.figures_curves import finish
+from bench.analysis.pooling import read_config
 from bench.analysis.plots import stand_in_note
 from bench.analysis.results import Results
 from bench.core.text import safe_name
@@ -67,10 +67,10 @@ def resource_figure(summary: pd.DataFrame, out: Path, *, runs: pd.DataFrame | No
                   stand_ins, out, "resources", formats)
 
 
-def read_eval_settings(path: Path) -> EvalSettings | None:
+def read_eval_settings(run_dir: Path) -> EvalSettings | None:
     """A run's evaluation settings from its config.json; None when the file is missing or damaged."""
-    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-        return EvalSettings.from_dict(json.loads(path.read_text()).get("eval"))
+    with contextlib.suppress(ValueError, TypeError):
+        return EvalSettings.from_dict((read_config(run_dir) or {}).get("eval"))
     return None
 
 
@@ -95,7 +95,7 @@ def image_figures(results: Results, out: Path, *, max_prompts: int = 6, formats=
             if run is None:
                 continue
             run_dir = results.run_dir(run["run_id"])
-            settings = read_eval_settings(run_dir / "config.json")
+            settings = read_eval_settings(run_dir)
             n = settings.config.n if settings else None
             if prompts is None and settings:
                 prompts = settings.prompt_per_image()

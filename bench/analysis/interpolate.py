@@ -23,8 +23,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bench.analysis.pooling import read_config
 from bench.core.errors import UsageError
-from bench.core.files import NULL, read_json, read_table
+from bench.core.files import read_table
 
 BASE = "base"
 
@@ -67,8 +68,7 @@ def load_run(path: str | Path) -> RunAdapter:
     for p in (config_path, adapter_path):
         if not p.is_file():
             raise UsageError(f"{str(p)!r} is missing; pass a run folder of a finished run (DIR/runs/<run_id>)")
-    config = read_json(config_path, "pass a run folder written by bench.run",
-                       {"model?": str, "reward?": str, "method_config?": dict, "lora?": (dict, NULL)})
+    config = read_config(run_dir, strict=True)
     with safe_open(str(adapter_path), framework="pt") as handle:
         meta = handle.metadata() or {}
         state = {k: handle.get_tensor(k) for k in handle.keys()}

@@ -3,24 +3,35 @@ and the seeds of one method, reward and model spread over folders, only when mad
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bench.core.errors import UsageError
+from bench.core.files import NULL, read_json
 
+CONFIG_FILE = "config.json"
+CONFIG_SHAPE = {"run_id?": str, "method?": str, "reward?": str, "model?": str, "seed?": int,
+                "method_config?": {"*": None}, "eval?": dict, "lora?": (dict, NULL)}
+"""What the reports read of a run's config.json (``bench.harness.spec.RunSpec`` writes it; older folders lack later
+keys, an older runner wrote ``lora``), for ``bench.core.files.check_shape``."""
 NOT_SETTINGS = {"tracker"}
 """config.json keys that change where a run is watched, not what it computes: runs differing in them pool."""
 PER_SEED = {"run_id", "seed"}
 """config.json keys in which the seeds of one method's runs differ by design."""
 
 
-def read_config(run_dir: Path) -> dict | None:
-    """A run folder's config.json as a dict; None when it is missing or damaged."""
-    try:
-        config = json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
+def read_config(run_dir: Path, strict: bool = False) -> dict | None:
+    """A run folder's config.json as a dict; None when it is missing. One that is damaged or of another shape
+    (``CONFIG_SHAPE``): None, or with ``strict`` a one-line ``UsageError`` naming the file and the key."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
         return None
-    return config if isinstance(config, dict) else None
+    try:
+        return read_json(path, "restore it from the results folder's manifest.json with bench.run --resume",
+                         CONFIG_SHAPE)
+    except UsageError:
+        if strict:
+            raise
+        return None
 
 
 def config_difference(first: Path, second: Path, ignore=frozenset()) -> str | None:

@@ -4,6 +4,7 @@ settings, and a runs.csv that lost its identity columns is read around, not repo
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -46,3 +47,19 @@ def test_a_runs_csv_without_its_identity_columns_is_filled_from_the_metrics_and_
     assert results.runs["status"].eq("max_steps").all()
     (problem,) = results.problems
     assert "runs.csv has no column method, model" in problem and "read from metrics" in problem
+
+
+def test_one_reader_of_config_json_is_lenient_or_strict_about_a_damaged_one(tmp_path):
+    from bench.analysis.pooling import read_config
+
+    run = tmp_path / "runs" / "rwr__r__s0"
+    run.mkdir(parents=True)
+    assert read_config(run) is None and read_config(run, strict=True) is None  # missing: no settings to read
+    (run / "config.json").write_text(json.dumps({"seed": 0, "method_config": {"lr": 1e-3}}))
+    assert read_config(run, strict=True) == {"seed": 0, "method_config": {"lr": 1e-3}}
+    for damaged, said in (("{", "is not valid JSON"), ('{"method_config": [1]}', "(key method_config): expected")):
+        (run / "config.json").write_text(damaged)
+        assert read_config(run) is None  # pooling: not compared
+        with pytest.raises(UsageError, match=r"config.json' .*" + re.escape(said)) as caught:
+            read_config(run, strict=True)
+        assert "\n" not in str(caught.value)
