@@ -161,12 +161,14 @@ def load_lora(pipe, lora_file: Path) -> str | None:
 
 def call_arguments(pipe) -> dict:
     """Arguments of the card's ``pipe(...)`` call, beyond prompts, steps, guidance and noise, that the run's sampler
-    used and diffusers' default would not: an sd3 model's T5 context length (``max_sequence_length``: the chain's
-    ``t5_tokens``, zero T5 tokens on the toy models that have no T5 encoder, where diffusers defaults to 256)."""
+    used and diffusers' default would not: an sd3 or flux model's T5 context length (``max_sequence_length``: the
+    chain's ``t5_tokens``, zero T5 tokens on the toy models that have no T5 encoder, where diffusers defaults to 256 /
+    512)."""
     from bench.core.families import family_of_pipe
 
-    if family_of_pipe(pipe).t5:
-        return {"max_sequence_length": int(getattr(pipe, "t5_tokens", 256))}  # as bench.core.families.sd3.FlowChain reads it
+    fam = family_of_pipe(pipe)
+    if fam.t5_encoder:  # as bench.core.families.flowmatch.FlowMatchChain reads it
+        return {"max_sequence_length": int(getattr(pipe, "t5_tokens", fam.t5_default))}
     return {}
 
 
