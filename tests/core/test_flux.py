@@ -1,0 +1,120 @@
+"""The flux family: the sampler equals diffusers' FluxPipeline on tiny-flux-random (images and every step's latent,
+guidance embedding and true CFG), its chain's pieces are the flow formulas at the resolution's shift, packing is
+FluxPipeline's, the models are listed, a saved folder samples as its model, and the hub alias fails in one line
+offline. One tiny-flux-random build is shared (module fixture)."""
+
+import pytest
+import torch
+
+from bench.core.families.flux import image_ids, pack, unpack
+from bench.core.models import load_model, save_model
+from bench.core.sampler import GradMode, Sampler, SamplerConfig
+
+PROMPTS = ["a cat", "a red dog"]
+
+
+@pytest.fixture(scope="module")
+def flux():
+    return load_model("tiny-flux-random")
+
+
+def pipeline_run(pipe, sampler, noise_seed: int, **kwargs):
+    """FluxPipeline's images and every step's latent (unpacked) for the sampler's settings and noise seed."""
+    steps = []
+
+    def record(p, i, t, tensors):
+        steps.append(p._unpack_latents(tensors["latents"], 32, 32, p.vae_scale_factor).clone())
+        return {}
+
+    images = pipe(PROMPTS, num_inference_steps=sampler.config.steps, guidance_scale=sampler.config.guidance_scale,
+                  generator=torch.Generator().manual_seed(noise_seed), output_type="pt", height=32, width=32,
+                  max_sequence_length=sampler.chain.t5_tokens, callback_on_step_end=record, **kwargs).images
+    return images, torch.stack(steps, dim=1)
+
+
+@pytest.mark.parametrize("true_cfg", [1.0, 2.0], ids=["guidance-embedding", "true-cfg"])
+def test_sampler_equals_flux_pipeline(flux, true_cfg):
+    sampler = Sampler(flux.pipe, SamplerConfig(steps=3, guidance_scale=3.5, true_cfg_scale=true_cfg))
+    assert sampler.guided == (true_cfg > 1)  # the guidance embedding alone: one pass, no CFG
+    ours = sampler.sample(PROMPTS, generator=torch.Generator().manual_seed(1))
+    extra = {"negative_prompt": "", "true_cfg_scale": true_cfg} if true_cfg > 1 else {}
+    images, latents = pipeline_run(flux.pipe, sampler, 1, **extra)
+    assert ours.images.shape == images.shape == (2, 3, 32, 32)
+    assert (ours.images - images).abs().max() <= 1e-4
+    assert (ours.latents[:, 1:] - latents).abs().max() <= 1e-4  # every step's latent; x_T is the same draw
+    if true_cfg == 1.0:
+        # the embedding is used: another guidance value changes the images
+        other = Sampler(flux.pipe, SamplerConfig(steps=3, guidance_scale=1.0))
+        assert (other.sample(PROMPTS, generator=torch.Generator().manual_seed(1)).images - images).abs().max() > 1e-3
+        full = sampler.sample(PROMPTS, generator=torch.Generator().manual_seed(1), grad=GradMode("full"))
+        assert (full.images.detach() - images).abs().max() <= 1e-4
+
+
+def test_packing_is_flux_pipelines(flux):
+    pipe = flux.pipe
+    x = torch.randn(2, 4, 8, 12)
+    assert torch.equal(pack(x), pipe._pack_latents(x, 2, 4, 8, 12))
+    assert torch.equal(unpack(pack(x), 8, 12), x)
+    assert torch.equal(image_ids(8, 12, "cpu", torch.float32), pipe._prepare_latent_image_ids(2, 4, 6, "cpu", torch.float32))
+
+
+def test_chain_pieces_at_the_resolutions_shift(flux):
+    sampler = Sampler(flux.pipe, SamplerConfig(steps=4, guidance_scale=1.0))
+    chain = sampler.chain
+    assert chain.family == "flux" and sampler.latent_shape == (4, 16, 16)
+    timesteps = sampler.set_steps()
+    # FluxPipeline's schedule: linspace(1, 1/T, T) under the exponential shift at mu(64 tokens), then 0
+    mu = 0.5 + (1.15 - 0.5) * (64 - 256) / (4096 - 256)
+    base = torch.linspace(1, 1 / 4, 4, dtype=torch.float64)
+    shifted = torch.exp(torch.tensor(mu)) / (torch.exp(torch.tensor(mu)) + 1 / base - 1)
+    assert abs(chain.mu - mu) < 1e-12 and torch.allclose(chain.sigmas[:-1].double(), shifted, atol=1e-6)
+    assert float(chain.sigmas[-1]) == 0.0 and torch.allclose(timesteps, chain.sigmas[:-1] * 1000)
+    assert Sampler(flux.pipe, SamplerConfig(steps=4, resolution=64)).chain.mu > mu  # larger images, larger shift
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 4, 16, 16, generator=g)
+    noisy, t, target = chain.training_pair(x0, torch.Generator().manual_seed(3))
+    sigma = t / 1000
+    u = torch.sigmoid(torch.randn(3, generator=torch.Generator().manual_seed(3)))
+    s = torch.exp(torch.tensor(mu)).float()
+    assert torch.allclose(sigma, s * u / (1 + (s - 1) * u), atol=1e-6)  # the training shift is exp(mu)
+    noise = target + x0
+    assert torch.allclose(noisy, sigma.view(-1, 1, 1, 1) * noise + (1 - sigma.view(-1, 1, 1, 1)) * x0, atol=1e-5)
+    # re-noising at a chain timestep and the x_0 prediction of the true velocity invert each other
+    tt = timesteps[1]
+    xt = chain.renoise(x0, tt, noise)
+    assert torch.allclose(chain.predict_x0(noise - x0, tt, xt), x0, atol=1e-5)
+    assert torch.allclose(xt, chain.sigma(tt) * noise + (1 - chain.sigma(tt)) * x0)
+    with pytest.raises(ValueError, match="flux family samples the deterministic flow ODE"):
+        Sampler(flux.pipe, SamplerConfig(steps=3, eta=0.7))
+
+
+def test_listing_shows_the_flux_models(capsys):
+    from bench.harness.console import print_listing
+
+    print_listing()
+    lines = capsys.readouterr().out.splitlines()
+    for name in ("tiny-flux-random", "flux1-dev-random", "flux1-dev"):
+        assert any(line.split()[:3] == [name, "family", "flux"] for line in lines), name
+
+
+def test_a_saved_flux_model_samples_as_its_model(flux, tmp_path):
+    import json
+
+    folder = save_model(flux, tmp_path / "tiny-flux")
+    assert json.loads((folder / "bench_model.json").read_text()) == {"t5_tokens": 16, "default_sample_size": 16}
+    loaded = load_model(str(folder))
+    assert type(loaded.pipe).__name__ == "FluxPipeline" and loaded.stand_in == flux.stand_in
+    assert (loaded.pipe.t5_tokens, loaded.pipe.default_sample_size) == (16, 16)
+    config = SamplerConfig(steps=2, guidance_scale=3.5)
+    before = Sampler(flux.pipe, config).sample(PROMPTS, generator=torch.Generator().manual_seed(2)).images
+    after = Sampler(loaded.pipe, config).sample(PROMPTS, generator=torch.Generator().manual_seed(2)).images
+    assert (before - after).abs().max() <= 1e-6
+
+
+def test_the_hub_alias_fails_in_one_line_offline(monkeypatch):
+    from bench.core.errors import UsageError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UsageError, match=r"black-forest-labs/FLUX.1-dev'? are not available offline") as info:
+        load_model("flux1-dev")
+    assert "\n" not in str(info.value)
