@@ -118,3 +118,45 @@ def test_the_hub_alias_fails_in_one_line_offline(monkeypatch):
     with pytest.raises(UsageError, match=r"black-forest-labs/FLUX.1-dev'? are not available offline") as info:
         load_model("flux1-dev")
     assert "\n" not in str(info.value)
+
+
+FLUX_METHODS = ("adjoint-matching", "alignprop", "alignprop-full", "alignprop-k1", "awm", "dance-grpo", "diffusion-nft",
+                "draft-k", "draft-lv", "flow-grpo", "flow-grpo-cps", "flow-grpo-guard", "mixgrpo", "refl", "rwr",
+                "rwr-sparse")
+"""Every method registered for sd3 (``python -m bench.run --list``; checked below)."""
+
+
+def test_every_sd3_method_runs_on_flux_and_the_rest_are_refused_in_one_line():
+    from bench.core.errors import UsageError
+    from bench.harness.plan import check_families
+    from methods import METHODS
+
+    assert FLUX_METHODS == tuple(n for n in METHODS.names() if "sd3" in METHODS.get(n).families)
+    assert check_families("tiny-flux-random", {m: METHODS.get(m) for m in FLUX_METHODS}).name == "flux"
+    with pytest.raises(UsageError, match=r"^ddpo, grpo cannot run on tiny-flux-random \(model family flux: [^\n]*; "
+                                         r"methods that can: adjoint-matching, alignprop,[^\n]*rwr-sparse$"):
+        check_families("tiny-flux-random", {m: METHODS.get(m) for m in ("ddpo", "grpo", "refl")})
+
+
+@pytest.mark.parametrize("name", FLUX_METHODS)
+def test_one_step_of_every_method_trains_the_flux_adapters(flux, name):
+    import copy
+    from dataclasses import fields
+
+    from bench.core.families import family, family_defaults
+    from bench.core.prompts import load_prompts
+    from methods import METHODS
+    from rewards.toy import MeanBrightness
+
+    cls = METHODS.get(name)
+    small = dict(steps={"awm": 4, "mixgrpo": 3}.get(name, 2), batch_size=2, group_size=2, guidance_scale=3.0, lr=1e-2,
+                 window_size=1, loss_steps=2, warmup_steps=0)  # the fewest steps each method's checks allow
+    planned = family_defaults(family("flux"), cls.Config)  # what the planner writes: LoRA targets, eta 0 on the ODE
+    config = cls.Config(**{k: v for k, v in {**planned, **small}.items() if k in {f.name for f in fields(cls.Config)}})
+    method = cls(copy.deepcopy(flux.pipe), MeanBrightness(), load_prompts("simple-animals"), config, seed=0)
+    lora = {n: p.detach().clone() for n, p in method.denoiser.named_parameters() if "lora_B" in n}
+    assert any("add_k_proj" in n for n in lora)  # the family's targets reach the text stream
+    metrics = method.step()
+    after = dict(method.denoiser.named_parameters())
+    assert any(not torch.equal(lora[n], after[n]) for n in lora), "no adapter weight changed"
+    assert metrics["samples"] > 0 and all(v == v for v in metrics.values())
