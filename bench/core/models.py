@@ -1,6 +1,7 @@
-"""Model registry: built-in tiny models by name, any diffusers Stable Diffusion (1.x/2.x or 3/3.5) directory, or a
-hub id. Each model belongs to a family (``bench.core.families``: ``sd`` or ``sd3``), which decides its chain; the
-built-in models and hub aliases below are collected from the families' own entries (``Family.models``, ``hub``)."""
+"""Model registry: built-in tiny models by name, any diffusers Stable Diffusion (1.x/2.x or 3/3.5) or FLUX.1
+directory, or a hub id. Each model belongs to a family (``bench.core.families``: ``sd``, ``sd3`` or ``flux``), which
+decides its chain; the built-in models and hub aliases below are collected from the families' own entries
+(``Family.models``, ``hub``)."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def family_of(spec: str) -> Family:
 
 
 def model_family(spec: str) -> str:
-    """The family's name (``sd`` or ``sd3``) of a model spec (``family_of``)."""
+    """The family's name (``sd``, ``sd3`` or ``flux``) of a model spec (``family_of``)."""
     return family_of(spec).name
 
 

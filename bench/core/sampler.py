@@ -1,11 +1,12 @@
 """The one sampler every method uses; which steps carry gradient is a parameter (``GradMode``).
 
-A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance over the model family's chain
-(``bench.core.families``: DDIM with eta for ``sd``, the flow-matching Euler ODE for ``sd3``), decodes x_0 with the VAE
-and returns images in [0, 1] plus what the policy-gradient and regression methods need: every latent, the
+A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance (the weight the chain names:
+``guidance_scale``; ``true_cfg_scale`` on flux, whose ``guidance_scale`` is an embedding) over the model family's chain
+(``bench.core.families``: DDIM with eta for ``sd``, the flow-matching Euler ODE for ``sd3`` and ``flux``), decodes x_0
+with the VAE and returns images in [0, 1] plus what the policy-gradient and regression methods need: every latent, the
 timesteps and the log-probability of each stochastic transition under the sampling policy. Gradient modes,
 checkpointing, precision and the order randomness is drawn in are the same for every family ("UNet call" below
-means a denoiser call: the UNet or the SD3 transformer).
+means a denoiser call: the UNet or the SD3 / FLUX transformer).
 
 Gradient modes (``GradMode.mode``):
 
@@ -183,7 +184,7 @@ class Rollout:
 class Sampler:
     """Sampling with classifier-free guidance over a model family's chain (``bench.core.families``): DDIM for
     Stable Diffusion pipelines, the flow-matching Euler ODE (or the flow SDE ``SamplerConfig.sde`` names) for Stable
-    Diffusion 3 pipelines."""
+    Diffusion 3 and FLUX.1 pipelines."""
 
     def __init__(self, pipe, config: SamplerConfig):
         from bench.core.families import family_of_pipe

@@ -55,7 +55,8 @@ def test_packing_is_flux_pipelines(flux):
     x = torch.randn(2, 4, 8, 12)
     assert torch.equal(pack(x), pipe._pack_latents(x, 2, 4, 8, 12))
     assert torch.equal(unpack(pack(x), 8, 12), x)
-    assert torch.equal(image_ids(8, 12, "cpu", torch.float32), pipe._prepare_latent_image_ids(2, 4, 6, "cpu", torch.float32))
+    ids = pipe._prepare_latent_image_ids(2, 4, 6, "cpu", torch.float32)
+    assert torch.equal(image_ids(8, 12, "cpu", torch.float32), ids)
 
 
 def test_chain_pieces_at_the_resolutions_shift(flux):

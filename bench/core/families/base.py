@@ -134,7 +134,9 @@ class Chain:
     def latent_size(self) -> int:
         """Latent height = width the sampler draws: the native size, or ``config.resolution``'s (checked)."""
         resolution = getattr(self.config, "resolution", 0)
-        return check_resolution(resolution, self.vae_factor, self.down_factor) if resolution else self.native_latent_size
+        if not resolution:
+            return self.native_latent_size
+        return check_resolution(resolution, self.vae_factor, self.down_factor)
 
     @property
     def cfg_scale(self) -> float:

@@ -16,7 +16,8 @@ from bench.core.flow import SDE_STEPS, train_sigma
 
 
 class FlowMatchChain(Chain):
-    """Flow-matching Euler steps on x_sigma = sigma eps + (1 - sigma) x_0; the model output is the velocity eps - x_0."""
+    """Flow-matching Euler steps on x_sigma = sigma eps + (1 - sigma) x_0; the model output is the velocity
+    eps - x_0."""
 
     sde = ""
     """Name of the flow SDE in ``SDE_STEPS`` used when eta > 0 (from ``SamplerConfig.sde``; empty: the ODE only)."""
@@ -32,8 +33,8 @@ class FlowMatchChain(Chain):
 
     def check_eta(self, eta: float) -> None:
         if eta > 0 and self.sde not in SDE_STEPS:
-            raise ValueError(f"eta={eta}: the {self.family} family samples the deterministic flow ODE unless a flow SDE "
-                             f"is selected (SamplerConfig.sde: {', '.join(sorted(SDE_STEPS))}); set eta=0 or an sde")
+            raise ValueError(f"eta={eta}: the {self.family} family samples the deterministic flow ODE unless a flow "
+                             f"SDE is selected (SamplerConfig.sde: {', '.join(sorted(SDE_STEPS))}); set eta=0 or an sde")
 
     def decode_scale(self, latents):
         return latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
