@@ -186,3 +186,23 @@ def test_an_exported_flux_lora_loads_with_flux_pipelines_loader_and_changes_the_
     theirs, _ = pipeline_run(fresh, sampler, 4)
     assert (theirs - base).abs().max() > 1e-2  # the adapter changes the images
     assert (theirs - ours).abs().max() <= 1e-4  # into what the run's sampler drew with it
+
+
+def test_flux1_dev_random_is_flux1_devs_architecture(monkeypatch):
+    """Built on the meta device (no weights drawn: 11.9B parameters would take 48 GB here)."""
+    from bench.core.families import flux as module
+    from bench.core.models import GEOMETRY
+
+    monkeypatch.setattr(module, "fill_seeded", lambda m, g: None)
+    pipe = module.build_flux1_dev_random(fast_init=True)
+    cfg = pipe.transformer.config
+    assert (cfg.num_layers, cfg.num_single_layers, cfg.num_attention_heads, cfg.attention_head_dim) == (19, 38, 24, 128)
+    assert (cfg.joint_attention_dim, cfg.pooled_projection_dim, cfg.guidance_embeds) == (4096, 768, True)
+    assert 11.8e9 < sum(p.numel() for p in pipe.transformer.parameters()) < 12.0e9
+    assert (pipe.vae.config.latent_channels, pipe.vae.config.shift_factor, pipe.vae.config.scaling_factor) == (
+        16, 0.1159, 0.3611)
+    assert pipe.text_encoder_2 is None and (pipe.t5_tokens, pipe.default_sample_size) == (512, 128)
+    sampler = Sampler(pipe, SamplerConfig(resolution=512))
+    assert GEOMETRY["flux1-dev-random"] == (sampler.chain.vae_factor, sampler.chain.down_factor) == (8, 2)
+    assert sampler.latent_shape == (16, 64, 64) and Sampler(pipe, SamplerConfig()).image_size == 1024
+    assert abs(sampler.chain.mu - (0.5 + 0.65 * (1024 - 256) / 3840)) < 1e-12  # 512 px: 1024 packed tokens
