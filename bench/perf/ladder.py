@@ -157,7 +157,7 @@ def _sampler_ratio(pipe, steps, batch, dtype, device, resolution: int = 0) -> di
     autocast = mp.autocast(device, dtype)
     sampler = Sampler(pipe, SamplerConfig(steps=steps, guidance_scale=7.5, precision=dtype, resolution=resolution))
     size = sampler.image_size
-    extra = call_arguments(pipe)  # a T5 family's max_sequence_length
+    extra = {**call_arguments(pipe), "height": size, "width": size}  # and a T5 family's max_sequence_length
     prompts = ["a photo of a cat"] * batch
 
     def timed(fn):
@@ -175,7 +175,7 @@ def _sampler_ratio(pipe, steps, batch, dtype, device, resolution: int = 0) -> di
         # the same x_T: both draw it from the seed in the unpacked shape (a flux pipeline packs its own)
         ours = timed(lambda: sampler.sample(prompts, generator=torch.Generator().manual_seed(0)))
         theirs = timed(lambda: pipe(prompts, generator=torch.Generator().manual_seed(0), num_inference_steps=steps,
-                                    guidance_scale=7.5, output_type="pt", height=size, width=size, **extra))
+                                    guidance_scale=7.5, output_type="pt", **extra))
     return dict(status="ok", seconds=ours, diffusers_seconds=theirs, ratio=ours / theirs, peak_mem_mb=None)
 
 

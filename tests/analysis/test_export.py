@@ -366,15 +366,15 @@ def card_snippet(folder):
 
 
 @pytest.mark.slow  # one more run, four exports and four diffusers samplings: make test-slow (run by .ci/run)
-def test_card_snippets_run_as_printed_and_redraw_the_run_for_both_families(trained, tmp_path):
+def test_card_snippets_run_as_printed_and_redraw_the_run_for_every_family(trained, tmp_path):
     # Issue 36: a merged sd3 export's card said DiffusionPipeline.from_pretrained(folder), which diffusers refuses
     # (its text_encoder_3 and tokenizer_3 are saved as null and the pipeline class does not declare them optional),
     # and every sd3 snippet drew with diffusers' 256 zero T5 tokens where the run used 0 (21/255 off).
     import numpy as np
     from PIL import Image
 
-    flow_run = run_folder(tmp_path, "tiny-flow-random")
-    for run_dir, family in ((flow_run, "sd3"), (trained["run_dir"], "sd")):
+    flow_run, flux_run = run_folder(tmp_path / "sd3", "tiny-flow-random"), run_folder(tmp_path / "flux", "tiny-flux-random")
+    for run_dir, family in ((flow_run, "sd3"), (flux_run, "flux"), (trained["run_dir"], "sd")):
         last = np.asarray(Image.open(run_dir / "eval_last.png"), dtype=np.float64)  # one row of evaluation images
         for merged in (False, True):
             folder = tmp_path / f"{family}-{'merged' if merged else 'adapter'}"
@@ -389,4 +389,6 @@ def test_card_snippets_run_as_printed_and_redraw_the_run_for_both_families(train
             if family == "sd3":
                 assert "max_sequence_length=0" in code
                 assert ("text_encoder_3=None, tokenizer_3=None" in code) == merged  # the built-in loads itself
+            if family == "flux":
+                assert "max_sequence_length=16" in code  # tiny-flux-random's T5 context, where diffusers has 512
 
