@@ -98,18 +98,36 @@ def test_listing_shows_the_flux_models(capsys):
         assert any(line.split()[:3] == [name, "family", "flux"] for line in lines), name
 
 
-def test_a_saved_flux_model_samples_as_its_model(flux, tmp_path):
+@pytest.mark.parametrize("t5", [True, False], ids=["with-t5", "without-t5"])
+def test_a_saved_flux_model_samples_as_its_model(flux, tmp_path, t5):
+    import copy
     import json
 
-    folder = save_model(flux, tmp_path / "tiny-flux")
-    assert json.loads((folder / "bench_model.json").read_text()) == {"t5_tokens": 16, "default_sample_size": 16}
+    from bench.core.families.flux import assemble_flux
+    from bench.core.models import LoadedModel, model_notes
+
+    model = flux
+    if not t5:  # flux1-dev-random's make-up at toy size: no T5 encoder, its tokens fed as zeros
+        pipe = copy.deepcopy(flux.pipe)
+        pipe = assemble_flux(pipe.transformer, pipe.vae, (pipe.tokenizer, pipe.text_encoder), (None, None),
+                             t5_tokens=8, sample_size=16)
+        model = LoadedModel(pipe, "no-t5", flux.stand_in)
+    folder = save_model(model, tmp_path / "tiny-flux")
+    facts = {"t5_tokens": 16 if t5 else 8, "default_sample_size": 16}
+    assert json.loads((folder / "bench_model.json").read_text()) == facts
     loaded = load_model(str(folder))
     assert type(loaded.pipe).__name__ == "FluxPipeline" and loaded.stand_in == flux.stand_in
-    assert (loaded.pipe.t5_tokens, loaded.pipe.default_sample_size) == (16, 16)
+    assert (loaded.pipe.t5_tokens, loaded.pipe.default_sample_size) == tuple(facts.values())
+    assert (loaded.pipe.text_encoder_2 is None) == (not t5) and model_notes(str(folder)) == []
     config = SamplerConfig(steps=2, guidance_scale=3.5)
-    before = Sampler(flux.pipe, config).sample(PROMPTS, generator=torch.Generator().manual_seed(2)).images
+    before = Sampler(model.pipe, config).sample(PROMPTS, generator=torch.Generator().manual_seed(2)).images
     after = Sampler(loaded.pipe, config).sample(PROMPTS, generator=torch.Generator().manual_seed(2)).images
     assert (before - after).abs().max() <= 1e-6
+    if not t5:  # without the facts file: diffusers' 512 zero tokens and 1024 px, and the plan says so
+        (folder / "bench_model.json").unlink()
+        bare = load_model(str(folder)).pipe
+        assert not hasattr(bare, "t5_tokens") and bare.default_sample_size == 128
+        assert "default 512 zero T5 tokens" in model_notes(str(folder))[0]
 
 
 def test_the_hub_alias_fails_in_one_line_offline(monkeypatch):
