@@ -66,6 +66,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.checks import FRACTION, Range, above, at_least
+from bench.core.families import FLOW_FAMILIES
 from methods.base import Method, MethodConfig, batch_stats, swapped
 from methods.rounds import TrailingAdapter, check_group, round_batches, sample_round
 
@@ -220,7 +221,7 @@ class AWM(TrailingAdapter, Method):
 
     name = "awm"
     Config = AWMConfig
-    families = ("sd3",)
+    families = FLOW_FAMILIES  # every family with a flow-matching chain (sd3, flux)
     preset_overrides: dict[str, dict] = {"paper": {"batch_size": 24, "group_size": 24, "grad_accum": 1,
                                                    "train_batch_size": 3}}
     """geneval: 24 images per prompt, minibatches of 3."""

@@ -40,7 +40,9 @@ class MethodConfig:
     steps: int = 50
     """Sampling steps T per rollout (DDIM steps for the sd family, flow-ODE Euler steps for sd3)."""
     guidance_scale: float = 7.5
-    """Classifier-free guidance weight while sampling."""
+    """Classifier-free guidance weight while sampling (flux: the transformer's guidance embedding, one pass)."""
+    true_cfg_scale: float = 1.0
+    """flux: true classifier-free guidance weight against the empty prompt (FluxPipeline's); <= 1: none."""
     eta: float = 0.0
     """DDIM eta while sampling (0 deterministic, 1 DDPM-like); 0 on the sd3 family (its chain is the flow ODE)."""
     batch_size: int = 2
@@ -68,8 +70,8 @@ class MethodConfig:
     resolution: int = 0
     """Image height = width for sampling and training (``--resolution``); 0: the model's native size."""
 
-    RANGES = dict(steps=at_least(1), guidance_scale=at_least(0), eta=Range(0, 1), batch_size=at_least(1),
-                  grad_accum=at_least(1), lr=above(0), weight_decay=at_least(0),
+    RANGES = dict(steps=at_least(1), guidance_scale=at_least(0), true_cfg_scale=at_least(0), eta=Range(0, 1),
+                  batch_size=at_least(1), grad_accum=at_least(1), lr=above(0), weight_decay=at_least(0),
                   max_grad_norm=at_least(0, "0 disables clipping"), lora_rank=at_least(1), lora_alpha=above(0),
                   resolution=at_least(0, "0: the model's native size"))
     """The range of every numeric field (``bench.core.checks``); each subclass declares its own fields' ranges."""
@@ -94,7 +96,8 @@ class MethodConfig:
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                             precision=self.precision, vae_fp32=self.vae_fp32, resolution=self.resolution)
+                             true_cfg_scale=self.true_cfg_scale, precision=self.precision, vae_fp32=self.vae_fp32,
+                             resolution=self.resolution)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,8 +114,9 @@ class Method:
     Config = MethodConfig
     needs_reward_gradient = False
     """True for methods that backpropagate through the reward (refused for non-differentiable rewards)."""
-    families: tuple[str, ...] = ("sd", "sd3")
-    """Model families (``bench.core.families``) the method runs on; the planner refuses others before any run."""
+    families: tuple[str, ...] = tuple(FAMILIES)
+    """Model families (``bench.core.families``) the method runs on (default: every one; ``FLOW_FAMILIES``: those with a
+    flow-matching chain); the planner refuses others before any run."""
     supports_processes = True
     """Whether the method keeps its adapter synchronised across data-parallel processes (``--processes N``)."""
     preset_overrides: dict[str, dict] = {}

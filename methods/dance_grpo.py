@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.core.families import FLOW_FAMILIES
 from methods.grpo import GRPO, GRPOConfig
 
 
@@ -76,7 +77,7 @@ class DanceGRPO(GRPO):
 
     name = "dance-grpo"
     Config = DanceGRPOConfig
-    families = ("sd3",)
+    families = FLOW_FAMILIES  # every family with a flow-matching chain (sd3, flux)
     preset_overrides: dict[str, dict] = {"paper": {"batch_size": 12, "group_size": 12, "grad_accum": 1}}
     """finetune_flux_grpo_8gpus_lora.sh: 12 images per prompt."""
     published = dict(

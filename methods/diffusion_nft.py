@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.checks import FRACTION, Range, above, at_least
+from bench.core.families import FLOW_FAMILIES
 from methods.base import Method, MethodConfig, batch_stats, swapped
 from methods.rounds import (TrailingAdapter, check_group, masked_columns, random_subsets, round_batches,
                             sample_round)
@@ -104,7 +105,7 @@ class DiffusionNFT(TrailingAdapter, Method):
 
     name = "diffusion-nft"
     Config = DiffusionNFTConfig
-    families = ("sd3",)
+    families = FLOW_FAMILIES  # every family with a flow-matching chain (sd3, flux)
     preset_overrides: dict[str, dict] = {"paper": {"batch_size": 24, "group_size": 24, "grad_accum": 1}}
     """sd3_geneval: 24 images per prompt."""
     inference = {"guidance_scale": 1.0}

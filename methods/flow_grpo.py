@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.core.families import FLOW_FAMILIES
 from methods.grpo import GRPO, GRPOConfig
 
 
@@ -103,7 +104,7 @@ class FlowGRPO(GRPO):
 
     name = "flow-grpo"
     Config = FlowGRPOConfig
-    families = ("sd3",)
+    families = FLOW_FAMILIES  # every family with a flow-matching chain (sd3, flux)
     preset_overrides: dict[str, dict] = {"paper": {"batch_size": 24, "group_size": 24, "grad_accum": 1}}
     """geneval_sd3: 24 images per prompt."""
     published = dict(

@@ -42,6 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.core.checks import at_least
+from bench.core.families import FLOW_FAMILIES
 from methods.grpo import GRPO, GRPOConfig
 
 
@@ -105,7 +106,7 @@ class MixGRPO(GRPO):
 
     name = "mixgrpo"
     Config = MixGRPOConfig
-    families = ("sd3",)
+    families = FLOW_FAMILIES  # every family with a flow-matching chain (sd3, flux)
     preset_overrides: dict[str, dict] = {"paper": {"batch_size": 3, "group_size": 12, "grad_accum": 1},
                                          "default": {"group_size": 8},
                                          "smoke": {"window_size": 2, "group_size": 2, "updates_per_batch": 1}}

@@ -161,13 +161,19 @@ def load_lora(pipe, lora_file: Path) -> str | None:
 
 def call_arguments(pipe) -> dict:
     """Arguments of the card's ``pipe(...)`` call, beyond prompts, steps, guidance and noise, that the run's sampler
-    used and diffusers' default would not: an sd3 model's T5 context length (``max_sequence_length``: the chain's
-    ``t5_tokens``, zero T5 tokens on the toy models that have no T5 encoder, where diffusers defaults to 256)."""
+    used and diffusers' default would not: an sd3 or flux model's T5 context length (``max_sequence_length``: the
+    chain's ``t5_tokens``, zero T5 tokens on the toy models that have no T5 encoder, where diffusers defaults to 256 /
+    512) and a flux model's native image size (``height``, ``width``: diffusers' default is 1024 px)."""
     from bench.core.families import family_of_pipe
 
-    if family_of_pipe(pipe).t5:
-        return {"max_sequence_length": int(getattr(pipe, "t5_tokens", 256))}  # as bench.core.families.sd3.FlowChain reads it
-    return {}
+    fam = family_of_pipe(pipe)
+    out = {}
+    if fam.t5_encoder:  # as bench.core.families.flowmatch.FlowMatchChain reads it
+        out["max_sequence_length"] = int(getattr(pipe, "t5_tokens", fam.t5_default))
+    if "default_sample_size" in fam.facts:  # flux: the native size, which diffusers' saved files do not hold
+        size = int(pipe.default_sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        out.update(height=size, width=size)
+    return out
 
 
 def from_pretrained(source: str, absent) -> list[str]:
@@ -230,8 +236,8 @@ def usage_code(spec: RunSpec, merged: bool, folder: Path | str, absent=(), call:
         load = [base, f'pipe.load_lora_weights("{folder}", weight_name="{DIFFUSERS_WEIGHTS}")  # this folder; on the '
                       "Hub: its repo id"]
     prompts = list(dict.fromkeys(spec.eval.prompts))[:CARD_PROMPTS]
-    size = f", height={cfg.resolution}, width={cfg.resolution}" if getattr(cfg, "resolution", 0) else ""
-    size += "".join(f", {k}={v!r}" for k, v in (call or {}).items())
+    size = {"height": cfg.resolution, "width": cfg.resolution} if getattr(cfg, "resolution", 0) else {}
+    size = "".join(f", {k}={v!r}" for k, v in {**(call or {}), **size}.items())  # the run's resolution wins
     why = (["# max_sequence_length: the T5 tokens the run's transformer saw (zeros where the model has no T5 "
             "encoder)"] if "max_sequence_length" in (call or {}) else [])
     return [

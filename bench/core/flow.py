@@ -1,6 +1,8 @@
-"""Flow-matching arithmetic in float32, what a flow family's chain (``bench.core.families.sd3.FlowChain``: a
-rectified-flow transformer sampled by the flow-matching Euler ODE, as diffusers' ``StableDiffusion3Pipeline`` with
-``FlowMatchEulerDiscreteScheduler``) steps with: the flow SDEs and the training noise levels.
+"""Flow-matching arithmetic in float32, what a flow family's chain (``bench.core.families.flowmatch.FlowMatchChain``
+under sd3's ``FlowChain`` and flux's ``FluxChain``: a rectified-flow transformer sampled by the flow-matching Euler
+ODE, as diffusers' ``StableDiffusion3Pipeline`` / ``FluxPipeline`` with ``FlowMatchEulerDiscreteScheduler``) steps
+with: the flow SDEs and the training noise levels. The notes below are sd3's; flux's differences (the resolution's
+shift, packed latents, its prompt states): ``bench.core.families.flux``.
 
 - Schedule: sigmas from 1 down to 1/1000 (T of them, the scheduler's ``shift`` applied: s' = shift s / (1 +
   (shift - 1) s)) plus a terminal 0; timestep t = 1000 sigma. The state is x_sigma = sigma eps + (1 - sigma) x_0.

@@ -1,6 +1,7 @@
-"""Model registry: built-in tiny models by name, any diffusers Stable Diffusion (1.x/2.x or 3/3.5) directory, or a
-hub id. Each model belongs to a family (``bench.core.families``: ``sd`` or ``sd3``), which decides its chain; the
-built-in models and hub aliases below are collected from the families' own entries (``Family.models``, ``hub``)."""
+"""Model registry: built-in tiny models by name, any diffusers Stable Diffusion (1.x/2.x or 3/3.5) or FLUX.1
+directory, or a hub id. Each model belongs to a family (``bench.core.families``: ``sd``, ``sd3`` or ``flux``), which
+decides its chain; the built-in models and hub aliases below are collected from the families' own entries
+(``Family.models``, ``hub``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.errors import UsageError
-from bench.core.families import FAMILIES, Family, family_of_pipeline_class
+from bench.core.families import FAMILIES, Family, family_of_pipe, family_of_pipeline_class
 from bench.core.registry import Registry
 
 BUILT_IN = {name: model for fam in FAMILIES.values() for name, model in fam.models.items()}
@@ -23,9 +24,10 @@ FAMILY_OF = {name: fam.name for fam in FAMILIES.values() for name in [*fam.model
 STAND_INS = {name: m.stand_in for name, m in BUILT_IN.items() if m.stand_in}
 STAND_IN_MARKER = "BENCH_STAND_IN.txt"
 MODEL_FACTS = "bench_model.json"
-"""What a saved pipeline folder needs beyond diffusers' files to sample as the harness did: an sd3 model's T5
-context length (``{"t5_tokens": N}``: zero T5 tokens on the toy models, which have no T5 encoder, where diffusers
-defaults to 256). ``save_model`` writes it, ``load_model`` reads it."""
+"""What a saved pipeline folder needs beyond diffusers' files to sample as the harness did: its family's ``facts``
+(``Family.facts``: an sd3 or flux model's T5 context length ``t5_tokens``, zero T5 tokens on the toy models that have
+no T5 encoder where diffusers defaults to 256 / 512; a flux model's native latent size ``default_sample_size``, which
+its transformer's config does not hold). ``save_model`` writes it, ``load_model`` reads it."""
 
 
 @dataclass
@@ -91,7 +93,7 @@ def family_of(spec: str) -> Family:
 
 
 def model_family(spec: str) -> str:
-    """The family's name (``sd`` or ``sd3``) of a model spec (``family_of``)."""
+    """The family's name (``sd``, ``sd3`` or ``flux``) of a model spec (``family_of``)."""
     return family_of(spec).name
 
 
@@ -141,9 +143,8 @@ def load_model(spec: str, *, seed: int = 0, device: str = "cpu") -> LoadedModel:
         pipe = _from_pretrained(source, fam, absent_components(_config_folder(spec)))
         marker = Path(source) / STAND_IN_MARKER
         stand_in = marker.read_text().strip() if marker.is_file() else None
-        tokens = saved_t5_tokens(spec)
-        if tokens is not None:
-            pipe.t5_tokens = tokens  # else the chain's default, diffusers' 256 (``model_notes`` says so)
+        for key, value in saved_facts(spec, fam).items():
+            setattr(pipe, key, value)  # else the chain's default, e.g. diffusers' 256 T5 tokens (``model_notes``)
     if not fam.own_scheduler:
         _use_scheduler(pipe, fam.scheduler)
     pipe.to(device)
@@ -188,10 +189,12 @@ def save_model(model: LoadedModel, directory: str | Path) -> Path:
     model.pipe.save_pretrained(directory)
     if model.stand_in:
         (directory / STAND_IN_MARKER).write_text(model.stand_in + "\n")
-    if getattr(model.pipe, "t5_tokens", None) is not None:
+    facts = {key: int(getattr(model.pipe, key)) for key in family_of_pipe(model.pipe).facts
+             if getattr(model.pipe, key, None) is not None}
+    if facts:
         from bench.core.files import write_json
 
-        write_json(directory / MODEL_FACTS, {"t5_tokens": int(model.pipe.t5_tokens)})
+        write_json(directory / MODEL_FACTS, facts)
     return directory
 
 
@@ -212,34 +215,39 @@ def absent_components(folder) -> list[str]:
                   and k not in optional)
 
 
-def saved_t5_tokens(spec: str) -> int | None:
-    """The T5 context length a saved sd3 folder records (``MODEL_FACTS``), or None where it records none."""
+def saved_facts(spec: str, family: Family | None = None) -> dict[str, int]:
+    """The pipeline attributes a saved folder records (``MODEL_FACTS``, its family's ``facts``), checked; {} where it
+    records none. ``family``: the model's, if resolved."""
     folder = _config_folder(spec) if spec not in BUILDERS else None
     path = folder / MODEL_FACTS if folder else None
     if path is None or not path.is_file():
-        return None
+        return {}
     from bench.core.files import read_json
 
-    tokens = read_json(path, "save the model again (bench.export --merge) or delete the file", {"t5_tokens": int},
-                       )["t5_tokens"]
-    if not 0 <= tokens <= 4096:
-        raise UsageError(f"{str(path)!r} (key t5_tokens): expected 0..4096 T5 tokens, got {tokens}; save the model "
-                         "again (bench.export --merge) or delete the file")
-    return tokens
+    fix = "save the model again (bench.export --merge) or delete the file"
+    ranges = (family or family_of(spec)).facts
+    data = read_json(path, fix, {f"{key}?": int for key in ranges})
+    facts = {key: data[key] for key in ranges if key in data}
+    for key, value in facts.items():
+        low, high = ranges[key]
+        if not low <= value <= high:
+            raise UsageError(f"{str(path)!r} (key {key}): expected {low}..{high}, got {value}; {fix}")
+    return facts
 
 
 def model_notes(spec: str, family: Family | None = None) -> list[str]:
-    """What the plan says about a model loaded from a folder: one of a family with a T5 part (sd3) without a T5
-    encoder that records no T5 context length gets diffusers' 256 zero tokens, where the built-in toy models use 0.
-    ``family``: the model's, if resolved."""
-    if spec in BUILDERS or not (family or family_of(spec)).t5:
+    """What the plan says about a model loaded from a folder: one of a family with a T5 part (sd3, flux) without a
+    T5 encoder that records no T5 context length gets diffusers' default count of zero tokens (256, 512), where the
+    built-in toy models use 0. ``family``: the model's, if resolved."""
+    fam = family or family_of(spec)
+    if spec in BUILDERS or not fam.t5_encoder:
         return []
     folder = _config_folder(spec)
-    if folder is None or "text_encoder_3" not in absent_components(folder) or saved_t5_tokens(spec) is not None:
+    if folder is None or fam.t5_encoder not in absent_components(folder) or "t5_tokens" in saved_facts(spec, fam):
         return []
     return [f"model {spec!r} has no T5 encoder and its folder no {MODEL_FACTS}: its transformer gets diffusers' "
-            "default 256 zero T5 tokens (the built-in toy models use 0; a folder saved by bench.export --merge "
-            "records its model's count)"]
+            f"default {fam.t5_default} zero T5 tokens (the built-in toy models use 0; a folder saved by bench.export "
+            "--merge records its model's count)"]
 
 
 def _from_pretrained(source: str, family: Family, absent=()):

@@ -1,11 +1,12 @@
 """The one sampler every method uses; which steps carry gradient is a parameter (``GradMode``).
 
-A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance over the model family's chain
-(``bench.core.families``: DDIM with eta for ``sd``, the flow-matching Euler ODE for ``sd3``), decodes x_0 with the VAE
-and returns images in [0, 1] plus what the policy-gradient and regression methods need: every latent, the
+A rollout runs T denoising steps x_T -> x_0 with classifier-free guidance (the weight the chain names:
+``guidance_scale``; ``true_cfg_scale`` on flux, whose ``guidance_scale`` is an embedding) over the model family's chain
+(``bench.core.families``: DDIM with eta for ``sd``, the flow-matching Euler ODE for ``sd3`` and ``flux``), decodes x_0
+with the VAE and returns images in [0, 1] plus what the policy-gradient and regression methods need: every latent, the
 timesteps and the log-probability of each stochastic transition under the sampling policy. Gradient modes,
 checkpointing, precision and the order randomness is drawn in are the same for every family ("UNet call" below
-means a denoiser call: the UNet or the SD3 transformer).
+means a denoiser call: the UNet or the SD3 / FLUX transformer).
 
 Gradient modes (``GradMode.mode``):
 
@@ -41,6 +42,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bench.core.ddim import gaussian_log_prob
 from bench.core import precision as mp
+from bench.core.families.base import check_resolution
 
 GRAD_MODES = ("none", "full", "last-k", "random-k", "alignprop-code")
 SCHEDULES, DECODES = ("scheduler", "shifted-linspace"), ("final", "last-x0")  # SamplerConfig.schedule and .decode
@@ -53,7 +55,10 @@ class SamplerConfig:
     steps: int = 50
     """Number of DDIM denoising steps T (AlignProp and DDPO papers: 50)."""
     guidance_scale: float = 7.5
-    """Classifier-free guidance weight w; w <= 1 disables guidance (AlignProp code 7.5, DDPO 5.0)."""
+    """Classifier-free guidance weight w; w <= 1 disables guidance (AlignProp code 7.5, DDPO 5.0). flux: the
+    transformer's guidance embedding (FLUX.1-dev is guidance-distilled: one pass; FluxPipeline's default 3.5)."""
+    true_cfg_scale: float = 1.0
+    """flux: true classifier-free guidance weight with ``negative_prompt`` (FluxPipeline's); <= 1: none."""
     eta: float = 0.0
     """DDIM eta in [0, 1]: 0 is deterministic (AlignProp code), 1 is DDPM-like (DDPO); log-probs need eta > 0. On a
     flow chain with ``sde`` set: the SDE's noise level (Flow-GRPO's a, DanceGRPO's eta)."""
@@ -83,8 +88,9 @@ class SamplerConfig:
             raise ValueError(f"sampler steps must be an integer >= 1, got {self.steps!r}")
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"sampler eta must lie in [0, 1], got {self.eta}")
-        if self.guidance_scale < 0:
-            raise ValueError(f"sampler guidance_scale must be >= 0, got {self.guidance_scale}")
+        if min(self.guidance_scale, self.true_cfg_scale) < 0:
+            raise ValueError(f"sampler guidance_scale and true_cfg_scale must be >= 0, got {self.guidance_scale}, "
+                             f"{self.true_cfg_scale}")
         mp.check(self.precision)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"sampler schedule {self.schedule!r} unknown; valid: {', '.join(SCHEDULES)}")
@@ -178,7 +184,7 @@ class Rollout:
 class Sampler:
     """Sampling with classifier-free guidance over a model family's chain (``bench.core.families``): DDIM for
     Stable Diffusion pipelines, the flow-matching Euler ODE (or the flow SDE ``SamplerConfig.sde`` names) for Stable
-    Diffusion 3 pipelines."""
+    Diffusion 3 and FLUX.1 pipelines."""
 
     def __init__(self, pipe, config: SamplerConfig):
         from bench.core.families import family_of_pipe
@@ -197,10 +203,7 @@ class Sampler:
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
-        size = self.chain.native_latent_size
-        if self.config.resolution:
-            size = latent_size(self.pipe, self.config.resolution, self.chain)
-        return (self.chain.latent_channels, size, size)
+        return (self.chain.latent_channels, self.chain.latent_size, self.chain.latent_size)
 
     @property
     def image_size(self) -> int:
@@ -225,7 +228,7 @@ class Sampler:
 
     @property
     def guided(self) -> bool:
-        return self.config.guidance_scale > 1.0
+        return self.chain.cfg_scale > 1.0
 
     def model_output(self, x, t, embeds, *, use_checkpoint: bool = False, detach_uncond: bool = False):
         """Guided denoiser prediction at timestep ``t`` for latents ``x`` and prompt states ``embeds``;
@@ -242,7 +245,7 @@ class Sampler:
         if self.guided:
             uncond, cond = out.chunk(2)
             uncond = uncond.detach() if detach_uncond else uncond
-            out = uncond + self.config.guidance_scale * (cond - uncond)
+            out = uncond + self.chain.cfg_scale * (cond - uncond)
         return out
 
     def denoiser_forward(self, x, t, emb):
@@ -364,15 +367,6 @@ class Sampler:
 def vae_factor(pipe) -> int:
     """Pixels per latent cell: 2 ** (number of VAE blocks - 1), as diffusers' ``vae_scale_factor``."""
     return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-
-
-def check_resolution(resolution: int, vae: int, unet_down: int) -> int:
-    """The latent size of a ``resolution``-pixel image, or ``ValueError`` where the model cannot draw it."""
-    step = vae * unet_down
-    if resolution < step or resolution % step:
-        raise ValueError(f"resolution {resolution} is not a positive multiple of {step} (VAE factor {vae} x denoiser "
-                         f"down-sampling {unet_down}); pick e.g. {max(step, resolution // step * step)}")
-    return resolution // vae
 
 
 def latent_size(pipe, resolution: int, chain=None) -> int:

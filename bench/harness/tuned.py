@@ -65,13 +65,13 @@ def check_tuned_model(path: str, data: dict, model: str | None) -> str | None:
     """A file tuned on a model of another family is refused; on another model of the same family, a note."""
     if model is None:
         return None
-    from bench.core.models import model_family
+    from bench.core.models import family_of
 
     source = tuned_model(data)
     if source == model:
         return None
     try:
-        same_family = model_family(source) == model_family(model)
+        same_family = family_of(source) is family_of(model)
     except Exception:  # a directory or hub id that is gone: its family cannot be read
         same_family = False
     if not same_family:

@@ -8,11 +8,10 @@ For each row and dtype (fp32, or bf16 autocast), one fresh process builds the mo
 reward queries per step, the timed steps' own peak memory and the process peak (see ``bench.memory``). A row that
 runs out of memory is reported as ``oom``. Default rows: AlignProp full without / with checkpointing, K=1,
 randomized K, DDPO, RWR, and ``sampler``, which times the shared sampler without gradient against diffusers' own
-``StableDiffusionPipeline`` (``StableDiffusion3Pipeline`` for the sd3 family) on the same latents (ratio < 1: ours
-is faster). ``--rows all`` adds trl's
-AlignPropTrainer at equal settings (per-step random thresholds, full, last step only), our sampler in the official
-code's truncation mode (``alignprop-code``) and ``rwr-sparse``; the report then states our time and memory
-relative to trl's for each matched pair.
+``StableDiffusionPipeline`` (``StableDiffusion3Pipeline``, ``FluxPipeline`` for the sd3, flux families) on the same
+latents (ratio < 1: ours is faster). ``--rows all`` adds trl's AlignPropTrainer at equal settings (per-step random
+thresholds, full, last step only), our sampler in the official code's truncation mode (``alignprop-code``) and
+``rwr-sparse``; the report then states our time and memory relative to trl's for each matched pair.
 
 Auto checkpointing rows (``alignprop-auto``, ``alignprop-full-auto``, ``alignprop-k1-auto``) take a budget suffix
 ``@Nx``: the step may add N times the step peak of its trl pair (``alignprop-trl``, ``-trl-full``, ``-trl-k1``,
@@ -150,6 +149,7 @@ def measure(row: str, model: str, steps: int, batch: int, dtype: str, warmup: in
 def _sampler_ratio(pipe, steps, batch, dtype, device, resolution: int = 0) -> dict:
     import torch
 
+    from bench.analysis.export import call_arguments
     from bench.core import precision as mp
     from bench.core.sampler import Sampler, SamplerConfig
 
@@ -157,9 +157,8 @@ def _sampler_ratio(pipe, steps, batch, dtype, device, resolution: int = 0) -> di
     autocast = mp.autocast(device, dtype)
     sampler = Sampler(pipe, SamplerConfig(steps=steps, guidance_scale=7.5, precision=dtype, resolution=resolution))
     size = sampler.image_size
-    t5 = {"max_sequence_length": sampler.chain.t5_tokens} if hasattr(sampler.chain, "t5_tokens") else {}
+    extra = {**call_arguments(pipe), "height": size, "width": size}  # and a T5 family's max_sequence_length
     prompts = ["a photo of a cat"] * batch
-    noise = sampler.initial_noise(batch, torch.Generator().manual_seed(0))
 
     def timed(fn):
         fn()  # warm-up
@@ -173,9 +172,10 @@ def _sampler_ratio(pipe, steps, batch, dtype, device, resolution: int = 0) -> di
         return time.perf_counter() - start
 
     with autocast:
-        ours = timed(lambda: sampler.sample(prompts, latents=noise))
-        theirs = timed(lambda: pipe(prompts, latents=noise.to(sampler.denoiser.dtype), num_inference_steps=steps,
-                                    guidance_scale=7.5, output_type="pt", height=size, width=size, **t5))
+        # the same x_T: both draw it from the seed in the unpacked shape (a flux pipeline packs its own)
+        ours = timed(lambda: sampler.sample(prompts, generator=torch.Generator().manual_seed(0)))
+        theirs = timed(lambda: pipe(prompts, generator=torch.Generator().manual_seed(0), num_inference_steps=steps,
+                                    guidance_scale=7.5, output_type="pt", **extra))
     return dict(status="ok", seconds=ours, diffusers_seconds=theirs, ratio=ours / theirs, peak_mem_mb=None)
 
 

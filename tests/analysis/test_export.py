@@ -327,10 +327,13 @@ def test_an_export_that_loads_fewer_modules_than_trained_is_refused(trained, tmp
 
 FAMILY_WORDS = {"sd": ("`StableDiffusionPipeline`", "`unet`", "DDIM, eta 0", "`DDIMScheduler`"),
                 "sd3": ("`StableDiffusion3Pipeline`", "`transformer`", "flow-matching Euler ODE",
-                        "`FlowMatchEulerDiscreteScheduler`")}
+                        "`FlowMatchEulerDiscreteScheduler`"),
+                "flux": ("`FluxPipeline`", "`transformer`", "flow-matching Euler ODE, resolution shift",
+                         "`FlowMatchEulerDiscreteScheduler`")}
 
 
-@pytest.mark.parametrize("model,family", [("tiny-random", "sd"), ("tiny-flow-random", "sd3")])
+@pytest.mark.parametrize("model,family", [("tiny-random", "sd"), ("tiny-flow-random", "sd3"),
+                                          ("tiny-flux-random", "flux")])
 def test_model_card_describes_the_runs_family(model, family, tmp_path):
     """Issue 36: the card named no pipeline class or scheduler and said 'flow-ODE Euler' / 'DDIM' by a branch of its
     own; every family-specific word now comes from the run's family and none of the other family's appears."""
@@ -343,8 +346,9 @@ def test_model_card_describes_the_runs_family(model, family, tmp_path):
     result = dict(status="max_steps", steps=1, samples=2)
     for merged in (False, True):
         card = model_card(spec, result, None, merged, folder=tmp_path / "export")
-        foreign = (*FAMILY_WORDS["sd3" if family == "sd" else "sd"],
-                   *(("DDIM", "unet", "UNet") if family == "sd3" else ("flow", "transformer", "T5", "sd3")))
+        foreign = {w for f, words in FAMILY_WORDS.items() if f != family for w in words
+                   if not any(w in mine for mine in FAMILY_WORDS[family])}  # the other families' own words
+        foreign |= {"DDIM", "unet", "UNet"} if family != "sd" else {"flow", "transformer", "T5", "sd3"}
         assert all(word in card for word in FAMILY_WORDS[family]), card
         assert not [word for word in foreign if word in card], card
 
@@ -362,15 +366,15 @@ def card_snippet(folder):
 
 
 @pytest.mark.slow  # one more run, four exports and four diffusers samplings: make test-slow (run by .ci/run)
-def test_card_snippets_run_as_printed_and_redraw_the_run_for_both_families(trained, tmp_path):
+def test_card_snippets_run_as_printed_and_redraw_the_run_for_every_family(trained, tmp_path):
     # Issue 36: a merged sd3 export's card said DiffusionPipeline.from_pretrained(folder), which diffusers refuses
     # (its text_encoder_3 and tokenizer_3 are saved as null and the pipeline class does not declare them optional),
     # and every sd3 snippet drew with diffusers' 256 zero T5 tokens where the run used 0 (21/255 off).
     import numpy as np
     from PIL import Image
 
-    flow_run = run_folder(tmp_path, "tiny-flow-random")
-    for run_dir, family in ((flow_run, "sd3"), (trained["run_dir"], "sd")):
+    flow_run, flux_run = run_folder(tmp_path / "sd3", "tiny-flow-random"), run_folder(tmp_path / "flux", "tiny-flux-random")
+    for run_dir, family in ((flow_run, "sd3"), (flux_run, "flux"), (trained["run_dir"], "sd")):
         last = np.asarray(Image.open(run_dir / "eval_last.png"), dtype=np.float64)  # one row of evaluation images
         for merged in (False, True):
             folder = tmp_path / f"{family}-{'merged' if merged else 'adapter'}"
@@ -385,4 +389,6 @@ def test_card_snippets_run_as_printed_and_redraw_the_run_for_both_families(train
             if family == "sd3":
                 assert "max_sequence_length=0" in code
                 assert ("text_encoder_3=None, tokenizer_3=None" in code) == merged  # the built-in loads itself
+            if family == "flux":
+                assert "max_sequence_length=16" in code  # tiny-flux-random's T5 context, where diffusers has 512
 

@@ -42,7 +42,7 @@ def test_only_the_transformer_adapters_train_and_queries_are_counted(flow, name)
     method = build(name, flow)
     base = {n: p.detach().clone() for n, p in method.denoiser.named_parameters() if "lora_" not in n}
     lora = {n: p.detach().clone() for n, p in method.denoiser.named_parameters() if "lora_B" in n}
-    assert any("add_k_proj" in n for n in lora) and METHODS.get(name).families == ("sd3",)
+    assert any("add_k_proj" in n for n in lora) and METHODS.get(name).families == ("sd3", "flux")
     metrics = method.step()
     after = dict(method.denoiser.named_parameters())
     assert all(torch.equal(base[n], after[n]) for n in base), "a base transformer weight changed"

@@ -130,7 +130,7 @@ def test_flow_grpo_cps_is_flow_grpo_with_cps():
     assert (cps.sde, cps.eta) == ("cps", 0.8) and plain.sde == "flow-grpo"
     assert {k: v for k, v in vars(cps).items() if k not in ("sde", "eta")} == \
         {k: v for k, v in vars(plain).items() if k not in ("sde", "eta")}
-    assert METHODS.get("flow-grpo-cps").families == ("sd3",)
+    assert METHODS.get("flow-grpo-cps").families == ("sd3", "flux")
 
 
 def test_guard_loss_is_the_normalised_ratio_clipped_and_divided_by_dt(flow):

@@ -1,4 +1,5 @@
-"""Model families: each is one module beside ``base`` (``sd``: Stable Diffusion 1.x/2.x, ``sd3``: SD 3/3.5) that
+"""Model families: each is one module beside ``base`` (``sd``: Stable Diffusion 1.x/2.x, ``sd3``: SD 3/3.5, ``flux``:
+FLUX.1; the two flow families' chains share ``flowmatch.FlowMatchChain``) that
 holds its ``Family`` (the static facts the planner needs before any model is built: pipeline class, denoiser, LoRA
 targets, whether its chain is stochastic), its chain (timesteps, one step, x_0, re-noising, the denoiser call,
 prompt encoding, the training target: what the one sampler drives) and its built-in models' builders. A model
@@ -8,13 +9,17 @@ resolves to its family once (``bench.core.models.family_of``); code asks the fam
 from __future__ import annotations
 
 from bench.core.families.base import BuiltIn, Chain, Family
+from bench.core.families.flowmatch import FlowMatchChain
+from bench.core.families.flux import FLUX
 from bench.core.families.sd import SD
 from bench.core.families.sd3 import SD3
 
-__all__ = ["BuiltIn", "Chain", "Family", "FAMILIES", "family", "family_of_pipeline_class", "family_of_pipe",
-           "family_defaults"]
+__all__ = ["BuiltIn", "Chain", "Family", "FAMILIES", "FLOW_FAMILIES", "family", "family_of_pipeline_class",
+           "family_of_pipe", "family_defaults"]
 
-FAMILIES = {fam.name: fam for fam in (SD, SD3)}
+FAMILIES = {fam.name: fam for fam in (SD, SD3, FLUX)}
+FLOW_FAMILIES = tuple(name for name, fam in FAMILIES.items() if issubclass(fam.chain, FlowMatchChain))
+"""The families whose chain is a flow-matching chain (flow SDEs, sigmas, step lengths): where the flow methods run."""
 
 
 def family(name: str) -> Family:
@@ -32,7 +37,11 @@ def family_of_pipeline_class(class_name: str) -> Family:
 
 
 def family_of_pipe(pipe) -> Family:
-    """The family of a built pipeline (by its denoiser attribute)."""
+    """The family of a built pipeline: by its denoiser's class (sd3 and flux both call theirs ``transformer``), else
+    by its denoiser attribute (a wrapper such as trl's pipeline)."""
+    for fam in FAMILIES.values():
+        if type(getattr(pipe, fam.denoiser, None)).__name__ == fam.denoiser_class:
+            return fam
     for fam in FAMILIES.values():
         if getattr(pipe, fam.denoiser, None) is not None:
             return fam

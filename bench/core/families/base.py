@@ -69,8 +69,6 @@ class Family:
     """Whether a loaded model keeps its own scheduler; False: it is replaced by ``scheduler`` on loading."""
     sampler: str
     """The evaluation's sampler in words (model cards)."""
-    t5: bool
-    """Whether its prompt states have a T5 part (a pipeline's ``t5_tokens``; diffusers' ``max_sequence_length``)."""
     chain: type
     """The family's ``Chain`` subclass (its ``info`` is set to this family)."""
     down_factor: Callable
@@ -84,6 +82,14 @@ class Family:
     """Its built-in models by name."""
     hub: dict[str, str] = field(default_factory=dict)
     """Short names of its hub checkpoints -> hub ids."""
+    t5_encoder: str = ""
+    """The pipeline component that is its T5 encoder where its prompt states have a T5 part (the pipeline's
+    ``t5_tokens`` of them; diffusers' ``max_sequence_length``), else empty."""
+    t5_default: int = 0
+    """diffusers' default ``max_sequence_length`` (sd3: 256, flux: 512): the T5 tokens of a pipeline that sets none."""
+    facts: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Integer pipeline attributes a saved folder records (``bench.core.models.MODEL_FACTS``) to sample as the
+    harness did, each with its valid (low, high): sd3's ``t5_tokens``; flux's also ``default_sample_size``."""
 
     def __post_init__(self):
         self.chain.info = self
@@ -120,8 +126,22 @@ class Chain:
 
     @property
     def native_latent_size(self) -> int:
-        """Latent height = width at the model's native resolution (both denoisers' ``sample_size``)."""
+        """Latent height = width at the model's native resolution (the UNet's and SD3 transformer's
+        ``sample_size``)."""
         return self.denoiser.config.sample_size
+
+    @property
+    def latent_size(self) -> int:
+        """Latent height = width the sampler draws: the native size, or ``config.resolution``'s (checked)."""
+        resolution = getattr(self.config, "resolution", 0)
+        if not resolution:
+            return self.native_latent_size
+        return check_resolution(resolution, self.vae_factor, self.down_factor)
+
+    @property
+    def cfg_scale(self) -> float:
+        """The classifier-free guidance weight the sampler applies (<= 1: one unguided pass): ``guidance_scale``."""
+        return self.config.guidance_scale
 
     @property
     def vae_factor(self) -> int:
@@ -151,3 +171,12 @@ class Chain:
         tok = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt")
         return encoder(tok.input_ids.to(self.device), **kwargs)
+
+
+def check_resolution(resolution: int, vae: int, unet_down: int) -> int:
+    """The latent size of a ``resolution``-pixel image, or ``ValueError`` where the model cannot draw it."""
+    step = vae * unet_down
+    if resolution < step or resolution % step:
+        raise ValueError(f"resolution {resolution} is not a positive multiple of {step} (VAE factor {vae} x denoiser "
+                         f"down-sampling {unet_down}); pick e.g. {max(step, resolution // step * step)}")
+    return resolution // vae

@@ -219,7 +219,7 @@ class DDIMChain(Chain):
 
 SD = Family(
     "sd", "StableDiffusionPipeline", "unet", "UNet2DConditionModel", ("to_q", "to_k", "to_v", "to_out.0"), True,
-    "UNet + DDIM, SD 1.x/2.x", "DDIMScheduler", False, "DDIM, eta 0", t5=False, chain=DDIMChain,
+    "UNet + DDIM, SD 1.x/2.x", "DDIMScheduler", False, "DDIM, eta 0", chain=DDIMChain,
     down_factor=lambda unet: 2 ** (len(unet["down_block_types"]) - 1), load=from_pretrained, tiny="tiny-random",
     models={
         "tiny-random": BuiltIn(build_tiny_random, "random weights (tiny-random: SD architecture at toy width)", (2, 2)),

@@ -1,6 +1,6 @@
 """The ``sd3`` family (Stable Diffusion 3/3.5: a rectified-flow MMDiT sampled by the flow-matching Euler ODE, or a flow
-SDE): its ``Family`` (``SD3``), its chain (``FlowChain``, over ``bench.core.flow``'s SDE arithmetic) and its built-in
-models, assembled in-process from configs.
+SDE): its ``Family`` (``SD3``), its chain (``FlowChain``, on the flow families' shared ``FlowMatchChain`` over
+``bench.core.flow``'s SDE arithmetic) and its built-in models, assembled in-process from configs.
 
 - ``tiny-flow-random``: Stable Diffusion 3's component classes (SD3Transformer2DModel with joint attention,
   FlowMatchEulerDiscreteScheduler, AutoencoderKL with shift and scaling factors, two CLIPTextModelWithProjection
@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.errors import UsageError
-from bench.core.families.base import BuiltIn, Chain, Family
+from bench.core.families.base import BuiltIn, Family
+from bench.core.families.flowmatch import FlowMatchChain
 from bench.core.families.parts import fill_seeded, load_tokenizer
-from bench.core.flow import SDE_STEPS, train_sigma
 from bench.core.modules import dtype_of
 
 FLOW_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0)
@@ -153,11 +153,8 @@ def from_pretrained(source: str, absent=()):
     return StableDiffusion3Pipeline.from_pretrained(source, **{name: None for name in absent})
 
 
-class FlowChain(Chain):
-    """SD 3 / 3.5: MMDiT with joint attention and pooled projections; flow-matching Euler steps."""
-
-    sde = ""
-    """Name of the flow SDE in ``SDE_STEPS`` used when eta > 0 (from ``SamplerConfig.sde``; empty: the ODE only)."""
+class FlowChain(FlowMatchChain):
+    """SD 3 / 3.5: MMDiT with joint attention and pooled projections; flow-matching Euler steps at a fixed shift."""
 
     def __init__(self, pipe, config):
         super().__init__(pipe, config)
@@ -169,21 +166,6 @@ class FlowChain(Chain):
         if self.scheduler.config.get("use_dynamic_shifting"):
             raise ValueError("a flow scheduler with use_dynamic_shifting (resolution-dependent shift) is not "
                              "supported; use a fixed shift (SD 3 / 3.5: shift=3.0)")
-        self.t5_tokens = int(getattr(pipe, "t5_tokens", 256))
-        self.sde = getattr(config, "sde", "") or ""
-        if self.sde and self.sde not in SDE_STEPS:
-            raise ValueError(f"unknown flow SDE {self.sde!r}; valid: {', '.join(sorted(SDE_STEPS))}")
-        self.sigmas: torch.Tensor | None = None
-        self.timesteps: torch.Tensor | None = None
-
-    def check_eta(self, eta: float) -> None:
-        if eta > 0 and self.sde not in SDE_STEPS:
-            raise ValueError(f"eta={eta}: the sd3 family samples the deterministic flow ODE unless a flow SDE is "
-                             f"selected (SamplerConfig.sde: {', '.join(sorted(SDE_STEPS))}); set eta=0 or an sde")
-
-    # -- geometry ------------------------------------------------------------------------------------------
-    def decode_scale(self, latents):
-        return latents / self.vae.config.scaling_factor + (self.vae.config.shift_factor or 0.0)
 
     # -- prompts and the denoiser -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -206,10 +188,6 @@ class FlowChain(Chain):
         pooled = F.pad(torch.cat(pooled, dim=-1), (0, self.joint_dim - self.pooled_dim)).unsqueeze(1)
         return torch.cat([clip, t5, pooled], dim=1)
 
-    def split(self, states):
-        """(encoder_hidden_states, pooled_projections) from the one prompt-state tensor."""
-        return states[:, :-1], states[:, -1, : self.pooled_dim]
-
     def forward(self, x, t, states):
         """The transformer's velocity (float32) at the sampler's precision."""
         dt = dtype_of(self.denoiser)
@@ -220,54 +198,21 @@ class FlowChain(Chain):
             return self.denoiser(hidden_states=x.to(dt), timestep=t.to(dt), encoder_hidden_states=embeds.to(dt),
                                  pooled_projections=pooled.to(dt), return_dict=False)[0].float()
 
-    # -- the chain ------------------------------------------------------------------------------------------
-    def set_steps(self, steps: int) -> torch.Tensor:
-        """The T timesteps; sigmas per ``SamplerConfig.schedule`` (the scheduler's own, or DanceGRPO's shifted
-        linspace, which diffusers shifts and ends with 0 when given the unshifted linspace as ``sigmas``)."""
+    # -- the schedule ---------------------------------------------------------------------------------------
+    def schedule(self, steps: int) -> None:
+        """Sigmas per ``SamplerConfig.schedule`` (the scheduler's own, or DanceGRPO's shifted linspace, which
+        diffusers shifts and ends with 0 when given the unshifted linspace as ``sigmas``)."""
         if getattr(self.config, "schedule", "scheduler") == "shifted-linspace":
             import numpy as np
 
             self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=self.device)
         else:
             self.scheduler.set_timesteps(steps, device=self.device)
-        self.timesteps, self.sigmas = self.scheduler.timesteps, self.scheduler.sigmas.to(self.device)
-        return self.timesteps
 
-    def index(self, t) -> int:
-        if self.timesteps is None:
-            raise RuntimeError("set_steps must run before the chain is stepped")
-        return int(torch.argmin((self.timesteps - torch.as_tensor(t, device=self.timesteps.device)).abs()))
-
-    def sigma(self, t) -> torch.Tensor:
-        return self.sigmas[self.index(t)]
-
-    def step(self, out, t, x, eta: float):
-        i = self.index(t)
-        sigma, sigma_next = self.sigmas[i], self.sigmas[i + 1]
-        if eta > 0:
-            self.check_eta(eta)
-            return SDE_STEPS[self.sde](out, sigma, sigma_next, x, eta)
-        return x + (sigma_next - sigma) * out, 0.0
-
-    def step_length(self, t) -> float:
-        """sigma - sigma_next of the step leaving ``t`` (the SDE's |dt|; Flow-GRPO's KL is per unit of it)."""
-        i = self.index(t)
-        return float(self.sigmas[i] - self.sigmas[i + 1])
-
-    def predict_x0(self, out, t, x):
-        return x - self.sigma(t) * out
-
-    def renoise(self, x0, t, noise):
-        sigma = self.sigma(t)
-        return sigma * noise.to(x0.device, x0.dtype) + (1 - sigma) * x0
-
-    def training_pair(self, x0, generator: torch.Generator):
-        """(x_sigma, 1000 sigma, noise - x0) with sigma = shift(u), u = sigmoid(N(0, 1))."""
-        u = torch.sigmoid(torch.randn(len(x0), generator=generator)).to(x0.device)
-        sigma = train_sigma(u, float(self.scheduler.config.shift))
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
-        s = sigma.view(-1, *([1] * (x0.ndim - 1)))
-        return s * noise + (1 - s) * x0, sigma * self.scheduler.config.num_train_timesteps, noise - x0
+    @property
+    def train_shift(self) -> float:
+        """The scheduler's fixed ``shift`` (SD 3 / 3.5: 3)."""
+        return float(self.scheduler.config.shift)
 
 
 SD3 = Family(
@@ -275,7 +220,7 @@ SD3 = Family(
     # Joint attention: the text stream's own projections (add_*) as Flow-GRPO's SD3 LoRA configs.
     ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"), False,
     "MMDiT + flow-matching Euler ODE, SD 3/3.5", "FlowMatchEulerDiscreteScheduler", True, "flow-matching Euler ODE",
-    t5=True, chain=FlowChain, down_factor=lambda transformer: transformer["patch_size"], load=from_pretrained,
+    chain=FlowChain, down_factor=lambda transformer: transformer["patch_size"], load=from_pretrained,
     tiny="tiny-flow-random",
     models={
         "tiny-flow-random": BuiltIn(build_tiny_flow_random,
@@ -287,4 +232,5 @@ SD3 = Family(
                                 "full size, no T5)", (8, 2)),
     },
     hub={"sd35m": "stabilityai/stable-diffusion-3.5-medium"},
+    t5_encoder="text_encoder_3", t5_default=256, facts={"t5_tokens": (0, 4096)},
 )
