@@ -157,7 +157,11 @@ def test_every_sd3_method_runs_on_flux_and_the_rest_are_refused_in_one_line():
         check_families("tiny-flux-random", {m: METHODS.get(m) for m in ("ddpo", "grpo", "refl")})
 
 
-@pytest.mark.parametrize("name", FLUX_METHODS)
+FAST = ("alignprop", "awm", "diffusion-nft", "flow-grpo")
+"""One of each kind in ``make test``; the others' one-step checks run in ``make test-slow`` (about 40 s of CPU)."""
+
+
+@pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in FLUX_METHODS])
 def test_one_step_of_every_method_trains_the_flux_adapters(flux, name):
     import copy
     from dataclasses import fields
