@@ -79,3 +79,25 @@ def test_the_plans_guidance_line_says_it_is_the_embedding_on_flux(capsys):
             "diffusion-nft 3.5/3.5\n") in text
     code, text, _ = bench_run_inprocess(capsys, "--preset", "smoke", "--model", "tiny-flow-random", *BASE, "--dry-run")
     assert "guidance (training / evaluation): alignprop 7.5/7.5, diffusion-nft 1/1 (its published setting)\n" in text
+
+
+def test_a_folder_planned_before_true_cfg_existed_resumes_unless_the_flags_now_ask_for_it(tmp_path):
+    import json
+
+    from bench.core.errors import UsageError
+    from bench.harness.launch import check_out, prepare_out, spec_changes
+    from bench.harness.recorder import write_manifest
+
+    out = tmp_path / "r"
+    args = ["--preset", "smoke", "--reward", "mean-brightness", "--methods", "rwr", "--out", str(out)]
+    runs, _ = plan(build_parser().parse_args(args))
+    prepare_out(out, runs, resume=False)[1].close()
+    older = json.loads(runs[0].to_json())  # as written before the field: neither config holds true_cfg_scale
+    del older["method_config"]["true_cfg_scale"], older["eval"]["config"]["true_cfg_scale"]
+    write_manifest(out, dict(runs={runs[0].run_id: older}))
+    (out / "runs" / runs[0].run_id / "config.json").write_text(json.dumps(older))
+    assert spec_changes(older, runs[0]) == []
+    check_out(out, runs, resume=True)  # the older run sampled at the default: no true CFG
+    flux, _ = plan(build_parser().parse_args([*args, "--model", "tiny-flux-random", "--set", "true_cfg_scale=2"]))
+    assert spec_changes(older, flux[0]) == ["eval", "method_config", "model"]
+    with pytest.raises(UsageError, match="eval, method_config, model differ from manifest.json"):
