@@ -101,3 +101,16 @@ def test_a_folder_planned_before_true_cfg_existed_resumes_unless_the_flags_now_a
     flux, _ = plan(build_parser().parse_args([*args, "--model", "tiny-flux-random", "--set", "true_cfg_scale=2"]))
     assert spec_changes(older, flux[0]) == ["eval", "method_config", "model"]
     with pytest.raises(UsageError, match="eval, method_config, model differ from manifest.json"):
+        check_out(out, flux, resume=True)
+
+
+def test_a_flux_cards_snippet_and_table_carry_the_evaluations_true_cfg(tmp_path):
+    from bench.analysis.export import model_card, usage_code
+
+    runs, _ = plan(build_parser().parse_args(["--preset", "smoke", "--model", "tiny-flux-random", "--methods", "rwr",
+                                              "--reward", "mean-brightness", "--set", "true_cfg_scale=2"]))
+    code = "\n".join(usage_code(runs[0], merged=False, folder=tmp_path))
+    # FluxPipeline runs true CFG only with a negative prompt: the sampler's empty one
+    assert "guidance_scale=3.5, true_cfg_scale=2.0, negative_prompt='', generator=noise" in code
+    card = model_card(runs[0], dict(status="max_steps", steps=1, samples=2), None, False, folder=tmp_path)
+    assert "4 steps, guidance 3.5, true CFG 2, noise seed 1234" in card
