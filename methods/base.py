@@ -125,7 +125,9 @@ class Method:
     inference: dict = {}
     """Inference settings that define the method as published (DiffusionNFT: CFG-free, ``guidance_scale`` 1.0). A
     preset never overrides them; an explicit ``--set`` does, and the plan says what it changes. The method is
-    evaluated at its effective value of each (its own start is the base model's evaluation at that setting)."""
+    evaluated at its effective value of each (its own start is the base model's evaluation at that setting). On a
+    family whose ``guidance_scale`` is an embedding (flux, ``Family.embedded_guidance``) the family's value replaces a
+    guidance pin; the pin's CFG-free meaning holds there as ``true_cfg_scale`` 1 (the plan names a ``--set`` of it)."""
     published: dict = {}
     """Config values of the ``published`` protocol: the method's own code's settings (batch, accumulation, updates
     per round, optimizer), each cited in the class docstring. Applied after the preset's settings instead of

@@ -30,7 +30,8 @@ Deviations, each a setting:
   of dropping the prompt, not a scale). SD3-architecture models need classifier-free guidance, so the harness keeps
   it on while sampling and training (``guidance_scale``) with the one rule of the flow GRPO family: the unconditional
   branch detached when log-probabilities are recomputed (``detach_uncond``, Flow-GRPO's ``compute_log_prob``, the
-  one reference that trains SD3 with CFG).
+  one reference that trains SD3 with CFG). On flux the harness samples as TGF: the family's guidance embedding 3.5
+  (``Family.embedded_guidance``, the planner's default there), no CFG branch.
 - The model's timestep is the float 1000 sigma (TGF passes ``int(1000 sigma) / 1000``).
 - The ``matched`` protocol trains the harness's LoRA (rank 4 on the family's targets) instead of rank 128: its
   learning rate is then a tuned value, not the published 3e-4.
@@ -61,7 +62,8 @@ class DanceGRPOConfig(GRPOConfig):
     decode: str = "last-x0"
     """The reward image is the last step's x0 prediction (TGF: ``latents = pred_original``)."""
     guidance_scale: float = 4.5
-    """Guidance weight while sampling and training (FLUX: none, distilled; SD 3.5's default 4.5)."""
+    """Classifier-free guidance weight while sampling and training on sd3 (SD 3.5's default 4.5); on flux the
+    family's guidance embedding, 3.5 (FLUX: distilled, no CFG branch)."""
     detach_uncond: bool = True
     """The flow GRPO family's one rule for guidance: unconditional branch detached in recomputed log-probs."""
     timestep_fraction: float = 0.6

@@ -24,7 +24,8 @@ Deviations, each a setting or stated here:
 - Guidance: FLUX is guidance-distilled (guidance embedding 3.5, no CFG branch; ``--cfg`` is a caption-dropout
   probability). SD3-architecture models need classifier-free guidance, so the harness keeps it on
   (``guidance_scale``) with the flow GRPO family's one rule: the unconditional branch detached when
-  log-probabilities are recomputed (``detach_uncond``, Flow-GRPO's ``compute_log_prob``).
+  log-probabilities are recomputed (``detach_uncond``, Flow-GRPO's ``compute_log_prob``). On flux the harness
+  samples as TGF: the family's guidance embedding 3.5 (``Family.embedded_guidance``), no CFG branch.
 - Learning rate: MixGRPO fine-tunes the full FLUX transformer at 1e-5 and publishes no LoRA setting. The harness
   trains LoRA; its ``published`` protocol takes DanceGRPO's LoRA script's consistent triple (rank 128, alpha 256,
   lr 3e-4; MixGRPO's code is DanceGRPO's), and the ``matched`` protocol's rank-4 learning rate is a tuned value.
@@ -59,7 +60,8 @@ class MixGRPOConfig(GRPOConfig):
     schedule: str = "shifted-linspace"
     """Sigmas shift(linspace(1, 0, T + 1)) [--shift 3; SU ``sd3_time_shift``]."""
     guidance_scale: float = 4.5
-    """Guidance weight while sampling and training (FLUX: none, distilled; SD 3.5's default 4.5)."""
+    """Classifier-free guidance weight while sampling and training on sd3 (SD 3.5's default 4.5); on flux the
+    family's guidance embedding, 3.5 (FLUX: distilled, no CFG branch)."""
     detach_uncond: bool = True
     """The flow GRPO family's one rule for guidance: unconditional branch detached in recomputed log-probs."""
     group_size: int = 12

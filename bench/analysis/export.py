@@ -237,14 +237,16 @@ def usage_code(spec: RunSpec, merged: bool, folder: Path | str, absent=(), call:
                       "Hub: its repo id"]
     prompts = list(dict.fromkeys(spec.eval.prompts))[:CARD_PROMPTS]
     size = {"height": cfg.resolution, "width": cfg.resolution} if getattr(cfg, "resolution", 0) else {}
-    size = "".join(f", {k}={v!r}" for k, v in {**(call or {}), **size}.items())  # the run's resolution wins
+    true_cfg = getattr(cfg, "true_cfg_scale", 1.0)  # flux's true CFG, against the sampler's empty negative prompt
+    guided = dict(true_cfg_scale=true_cfg, negative_prompt="") if true_cfg > 1 else {}
+    extra = "".join(f", {k}={v!r}" for k, v in {**(call or {}), **size, **guided}.items())  # the run's size wins
     why = (["# max_sequence_length: the T5 tokens the run's transformer saw (zeros where the model has no T5 "
             "encoder)"] if "max_sequence_length" in (call or {}) else [])
     return [
         "import torch", *([f"from diffusers import {', '.join(names)}"] if names else []), "", *load, "",
         f"prompts = {json.dumps(prompts)}  # the first {len(prompts)} of the run's held-out evaluation prompts",
         f"noise = [torch.Generator().manual_seed({cfg.seed} + i) for i in range(len(prompts))]  # the evaluation's noise",
-        *why, f"images = pipe(prompts, num_inference_steps={cfg.steps}, guidance_scale={cfg.guidance_scale:g}{size}, "
+        *why, f"images = pipe(prompts, num_inference_steps={cfg.steps}, guidance_scale={cfg.guidance_scale:g}{extra}, "
         "generator=noise).images",
     ]
 
@@ -286,7 +288,9 @@ def model_card(spec: RunSpec, result: dict, interval, merged: bool, base: str | 
         f"targets {spec.method_config.get('lora_targets')} |",
         f"| final evaluation reward | {final} |",
         f"| evaluation | {cfg.n} images of the run's held-out prompts, {fam.sampler} (`{fam.scheduler}`) "
-        f"{cfg.steps} steps, guidance {cfg.guidance_scale:g}, noise seed {cfg.seed} + image index |", "",
+        f"{cfg.steps} steps, guidance {cfg.guidance_scale:g}"
+        + (f", true CFG {cfg.true_cfg_scale:g}" if getattr(cfg, "true_cfg_scale", 1.0) > 1 else "")
+        + f", noise seed {cfg.seed} + image index |", "",
         "## Use", "",
         "Draws the run's first evaluation images (its prompts and noise); it runs as printed, offline too. Moved or "
         "pushed to the Hub, give the folder's new path or the repo id.", "",

@@ -22,7 +22,9 @@ class EvalConfig:
     steps: int = 50
     """DDIM steps used for evaluation."""
     guidance_scale: float = 7.5
-    """Guidance weight used for evaluation."""
+    """Guidance weight used for evaluation (flux: the guidance embedding's value, ``Family.embedded_guidance``)."""
+    true_cfg_scale: float = 1.0
+    """flux: true classifier-free guidance weight of the evaluation (a global ``--set true_cfg_scale``); <= 1: none."""
     eta: float = 0.0
     """DDIM eta used for evaluation (0: deterministic given the noise)."""
     precision: str = "fp32"
@@ -39,7 +41,8 @@ class EvalConfig:
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(steps=self.steps, guidance_scale=self.guidance_scale, eta=self.eta,
-                             precision=self.precision, resolution=self.resolution, vae_fp32=self.vae_fp32)
+                             true_cfg_scale=self.true_cfg_scale, precision=self.precision, resolution=self.resolution,
+                             vae_fp32=self.vae_fp32)
 
 
 def eval_sampler(pipe, config: EvalConfig) -> Sampler:

@@ -52,12 +52,30 @@ def first_per_method(runs: list[RunSpec]) -> list[RunSpec]:
 
 
 def guidance_text(spec: RunSpec) -> str:
-    """``method train/eval``, with ``(published)`` where the method pins its guidance (``Method.inference``)."""
+    """``method train/eval``, with ``(published)`` where the method pins its guidance (``Method.inference``), and
+    ``true CFG train/eval`` where either samples with flux's true classifier-free guidance (``true_cfg_scale`` > 1)."""
     from methods import METHODS
 
     published = METHODS.get(spec.method).inference.get("guidance_scale")
     train, evaluation = spec.method_config["guidance_scale"], spec.eval.config.guidance_scale
-    return f"{spec.method} {train:g}/{evaluation:g}" + (" (its published setting)" if published == train else "")
+    cfg = (spec.method_config.get("true_cfg_scale", 1.0), getattr(spec.eval.config, "true_cfg_scale", 1.0))
+    return (f"{spec.method} {train:g}/{evaluation:g}" + (" (its published setting)" if published == train else "")
+            + (f" true CFG {cfg[0]:g}/{cfg[1]:g}" if max(cfg) > 1 else ""))
+
+
+def guidance_line(runs: list[RunSpec], model: str) -> str:
+    """The plan's guidance line; where the model's family embeds guidance (``Family.embedded_guidance``) it says that
+    ``guidance_scale`` is the embedding's value there."""
+    from bench.core.models import family_of
+
+    try:
+        fam = family_of(model)
+    except Exception:  # a model whose family cannot be read here: the plain line
+        fam = None
+    what = ("" if fam is None or fam.embedded_guidance is None else
+            f"; on {fam.name} the guidance embedding's value, one pass, {fam.embedded_guidance:g} unless --set; "
+            "classifier-free guidance only from true_cfg_scale > 1")
+    return f"guidance (training / evaluation{what}): " + ", ".join(guidance_text(s) for s in first_per_method(runs))
 
 
 def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = None) -> None:
@@ -79,7 +97,7 @@ def print_plan(runs: list[RunSpec], info: dict, args=None, out: Path | None = No
         print(args.reward_note)
     for stand_in in info.get("stand_ins", []):
         print(f"STAND-IN (random weights; its numbers say nothing about real models): {stand_in}")
-    print("guidance (training / evaluation): " + ", ".join(guidance_text(spec) for spec in first_per_method(runs)))
+    print(guidance_line(runs, info["model"]))
     for note in info.get("notes", []):
         print(f"note: {note}")
     if args is not None:

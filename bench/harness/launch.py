@@ -289,7 +289,7 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool, processes: int | Non
             if not stored.is_file():
                 continue  # written again from the manifest's (equal) spec
             try:
-                same = RunSpec.from_file(stored).to_json() == spec.to_json()
+                same = not spec_changes(RunSpec.from_file(stored).to_dict(), spec)
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 raise UsageError(f"--resume: {str(stored)!r} is damaged; delete it (it is written again from the "
                                  "flags) and repeat the original flags") from None
@@ -301,11 +301,38 @@ def check_out(out: Path, runs: list[RunSpec], resume: bool, processes: int | Non
 
 def spec_changes(recorded, spec: RunSpec) -> list[str]:
     """The fields in which the manifest's recorded spec of a run differs from the planned one (fields an older
-    manifest lacks are not compared); empty when they agree."""
+    manifest lacks are not compared; a method or evaluation config field added since counts at its default, which
+    the older run sampled at: ``true_cfg_scale`` 1); empty when they agree."""
     planned = json.loads(spec.to_json())
     if not isinstance(recorded, dict):
         return ["its whole spec"]
+    recorded = with_added_defaults(recorded, spec.method)
     return sorted(k for k in planned if k in recorded and recorded[k] != planned[k])
+
+
+def with_added_defaults(recorded: dict, method: str) -> dict:
+    """``recorded`` with its ``method_config`` and ``eval.config`` completed by their classes' field defaults."""
+    from dataclasses import MISSING, fields
+
+    from bench.core.evaluate import EvalConfig
+
+    def complete(values, cls):
+        if not isinstance(values, dict) or cls is None:
+            return values
+        return {**{f.name: f.default for f in fields(cls) if f.default is not MISSING}, **values}
+
+    try:
+        from methods import METHODS
+
+        config_cls = METHODS.get(method).Config
+    except Exception:  # a plug-in that no longer loads: its recorded config as it is
+        config_cls = None
+    out = dict(recorded)
+    if "method_config" in out:
+        out["method_config"] = complete(out["method_config"], config_cls)
+    if isinstance(out.get("eval"), dict):
+        out["eval"] = dict(out["eval"], config=complete(out["eval"].get("config"), EvalConfig))
+    return out
 
 def prepare_out(out: Path, runs: list[RunSpec], resume: bool, processes: int | None = None):
     """Check, lock and lay out the results folder; returns (the earlier manifest on --resume, the held lock).

@@ -201,7 +201,8 @@ def plan(args) -> tuple[list[RunSpec], dict]:
         raise UsageError(f"--protocol {protocol!r} unknown; valid: {', '.join(PROTOCOLS)}")
     # Run-wide settings every method config carries (below --set; the cap only where a method uses it).
     run_wide = dict(scale, **({"max_memory_gb": budget["max_memory_gb"]} if budget["max_memory_gb"] else {}))
-    # The model family's own values (LoRA targets; eta 0 on a deterministic chain) sit above the preset's.
+    # The model family's own values (LoRA targets; eta 0 on a deterministic chain; flux's guidance embedding) sit above
+    # the preset's and the method's (its published settings and pinned inference values included).
     from bench.core.families import family_defaults
 
     configs = {m: method_config(cls, m, {**preset.method_overrides(cls, protocol), **family_defaults(fam, cls.Config),
@@ -221,26 +222,31 @@ def plan(args) -> tuple[list[RunSpec], dict]:
             raise UsageError(f"{given('eta', c.eta)}: {model} (family {fam.name}) samples the deterministic flow "
                              f"ODE unless a flow SDE is chosen; drop it or give {m}.sde (flow-grpo, "
                              "dance-grpo) if the method has one")
+        if fam.embedded_guidance is None and getattr(c, "true_cfg_scale", 1.0) > 1:
+            raise UsageError(f"{given('true_cfg_scale', c.true_cfg_scale)}: {model} (family {fam.name}) has no "
+                             "guidance embedding; its guidance_scale is the classifier-free weight: drop it")
     for key in global_sets:
         if not any(key in vars(c) for c in configs.values()):
             raise UsageError(f"--set {key}=...: no chosen method has the key {key!r}")
     check_lora_targets(model, fam, configs, method_classes, per_method, global_sets)
-    # Evaluation settings come from the preset and global --set only, never from the chosen methods' own defaults,
-    # so evaluations agree across methods and across invocations (folders a report combines).
+    # Evaluation settings come from the preset, the family's guidance embedding and global --set only (in that order),
+    # never from the chosen methods' own defaults, so evaluations agree across methods and invocations (folders a
+    # report combines). A per-method --set (m.guidance_scale, m.true_cfg_scale) is training's, unless pinned.
     eval_seed = EvalConfig.seed if getattr(args, "eval_seed", None) is None else args.eval_seed
     if not 0 <= eval_seed <= 2**32 - 1 - n_eval:
         raise UsageError(f"--eval-seed {eval_seed} is out of range; give an integer in 0..{2**32 - 1 - n_eval}")
-    eval_cfg = EvalConfig(n=n_eval, seed=eval_seed, steps=preset.method.get("steps", 50),
-                          guidance_scale=preset.method.get("guidance_scale", 7.5), eta=0.0, **scale,
+    embedded = fam.embedded_guidance
+    sampling = dict(steps=preset.method.get("steps", 50), true_cfg_scale=1.0,
+                    guidance_scale=preset.method.get("guidance_scale", 7.5) if embedded is None else embedded)
+    for key, kind in (("steps", int), ("guidance_scale", float), ("true_cfg_scale", float)):
+        if key in global_sets:
+            sampling[key] = kind(global_sets[key])
+    eval_cfg = EvalConfig(n=n_eval, seed=eval_seed, eta=0.0, **sampling, **scale,
                           vae_fp32=global_sets.get("vae_fp32", "false").lower() in ("1", "true", "yes", "on"))
-    if "steps" in global_sets:
-        eval_cfg.steps = int(global_sets["steps"])
-    if "guidance_scale" in global_sets:
-        eval_cfg.guidance_scale = float(global_sets["guidance_scale"])
     eval_block = {"prompts": eval_set.first(n_eval), "config": vars(eval_cfg)}
     from bench.core.models import model_notes
 
-    notes = ((tuned or {}).get("notes", []) + pinned_notes(method_classes, configs, per_method, global_sets)
+    notes = ((tuned or {}).get("notes", []) + pinned_notes(method_classes, configs, per_method, global_sets, fam)
              + model_notes(model, fam))
     method_eval = {m: method_eval_config(eval_cfg, method_classes[m], configs[m]) for m in methods}
     eval_block["methods"] = {m: {k: getattr(c, k) for k in method_classes[m].inference}
@@ -291,17 +297,27 @@ def method_eval_config(eval_cfg, method_cls, config):
     return out
 
 
-def pinned_notes(method_classes: dict, configs: dict, per_method: dict, global_sets: dict) -> list[str]:
-    """One line per explicit ``--set`` (global or per-method) that changes a method's pinned inference setting."""
+def pinned_notes(method_classes: dict, configs: dict, per_method: dict, global_sets: dict, fam=None) -> list[str]:
+    """One line per explicit ``--set`` (global or per-method) that changes a method's pinned inference setting: its
+    published value, or the family's where the family sets the key (``family_defaults``: flux's guidance embedding,
+    the pin's CFG-free meaning kept by ``true_cfg_scale`` 1)."""
+    from bench.core.families import family_defaults
+
     notes = []
     for m, cls in method_classes.items():
+        family = family_defaults(fam, cls.Config) if fam is not None else {}
         for key, published in getattr(cls, "inference", {}).items():
-            value = getattr(configs[m], key)
-            if value == published:
+            value, usual = getattr(configs[m], key), family.get(key, published)
+            cfg = getattr(configs[m], "true_cfg_scale", 1.0)
+            if key in family and published <= 1 < cfg:  # flux: the CFG-free pin is true_cfg_scale's to keep
+                notes.append(f"{given_source(m, 'true_cfg_scale', f'{cfg:g}', per_method, global_sets)} gives {m} "
+                             f"true classifier-free guidance {cfg:g}; its published sampling is CFG-free")
+            if value == usual:
                 continue
             source = given_source(m, key, f"{value:g}", per_method, global_sets)
-            notes.append(f"{source} changes {m}'s published {key} {published:g} (sampling, training and "
-                         f"evaluation of {m} use {value:g})")
+            what = (f"published {key} {published:g}" if key not in family
+                    else f"{key} from the {fam.name} family's {usual:g} (its guidance embedding)")
+            notes.append(f"{source} changes {m}'s {what} (sampling, training and evaluation of {m} use {value:g})")
     return notes
 
 

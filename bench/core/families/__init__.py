@@ -49,10 +49,14 @@ def family_of_pipe(pipe) -> Family:
 
 
 def family_defaults(fam: Family, config_cls=None) -> dict:
-    """Method-config values a family sets under the user's own (``--set``): its LoRA targets, and eta 0 where the
+    """Method-config values a family sets under the user's own (``--set``): its LoRA targets, eta 0 where the
     chain is deterministic (methods whose SD default is a stochastic DDIM chain then sample the flow ODE), unless
-    the method's config selects a flow SDE by default (``sde``: the flow policy gradients keep their noise level)."""
+    the method's config selects a flow SDE by default (``sde``: the flow policy gradients keep their noise level),
+    and ``guidance_scale`` where the family embeds it (``Family.embedded_guidance``: a method's classifier-free
+    weight or CFG-free pin would otherwise become the embedding's value)."""
     out = {"lora_targets": ",".join(fam.lora_targets)}
     if not fam.stochastic and not getattr(config_cls, "sde", ""):
         out["eta"] = 0.0
+    if fam.embedded_guidance is not None:
+        out["guidance_scale"] = fam.embedded_guidance
     return out

@@ -90,6 +90,11 @@ class Family:
     facts: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Integer pipeline attributes a saved folder records (``bench.core.models.MODEL_FACTS``) to sample as the
     harness did, each with its valid (low, high): sd3's ``t5_tokens``; flux's also ``default_sample_size``."""
+    embedded_guidance: float | None = None
+    """The guidance-embedding value the family's models are distilled for; set: ``guidance_scale`` is that embedding
+    on this family (one pass; classifier-free guidance only from ``true_cfg_scale``) and the planner gives it to every
+    method and the evaluation under the user's ``--set`` (``family_defaults``); None: ``guidance_scale`` is the
+    classifier-free weight (sd, sd3)."""
 
     def __post_init__(self):
         self.chain.info = self

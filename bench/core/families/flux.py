@@ -292,4 +292,7 @@ FLUX = Family(
     },
     hub={"flux1-dev": "black-forest-labs/FLUX.1-dev"},
     t5_encoder="text_encoder_2", t5_default=512, facts={"t5_tokens": (0, 512), "default_sample_size": (1, 4096)},
+    # FluxPipeline.__call__'s default guidance_scale (diffusers 0.39 pipeline_flux.py:665), FLUX.1-dev's distilled
+    # value; DanceGRPO's and MixGRPO's flux trainers pass the same constant (train_grpo_flux.py guidance=[3.5]).
+    embedded_guidance=3.5,
 )
