@@ -11,7 +11,7 @@ import numpy as np
 
 from bench.analysis import plots
 from bench.analysis.figures import read_eval_settings, split_row
-from bench.analysis.results import Results, fmt_setting
+from bench.analysis.results import Results, guidance_text
 from bench.analysis.summary import true_metric as summary_true_metric
 from bench.core.files import read_json
 from bench.core.text import fmt, safe_name
@@ -43,7 +43,7 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
     runs = results.runs.sort_values(["reward", "label", "seed"])
     for reward, group in runs.groupby("reward", sort=True):
         # step 0 is the base model on the fixed noise: the same for every method evaluated alike, but a method
-        # evaluated at another setting (a CFG-free one at guidance 1) starts from its own base images
+        # evaluated at another setting (a CFG-free one at guidance 1 on sd/sd3) starts from its own base images
         bases, finals, prompts = {}, {}, None
         for label, g in group.groupby("label", sort=True):
             for _, run in g.iterrows():
@@ -53,7 +53,7 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
                     continue
                 settings = read_eval_settings(run_dir)
                 n = len(last)
-                cfg = fmt_setting(run.get("eval_guidance"))
+                cfg = guidance_text(run.get("eval_guidance"), run.get("eval_true_cfg", 1.0))
                 if cfg not in bases:
                     bases[cfg] = (split_row(run_dir / "eval_first.png", n), first)
                 if prompts is None:
@@ -67,8 +67,8 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
         several = len(bases) > 1
         rows = []
         for cfg, base in bases.items():
-            rows.append((f"base model (CFG {cfg})" if several else "base model", base))
-            rows += [(f"{label} (final{f', CFG {c}' if several else ''})", (tiles, scores))
+            rows.append((f"base model ({cfg})" if several else "base model", base))
+            rows += [(f"{label} (final{f', {c}' if several else ''})", (tiles, scores))
                      for label, (tiles, scores, c) in finals.items() if c == cfg]
         fig, axes = plots.plt.subplots(len(rows), len(cols), figsize=(1.25 * len(cols) + 1.2, 1.45 * len(rows) + 0.9),
                                        squeeze=False)

@@ -45,7 +45,7 @@ from bench.analysis.figures_curves import curve_figures, extra_metrics_figure, s
 from bench.analysis.hacking import fidelity_figures
 from bench.analysis.html import report_command, write_html
 from bench.analysis import speedup
-from bench.analysis.results import add_labels, fmt_setting, load_results
+from bench.analysis.results import add_labels, fmt_setting, guidance_text, load_results, true_cfg
 from bench.analysis.summary import DEFINITIONS, FAILED, summarize, summary_markdown
 from bench.core.files import atomic_dir
 from bench.core.text import fmt, markdown_table
@@ -184,9 +184,11 @@ def carried_images(out: Path, tmp: Path, methods: pd.DataFrame, *, have) -> list
 
 
 def eval_settings_line(runs) -> str:
-    """Each method's evaluation setting: "`flow-grpo` CFG 2, 10 steps; `diffusion-nft` CFG 1, 10 steps"."""
-    found = runs[["label", "eval_guidance", "eval_steps"]].drop_duplicates(["label", "eval_guidance", "eval_steps"])
-    return "; ".join(f"`{label}` CFG {fmt_setting(g)}, {fmt_setting(st)} steps" for label, g, st in found.values)
+    """Each method's evaluation setting: "`flow-grpo` guidance 2, 10 steps; `diffusion-nft` guidance 1, 10 steps"
+    (``guidance_text``: not "CFG", which flux's guidance embedding is not; its true CFG is added where > 1)."""
+    found = runs.assign(eval_true_cfg=true_cfg(runs))[["label", "eval_guidance", "eval_true_cfg", "eval_steps"]]
+    return "; ".join(f"`{label}` {guidance_text(g, c)}, {fmt_setting(st)} steps"
+                     for label, g, c, st in found.drop_duplicates().values)
 
 
 def resources_markdown(methods) -> str:

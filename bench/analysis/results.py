@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis.pooling import check_seeds_poolable, pool_repeat
+from bench.analysis.settings import eval_setting, fmt_setting, guidance_text, true_cfg  # noqa: F401 (re-exported)
 from bench.core.errors import UsageError
 from bench.core.files import check_shape
 # the tables' schema and the shapes of the files read back live in one place, the recorder
@@ -44,7 +45,7 @@ REQUIRED = {"metrics": ("run_id", "step", "split", "metric", "value"), "runs": (
 """Columns without which a table says nothing; rows missing one of their values are dropped (and said so)."""
 RUN_NUMBERS = ("steps", "samples", "wall_s", "peak_mem_mb", "final_eval_reward", "sec_per_step", "seed", "cpu_s",
                "cpu_per_step", "load_avg", "cores", "threads", "calib_cpu_s", "cpu_per_step_norm", "eval_guidance",
-               "eval_steps")
+               "eval_steps", "eval_true_cfg")
 """runs.csv's numeric columns: text in one is said (one line) and read as missing."""
 
 
@@ -282,15 +283,16 @@ def _eval_config(spec) -> dict:
 
 
 def with_eval_settings(runs: pd.DataFrame, manifest: dict) -> pd.DataFrame:
-    """``eval_guidance`` and ``eval_steps`` of every run: runs.csv's own columns (a method's pinned evaluation
-    setting, e.g. DiffusionNFT's CFG-free guidance 1.0), else the run's spec in manifest.json
-    (``runs.<id>.eval.config``), else the invocation's (``plan.eval.config``); NaN where none says."""
+    """``eval_guidance``, ``eval_steps``, ``eval_true_cfg`` of every run: runs.csv's own columns (a method's pinned
+    setting, e.g. DiffusionNFT's CFG-free guidance 1.0), else the run's spec in manifest.json (``runs.<id>.eval.config``),
+    else the invocation's (``plan.eval.config``); NaN where none says (true CFG: 1.0, none, as older folders ran)."""
     runs = runs.copy()
     specs = manifest.get("runs", {}) if isinstance(manifest.get("runs"), dict) else {}
     shared = _eval_config(manifest.get("plan"))
-    for column, key in (("eval_guidance", "guidance_scale"), ("eval_steps", "steps")):
+    for column, key, absent in (("eval_guidance", "guidance_scale", None), ("eval_steps", "steps", None),
+                                ("eval_true_cfg", "true_cfg_scale", 1.0)):
         values = pd.to_numeric(runs[column], errors="coerce") if column in runs else pd.Series(np.nan, runs.index)
-        fallback = [_eval_config(specs.get(str(run_id))).get(key, shared.get(key)) for run_id in runs["run_id"]]
+        fallback = [_eval_config(specs.get(str(run_id))).get(key, shared.get(key, absent)) for run_id in runs["run_id"]]
         fallback = pd.to_numeric(pd.Series(fallback, index=runs.index, dtype=object), errors="coerce")
         runs[column] = values.fillna(fallback)
     return runs
@@ -355,32 +357,20 @@ def busy_rewritten(warning: str, load, n_cores, own: int) -> str:
 
 def add_labels(runs: pd.DataFrame, metrics: pd.DataFrame) -> None:
     """``label`` column: the method, plus the model when a report mixes several models, plus the evaluation
-    guidance (``@CFG g``) where one method of one model was evaluated at several."""
+    guidance (``@guidance g[, true CFG c]``: ``guidance_text``) where one method of one model was evaluated at several."""
     several = runs["model"].nunique() > 1
     for frame in (runs, metrics):
         frame["label"] = (frame["method"] + " [" + frame["model"] + "]") if several else frame["method"]
     if "eval_guidance" not in runs:
         return
-    split = {label for label, g in runs.groupby("label") if g["eval_guidance"].dropna().nunique() > 1}
+    text = [guidance_text(g, c) for g, c in zip(runs["eval_guidance"], true_cfg(runs))]
+    known = pd.Series(text, runs.index).where(runs["eval_guidance"].notna())
+    split = {label for label, g in known.groupby(runs["label"]) if g.nunique() > 1}
     if split:
-        cfg = {r: f"{label} @CFG {fmt_setting(g)}" for r, label, g in
-               zip(runs["run_id"], runs["label"], runs["eval_guidance"]) if label in split}
+        cfg = {r: f"{label} @{t}" for r, label, t in zip(runs["run_id"], runs["label"], text) if label in split}
         for frame in (runs, metrics):
             frame["label"] = [cfg.get(r, label) for r, label in zip(frame["run_id"], frame["label"])]
 
-
-def fmt_setting(value) -> str:
-    """An evaluation setting (guidance scale, steps) as text: "2", "4.5", "?" when unknown."""
-    if value is None or pd.isna(value):
-        return "?"
-    return f"{float(value):g}"
-
-
-def eval_setting(runs: pd.DataFrame) -> pd.Series:
-    """Per run, the key of its starting point: (model, reward, eval guidance, eval steps) as one string. The
-    step-0 evaluation is the base model under these settings; runs that differ in any of them have different starts."""
-    return (runs["model"].astype(str) + "|" + runs["reward"].astype(str) + "|"
-            + runs["eval_guidance"].map(fmt_setting) + "|" + runs["eval_steps"].map(fmt_setting))
 
 def eval_curves(results: Results) -> pd.DataFrame:
     """Evaluation reward_mean rows (training rows where a run has no evaluation), with a ``curve_split`` column."""

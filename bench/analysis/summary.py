@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from bench.analysis import reach, stats
-from bench.analysis.results import Results, eval_curves, eval_setting, fmt_setting, reward_higher_is_better
+from bench.analysis.results import (Results, eval_curves, eval_setting, fmt_setting, guidance_text,
+                                    reward_higher_is_better, true_cfg)
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED, STATUSES
 
@@ -146,6 +147,7 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
                 kind="method", reward=reward, label=label, method=g["method"].iloc[0],
                 model=", ".join(sorted(set(g["model"]))),
                 eval_guidance=g["eval_guidance"].iloc[0], eval_steps=g["eval_steps"].iloc[0], setting=setting,
+                eval_true_cfg=true_cfg(g).iloc[0],
                 runs=len(g), finished=len(gd), seeds=len(final),
                 final_mean=point, final_lo=lo, final_hi=hi,
                 final_iqm=float(stats.iqm(final)) if len(final) else float("nan"),
@@ -179,9 +181,10 @@ def summarize(results: Results, *, rng: np.random.Generator, n_boot: int = 2000)
             several = rgroup["setting"].nunique() > 1
             model = sg["model"].iloc[0]
             label = START + (f" [{model}]" if runs["model"].nunique() > 1 else "")
-            label += f" @CFG {fmt_setting(sg['eval_guidance'].iloc[0])}" if several else ""
+            label += f" @{guidance_text(sg['eval_guidance'].iloc[0], true_cfg(sg).iloc[0])}" if several else ""
             start_rows.append(dict(kind="start", reward=reward, label=label, method="", model=model,
                                    eval_guidance=sg["eval_guidance"].iloc[0], eval_steps=sg["eval_steps"].iloc[0],
+                                   eval_true_cfg=true_cfg(sg).iloc[0],
                                    setting=setting, runs=len(sg), finished=len(sg), seeds=sg["seed"].nunique(),
                                    final_mean=start["reward_mean"], start=start["reward_mean"], best=False,
                                    tie=False, verdict=line, status="", stand_in="",
@@ -261,7 +264,8 @@ def summary_markdown(summary: pd.DataFrame) -> str:
     shown = []
     for _, s in summary.iterrows():
         start_row = s["kind"] == "start"
-        cfg = fmt_setting(s["eval_guidance"]) + (f", {fmt_setting(s['eval_steps'])} steps" if steps_vary else "")
+        cfg = guidance_text(s["eval_guidance"], s.get("eval_true_cfg", 1.0))[len("guidance "):] + (
+            f", {fmt_setting(s['eval_steps'])} steps" if steps_vary else "")
         if start_row:
             final = f"*{fmt(s['final_mean'])}*"
         elif s["finished"]:
@@ -274,7 +278,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
                 final += " (tie)"
         else:
             final = f"— ({s['status']})"
-        row = {"reward": s["reward"], "method": f"*{s['label']}*" if start_row else s["label"], "eval CFG": cfg,
+        row = {"reward": s["reward"], "method": f"*{s['label']}*" if start_row else s["label"], "eval guidance": cfg,
                "seeds": "" if start_row else str(int(s["seeds"])),
                "runs (finished)": f"{s['runs']} (step 0)" if start_row else f"{s['runs']} ({s['finished']})",
                "final eval reward, mean [95% CI]": final}
@@ -314,10 +318,12 @@ DEFINITIONS = """\
   no interval is printed: a single run has no spread to bootstrap). **IQM** (interquartile mean over seeds) is shown
   only when every method has 5 or more seeds. Rows are sorted per reward by this value, best first.
 - **start (base model, step 0)**: the step-0 evaluation (the base model, before any update), mean over the runs
-  evaluated with the same model, reward and evaluation setting (guidance scale and sampling steps); a method's
-  **start** column is its own setting's start, and rows of different models or settings never share one. **eval
-  CFG**: the guidance scale the row was evaluated at (runs.csv `eval_guidance`; for older folders the manifest's
-  evaluation config) — a CFG-free method (DiffusionNFT) is evaluated at 1.0 and starts from its own base.
+  evaluated with the same model, reward and evaluation setting (guidance scale, sampling steps, true CFG); a
+  method's **start** column is its own setting's start, and rows of different models or settings never share one.
+  **eval guidance**: the `guidance_scale` the row was evaluated at (runs.csv `eval_guidance`; for older folders the
+  manifest's evaluation config), plus ", true CFG c" where `eval_true_cfg` > 1. On `sd`/`sd3` it is the
+  classifier-free guidance weight — a CFG-free method (DiffusionNFT) is evaluated at 1.0 and starts from its own
+  base; on `flux` it is the guidance embedding's value (true CFG only from `true_cfg_scale` > 1).
 - **true score** and **fidelity** columns: the same final (method rows) or step-0 (start rows) evaluation of the
   reward's hand-defined true score (`true_*`, e.g. `true_aesthetic`) and of prompt fidelity (colour and shape
   accuracy, exact count: fractions of evaluation images), mean over seeds; `diversity` where recorded.

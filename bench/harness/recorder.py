@@ -26,7 +26,7 @@ METRIC_COLUMNS = ["run_id", "method", "reward", "model", "seed", "step", "sample
 RUN_COLUMNS = ["run_id", "method", "reward", "model", "seed", "status", "steps", "samples", "wall_s", "peak_mem_mb",
                "final_eval_reward", "error", "stand_in", "sec_per_step", "memory_overrun", "device", "surrogate",
                "precision", "protocol", "cpu_s", "cpu_per_step", "load_avg", "cores", "threads", "warning",
-               "calib_cpu_s", "cpu_per_step_norm", "eval_guidance", "eval_steps"]
+               "calib_cpu_s", "cpu_per_step_norm", "eval_guidance", "eval_steps", "eval_true_cfg"]
 ROWS = "rows.jsonl"
 """A run's recorded rows, one JSON object a line, appended as they are recorded (a torn last line is ignored)."""
 
@@ -258,6 +258,7 @@ def run_row(spec, result: dict) -> dict:
         calib_cpu_s=calib, cpu_per_step_norm=round(cpu_step / calib, 4) if cpu_step and calib else None,
         load_avg=None if load is None else round(load, 2), cores=n_cores, threads=result.get("threads"),
         eval_guidance=spec.eval.config.guidance_scale, eval_steps=spec.eval.config.steps,
+        eval_true_cfg=getattr(spec.eval.config, "true_cfg_scale", 1.0),
         start_eval_reward=start_eval(result.get("rows") or []),  # for the summary; not a column of runs.csv
         warning="; ".join(w for w in (result.get("warning", ""),
                                       timing_warning(result["status"], steps, spec.budget.max_steps, load, n_cores,

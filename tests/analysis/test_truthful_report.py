@@ -63,7 +63,7 @@ def test_three_seed_report_is_sorted_with_a_start_row_and_true_and_fidelity_colu
     report.build_report([folder], out, n_boot=200, formats=("png",))
     text = (out / "report.md").read_text()
     header = text.split("## Summary", 1)[1].split("\n\n", 2)[1].splitlines()[0]
-    for column in ("true score (true_aesthetic)", "colour acc.", "shape acc.", "exact count", "eval CFG", "start"):
+    for column in ("true score (true_aesthetic)", "colour acc.", "shape acc.", "exact count", "eval guidance", "start"):
         assert f"| {column} |" in header, header
     assert "| IQM |" not in header  # 3 seeds: below 5
     rows = summary_rows(text)
@@ -74,7 +74,7 @@ def test_three_seed_report_is_sorted_with_a_start_row_and_true_and_fidelity_colu
     split = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
     cells = dict(zip(split(header), split(rows[0])))
     assert cells["start"] == "0.101" and cells["true score (true_aesthetic)"] == "0.400"  # 0.5 - 0.01 * 10
-    assert cells["colour acc."] == "0.800" and cells["eval CFG"] == "7.5"
+    assert cells["colour acc."] == "0.800" and cells["eval guidance"] == "7.5"
     start = dict(zip(cells, split(rows[-1])))
     assert start["final eval reward, mean [95% CI]"] == "*0.101*" and start["colour acc."] == "*0.900*"
     # what fine-tuning changed (here the learned-vs-true figure) comes right after the summary
@@ -150,6 +150,20 @@ def test_starts_are_per_model_reward_and_eval_guidance(tmp_path):
     assert "| diffusion-nft [tiny-random] | 1 |" in text and "| ddpo [sd3] | 7.5 |" in text
 
 
+def test_a_flux_guidance_embedding_is_not_called_cfg_and_true_cfg_is_its_own_setting(tmp_path):
+    # flux's guidance_scale is the guidance embedding's value, not a CFG weight; its true CFG is eval_true_cfg
+    folder = write_results(tmp_path / "flux", "mean-brightness", failed=False, stand_in="")
+    edit(folder, lambda t: t.assign(eval_guidance=3.5, eval_true_cfg=[
+        4.0 if (m, s) == ("ddpo", 0) else 1.0 for m, s in zip(t["method"], t["seed"])]))
+    out = tmp_path / "rep"
+    report.build_report([folder], out, n_boot=50, formats=("png",))
+    text = (out / "report.md").read_text()
+    assert "CFG 3.5" not in text and "@CFG" not in text and "eval CFG" not in text
+    assert "| ddpo @guidance 3.5, true CFG 4 | 3.5, true CFG 4 |" in text and "| ddpo @guidance 3.5 | 3.5 |" in text
+    assert "`alignprop` guidance 3.5, 2 steps" in text
+    assert "eval_true_cfg" in pd.read_csv(out / "summary.csv")
+
+
 def test_eval_settings_fall_back_to_the_manifest_and_busy_counts_the_jobs_own_load(tmp_path):
     folder = write_results(tmp_path / "old", "mean-brightness", seeds=(0,), failed=False, stand_in="")
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -171,6 +185,7 @@ def test_eval_settings_fall_back_to_the_manifest_and_busy_counts_the_jobs_own_lo
     table = results.runs.set_index("method")
     assert table.loc["alignprop", "eval_guidance"] == 1.0 and table.loc["alignprop", "eval_steps"] == 10
     assert table.loc["ddpo", "eval_guidance"] == 4.5 and table.loc["ddpo", "eval_steps"] == 20
+    assert (table["eval_true_cfg"] == 1.0).all()  # before the column: no true CFG ran
     assert table.loc["alignprop", "job_workers"] == 2
     assert table.loc["alignprop", "warning"] == ""  # 2.3 on 2 cores is the job's own 2 workers: not busy
     assert table.loc["ddpo", "warning"].startswith("machine busy: load 3.4 on 2 cores, 1.4 beyond this job's own 2")
@@ -244,4 +259,4 @@ def test_the_effect_figure_draws_a_base_row_per_evaluation_setting(tmp_path):
         out.mkdir()
         assert effect.effect_figures(results, out, formats=("png",)) == ["effect_shape-aesthetic.png"]
         heights.append(Image.open(out / "effect_shape-aesthetic.png").height)
-    assert heights[1] > heights[0] * 1.2  # a second base row: base (CFG 7.5), alignprop, base (CFG 1), nft
+    assert heights[1] > heights[0] * 1.2  # a second base row: base (guidance 7.5), alignprop, base (guidance 1), nft
