@@ -27,17 +27,23 @@ def interval_text(point, lo, hi, seeds: int | None = None) -> str:
     return f"{fmt(point, 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}]"
 
 
+UNFINISHED = {"unknown", "interrupted"}
+"""Statuses of a run that has not ended (no result yet, or stopped to be resumed): not a failure."""
+
+
 def cell_name(task: str, family: str) -> str:
     return f"{task} / {family}"
 
 
 def board_cell(row, note: str) -> str:
-    """One scoreboard entry: the normalised score with its interval; *absent* (no run), *failed* (no run finished)
+    """One scoreboard entry: the normalised score with its interval; *absent* (no run), *not finished* (no run
+    finished, none failed: still to run or interrupted, a suite in progress), *failed* (no run finished, one failed)
     or "—" (the cell has no normalisation) otherwise."""
     if row is None or row.get("status") == "absent":
         return "*absent*"
     if not row.get("finished", False):
-        return f"*failed* ({row['status']})"
+        statuses = {part.split(":")[0] for part in str(row["status"]).split(", ")}
+        return f"*{'not finished' if statuses <= UNFINISHED else 'failed'}* ({row['status']})"
     if note:
         return "—"
     text = interval_text(row.get("normalised"), row.get("normalised_lo"), row.get("normalised_hi"), row.get("seeds"))

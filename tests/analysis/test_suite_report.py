@@ -153,6 +153,8 @@ def test_a_method_whose_runs_all_failed_reads_failed(tmp_path):
     _, _, board, _ = numbers(root)
     refl = board.set_index("method").loc["refl"].to_dict()
     assert board_cell(refl, "") == "*failed* (oom: 3)" and np.isnan(refl["normalised"])
+    assert board_cell(dict(refl, status="unknown: 2, interrupted: 1"), "") == "*not finished* (unknown: 2, interrupted: 1)"
+    assert board_cell(dict(refl, status="oom: 1, unknown: 2"), "") == "*failed* (oom: 1, unknown: 2)"
 
 
 def test_references_per_family():
