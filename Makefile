@@ -72,6 +72,7 @@ SUITE_ARGS ?=
 SUITE_QUICK_OUT ?= results/suite-quick-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: install test test-slow bench bench-long bench-flow bench-flow-pg tune-flow-pg bench-suite bench-suite-quick \
+	suite-reference \
 	clean-venv gpu-check
 
 $(BIN)/python:
@@ -117,6 +118,15 @@ bench-flow-pg: install
 
 bench-suite: install
 	$(BIN)/python -m bench.suite $(SUITE_ARGS) --out $(SUITE_OUT) $(if $(wildcard $(SUITE_OUT)/suite.json),--resume,)
+
+# The committed copy of a suite (SUITE_REF, results/reference/suite/): the suite report made from SUITE_OUT, then every
+# table and record of SUITE_OUT (json, md, runs.csv, metrics.parquet), without the runs' checkpoints and adapters.
+SUITE_REF ?= results/reference/suite
+suite-reference: install
+	$(BIN)/python -m bench.suite.report $(SUITE_OUT) --out $(SUITE_REF)/report
+	cd $(SUITE_OUT) && find . -name runs -type d -prune -o -name report -type d -prune -o -type f \( -name '*.json' \
+		-o -name '*.md' -o -name runs.csv -o -name metrics.parquet \) -print | while read -r f; do \
+		mkdir -p "$(abspath $(SUITE_REF))/$$(dirname "$$f")" && cp "$$f" "$(abspath $(SUITE_REF))/$$f"; done
 
 # Minutes: 8 reward queries, 2 seeds, one method of each kind per family, no tuning; numbers meaningless.
 bench-suite-quick: install
