@@ -30,6 +30,11 @@ class FlowMatchChain(Chain):
             raise ValueError(f"unknown flow SDE {self.sde!r}; valid: {', '.join(sorted(SDE_STEPS))}")
         self.sigmas: torch.Tensor | None = None
         self.timesteps: torch.Tensor | None = None
+        cfg = self.denoiser.config  # both families' transformers: text tokens of the joint dim, a pooled vector
+        self.joint_dim, self.pooled_dim = cfg.joint_attention_dim, cfg.pooled_projection_dim
+        if self.pooled_dim > self.joint_dim:
+            raise ValueError(f"pooled_projection_dim {self.pooled_dim} > joint_attention_dim {self.joint_dim}: the "
+                             "pooled projections cannot ride as a prompt-state token")
 
     def check_eta(self, eta: float) -> None:
         if eta > 0 and self.sde not in SDE_STEPS:

@@ -183,11 +183,6 @@ class FluxChain(FlowMatchChain):
 
     def __init__(self, pipe, config):
         super().__init__(pipe, config)
-        cfg = self.denoiser.config
-        self.joint_dim, self.pooled_dim = cfg.joint_attention_dim, cfg.pooled_projection_dim
-        if self.pooled_dim > self.joint_dim:
-            raise ValueError(f"pooled_projection_dim {self.pooled_dim} > joint_attention_dim {self.joint_dim}: the "
-                             "pooled projection cannot ride as a prompt-state token")
         self._ids: dict = {}
 
     # -- geometry and guidance ------------------------------------------------------------------------------

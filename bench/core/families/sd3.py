@@ -158,11 +158,6 @@ class FlowChain(FlowMatchChain):
 
     def __init__(self, pipe, config):
         super().__init__(pipe, config)
-        cfg = self.denoiser.config
-        self.joint_dim, self.pooled_dim = cfg.joint_attention_dim, cfg.pooled_projection_dim
-        if self.pooled_dim > self.joint_dim:
-            raise ValueError(f"pooled_projection_dim {self.pooled_dim} > joint_attention_dim {self.joint_dim}: the "
-                             "pooled projections cannot ride as a prompt-state token")
         if self.scheduler.config.get("use_dynamic_shifting"):
             raise ValueError("a flow scheduler with use_dynamic_shifting (resolution-dependent shift) is not "
                              "supported; use a fixed shift (SD 3 / 3.5: shift=3.0)")
