@@ -215,7 +215,7 @@ def test_flux1_dev_random_is_flux1_devs_architecture(monkeypatch):
     from bench.core.families import flux as module
     from bench.core.models import GEOMETRY
 
-    monkeypatch.setattr(module, "fill_seeded", lambda m, g: None)
+    monkeypatch.setattr(module, "fill_all_seeded", lambda modules, seed: None)
     pipe = module.build_flux1_dev_random(fast_init=True)
     cfg = pipe.transformer.config
     assert (cfg.num_layers, cfg.num_single_layers, cfg.num_attention_heads, cfg.attention_head_dim) == (19, 38, 24, 128)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from bench.core.families.base import BuiltIn, Family
 from bench.core.families.flowmatch import FlowMatchChain
-from bench.core.families.parts import fill_seeded, load_tokenizer
+from bench.core.families.parts import clip_vit_l_text, fill_all_seeded, load_tokenizer
 from bench.core.modules import dtype_of
 
 FLUX_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
@@ -105,7 +105,6 @@ def build_flux1_dev_random(seed: int = 0, fast_init: bool = False):
 
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = load_tokenizer()
     with torch.random.fork_rng(devices=[]), (init_empty_weights() if fast_init else contextlib.nullcontext()):
@@ -120,16 +119,9 @@ def build_flux1_dev_random(seed: int = 0, fast_init: bool = False):
             up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, layers_per_block=2, sample_size=1024,
             use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
         )  # fmt: skip
-        text_encoder = CLIPTextModel(CLIPTextConfig(  # CLIP ViT-L/14's text tower (FLUX.1-dev text_encoder)
-            vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-            num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ))  # fmt: skip
+        text_encoder = clip_vit_l_text(tokenizer)  # FLUX.1-dev's text_encoder
     if fast_init:
-        generator = torch.Generator().manual_seed(seed)
-        for module in (transformer, vae, text_encoder):
-            fill_seeded(module, generator)
+        fill_all_seeded((transformer, vae, text_encoder), seed)
     return assemble_flux(transformer, vae, (tokenizer, text_encoder), (None, None), t5_tokens=512, sample_size=128)
 
 

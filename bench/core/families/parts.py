@@ -1,5 +1,5 @@
-"""The pieces every family's builders share: a locally written CLIP tokenizer (no download) and seeded weights for a
-module built on the meta device."""
+"""The pieces every family's builders share: a locally written CLIP tokenizer (no download), CLIP ViT-L/14's text
+tower, and seeded weights for modules built on the meta device."""
 
 from __future__ import annotations
 
@@ -65,3 +65,22 @@ def fill_seeded(module: torch.nn.Module, generator: torch.Generator) -> None:
         for sub in module.modules():
             if hasattr(sub, "position_ids") and isinstance(sub.position_ids, torch.Tensor):
                 sub.position_ids.copy_(torch.arange(sub.position_ids.shape[-1]).expand_as(sub.position_ids))
+
+
+def fill_all_seeded(modules, seed: int) -> None:
+    """``fill_seeded`` over ``modules`` in order, from one generator seeded with ``seed`` (a builder's ``fast_init``)."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in modules:
+        fill_seeded(module, generator)
+
+
+def clip_vit_l_text(tokenizer):
+    """CLIP ViT-L/14's text tower at full size (SD 1.5's and FLUX.1's ``text_encoder``), initialised by its own code
+    under the caller's seed, or empty under ``init_empty_weights``."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    ))  # fmt: skip

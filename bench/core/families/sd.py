@@ -25,7 +25,7 @@ import torch
 from bench.core.ddim import ddim_step, predict_x0
 from bench.core.errors import UsageError
 from bench.core.families.base import BuiltIn, Chain, Family
-from bench.core.families.parts import fill_seeded, load_tokenizer
+from bench.core.families.parts import clip_vit_l_text, fill_all_seeded, load_tokenizer
 from bench.core.modules import dtype_of
 
 # Stable Diffusion 1.x noise schedule (the scheduler_config.json of SD 1.5), used by every tiny model.
@@ -102,7 +102,6 @@ def build_sd15_random(seed: int = 0, fast_init: bool = False):
 
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = load_tokenizer()
     with torch.random.fork_rng(devices=[]), (init_empty_weights() if fast_init else contextlib.nullcontext()):
@@ -118,16 +117,9 @@ def build_sd15_random(seed: int = 0, fast_init: bool = False):
             block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, sample_size=512,
         )  # fmt: skip
-        text_encoder = CLIPTextModel(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        ))  # fmt: skip
+        text_encoder = clip_vit_l_text(tokenizer)
     if fast_init:
-        generator = torch.Generator().manual_seed(seed)
-        for module in (unet, vae, text_encoder):
-            fill_seeded(module, generator)
+        fill_all_seeded((unet, vae, text_encoder), seed)
     return assemble(vae, text_encoder, tokenizer, unet)
 
 

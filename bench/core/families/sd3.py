@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from bench.core.errors import UsageError
 from bench.core.families.base import BuiltIn, Family
 from bench.core.families.flowmatch import FlowMatchChain
-from bench.core.families.parts import fill_seeded, load_tokenizer
+from bench.core.families.parts import fill_all_seeded, load_tokenizer
 from bench.core.modules import dtype_of
 
 FLOW_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0)
@@ -110,9 +110,7 @@ def build_sd35m_random(seed: int = 0, fast_init: bool = False):
         text_encoder_2 = clip_with_projection(tokenizer_2, 1280, 32, 20, 1280, seed + 3, intermediate=5120,
                                               hidden_act="gelu")
     if fast_init:
-        generator = torch.Generator().manual_seed(seed)
-        for module in (transformer, vae, text_encoder, text_encoder_2):
-            fill_seeded(module, generator)
+        fill_all_seeded((transformer, vae, text_encoder, text_encoder_2), seed)
     return assemble_flow(transformer, vae, (tokenizer, text_encoder), (tokenizer_2, text_encoder_2), t5_tokens=256)
 
 
