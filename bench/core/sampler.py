@@ -42,7 +42,6 @@ from torch.utils.checkpoint import checkpoint
 
 from bench.core.ddim import gaussian_log_prob
 from bench.core import precision as mp
-from bench.core.families.base import check_resolution
 
 GRAD_MODES = ("none", "full", "last-k", "random-k", "alignprop-code")
 SCHEDULES, DECODES = ("scheduler", "shifted-linspace"), ("final", "last-x0")  # SamplerConfig.schedule and .decode
@@ -364,17 +363,12 @@ class Sampler:
         )
 
 
-def vae_factor(pipe) -> int:
-    """Pixels per latent cell: 2 ** (number of VAE blocks - 1), as diffusers' ``vae_scale_factor``."""
-    return 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+def latent_size(pipe, resolution: int) -> int:
+    """The latent size of a ``resolution``-pixel image on ``pipe`` (its chain's ``latent_size``), or ``ValueError``
+    where the model cannot draw it."""
+    from bench.core.families import family_of_pipe
 
-
-def latent_size(pipe, resolution: int, chain=None) -> int:
-    if chain is None:
-        from bench.core.families import family_of_pipe
-
-        chain = family_of_pipe(pipe).chain(pipe, SamplerConfig())
-    return check_resolution(resolution, vae_factor(pipe), chain.down_factor)
+    return family_of_pipe(pipe).chain(pipe, SamplerConfig(resolution=resolution)).latent_size
 
 
 def activation_bytes(sampler: Sampler, batch: int) -> tuple[int, int]:

@@ -116,7 +116,7 @@ def resolve_scale(args, model: str, fam) -> dict:
     run builds it)."""
     from bench.core import precision as mp
     from bench.core.models import model_geometry
-    from bench.core.sampler import check_resolution
+    from bench.core.families.base import check_resolution
 
     name = getattr(args, "precision", None)
     if name is not None and not name.strip():
