@@ -334,6 +334,7 @@ def with_added_defaults(recorded: dict, method: str) -> dict:
         out["eval"] = dict(out["eval"], config=complete(out["eval"].get("config"), EvalConfig))
     return out
 
+
 def prepare_out(out: Path, runs: list[RunSpec], resume: bool, processes: int | None = None):
     """Check, lock and lay out the results folder; returns (the earlier manifest on --resume, the held lock).
     Another ``bench.run`` on the folder, or a folder that cannot be made, is a ``UsageError``."""
