@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.colors as mcolors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -97,10 +98,16 @@ def stand_in_note(labels, width: int = 60) -> str:
     return ("\n" + textwrap.fill("STAND-IN: " + "; ".join(labels), width)) if labels else ""
 
 
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+           "#000000", "#000075", "#800000", "#f032e6", "#469990", "#e6b800", "#7cb342", "#a6cee3", "#fb9a99",
+           "#6a3d9a", "#b15928")
+"""20 colours told apart on white: tab10 without its grey (the base model's colour in every figure), then ten more of
+other hues or lightness. The suite shows up to 19 methods, and tab10's ten made pairs of them share a colour."""
+
+
 def color_map(labels) -> dict[str, tuple]:
-    """A stable colour per label (sorted order), shared by every figure of one report."""
-    cmap = plt.get_cmap("tab10")
-    return {label: cmap(i % 10) for i, label in enumerate(sorted(set(labels)))}
+    """A stable colour per label (sorted order), shared by every figure of one report; distinct up to 20 labels."""
+    return {label: mcolors.to_rgba(PALETTE[i % len(PALETTE)]) for i, label in enumerate(sorted(set(labels)))}
 
 
 def plot_reward_curves(

@@ -187,8 +187,9 @@ def speedup_lines(reach: pd.DataFrame, refs: dict[str, str], explicit: bool) -> 
              "*learned* reward in reward queries, per seed read between the two evaluations that bracket its crossing "
              "(the single-folder report's machinery, docs/reports.md \"Time to target\"); "
              "speed-up = the reference's mean queries / the method's, a point with a 95 % bootstrap interval where "
-             "every seed of both crossed between evaluations, else a bound. All targets and cost axes: "
-             "`speedups.csv`.", ""]
+             "every seed of both crossed between evaluations, else a bound (\">=\" or \"<=\") with the seed counts "
+             "that make it one; \"—\" where it is bounded both ways (e.g. both reached the target at their first "
+             "evaluation, so neither time is known). All targets and cost axes: `speedups.csv`.", ""]
     if not len(reach):
         return lines + ["_No cell has a target (no method improved its learned reward)._", ""]
     finals = reach[(reach["cost"] == "samples") & reach["target_name"].str.endswith(" final")]
@@ -203,6 +204,11 @@ def speedup_lines(reach: pd.DataFrame, refs: dict[str, str], explicit: bool) -> 
         elif not target["target_name"].startswith(f"{reference} "):
             bullets.append(f"- **{name}:** `{reference}` did not improve; the target is {target['target_name']} "
                            f"({fmt(target['target'])}), no ratios to it.")
+        if bool(target.get("inside_noise", False)):
+            bullets.append(f"- **{name}: target inside the noise.** {target['target_name']} ({fmt(target['target'])}): "
+                           f"the 95 % interval of {target['level_of']}'s final reward contains the start "
+                           f"({fmt(target['start'])}), so a time to it measures noise, not learning; read these "
+                           "ratios as no speed-up claim.")
         for r in g.itertuples():
             cell = "(reference)" if r.is_reference else speedup.speedup_text(r)
             why = "" if r.is_reference else speedup.note(r, reference)

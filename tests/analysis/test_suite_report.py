@@ -201,3 +201,36 @@ def test_suite_json_is_checked_and_tolerates_the_runners_spellings(tmp_path):
     (root / "suite.json").write_text(json.dumps(dict(spec, families="sd")))
     with pytest.raises(UsageError, match=r"suite.json' \(key families\): expected a list, got 'sd'"):
         suite_scores.read_suite(root)
+
+
+def test_nineteen_methods_get_nineteen_colours_and_none_is_the_base_models_grey():
+    """The suite shows up to 19 methods in one figure: tab10's cycle gave pairs of them one colour."""
+    from matplotlib.colors import to_rgba
+
+    from bench.analysis import plots
+
+    colors = plots.color_map([f"method-{i:02d}" for i in range(19)])
+    assert len(set(colors.values())) == 19
+    assert to_rgba("0.55") not in colors.values()
+    assert plots.color_map(["b", "a"]) == plots.color_map(["a", "b", "a"])  # stable: by sorted label
+
+
+def test_a_speed_up_to_a_target_inside_the_noise_is_said_to_claim_nothing():
+    """A reference whose final reward's interval holds its start (it did not learn) gives a target that noise alone
+    crosses: the section says so for that cell, and only for that cell."""
+    from bench.analysis.suite_markdown import speedup_lines
+
+    def row(task, method, inside, bound):
+        return dict(cost="samples", target_name="ddpo final", target=0.203, start=0.199, level_of="ddpo",
+                    inside_noise=inside, task=task, family="sd", reference="ddpo", method=method,
+                    is_reference=method == "ddpo", bound=bound, speedup=float("nan") if bound == "none" else 4.0,
+                    speedup_lo=float("nan"), speedup_hi=float("nan"), seeds=3, reached=3, at_first=3 * (bound != ""),
+                    ref_seeds=3, ref_reached=3, ref_at_first=1 * (bound != ""))
+
+    reach = pd.DataFrame([row("noisy", "ddpo", True, ""), row("noisy", "alignprop", True, "none"),
+                          row("clear", "ddpo", False, ""), row("clear", "alignprop", False, "")])
+    text = "\n".join(speedup_lines(reach, {"sd": "ddpo"}, explicit=False))
+    assert "**noisy / sd: target inside the noise.**" in text
+    assert "clear / sd: target inside the noise" not in text
+    assert "| alignprop | — | 4.00x |" in text
+    assert '"—" where it is bounded both ways' in text
