@@ -67,11 +67,12 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
         several = len(bases) > 1
         rows = []
         for cfg, base in bases.items():
-            rows.append((f"base model ({cfg})" if several else "base model", base))
-            rows += [(f"{label} (final{f', {c}' if several else ''})", (tiles, scores))
+            # two lines: a method's name and its setting stacked fit a row's height (one line ran into the images)
+            rows.append((f"base model\n({cfg})" if several else "base model", base))
+            rows += [(f"{label}\n(final{f', {c}' if several else ''})", (tiles, scores))
                      for label, (tiles, scores, c) in finals.items() if c == cfg]
-        fig, axes = plots.plt.subplots(len(rows), len(cols), figsize=(1.25 * len(cols) + 1.2, 1.45 * len(rows) + 0.9),
-                                       squeeze=False)
+        height = 1.45 * len(rows) + 0.9
+        fig, axes = plots.plt.subplots(len(rows), len(cols), figsize=(1.25 * len(cols) + 1.2, height), squeeze=False)
         for i, (row_label, (tiles, scores)) in enumerate(rows):
             for j, col in enumerate(cols):
                 ax = axes[i, j]
@@ -88,7 +89,8 @@ def effect_figures(results: Results, out: Path, *, n_change: int = 4, n_fixed: i
         fig.suptitle(f"{reward}: base model vs final models, same prompts and noise; reward under each image\n"
                      f"Δ: the {min(n_change, len(cols))} prompts whose reward changed most; ·: a fixed sample"
                      + stand, fontsize=9)
-        fig.tight_layout()
+        # the title's lines keep a fixed height in inches: leave it that, not a share of a tall figure
+        fig.tight_layout(rect=(0, 0, 1, 1 - (0.1 + 0.15 * (2 + stand.count("\n"))) / height))
         safe = safe_name(reward)
         names += plots.save_figure(fig, out / f"effect_{safe}", formats)
     return [Path(n).name for n in names]
