@@ -11,7 +11,8 @@ cell, and speed-ups against a reference method per family (``bench.analysis.spee
 aggregate names the cells it is computed over.
 
 Tables: ``scoreboard.csv`` (one row per cell and method, base rows too), ``scores.csv`` (one row per run with its
-normalised score), ``aggregate.csv``, ``improvement.csv``, ``speedups.csv`` (every target and cost axis).
+normalised score), ``aggregate.csv``, ``improvement.csv``, ``speedups.csv`` (every target and cost axis),
+``claims.csv`` (each published claim of ``bench/suite/claims.toml`` per cell, ``bench.analysis.suite_claims``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.analysis import aggregate, plots, speedup, suite_figures
+from bench.analysis import aggregate, plots, speedup, suite_claims, suite_figures
 from bench.analysis.suite_markdown import report_markdown
 from bench.analysis.suite_scores import complete, read_suite, score_matrices, scoreboard
 from bench.core.errors import UsageError
@@ -108,11 +109,13 @@ def speedups(suite, references: dict[str, str], *, seed: int, n_boot: int) -> pd
 
 
 def write_report(suite_dir, out_dir=None, *, tasks=None, score: str = "true", reference: str | None = None,
-                 seed: int = 0, n_boot: int = 2000, formats=("png",), command: str | None = None) -> Path:
+                 seed: int = 0, n_boot: int = 2000, formats=("png",), command: str | None = None,
+                 claims_file=None) -> Path:
     """Write the suite report of ``suite_dir`` into ``out_dir`` (default ``suite_dir/report``, replaced whole) and
     return it. ``tasks``: name -> ``bench.suite.tasks.Task`` (the true score and its direction; default: what the
     suite folder says); ``score``: "true" (the task's true score) or "reward" (the learned reward) is normalised;
-    ``reference``: see ``resolve_references``."""
+    ``reference``: see ``resolve_references``; ``claims_file``: the published claims to test (default
+    ``bench/suite/claims.toml``)."""
     suite_dir = Path(suite_dir)
     out = Path(out_dir) if out_dir is not None else suite_dir / "report"
     suite = read_suite(suite_dir, tasks)
@@ -125,6 +128,8 @@ def write_report(suite_dir, out_dir=None, *, tasks=None, score: str = "true", re
     runs, board, cells = scoreboard(suite, score, rng=np.random.default_rng(seed), n_boot=n_boot)
     agg = aggregates(runs, cells, suite.methods, seed=seed, n_boot=n_boot)
     reach = speedups(suite, refs, seed=seed, n_boot=n_boot)
+    claims = suite_claims.load_claims(claims_file)
+    claimed = suite_claims.check_claims(suite, claims, seed=seed, n_boot=n_boot)
     colors = plots.color_map(suite.methods)
     what = "normalised true score" if score == "true" else "normalised learned reward"
     inputs = [c.path for c in suite.cells if c.path.is_dir()] + [suite_dir / "suite.json"]
@@ -154,7 +159,9 @@ def write_report(suite_dir, out_dir=None, *, tasks=None, score: str = "true", re
         est.to_csv(tmp / "aggregate.csv", index=False)
         agg["improvements"].to_csv(tmp / "improvement.csv", index=False)
         reach.to_csv(tmp / "speedups.csv", index=False)
+        claimed.to_csv(tmp / "claims.csv", index=False)
         text = report_markdown(suite, board, cells, agg, reach, refs, figures, score=score, what=what, seed=seed,
-                               n_boot=n_boot, command=command, explicit_reference=reference is not None)
+                               n_boot=n_boot, command=command, explicit_reference=reference is not None,
+                               claims=suite_claims.claim_lines(claimed, claims))
         (tmp / MARKER).write_text(text)
     return out

@@ -1,5 +1,5 @@
 """The suite report's text: report.md's sections in order (scoreboard, aggregate, curves, diversity and fidelity,
-image grids, speed-ups, definitions), from the numbers ``bench.analysis.suite`` computed."""
+image grids, speed-ups, published claims, definitions), from the numbers ``bench.analysis.suite`` computed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from bench.analysis.suite_scores import is_diversity
 from bench.core.text import fmt, markdown_table
 
 SECTIONS = ("Scoreboard", "Aggregate", "Per-task curves", "Final score against diversity and fidelity",
-            "Image grids", "Speed-ups", "Definitions")
+            "Image grids", "Speed-ups", "Published claims", "Definitions")
 """report.md's second-level headings, in order."""
 
 
@@ -244,7 +244,8 @@ def seeds_text(seeds) -> str:
 
 
 def report_markdown(suite, board, cells, agg, reach, refs, figures, *, score: str, what: str, seed: int, n_boot: int,
-                    command: str | None, explicit_reference: bool) -> str:
+                    command: str | None, explicit_reference: bool, claims: list[str] = ()) -> str:
+    """report.md's text; ``claims``: the "Published claims" section's lines (``suite_claims.claim_lines``)."""
     head = [f"# Suite report{f' — {QUICK}' if suite.quick else ''}", ""]
     if suite.quick:
         head += [f"> **{QUICK}.** This suite ran at the quick budget (`\"quick\": true` in suite.json): it checks "
@@ -270,5 +271,6 @@ def report_markdown(suite, board, cells, agg, reach, refs, figures, *, score: st
                           "the base model.", figures.get("diversity", []) + figures.get("fidelity", []))
     lines += grid_lines(suite, figures.get("grids", []))
     lines += speedup_lines(reach, refs, explicit_reference)
+    lines += list(claims)
     lines += ["## Definitions", "", DEFINITIONS]
     return "\n".join(lines)
