@@ -6,7 +6,8 @@ seeds, and beside it the raw true score, learned reward, fidelity and diversity 
 ``bench.analysis.suite_scores`` defines the normalisation), the aggregate over cells and seeds (IQM and mean with
 stratified-bootstrap intervals, probability of improvement per pair, the performance profile;
 ``bench.analysis.aggregate``), per-task curves, the final score against diversity and fidelity, one image grid per
-cell, and speed-ups against a reference method per family (``bench.analysis.speedup``). A quick suite is headed
+cell, speed-ups against a reference method per family (``bench.analysis.speedup``) and the published claims of
+``bench/suite/claims.toml`` (``bench.analysis.suite_claims``). A quick suite is headed
 ``QUICK: numbers meaningless at this budget``; a method with no run in a cell is *absent* there (never a 0), and the
 aggregate names the cells it is computed over.
 
