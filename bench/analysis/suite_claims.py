@@ -172,11 +172,13 @@ def equal_reward(results, method: str, reference: str, metric: str, metric_highe
 
 
 def check_claims(suite, claims: list[Claim], *, seed: int, n_boot: int) -> pd.DataFrame:
-    """One row per (claim, cell[, cost axis or metric]) where the cell has runs of both of a claim's methods."""
+    """One row per (claim, cell[, cost axis or metric]) where the cell has finished runs of both of a claim's
+    methods."""
     rows, reach = [], {}
     for claim in claims:
         for cell in suite.present():
-            labels = set(cell.results.runs["label"])
+            runs = cell.results.runs
+            labels = set(runs.loc[runs["status"].isin(COMPLETED), "label"])  # finished runs: a cell in progress waits
             if not {claim.method, claim.reference} <= labels:
                 continue
             base = dict(claim=claim.name, kind=claim.kind, method=claim.method, reference=claim.reference,
