@@ -13,6 +13,7 @@ from bench.analysis.summary import FIDELITY, METRIC_NAMES
 from bench.analysis.suite_figures import QUICK
 from bench.analysis.suite_scores import is_diversity
 from bench.core.text import fmt, markdown_table
+from bench.harness.recorder import COMPLETED
 
 SECTIONS = ("Scoreboard", "Aggregate", "Per-task curves", "Final score against diversity and fidelity",
             "Image grids", "Speed-ups", "Published claims", "Definitions")
@@ -180,6 +181,26 @@ def grid_lines(suite, names) -> list[str]:
     return lines
 
 
+def cost_lines(suite) -> list[str]:
+    """The cost of each method per family: training CPU seconds per reward query (mean over its finished runs, every
+    task) and the training CPU hours of those runs."""
+    parts = [c.results.runs.assign(family=c.family) for c in suite.present()]
+    runs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not len(runs) or "cpu_s" not in runs:
+        return []
+    runs = runs[(runs["samples"] > 0) & runs["status"].isin(COMPLETED)]
+    runs = runs.assign(per_query=runs["cpu_s"] / runs["samples"])
+    table = {}
+    for (method, family), g in runs.groupby(["label", "family"], sort=True):
+        table.setdefault(method, {"method": method})[family] = (
+            f"{fmt(g['per_query'].mean(), 3)} ({fmt(g['cpu_s'].sum() / 3600, 2)} h, {len(g)} runs)")
+    total = runs["cpu_s"].sum() / 3600
+    return ["### Cost", "", "Training CPU seconds per reward query, mean over the method's finished runs in the family "
+            "(every task; evaluation excluded, as in `runs.csv`'s `cpu_s`), and in brackets the CPU hours of those "
+            f"runs. All finished runs: {fmt(total, 3)} CPU hours of training.", "",
+            markdown_table(pd.DataFrame(list(table.values())).fillna("*absent*")), ""]
+
+
 def speedup_lines(reach: pd.DataFrame, refs: dict[str, str], explicit: bool) -> list[str]:
     chosen = ", ".join(f"{f}: `{m}`" for f, m in refs.items())
     how = "given with --reference" if explicit else "the default: the suite's policy-gradient anchor per family"
@@ -271,6 +292,7 @@ def report_markdown(suite, board, cells, agg, reach, refs, figures, *, score: st
                           "the base model.", figures.get("diversity", []) + figures.get("fidelity", []))
     lines += grid_lines(suite, figures.get("grids", []))
     lines += speedup_lines(reach, refs, explicit_reference)
+    lines += cost_lines(suite)
     lines += list(claims)
     lines += ["## Definitions", "", DEFINITIONS]
     return "\n".join(lines)

@@ -97,6 +97,9 @@ def test_sections_are_in_order_and_the_figures_exist_and_read(standard):
     # speed-ups name their reference per family: ddpo on sd (present), flow-grpo on sd3 (no run: said)
     assert "Reference per family: sd: `ddpo`, sd3: `flow-grpo` (the default" in text
     assert "**jpeg-compressibility / sd3:** no run of `flow-grpo`" in text
+    # cost: every fixture run spends 64 CPU s on 64 queries; refl has 3 runs in each of 2 sd cells and 1 sd3 cell
+    cost = text.split("### Cost", 1)[1].split("##", 1)[0]
+    assert f"| refl | 1.000 ({6 * 64 / 3600:.2f} h, 6 runs) | 1.000 ({3 * 64 / 3600:.2f} h, 3 runs) |" in cost
 
 
 def markdown_of(root) -> str:
