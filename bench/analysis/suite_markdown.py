@@ -143,13 +143,13 @@ def aggregate_lines(agg: dict, what: str, figures: dict, seed: int, n_boot: int)
     lines.append("")
     imp = agg["improvements"]
     if len(imp):
-        lines += ["### Probability of improvement", "", "P(X > Y): the probability that a run of X scores above a run "
-                  "of Y in the same cell (ties count half; Mann-Whitney U over run pairs), averaged over the cells "
-                  "both have; 95 % interval from X's and Y's runs resampled independently within each cell. "
-                  "Above 0.5: X tends to beat Y.", ""]
-        shown = [{"X": r["x"], "Y": r["y"], "P(X > Y) [95% CI]": interval_text(r["p"], r["lo"], r["hi"]),
-                  "cells": r["cells"], "note": r["no_interval"]} for r in imp.to_dict("records")]
-        lines += [markdown_table(pd.DataFrame(shown)), ""]
+        order = est.sort_values(["together", "iqm"], ascending=[False, False])["method"].tolist()
+        lines += ["### Probability of improvement", "", "Row X, column Y: P(X > Y), the probability that a run of X "
+                  "scores above a run of Y in the same cell (ties count half; Mann-Whitney U over run pairs), averaged "
+                  "over the cells both have; above 0.5, X tends to beat Y. **Bold**: its 95 % interval (X's and Y's "
+                  "runs resampled independently within each cell) excludes 0.5; †: one shared cell, no interval; "
+                  "·: no shared cell. Intervals and cell counts: `improvement.csv`.", "",
+                  markdown_table(improvement_matrix(imp, order)), ""]
     for name in figures.get("aggregate", []) + figures.get("profile", []):
         if name.endswith(".png"):
             lines += [f"![{name}]({name})", ""]
@@ -157,6 +157,26 @@ def aggregate_lines(agg: dict, what: str, figures: dict, seed: int, n_boot: int)
         lines += ["Performance profile: the fraction of runs x cells whose normalised score exceeds τ, per method "
                   "aggregated together; bands: 95 % stratified bootstrap.", ""]
     return lines
+
+
+def improvement_matrix(imp: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """P(row > column) for every pair of ``order`` (``imp`` holds each pair once; the other way round is 1 - p, its
+    interval mirrored)."""
+    found = {}
+    for r in imp.to_dict("records"):
+        found[(r["x"], r["y"])] = (r["p"], r["lo"], r["hi"], bool(r["no_interval"]))
+        found[(r["y"], r["x"])] = (1 - r["p"], 1 - r["hi"], 1 - r["lo"], bool(r["no_interval"]))
+
+    def entry(x, y):
+        if x == y:
+            return "—"
+        if (x, y) not in found:
+            return "·"
+        p, lo, hi, alone = found[(x, y)]
+        text = fmt(p, 2) + ("†" if alone or math.isnan(lo) else "")
+        return f"**{text}**" if not alone and (lo > 0.5 or hi < 0.5) else text
+
+    return pd.DataFrame([{"X \\ Y": x, **{y: entry(x, y) for y in order}} for x in order])
 
 
 def figure_lines(heading: str, intro: str, names) -> list[str]:

@@ -237,3 +237,17 @@ def test_a_speed_up_to_a_target_inside_the_noise_is_said_to_claim_nothing():
     assert "clear / sd: target inside the noise" not in text
     assert "| alignprop | — | 4.00x |" in text
     assert '"—" where it is bounded both ways' in text
+
+
+def test_the_improvement_matrix_reads_each_pair_both_ways_round():
+    """P(Y > X) = 1 - P(X > Y) with the interval mirrored; bold only where an interval excludes 0.5."""
+    from bench.analysis.suite_markdown import improvement_matrix
+
+    imp = pd.DataFrame([dict(x="a", y="b", p=0.9, lo=0.6, hi=1.0, no_interval=""),
+                        dict(x="a", y="c", p=0.7, lo=0.4, hi=0.9, no_interval=""),
+                        dict(x="b", y="c", p=0.25, lo=np.nan, hi=np.nan, no_interval="1 cell: no interval")])
+    m = improvement_matrix(imp, ["a", "b", "c", "d"]).set_index("X \\ Y")
+    assert m.loc["a", "b"] == "**0.90**" and m.loc["b", "a"] == "**0.10**"
+    assert m.loc["a", "c"] == "0.70" and m.loc["c", "a"] == "0.30"
+    assert m.loc["b", "c"] == "0.25†" and m.loc["c", "b"] == "0.75†"
+    assert m.loc["a", "a"] == "—" and m.loc["a", "d"] == "·"
