@@ -79,6 +79,13 @@ def scoreboard_lines(suite, board: pd.DataFrame, cells: pd.DataFrame, what: str)
     lines += ["### Per cell: true score, learned reward, fidelity and diversity", "",
               "Final evaluation, mean over finished seeds; *base model* rows: the cell's step-0 evaluation.", "",
               markdown_table(detail_rows(suite, board, cells)), ""]
+    read_back = [cell_name(c["task"], c["family"]) for c in cells.to_dict("records")
+                 if c.get("present") and c.get("fidelity_from") == "saved images"]
+    if read_back:
+        lines += [f"- Fidelity of {', '.join(read_back)}: not recorded by these runs' evaluations (their reward "
+                  "measures none); read afterwards by the same classifiers from each run's saved first and final "
+                  "evaluation images (`eval_first.png`, `eval_last.png`; `bench/analysis/saved_fidelity.py`). On "
+                  "the cells that record it the two readings are equal.", ""]
     return lines
 
 

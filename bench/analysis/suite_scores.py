@@ -24,6 +24,7 @@ import pandas as pd
 
 from bench.analysis import stats
 from bench.analysis.results import Results, add_labels, eval_setting, load_results, reward_higher_is_better
+from bench.analysis.saved_fidelity import saved_fidelity
 from bench.analysis.summary import FIDELITY, per_run_evals, seed_values
 from bench.core.errors import UsageError
 from bench.core.files import NULL, read_json
@@ -185,6 +186,15 @@ def cell_runs(cell: Cell, task: TaskInfo, score: str) -> tuple[pd.DataFrame, dic
     runs["setting"] = eval_setting(runs)
     extras = extra_metrics(results)
     evals = per_run_evals(results, [m for m in dict.fromkeys([metric, "reward_mean", task.true_score, *extras]) if m])
+    read_back = ""
+    if not any(f in extras for f in FIDELITY):  # folders from before every evaluation recorded it
+        saved = saved_fidelity(results)
+        if len(saved):
+            wide = saved.pivot_table(index=["run_id", "metric"], columns="which", values="value").reset_index()
+            wide = wide.assign(first_step=0).reindex(columns=["run_id", "metric", "first", "last", "first_step"])
+            evals = pd.concat([evals, wide], ignore_index=True)
+            extras = [f for f in FIDELITY if f in set(saved["metric"])] + extras
+            read_back = "saved images"
     first = {k: g.set_index("run_id")["first"] for k, g in evals.groupby("metric")}
     first_step = {k: g.set_index("run_id")["first_step"] for k, g in evals.groupby("metric")}
     last = {k: g.set_index("run_id")["last"] for k, g in evals.groupby("metric")}
@@ -205,7 +215,7 @@ def cell_runs(cell: Cell, task: TaskInfo, score: str) -> tuple[pd.DataFrame, dic
     table["normalised"] = (normalise(table["final_score"], norm["base"], norm["best_mean"]) if not norm["note"]
                            else np.nan)
     table.loc[~table["completed"], "normalised"] = np.nan
-    return table, dict(norm, metric=metric, higher=higher)
+    return table, dict(norm, metric=metric, higher=higher, fidelity_from=read_back)
 
 
 def normalisation(table: pd.DataFrame, higher: bool) -> dict:

@@ -88,6 +88,7 @@ class Run:
         from methods import METHODS
         from rewards.base import RewardNotDifferentiable
         from rewards.diversity import diversity_metrics
+        from rewards.fidelity import fidelity_metrics
 
         spec = self.spec
         seed_everything(spec.seed)
@@ -144,6 +145,8 @@ class Run:
                 scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg, progress=bar)
                 extra = reward.eval_metrics(images.to(device), eval_prompts)
                 extra.update(diversity_metrics(reward, images.to(device), eval_prompts))  # >= 2 samples per prompt
+                for name, value in fidelity_metrics(images.to(device), eval_prompts).items():
+                    extra.setdefault(name, value)  # every reward's, on shape-world prompts; a reward's own stands
             random.setstate(py_state)
             np.random.set_state(np_state)
             progress.evaluated(rec.step, float(scores.mean()), eval_cfg.n, samples=rec.samples)

@@ -110,3 +110,51 @@ def test_every_task_s_reward_records_its_true_score(name):
     images, scenes = renders(seed=11)
     metrics = build_reward(task.reward).eval_metrics(images[:8], [s.caption for s in scenes[:8]])
     assert task.true_score in metrics and np.isfinite(metrics[task.true_score])
+
+
+def test_every_reward_records_prompt_fidelity_on_shape_world_prompts():
+    """rewards.fidelity: the classifiers' accuracies whatever the reward (the JPEG tasks recorded none): the world's
+    renders of their own captions score high, a blank canvas scores low on shape and count, and other prompts get
+    nothing."""
+    from rewards.fidelity import FIDELITY, fidelity_metrics
+
+    images, scenes = renders()
+    prompts = [s.caption for s in scenes]
+    drawn = fidelity_metrics(images, prompts)
+    assert set(drawn) == set(FIDELITY) and min(drawn.values()) > 0.9
+    assert drawn == PromptMatch().classifier_metrics(images, prompts)  # the same classifiers prompt-match records
+    blank = fidelity_metrics(torch.ones_like(images), prompts)
+    assert blank["shape_accuracy"] < 0.6 and blank["exact_count"] < 0.6
+    assert fidelity_metrics(images, ["a photo of a cat"] * len(images)) == {}
+
+
+def test_fidelity_read_back_from_saved_images_equals_the_recorded_one(tmp_path):
+    """bench.analysis.saved_fidelity: the classifiers on the run's own saved eval_first/last.png (8-bit, as the loop
+    writes them) give what they give on the float images the evaluation recorded them from."""
+    import json
+
+    import pandas as pd
+
+    from bench.analysis.saved_fidelity import saved_fidelity
+    from bench.harness.loop import save_grid
+    from rewards.fidelity import fidelity_metrics
+
+    images, scenes = renders(sizes=(6, 13), seed=11)
+    prompts = [s.caption for s in scenes]
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    noisy = (images + 0.08 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    save_grid(images, run_dir / "eval_first.png")
+    save_grid(noisy, run_dir / "eval_last.png")  # a model's images are not the renderer's clean palette
+    (run_dir / "config.json").write_text(json.dumps({"eval": {"prompts": prompts, "n": len(prompts)}}))
+
+    class Folder:
+        runs = pd.DataFrame({"run_id": ["r"]})
+
+        def run_dir(self, run_id):
+            return tmp_path / "runs" / run_id
+
+    read = saved_fidelity(Folder()).set_index(["which", "metric"])["value"]
+    for which, source in (("first", images), ("last", noisy)):
+        for name, value in fidelity_metrics(source, prompts).items():
+            assert read[(which, name)] == pytest.approx(value, abs=1e-9), (which, name)
