@@ -6,12 +6,14 @@ The claims are data, ``bench/suite/claims.toml``; each is tested in every cell t
   point with a 95 % bootstrap interval, or a bound with its seed counts). Verdict against the claimed factor:
   *holds* (the interval, or a lower bound, at or above it), *consistent* (the interval contains it), *faster, below
   the claim* (the interval above 1 and below the factor), *no difference shown*, *slower*, or *undecided* (a bound
-  that decides nothing, or a target inside the noise: the reference did not learn).
+  that decides nothing, a target inside the noise: the reference did not learn, or a method whose own step-0
+  evaluation, under another setting, is already past the target).
 - **equal-reward**: at the learned reward both reach on average (the lower of their mean final rewards), each run's
   ``metric`` read where its evaluation curve first crosses that level (straight line between the two evaluations
   that bracket it; a run that never reaches it gives its final value and is counted); the difference of means
   (method - reference, in the metric's better direction) with a 95 % percentile bootstrap over each side's seeds.
-  Verdict: *holds* (the interval above 0), *reversed* (below 0), *no difference shown*.
+  Verdict: *holds* (the interval above 0), *reversed* (below 0), *no difference shown*; *undecided* where the lower
+  of the two mean finals is no gain over the start (both would be read at the base model).
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def speedup_verdict(row, factor: float) -> str:
     value, lo, hi, bound = row["speedup"], row["speedup_lo"], row["speedup_hi"], row["bound"]
     if bound == "none" or value is None or math.isnan(value):
         return "undecided: bounded both ways"
+    if math.isinf(value):  # its own step-0 evaluation is already past the target: a setting, not learning
+        return "undecided: it starts at or past the target (its step-0 evaluation, under its own setting)"
     if bound == ">=":
         return ("holds (a lower bound at or above the claim)" if value >= factor else
                 "faster, the claim neither shown nor ruled out (a lower bound below it)" if value > 1 else
@@ -165,6 +169,8 @@ def equal_reward(results, method: str, reference: str, metric: str, metric_highe
             lo, hi = np.percentile(boots, [2.5, 97.5])
         verdict = ("holds" if lo > 0 else "reversed" if hi < 0 else "no difference shown") if not math.isnan(lo) \
             else "one seed: no verdict"
+        if (level - start) * (1 if higher else -1) <= 0:  # the lower of the two never left the start: no level to read
+            verdict = "undecided: one of the two did not raise its learned reward past the start"
         rows.append(dict(metric=name, start=start, level=level, method_value=values[method].mean(),
                          reference_value=values[reference].mean(), difference=diff, lo=lo, hi=hi,
                          method_reached=reached[method], reference_reached=reached[reference], verdict=verdict))

@@ -30,6 +30,7 @@ def row(speedup, lo=NAN, hi=NAN, bound="", inside=False):
     (row(5.0, bound="<="), "below the claim"),
     (row(NAN, bound="none"), "undecided: bounded both ways"),
     (row(40.0, 30.0, 50.0, inside=True), "undecided: the reference did not learn"),
+    (row(float("inf"), bound=">="), "undecided: it starts at or past the target"),
 ])
 def test_a_speed_up_is_judged_against_the_claimed_factor(r, verdict):
     assert suite_claims.speedup_verdict(r, 25.0).startswith(verdict)
@@ -67,6 +68,20 @@ def test_equal_reward_reads_each_run_where_its_reward_crosses_the_lower_final(tm
     # draft-lv, past the level sooner, is less diverse there in the fixture: each direction's verdict is met once
     assert set(table.loc[table["claim"] != "swap", "verdict"]) == {"reversed"}
     assert set(table.loc[table["claim"] == "swap", "verdict"]) == {"holds"}
+
+
+def test_no_equal_reward_verdict_where_one_method_never_left_the_start(tmp_path):
+    """A method whose final learned reward is its start sets the level at the base model: both would be read at
+    step 0, where any difference is the setting's, not the training's."""
+    root = write_suite(tmp_path / "s", {("prompt-match", "sd"): (0.2, {"alignprop": [0.2] * 3,
+                                                                     "draft-lv": [0.9, 0.8, 0.7]})})
+    claims = tmp_path / "claims.toml"
+    claims.write_text('[claims.div]\nsource = "x"\nkind = "equal-reward"\nmethod = "alignprop"\n'
+                      'reference = "draft-lv"\nmetric = "diversity"\n')
+    table = suite_claims.check_claims(suite_scores.read_suite(root), suite_claims.load_claims(claims), seed=0,
+                                      n_boot=50)
+    assert len(table) and set(table["verdict"]) == {
+        "undecided: one of the two did not raise its learned reward past the start"}
 
 
 def test_the_report_has_the_section_and_a_claim_without_both_methods_says_so(tmp_path):
