@@ -12,7 +12,7 @@ cell, speed-ups against a reference method per family (``bench.analysis.speedup`
 aggregate names the cells it is computed over.
 
 Tables: ``scoreboard.csv`` (one row per cell and method, base rows too), ``scores.csv`` (one row per run with its
-normalised score), ``aggregate.csv``, ``improvement.csv``, ``speedups.csv`` (every target and cost axis),
+normalised score), ``aggregate.csv``, ``aggregate_per_family.csv``, ``improvement.csv``, ``speedups.csv`` (every target and cost axis),
 ``claims.csv`` (each published claim of ``bench/suite/claims.toml`` per cell, ``bench.analysis.suite_claims``).
 """
 
@@ -63,7 +63,8 @@ def resolve_references(asked: str | None, families, methods) -> dict[str, str]:
 def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n_boot: int) -> dict:
     """The aggregate section's numbers: ``cells`` (the normalised cells, in order), ``matrices`` ({method: [seeds,
     cells]}), ``together`` (methods with a score in every one of them, aggregated together), ``estimates`` (one row
-    per method: IQM and mean with intervals, over all cells for those together, else over the method's own cells)
+    per method: IQM and mean with intervals, over all cells for those together, else over the method's own cells),
+    ``per_family`` ({family: the same over that family's cells, for every method with a score in each of them})
     and ``improvements`` (P(X > Y) per pair, over the cells both have)."""
     usable = cells[cells["present"] & (cells["note"] == "")] if len(cells) else cells
     keys = list(zip(usable["task"], usable["family"])) if len(usable) else []
@@ -81,6 +82,23 @@ def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n
             point, lo, hi = aggregate.interval(own, stat, rng=np.random.default_rng(seed), n_boot=n_boot)
             row.update({stat: point, f"{stat}_lo": np.nan if reason else lo, f"{stat}_hi": np.nan if reason else hi})
         rows.append(row)
+    per_family = {}
+    for family in dict.fromkeys(f for _, f in keys):
+        idx = [i for i, (_, f) in enumerate(keys) if f == family]
+        fam = {m: x[:, idx] for m, x in matrices.items() if complete(x[:, idx])}
+        if not fam:
+            continue
+        fam_rows = []
+        for method, matrix in fam.items():
+            reason = aggregate.no_interval_reason(matrix, "cell")
+            row = dict(family=family, method=method, cells=len(idx), runs=int((~np.isnan(matrix)).sum()),
+                       no_interval=reason)
+            for stat in ("iqm", "mean"):
+                point, lo, hi = aggregate.interval(matrix, stat, rng=np.random.default_rng(seed), n_boot=n_boot)
+                row.update({stat: point, f"{stat}_lo": np.nan if reason else lo,
+                            f"{stat}_hi": np.nan if reason else hi})
+            fam_rows.append(row)
+        per_family[family] = pd.DataFrame(fam_rows).sort_values("iqm", ascending=False, ignore_index=True)
     pairs = []
     for x, y in itertools.combinations(matrices, 2):
         shared = (~np.isnan(matrices[x])).any(axis=0) & (~np.isnan(matrices[y])).any(axis=0)
@@ -94,6 +112,7 @@ def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n
     columns = ["method", "together", "cells", "runs", "cell_names", "no_interval", "iqm", "iqm_lo", "iqm_hi", "mean",
                "mean_lo", "mean_hi"]  # fixed, so that a suite where no cell can be normalised reports, empty
     return dict(cells=keys, matrices=matrices, together=together, estimates=pd.DataFrame(rows, columns=columns),
+                per_family=per_family,
                 improvements=pd.DataFrame(pairs, columns=["x", "y", "p", "lo", "hi", "cells", "no_interval",
                                                           "together"]))
 
@@ -158,6 +177,9 @@ def write_report(suite_dir, out_dir=None, *, tasks=None, score: str = "true", re
         cells.drop(columns=[c for c in ("other_settings",) if c in cells]).to_csv(tmp / "cells.csv", index=False)
         runs.to_csv(tmp / "scores.csv", index=False)
         est.to_csv(tmp / "aggregate.csv", index=False)
+        if agg["per_family"]:
+            pd.concat(agg["per_family"].values(), ignore_index=True).to_csv(tmp / "aggregate_per_family.csv",
+                                                                            index=False)
         agg["improvements"].to_csv(tmp / "improvement.csv", index=False)
         reach.to_csv(tmp / "speedups.csv", index=False)
         claimed.to_csv(tmp / "claims.csv", index=False)

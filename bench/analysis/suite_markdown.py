@@ -148,6 +148,16 @@ def aggregate_lines(agg: dict, what: str, figures: dict, seed: int, n_boot: int)
     if reasons:
         lines.append(f"- No interval where the runs cannot carry one: {'; '.join(reasons)}.")
     lines.append("")
+    for family, table in agg.get("per_family", {}).items():
+        if table["method"].isin(agg["together"]).all():
+            continue  # nothing beyond the table above
+        lines += [f"### Per family: {family}", "", f"Over the {table['cells'].iloc[0]} cells of {family}, every method "
+                  "with a score in each of them (so a family's own methods sit beside the shared ones):", "",
+                  markdown_table(pd.DataFrame([{
+                      "method": r["method"], "runs": r["runs"],
+                      "IQM [95% CI]": interval_text(r["iqm"], r["iqm_lo"], r["iqm_hi"]),
+                      "mean [95% CI]": interval_text(r["mean"], r["mean_lo"], r["mean_hi"]),
+                      "note": r["no_interval"]} for r in table.to_dict("records")])), ""]
     imp = agg["improvements"]
     if len(imp):
         order = est.sort_values(["together", "iqm"], ascending=[False, False])["method"].tolist()

@@ -251,3 +251,19 @@ def test_the_improvement_matrix_reads_each_pair_both_ways_round():
     assert m.loc["a", "c"] == "0.70" and m.loc["c", "a"] == "0.30"
     assert m.loc["b", "c"] == "0.25†" and m.loc["c", "b"] == "0.75†"
     assert m.loc["a", "a"] == "—" and m.loc["a", "d"] == "·"
+
+
+def test_a_family_aggregate_holds_every_method_present_in_each_of_its_cells(standard):
+    """refl is absent from prompt-match/sd3, so it is not aggregated with the others over all cells; over sd's two
+    cells it has a score in each and gets its row there, recomputed here as the IQM of its 6 runs (floor(6 / 4) = 1
+    cut at each end)."""
+    root, out, text = standard
+    suite, runs, board, cells = numbers(root)
+    agg = suite_report.aggregates(runs, cells, suite.methods, seed=0, n_boot=50)
+    assert "refl" not in agg["together"]
+    sd = agg["per_family"]["sd"].set_index("method")
+    assert set(sd.index) == {"ddpo", "alignprop", "refl"}
+    refl = np.sort(runs[(runs["method"] == "refl") & (runs["family"] == "sd")]["normalised"].to_numpy())
+    assert sd.loc["refl", "iqm"] == pytest.approx(refl[1:-1].mean())
+    assert "### Per family: sd\n" in text and "### Per family: sd3" not in text  # sd3's all aggregate together
+    assert len(pd.read_csv(out / "aggregate_per_family.csv")) == 3 + 2
