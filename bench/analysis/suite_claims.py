@@ -13,7 +13,8 @@ The claims are data, ``bench/suite/claims.toml``; each is tested in every cell t
   that bracket it; a run that never reaches it gives its final value and is counted); the difference of means
   (method - reference, in the metric's better direction) with a 95 % percentile bootstrap over each side's seeds.
   Verdict: *holds* (the interval above 0), *reversed* (below 0), *no difference shown*; *undecided* where the lower
-  of the two mean finals is no gain over the start (both would be read at the base model).
+  of the two mean finals is no gain over the start (its 95 % bootstrap interval over seeds holds the start: both
+  would be read at the base model).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.analysis import speedup
+from bench.analysis import speedup, stats
 from bench.analysis.results import reward_higher_is_better
 from bench.analysis.suite_scores import is_diversity
 from bench.core.errors import UsageError
@@ -150,6 +151,11 @@ def equal_reward(results, method: str, reference: str, metric: str, metric_highe
     finals = {lab: np.mean([c["reward_mean"].iloc[-1] for c in runs_.values()]) for lab, runs_ in curves.items()}
     level = (min if higher else max)(finals.values())
     start = float(np.mean([c["reward_mean"].iloc[0] for runs_ in curves.values() for c in runs_.values()]))
+    lower = min(finals, key=lambda lab: finals[lab] * (1 if higher else -1))
+    lower_finals = np.array([c["reward_mean"].iloc[-1] for c in curves[lower].values()])
+    # the level must be a gain beyond the noise: the lower method's final rewards' interval must not hold the start
+    _, gain_lo, gain_hi = stats.bootstrap_ci(lower_finals, "mean", rng=rng, n_boot=n_boot)
+    no_gain = (level - start) * (1 if higher else -1) <= 0 or (len(lower_finals) > 1 and gain_lo <= start <= gain_hi)
     names = [c for c in next(iter(curves[method].values())).columns if is_diversity(c)] if metric == "diversity" \
         else [metric]
     rows = []
@@ -169,8 +175,8 @@ def equal_reward(results, method: str, reference: str, metric: str, metric_highe
             lo, hi = np.percentile(boots, [2.5, 97.5])
         verdict = ("holds" if lo > 0 else "reversed" if hi < 0 else "no difference shown") if not math.isnan(lo) \
             else "one seed: no verdict"
-        if (level - start) * (1 if higher else -1) <= 0:  # the lower of the two never left the start: no level to read
-            verdict = "undecided: one of the two did not raise its learned reward past the start"
+        if no_gain:  # the lower of the two never left the start: both would be read at the base model
+            verdict = f"undecided: {lower} did not raise its learned reward beyond the noise around the start"
         rows.append(dict(metric=name, start=start, level=level, method_value=values[method].mean(),
                          reference_value=values[reference].mean(), difference=diff, lo=lo, hi=hi,
                          method_reached=reached[method], reference_reached=reached[reference], verdict=verdict))

@@ -81,7 +81,20 @@ def test_no_equal_reward_verdict_where_one_method_never_left_the_start(tmp_path)
     table = suite_claims.check_claims(suite_scores.read_suite(root), suite_claims.load_claims(claims), seed=0,
                                       n_boot=50)
     assert len(table) and set(table["verdict"]) == {
-        "undecided: one of the two did not raise its learned reward past the start"}
+        "undecided: alignprop did not raise its learned reward beyond the noise around the start"}
+
+
+def test_a_gain_inside_the_noise_is_no_level_either(tmp_path):
+    """Finals of 0.19, 0.20, 0.215 around a start of 0.2: their mean is a hair above it, inside their interval."""
+    root = write_suite(tmp_path / "s", {("prompt-match", "sd"): (0.2, {"alignprop": [0.19, 0.2, 0.215],
+                                                                     "draft-lv": [0.9, 0.8, 0.7]})})
+    claims = tmp_path / "claims.toml"
+    claims.write_text('[claims.div]\nsource = "x"\nkind = "equal-reward"\nmethod = "alignprop"\n'
+                      'reference = "draft-lv"\nmetric = "diversity"\n')
+    table = suite_claims.check_claims(suite_scores.read_suite(root), suite_claims.load_claims(claims), seed=0,
+                                      n_boot=200)
+    assert set(table["verdict"]) == {"undecided: alignprop did not raise its learned reward beyond the noise around "
+                                     "the start"}
 
 
 def test_the_report_has_the_section_and_a_claim_without_both_methods_says_so(tmp_path):
