@@ -60,6 +60,17 @@ def resolve_references(asked: str | None, families, methods) -> dict[str, str]:
     return {**found, **chosen}
 
 
+def estimates(matrix: np.ndarray, *, seed: int, n_boot: int) -> dict:
+    """The runs, the IQM and the mean of one method's [seeds, cells] matrix with their stratified-bootstrap intervals
+    (none, and ``no_interval`` saying why, over one cell or one seed)."""
+    reason = aggregate.no_interval_reason(matrix, "cell")
+    row = dict(runs=int((~np.isnan(matrix)).sum()), no_interval=reason)
+    for stat in ("iqm", "mean"):
+        point, lo, hi = aggregate.interval(matrix, stat, rng=np.random.default_rng(seed), n_boot=n_boot)
+        row.update({stat: point, f"{stat}_lo": np.nan if reason else lo, f"{stat}_hi": np.nan if reason else hi})
+    return row
+
+
 def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n_boot: int) -> dict:
     """The aggregate section's numbers: ``cells`` (the normalised cells, in order), ``matrices`` ({method: [seeds,
     cells]}), ``together`` (methods with a score in every one of them, aggregated together), ``estimates`` (one row
@@ -75,29 +86,17 @@ def aggregates(runs: pd.DataFrame, cells: pd.DataFrame, methods, *, seed: int, n
     for method, matrix in matrices.items():
         have = (~np.isnan(matrix)).any(axis=0)
         own = matrix[:, have]
-        reason = aggregate.no_interval_reason(own, "cell")
-        row = dict(method=method, together=method in together, cells=int(have.sum()), runs=int((~np.isnan(own)).sum()),
-                   cell_names=", ".join(f"{t}/{f}" for (t, f), h in zip(keys, have) if h), no_interval=reason)
-        for stat in ("iqm", "mean"):
-            point, lo, hi = aggregate.interval(own, stat, rng=np.random.default_rng(seed), n_boot=n_boot)
-            row.update({stat: point, f"{stat}_lo": np.nan if reason else lo, f"{stat}_hi": np.nan if reason else hi})
-        rows.append(row)
+        rows.append(dict(method=method, together=method in together, cells=int(have.sum()),
+                         cell_names=", ".join(f"{t}/{f}" for (t, f), h in zip(keys, have) if h),
+                         **estimates(own, seed=seed, n_boot=n_boot)))
     per_family = {}
     for family in dict.fromkeys(f for _, f in keys):
         idx = [i for i, (_, f) in enumerate(keys) if f == family]
         fam = {m: x[:, idx] for m, x in matrices.items() if complete(x[:, idx])}
         if not fam:
             continue
-        fam_rows = []
-        for method, matrix in fam.items():
-            reason = aggregate.no_interval_reason(matrix, "cell")
-            row = dict(family=family, method=method, cells=len(idx), runs=int((~np.isnan(matrix)).sum()),
-                       no_interval=reason)
-            for stat in ("iqm", "mean"):
-                point, lo, hi = aggregate.interval(matrix, stat, rng=np.random.default_rng(seed), n_boot=n_boot)
-                row.update({stat: point, f"{stat}_lo": np.nan if reason else lo,
-                            f"{stat}_hi": np.nan if reason else hi})
-            fam_rows.append(row)
+        fam_rows = [dict(family=family, method=method, cells=len(idx), **estimates(matrix, seed=seed, n_boot=n_boot))
+                    for method, matrix in fam.items()]
         per_family[family] = pd.DataFrame(fam_rows).sort_values("iqm", ascending=False, ignore_index=True)
     pairs = []
     for x, y in itertools.combinations(matrices, 2):
