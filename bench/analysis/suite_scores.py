@@ -274,7 +274,7 @@ def board_row(cell: Cell, method: str, g: pd.DataFrame, norm: dict, *, rng, n_bo
     row["finished"] = bool(len(done))
     row["other_setting"] = method in norm["other_settings"]
     per_seed = seed_values(done, done["normalised"])
-    row["seeds"] = len(per_seed)
+    row["seeds"] = int(done["seed"].fillna(-1).nunique())  # finished seeds, normalised or not (a cell may have no scale)
     if len(per_seed) > 1:
         row["normalised"], row["normalised_lo"], row["normalised_hi"] = stats.bootstrap_ci(
             per_seed, "mean", rng=rng, n_boot=n_boot)

@@ -145,6 +145,8 @@ def test_cells_without_a_normalisation_or_results_are_said_and_not_aggregated(tm
     assert "no method moved the score the right way" in notes[("prompt-match", "sd")]
     assert "no results folder" in notes[("prompt-match", "sd3")]
     assert board[(board["task"] == "prompt-match") & (board["family"] == "sd3")]["status"].eq("absent").all()
+    unscaled = board[(board["task"] == "prompt-match") & (board["family"] == "sd")]
+    assert unscaled["seeds"].eq(3).all() and unscaled["normalised"].isna().all()  # finished seeds, not 0
     agg = suite_report.aggregates(runs, table, suite.methods, seed=0, n_boot=50)
     assert agg["cells"] == [("jpeg-compressibility", "sd"), ("jpeg-compressibility", "sd3")]
     assert sorted(agg["together"]) == ["alignprop", "ddpo", "refl"]
