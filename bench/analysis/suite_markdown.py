@@ -9,11 +9,12 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from bench.analysis import speedup
-from bench.analysis.summary import FIDELITY, METRIC_NAMES
+from bench.analysis.summary import METRIC_NAMES
 from bench.analysis.suite_figures import QUICK
 from bench.analysis.suite_scores import is_diversity
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED
+from rewards.fidelity import FIDELITY
 
 SECTIONS = ("Scoreboard", "Aggregate", "Per-task curves", "Final score against diversity and fidelity",
             "Image grids", "Speed-ups", "Published claims", "Definitions")

@@ -25,10 +25,11 @@ import pandas as pd
 from bench.analysis import stats
 from bench.analysis.results import Results, add_labels, eval_setting, load_results, reward_higher_is_better
 from bench.analysis.saved_fidelity import saved_fidelity
-from bench.analysis.summary import FIDELITY, per_run_evals, seed_values
+from bench.analysis.summary import per_run_evals, seed_values
 from bench.core.errors import UsageError
 from bench.core.files import NULL, read_json
 from bench.harness.recorder import COMPLETED
+from rewards.fidelity import FIDELITY
 
 SUITE_FILE = "suite.json"
 SUITE_SHAPE = {"tasks": ([str], {"*": dict}), "families": [str], "methods?": ([str], str), "seeds?": ([int], str),

@@ -14,6 +14,7 @@ from bench.analysis.results import (Results, eval_curves, eval_setting, fmt_sett
                                     reward_higher_is_better, true_cfg)
 from bench.core.text import fmt, markdown_table
 from bench.harness.recorder import COMPLETED, STATUSES
+from rewards.fidelity import FIDELITY  # the fidelity metrics shown beside the learned reward, where recorded
 
 FAILED = tuple(s for s in STATUSES if s not in COMPLETED)
 """Statuses of runs that did not finish their budget (their numbers, if any, are partial)."""
@@ -21,8 +22,6 @@ FAILED = tuple(s for s in STATUSES if s not in COMPLETED)
 FRACTION = 0.9
 """Time-to-target: the fraction of the best method's improvement over the starting reward."""
 
-FIDELITY = ("color_accuracy", "shape_accuracy", "exact_count")
-"""Evaluation metrics of prompt fidelity shown beside the learned reward, where recorded."""
 DIVERSITY = "diversity"
 """An evaluation metric of sample diversity, shown beside them where recorded: ``diversity[<feature space>]``
 (``rewards.diversity``; the space stays in the column's name) or a bare ``diversity``."""
