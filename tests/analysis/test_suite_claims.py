@@ -2,6 +2,7 @@
 on the synthetic suite's straight-line curves, the claims file's checks and the report's section."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,17 @@ from bench.core.errors import UsageError
 from suite_fixture import write_suite
 
 NAN = float("nan")
+
+
+def equal_reward_claims(path: Path, *claims) -> Path:
+    """A claims file of equal-reward claims, each (name, method, reference, metric); the path, for ``load_claims``."""
+    path.write_text("".join(f'[claims.{name}]\nsource = "x"\nkind = "equal-reward"\nmethod = "{method}"\n'
+                            f'reference = "{reference}"\nmetric = "{metric}"\n'
+                            for name, method, reference, metric in claims))
+    return path
+
+
+DIVERSITY_CLAIM = ("div", "alignprop", "draft-lv", "diversity")
 
 
 def row(speedup, lo=NAN, hi=NAN, bound="", inside=False):
@@ -42,13 +54,8 @@ def test_equal_reward_reads_each_run_where_its_reward_crosses_the_lower_final(tm
     evaluation; draft-lv (finals 0.9) crosses it between t = 1/4 and 1/2, read on the straight line of the reward."""
     root = write_suite(tmp_path / "s", {("prompt-match", "sd"): (0.2, {"alignprop": [0.5] * 3,
                                                                      "draft-lv": [0.9] * 3})})
-    claims = tmp_path / "claims.toml"
-    claims.write_text('[claims.div]\nsource = "x"\nkind = "equal-reward"\nmethod = "alignprop"\n'
-                      'reference = "draft-lv"\nmetric = "diversity"\n'
-                      '[claims.true]\nsource = "y"\nkind = "equal-reward"\nmethod = "alignprop"\n'
-                      'reference = "draft-lv"\nmetric = "true"\n'
-                      '[claims.swap]\nsource = "z"\nkind = "equal-reward"\nmethod = "draft-lv"\n'
-                      'reference = "alignprop"\nmetric = "diversity"\n')
+    claims = equal_reward_claims(tmp_path / "claims.toml", DIVERSITY_CLAIM, ("true", "alignprop", "draft-lv", "true"),
+                                 ("swap", "draft-lv", "alignprop", "diversity"))
     table = suite_claims.check_claims(suite_scores.read_suite(root), suite_claims.load_claims(claims), seed=0,
                                       n_boot=50)
     # by hand: the fixture's diversity[...] of the method with index i is 0.4 - 0.2 t (i + 1) / 3
@@ -75,9 +82,7 @@ def test_no_equal_reward_verdict_where_one_method_never_left_the_start(tmp_path)
     step 0, where any difference is the setting's, not the training's."""
     root = write_suite(tmp_path / "s", {("prompt-match", "sd"): (0.2, {"alignprop": [0.2] * 3,
                                                                      "draft-lv": [0.9, 0.8, 0.7]})})
-    claims = tmp_path / "claims.toml"
-    claims.write_text('[claims.div]\nsource = "x"\nkind = "equal-reward"\nmethod = "alignprop"\n'
-                      'reference = "draft-lv"\nmetric = "diversity"\n')
+    claims = equal_reward_claims(tmp_path / "claims.toml", DIVERSITY_CLAIM)
     table = suite_claims.check_claims(suite_scores.read_suite(root), suite_claims.load_claims(claims), seed=0,
                                       n_boot=50)
     assert len(table) and set(table["verdict"]) == {
@@ -88,9 +93,7 @@ def test_a_gain_inside_the_noise_is_no_level_either(tmp_path):
     """Finals of 0.19, 0.20, 0.215 around a start of 0.2: their mean is a hair above it, inside their interval."""
     root = write_suite(tmp_path / "s", {("prompt-match", "sd"): (0.2, {"alignprop": [0.19, 0.2, 0.215],
                                                                      "draft-lv": [0.9, 0.8, 0.7]})})
-    claims = tmp_path / "claims.toml"
-    claims.write_text('[claims.div]\nsource = "x"\nkind = "equal-reward"\nmethod = "alignprop"\n'
-                      'reference = "draft-lv"\nmetric = "diversity"\n')
+    claims = equal_reward_claims(tmp_path / "claims.toml", DIVERSITY_CLAIM)
     table = suite_claims.check_claims(suite_scores.read_suite(root), suite_claims.load_claims(claims), seed=0,
                                       n_boot=200)
     assert set(table["verdict"]) == {"undecided: alignprop did not raise its learned reward beyond the noise around "
