@@ -88,7 +88,7 @@ class Run:
         from methods import METHODS
         from rewards.base import RewardNotDifferentiable
         from rewards.diversity import diversity_metrics
-        from rewards.fidelity import fidelity_metrics
+        from rewards.fidelity import FIDELITY, fidelity_metrics
 
         spec = self.spec
         seed_everything(spec.seed)
@@ -143,10 +143,12 @@ class Run:
             with (progress.evaluating(eval_cfg.n) as bar, torch.random.fork_rng(devices=rng_devices(device)),
                   method.evaluation_weights()):
                 scores, images = evaluate(model.pipe, reward, eval_prompts, eval_cfg, progress=bar)
-                extra = reward.eval_metrics(images.to(device), eval_prompts)
-                extra.update(diversity_metrics(reward, images.to(device), eval_prompts))  # >= 2 samples per prompt
-                for name, value in fidelity_metrics(images.to(device), eval_prompts).items():
-                    extra.setdefault(name, value)  # every reward's, on shape-world prompts; a reward's own stands
+                on_device = images.to(device)
+                extra = reward.eval_metrics(on_device, eval_prompts)
+                extra.update(diversity_metrics(reward, on_device, eval_prompts))  # >= 2 samples per prompt
+                if not all(name in extra for name in FIDELITY):  # a reward that records them keeps its own
+                    for name, value in fidelity_metrics(on_device, eval_prompts).items():
+                        extra.setdefault(name, value)  # every other reward's, on shape-world prompts
             random.setstate(py_state)
             np.random.set_state(np_state)
             progress.evaluated(rec.step, float(scores.mean()), eval_cfg.n, samples=rec.samples)
